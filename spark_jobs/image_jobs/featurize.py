@@ -1,0 +1,167 @@
+"""Featurize images inside Spark's Python workers: decode + CNN forward pass in batches.
+
+The function returned by ``make_featurizer`` is used with ``DataFrame.mapInPandas`` (an iterator of
+pandas batches, like an iterator pandas UDF, but it passes the metadata columns through). The model
+is built once per Python worker and reused across tasks; TensorFlow gets exactly the task's cores,
+so concurrent tasks on an executor do not oversubscribe the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from image_jobs.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+
+FEATURE_COLUMNS = ["path", "label", "length", "modificationTime", "width", "height", "features"]
+REJECT_COLUMNS = ["path", "label", "length", "modificationTime", "reason"]
+
+# (backbone, weights) -> (model, resize policy); lives as long as the Python worker
+_MODEL_CACHE: dict[tuple[str, str], tuple[object, object]] = {}
+
+
+def output_schema():
+    """Schema of ``make_featurizer``'s output: one row per input image, features or a reject reason."""
+    from pyspark.sql.types import (
+        ArrayType,
+        FloatType,
+        IntegerType,
+        LongType,
+        StringType,
+        StructField,
+        StructType,
+        TimestampType,
+    )
+
+    return StructType([
+        StructField("path", StringType(), False),
+        StructField("label", StringType(), True),
+        StructField("length", LongType(), False),
+        StructField("modificationTime", TimestampType(), True),
+        StructField("width", IntegerType(), True),
+        StructField("height", IntegerType(), True),
+        StructField("features", ArrayType(FloatType(), False), True),
+        StructField("reason", StringType(), True),
+    ])
+
+
+def configure_threads(cores: int) -> None:
+    """Give TensorFlow/OpenMP exactly ``cores`` threads; must run before TensorFlow is imported."""
+    cores = str(max(1, cores))
+    for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = cores
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def load_model(backbone_name: str, weights: str, weights_file: str | None):
+    """The feature model and resize policy for this worker, built on first use and then cached."""
+    key = (backbone_name, weights)
+    if key not in _MODEL_CACHE:
+        import tensorflow as tf
+
+        from image_jobs.backbones import build_feature_model, get_backbone
+
+        try:  # the environment set by configure_threads already did this unless TF was imported earlier
+            tf.config.threading.set_intra_op_parallelism_threads(int(os.environ.get("TF_NUM_INTRAOP_THREADS", 0)))
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass  # TF already initialised in this process: its thread pools are fixed
+
+        backbone = get_backbone(backbone_name)
+        model = build_feature_model(backbone, weights, weights_file)
+        _MODEL_CACHE[key] = (model, backbone.resize_policy(weights))
+    return _MODEL_CACHE[key]
+
+
+def _task_cores() -> int:
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return ctx.cpus() if ctx is not None else (os.cpu_count() or 1)
+
+
+def local_weights_file(weights: str) -> str | None:
+    """Where a weights URI shipped with ``SparkContext.addFile`` is on this node (None for imagenet/random)."""
+    if weights in ("imagenet", "random"):
+        return None
+    from pyspark import SparkFiles
+
+    name = weights.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        return SparkFiles.get(name)
+    except Exception:  # not inside a Spark worker (unit tests): use the path as given
+        return weights.removeprefix("file://")
+
+
+def featurize_batch(pdf: pd.DataFrame, model, policy, batch_size: int, max_pixels: int) -> pd.DataFrame:
+    """Decode and featurize one pandas batch; bad images get a ``reason`` instead of features."""
+    n = len(pdf)
+    widths = np.full(n, None, dtype=object)
+    heights = np.full(n, None, dtype=object)
+    features = np.full(n, None, dtype=object)
+    reasons = np.full(n, None, dtype=object)
+    good_rows: list[int] = []
+    good_pixels: list[np.ndarray] = []
+    for i, data in enumerate(pdf["content"].to_numpy()):
+        try:
+            decoded = decode_image(bytes(data) if data is not None else b"", policy, max_pixels)
+        except DecodeError as exc:
+            reasons[i] = str(exc)
+            continue
+        widths[i], heights[i] = decoded.width, decoded.height
+        good_rows.append(i)
+        good_pixels.append(decoded.pixels)
+    for start in range(0, len(good_rows), batch_size):
+        rows = good_rows[start : start + batch_size]
+        batch = np.stack(good_pixels[start : start + batch_size]).astype(np.float32)
+        out = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+        for row, vector in zip(rows, out, strict=True):
+            if np.isfinite(vector).all():
+                features[row] = vector
+            else:
+                reasons[row] = "model produced non-finite features"
+    return pd.DataFrame({
+        "path": pdf["path"].to_numpy(),
+        "label": pdf["label"].to_numpy(),
+        "length": pdf["length"].to_numpy(),
+        "modificationTime": pdf["modificationTime"].to_numpy(),
+        "width": widths,
+        "height": heights,
+        "features": features,
+        "reason": reasons,
+    })
+
+
+def make_featurizer(
+    backbone_name: str,
+    weights: str,
+    batch_size: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    counters: dict | None = None,
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """A ``mapInPandas`` function: rows (path, label, length, modificationTime, content) -> ``output_schema()``.
+
+    ``counters`` may hold Spark accumulators ``done``, ``rejected`` and ``seconds`` that the
+    driver reads to log progress.
+    """
+
+    def featurize(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        configure_threads(_task_cores())
+        model, policy = load_model(backbone_name, weights, local_weights_file(weights))
+        for pdf in batches:
+            started = time.perf_counter()
+            out = featurize_batch(pdf, model, policy, batch_size, max_pixels)
+            if counters:
+                rejected = int(out["reason"].notna().sum())
+                counters["done"].add(len(out) - rejected)
+                counters["rejected"].add(rejected)
+                counters["seconds"].add(time.perf_counter() - started)
+            yield out
+
+    return featurize

@@ -1,0 +1,34 @@
+"""File-system helpers on Hadoop's FileSystem API (file://, s3:// via EMRFS or s3a, hdfs://) from the driver."""
+
+from __future__ import annotations
+
+GLOB_SPECIAL = "\\{}[]*?"
+
+
+def _hadoop_path(spark, uri: str):
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return fs, path
+
+
+def qualify(spark, uri: str) -> str:
+    """The URI as Spark's file sources report paths (e.g. ``file:/data/images``), without a trailing slash."""
+    fs, path = _hadoop_path(spark, uri)
+    return str(fs.makeQualified(path).toString()).rstrip("/")
+
+
+def exists(spark, uri: str) -> bool:
+    """Whether a file or folder exists at ``uri``."""
+    fs, path = _hadoop_path(spark, uri)
+    return bool(fs.exists(path))
+
+
+def escape_glob(text: str) -> str:
+    """Escape Hadoop glob characters so a folder named ``a[1]`` is read literally, not as a pattern."""
+    return "".join("\\" + ch if ch in GLOB_SPECIAL else ch for ch in text)
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join URI segments with single slashes."""
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])

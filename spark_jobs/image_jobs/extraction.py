@@ -6,6 +6,7 @@ They take and return DataFrames; reading and writing URIs is left to ``extract_f
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import unquote
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff")
 IMAGE_KEY = ["path", "length", "modificationTime"]
@@ -47,6 +48,36 @@ def read_images(spark, paths: list[str], modified_before: str, with_content: boo
     )
     columns = ["path", "length", "modificationTime"] + (["content"] if with_content else [])
     return df.select(*columns)
+
+
+def _path_column_form(uri: str) -> str:
+    """``inputFiles()`` URIs (percent-encoded, ``file:///``) in the form of binaryFile's ``path`` column."""
+    uri = unquote(uri)
+    return "file:/" + uri[len("file:///"):] if uri.startswith("file:///") else uri
+
+
+def list_images(spark, images_uri: str, modified_before: str):
+    """(path, length, modificationTime) of every image file under ``images_uri``, empty files included.
+
+    Spark's file scans skip zero-byte files, so a scan alone would lose them silently; the file
+    index behind the scan (``inputFiles``) still lists them, and their status is fetched from the
+    file system so they can be recorded as rejects.
+    """
+    from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
+
+    from image_jobs import storage
+
+    scanned = read_images(spark, [images_uri], modified_before, with_content=False)
+    listed = {_path_column_form(uri) for uri in scanned.inputFiles()}
+    seen = {row["path"] for row in scanned.select("path").collect()}
+    extra = []
+    for path in sorted(listed - seen):
+        status = storage.file_status(spark, path)
+        if status is not None:  # a file that vanished since the listing is simply not there any more
+            extra.append((path, status[0], status[1]))
+    schema = StructType([StructField("path", StringType(), False), StructField("length", LongType(), False),
+                         StructField("modificationTime", TimestampType(), True)])
+    return scanned.unionByName(spark.createDataFrame(extra, schema)) if extra else scanned
 
 
 def with_labels(df, images_root: str):
@@ -91,12 +122,22 @@ def unlabelled_rejects(todo):
     )
 
 
-def oversized_rejects(todo, max_bytes: int):
-    """Reject rows for files too large to read into memory as one record."""
+def size_rejects(todo, max_bytes: int):
+    """Reject rows for empty files and for files too large to read into memory as one record."""
     from pyspark.sql import functions as F
 
-    return todo.filter(F.col("label").isNotNull() & (F.col("length") > max_bytes)).select(
-        "path", "label", "length", "modificationTime",
-        F.concat(F.lit("file is "), F.col("length").cast("string"),
-                 F.lit(f" bytes, over the limit of {max_bytes}")).alias("reason"),
+    reason = (
+        F.when(F.col("length") == 0, F.lit("empty file (0 bytes)"))
+        .when(F.col("length") > max_bytes, F.concat(F.lit("file is "), F.col("length").cast("string"),
+                                                    F.lit(f" bytes, over the limit of {max_bytes}")))
     )
+    return todo.filter(F.col("label").isNotNull()).select(
+        "path", "label", "length", "modificationTime", reason.alias("reason")
+    ).filter(F.col("reason").isNotNull())
+
+
+def readable(todo, max_bytes: int):
+    """The labelled images whose bytes the content pass reads (not empty, not oversized)."""
+    from pyspark.sql import functions as F
+
+    return todo.filter(F.col("label").isNotNull() & (F.col("length") > 0) & (F.col("length") <= max_bytes))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 GLOB_SPECIAL = "\\{}[]*?"
 
 
@@ -22,6 +24,18 @@ def exists(spark, uri: str) -> bool:
     """Whether a file or folder exists at ``uri``."""
     fs, path = _hadoop_path(spark, uri)
     return bool(fs.exists(path))
+
+
+def file_status(spark, uri: str) -> tuple[int, object] | None:
+    """(length, modification time as a UTC datetime) of a file, or None when it does not exist."""
+    from datetime import datetime
+
+    fs, path = _hadoop_path(spark, uri)
+    if not fs.exists(path):
+        return None
+    status = fs.getFileStatus(path)
+    mtime = datetime.fromtimestamp(status.getModificationTime() / 1000, tz=UTC)
+    return int(status.getLen()), mtime
 
 
 def escape_glob(text: str) -> str:

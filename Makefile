@@ -16,7 +16,7 @@ SPARK_ENV = JAVA_HOME="$$(PYTHONPATH=plugins $(PY) -m image_pipeline.java)" PYSP
 	PYSPARK_DRIVER_PYTHON="$(abspath $(PY))" SPARK_CONF_DIR="$(CURDIR)/conf"
 RUN_KEY ?= manual__$(shell date -u +%Y-%m-%dT%H_%M_%S)
 
-.PHONY: setup run test lint sample-data weights bench-extract clean
+.PHONY: setup run test lint sample-data weights bench-extract bench-sweep clean
 
 $(STAMP): requirements.txt constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,3 +57,6 @@ bench-extract: setup
 
 clean:
 	rm -rf dist .pytest_cache .ruff_cache
+
+bench-sweep: setup
+	$(SPARK_ENV) $(PY) bench/pairwise_sweep.py $(BENCH_ARGS)

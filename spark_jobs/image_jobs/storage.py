@@ -11,6 +11,8 @@ def _hadoop_path(spark, uri: str):
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
     fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if fs.getScheme() == "file":
+        fs = fs.getRawFileSystem()  # no hidden .crc files next to reports and plots
     return fs, path
 
 

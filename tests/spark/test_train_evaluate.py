@@ -1,0 +1,168 @@
+"""Training and evaluation jobs on synthetic features: accuracy where it should be, columns, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import evaluate_models
+import train_models
+from image_jobs.training import TrainingInputError
+from image_pipeline.sample_features import sample_feature_frame, write_sample_features
+
+pytestmark = pytest.mark.spark
+
+LABELS = ["cat_a", "cat_b", "dog_a", "dog_twin"]
+SPLITS = "0.2,0.5,0.8"
+
+
+@pytest.fixture(scope="module")
+def features_root(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    # dog_twin draws from dog_a's distribution: no classifier can tell them apart
+    frame = sample_feature_frame(LABELS, per_class=40, dim=64, seed=1, noise=2.0, same_as={"dog_twin": "dog_a"})
+    write_sample_features(spark, f"file://{root}/features", "synthetic", "r1", frame)
+    return root
+
+
+def train_args(root, run_key, *extra):
+    return train_models.parse_args([
+        "--features-uri", f"file://{root}/features", "--backbone", "synthetic",
+        "--models-uri", f"file://{root}/runs/{run_key}/models", "--run-key", run_key,
+        "--modified-before", "2100-01-01T00:00:00Z", "--split-ratios", SPLITS, "--pca-components", "16",
+        "--max-per-class", "30", *extra,
+    ])
+
+
+def evaluate_args(root, run_key):
+    return evaluate_models.parse_args([
+        "--models-uri", f"file://{root}/runs/{run_key}/models", "--report-uri", f"file://{root}/runs/{run_key}/report",
+        "--rejects-uri", f"file://{root}/rejects", "--backbone", "synthetic", "--run-key", run_key,
+        "--modified-before", "2100-01-01T00:00:00Z",
+    ])
+
+
+@pytest.fixture(scope="module")
+def trained(spark, features_root):
+    summary = train_models.run(spark, train_args(features_root, "r1"))
+    report = evaluate_models.run(spark, evaluate_args(features_root, "r1"))
+    return summary, report
+
+
+def metrics(root, run_key="r1") -> pd.DataFrame:
+    return pd.read_csv(root / "runs" / run_key / "report" / "metrics.csv")
+
+
+def test_separable_pairs_near_100_and_indistinguishable_near_50(features_root, trained):
+    m = metrics(features_root)
+    per_pair = m.groupby(["class_1", "class_2"])["predict_pct"].mean()
+    assert per_pair[("dog_a", "dog_twin")] < 70
+    assert per_pair.drop(("dog_a", "dog_twin")).min() > 95
+    _, report = trained
+    assert report["hardest_pairs"][0]["class_1"] == "dog_a" and report["hardest_pairs"][0]["class_2"] == "dog_twin"
+
+
+def test_metrics_columns_types_and_sizes(features_root, trained):
+    m = metrics(features_root)
+    assert list(m.columns[:9]) == ["class_1", "class_2", "split", "iteration", "num_model", "predict_pct",
+                                   "nb_train", "nb_test", "nb_correct"]
+    assert {"model_type", "fit_seconds", "best_of_pair"} <= set(m.columns)
+    assert len(m) == 6 * 3
+    assert (m["nb_train"] + m["nb_test"] == 60).all()  # 30 per class, balanced
+    assert (m["iteration"] == 100).all() and set(m["num_model"]) == {1, 2, 3}
+    assert np.allclose(m["predict_pct"], 100 * m["nb_correct"] / m["nb_test"], atol=1e-3)
+    assert m["best_of_pair"].sum() == 6
+    assert m.dtypes["nb_train"].kind == "i" and m.dtypes["predict_pct"].kind == "f"
+    assert m.dtypes["best_of_pair"].kind == "b"
+
+
+def test_best_model_of_each_pair_is_saved(spark, features_root, trained):
+    best = spark.read.parquet(f"file://{features_root}/runs/r1/models/pairwise").toPandas()
+    assert sorted(best["pair"]) == sorted(f"{a}_VS_{b}" for a, b in metrics(features_root)[["class_1", "class_2"]]
+                                           .drop_duplicates().itertuples(index=False))
+    assert {len(c) for c in best["coef"]} == {16}
+    m = metrics(features_root)
+    for row in best.itertuples():
+        pair = m[(m.class_1 == row.class_1) & (m.class_2 == row.class_2)]
+        assert row.predict_pct == pair["predict_pct"].max()
+
+
+def test_multiclass_model_is_portable_and_matches_its_predictions(spark, features_root, trained):
+    models = features_root / "runs" / "r1" / "models"
+    model = json.loads((models / "multiclass" / "model.json").read_text())
+    assert model["labels"] == LABELS and len(model["pca_components"]) == 16
+    predictions = spark.read.parquet(f"file://{models}/multiclass/test_predictions").toPandas()
+    frame = sample_feature_frame(LABELS, 40, 64, seed=1, noise=2.0, same_as={"dog_twin": "dog_a"}).set_index("path")
+    x = np.stack(frame.loc[predictions["path"], "features"].to_numpy())
+    std = np.array(model["scaler_std"])
+    z = np.where(std > 0, (x - np.array(model["scaler_mean"])) / np.where(std > 0, std, 1), 0)
+    logits = z @ np.array(model["pca_components"]).T @ np.array(model["coef"]).T + np.array(model["intercept"])
+    assert [model["labels"][i] for i in logits.argmax(1)] == predictions["predicted"].tolist()
+    _, report = trained
+    assert 0.6 < report["multiclass"]["accuracy"] < 0.95  # the twins halve two classes' accuracy
+
+
+def test_report_files(features_root, trained):
+    report = features_root / "runs" / "r1" / "report"
+    per_class = pd.read_csv(report / "multiclass.csv")
+    assert list(per_class.columns) == ["class", "precision", "recall", "f1", "support"]
+    assert per_class["support"].sum() == 4 * 8
+    confusion = pd.read_csv(report / "confusion_matrix.csv", index_col=0)
+    assert confusion.to_numpy().sum() == 32 and list(confusion.columns) == LABELS
+    summary = json.loads((report / "summary.json").read_text())
+    for key in ("run_key", "backbone", "feature_dim", "pca_components", "pca_explained_variance", "classes",
+                "image_counts", "rejects", "multiclass", "hardest_pairs", "seconds_per_step"):
+        assert key in summary
+    assert summary["image_counts"] == {label: 40 for label in LABELS} and summary["feature_dim"] == 64
+    assert 0 < summary["pca_explained_variance"] <= 1 and 0 <= summary["multiclass"]["macro_f1"] <= 1
+    plots = sorted(p.name for p in (report / "plots").iterdir())
+    assert {"accuracy_vs_split.png", "pairwise_accuracy_heatmap.png", "confusion_matrix.png",
+            "pca_explained_variance.png", "accuracy_vs_split_dog_twin.png"} <= set(plots)
+    for name in plots:
+        with Image.open(report / "plots" / name) as img:
+            img.verify()
+            assert img.format == "PNG" and img.size[0] > 300
+
+
+def test_deterministic_for_a_seed(spark, features_root, trained):
+    train_models.run(spark, train_args(features_root, "r2"))
+    evaluate_models.run(spark, evaluate_args(features_root, "r2"))
+    first, second = metrics(features_root, "r1"), metrics(features_root, "r2")
+    columns = ["class_1", "class_2", "split", "predict_pct", "nb_train", "nb_test", "nb_correct"]
+    pd.testing.assert_frame_equal(first[columns], second[columns])
+
+
+def test_one_vs_rest_and_one_vs_each(spark, features_root):
+    train_models.run(spark, train_args(features_root, "rest", "--pair-mode", "one_vs_rest", "--focus-class", "cat_a"))
+    evaluate_models.run(spark, evaluate_args(features_root, "rest"))
+    m = metrics(features_root, "rest")
+    assert set(zip(m.class_1, m.class_2, strict=True)) == {("cat_a", "rest")} and len(m) == 3
+    assert (m["nb_train"] + m["nb_test"] == 60).all()
+    train_models.run(spark, train_args(features_root, "each", "--pair-mode", "one_vs_each", "--focus-class", "dog_a"))
+    evaluate_models.run(spark, evaluate_args(features_root, "each"))
+    m = metrics(features_root, "each")
+    assert set(zip(m.class_1, m.class_2, strict=True)) == {("dog_a", "cat_a"), ("dog_a", "cat_b"),
+                                                           ("dog_a", "dog_twin")}
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--labels-json", '["cat_a"]'], "at least 2 classes"),
+    (["--labels-json", '["cat_a", "zebra"]'], "zebra"),
+    (["--max-per-class", "30", "--split-ratios", "0.01,0.5"], "too few images"),
+    (["--pair-mode", "one_vs_rest", "--focus-class", "zebra"], "zebra"),
+])
+def test_bad_parameters_fail_clearly(spark, features_root, extra, message):
+    with pytest.raises(TrainingInputError, match=message):
+        train_models.run(spark, train_args(features_root, "bad", *extra))
+
+
+def test_no_features_for_backbone_is_a_clear_error(spark, tmp_path):
+    args = train_models.parse_args(["--features-uri", f"file://{tmp_path}/none", "--backbone", "vgg16",
+                                    "--models-uri", f"file://{tmp_path}/m", "--run-key", "k",
+                                    "--modified-before", "2100-01-01T00:00:00Z"])
+    with pytest.raises(TrainingInputError, match="no features for backbone vgg16"):
+        train_models.run(spark, args)

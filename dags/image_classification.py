@@ -1,0 +1,121 @@
+"""
+### Image classification on a transient Spark cluster
+
+Turns folders of labelled photos (`<images_uri>/<label>/*.jpg|png`) into CNN features, a partitioned
+sweep of pairwise linear SVMs, a multiclass classifier and a report:
+
+1. **plan_run** resolves params and the data interval into one explicit run plan;
+2. **create_cluster** (setup) starts the cluster: a local Spark standalone cluster by default,
+   AWS EMR with `IMAGE_PIPELINE_COMPUTE=emr`;
+3. **extract_features**, **train_models**, **evaluate_models** run the Spark steps;
+4. **publish_report** reads the report back, enforces the `min_accuracy` gate and summarises;
+5. **terminate_cluster** (teardown) always stops the cluster, also after a failure.
+
+A run sees the images modified before its data interval's end, so backfills reproduce past models;
+extraction is incremental, so a new class folder costs only its own images.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+from image_pipeline.local_operators import LocalSparkStepOperator
+from image_pipeline.params import dag_params
+from image_pipeline.settings import load_settings
+from image_pipeline.steps import STEP_NAMES
+
+SETTINGS = load_settings()
+
+
+@dag(
+    schedule=SETTINGS.schedule,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=2,
+    params=dag_params(SETTINGS),
+    tags=["images", "spark", SETTINGS.compute],
+    default_args={"retries": 1, "retry_delay": pendulum.duration(minutes=1)},
+)
+def image_classification():
+    @task
+    def plan_run(**context) -> dict:
+        """Validate params and resolve them with the data interval into the run plan."""
+        from image_pipeline.layout import run_key_for, run_layout
+        from image_pipeline.plan import build_run_plan, discover_labels
+
+        dag_run = context["dag_run"]
+        modified_before = context.get("data_interval_end") or dag_run.run_after
+        params = dict(context["params"])
+        images_uri = (params.get("images_uri") or "").strip() or run_layout(
+            SETTINGS.root_uri, run_key_for(dag_run.run_id)).images_uri
+        available = discover_labels(images_uri, SETTINGS.aws_conn_id)
+        plan = build_run_plan(params, dag_run.run_id, modified_before, SETTINGS, available).as_dict()
+        print(f"run plan: {plan}")
+        return plan
+
+    @task
+    def stage_artifacts(plan: dict) -> dict:
+        """Put the Spark jobs' code where the cluster reads it (skipped when already there)."""
+        from image_pipeline.artifacts import stage_local
+
+        return stage_local(plan["artifacts_uri"])
+
+    @task(retries=0)
+    def create_cluster(plan: dict) -> dict:
+        """Start the run's own Spark standalone cluster on 127.0.0.1 and wait for its workers."""
+        from dataclasses import asdict
+        from pathlib import Path
+
+        from image_pipeline.java import ensure_java_home
+        from image_pipeline.local_cluster import start_cluster
+
+        info = start_cluster(
+            Path(plan["cluster_uri"].removeprefix("file://")), plan["local_workers"], plan["local_worker_cores"],
+            plan["local_worker_memory_gb"], SETTINGS.python, ensure_java_home(),
+        )
+        return asdict(info)
+
+    @task(retries=0)
+    def publish_report(plan: dict) -> dict:
+        """Read the report back, write report.md, log the summary, enforce the quality gate."""
+        import json
+
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from image_pipeline.report import QualityGateError, publish
+
+        try:
+            headline = publish(plan["report_uri"], plan["min_accuracy"], SETTINGS.aws_conn_id)
+        except QualityGateError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        print(f"multiclass accuracy {100 * headline['multiclass_accuracy']:.1f}% on {headline['classes']} classes, "
+              f"{headline['images']} images ({headline['rejects']} rejected), "
+              f"{headline['pairwise_models']} pairwise models")
+        print("hardest pairs: " + ", ".join(
+            f"{p['class_1']} vs {p['class_2']} {p['mean_pct']:.1f}%" for p in headline["hardest_pairs"]))
+        print(f"seconds per step: {json.dumps(headline['seconds_per_step'])}")
+        print(f"report: {headline['report_md']}")
+        return headline
+
+    @task
+    def terminate_cluster(plan: dict) -> list[int]:
+        """Stop every process of the run's cluster (teardown: runs even when a step failed)."""
+        from image_pipeline.local_cluster import stop_cluster
+
+        return stop_cluster(plan["cluster_uri"].removeprefix("file://"))
+
+    plan = plan_run()
+    artifacts = stage_artifacts(plan)
+    cluster = create_cluster(plan)
+    steps = [
+        LocalSparkStepOperator(task_id=name, step=name, plan=plan, cluster=cluster, artifacts=artifacts,
+                               python=SETTINGS.python)
+        for name in STEP_NAMES
+    ]
+    terminate = terminate_cluster(plan).as_teardown(setups=cluster)
+    artifacts >> steps[0]
+    cluster >> steps[0] >> steps[1] >> steps[2] >> [publish_report(plan), terminate]
+
+
+image_classification()

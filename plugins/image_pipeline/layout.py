@@ -1,0 +1,76 @@
+"""The storage layout: every URI of a run, built from the root URI and the run key.
+
+    images/<label>/...                          input, owned by the user
+    features/backbone=<name>/run=<run_key>/     feature rows (appended per run)
+    rejects/backbone=<name>/run=<run_key>/      files that could not be featurized, with reasons
+    runs/<run_key>/models/                      PCA + multiclass model, best pairwise models
+    runs/<run_key>/report/                      metrics.csv, summary.json, plots/, report.md
+    runs/<run_key>/steps/                       each step's own summary (timings, counts)
+    runs/<run_key>/cluster/                     the local cluster's pids, ports and logs
+    artifacts/<content hash>/                   code zip, entry scripts, bootstrap, weights (EMR)
+    logs/                                       EMR LogUri
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def run_key_for(run_id: str) -> str:
+    """A path-safe run key from an Airflow run id (no ':' or '+'; valid in S3, HDFS and local paths).
+
+    ``manual__2026-11-21T10:00:00.123+00:00`` -> ``manual__2026-11-21T10_00_00.123_00_00``.
+    """
+    key = _UNSAFE.sub("_", run_id).strip("._")
+    if not key:
+        raise ValueError(f"run id {run_id!r} has no path-safe characters")
+    return key[:200]
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI segments with single slashes."""
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts if p]])
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Every URI one run reads or writes."""
+
+    root_uri: str
+    run_key: str
+    images_uri: str
+    features_uri: str
+    rejects_uri: str
+    run_uri: str
+    models_uri: str
+    report_uri: str
+    steps_uri: str
+    cluster_uri: str
+    artifacts_uri: str
+    logs_uri: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def run_layout(root_uri: str, run_key: str, images_uri: str | None = None) -> RunLayout:
+    """The layout of run ``run_key`` under ``root_uri`` (images may live elsewhere)."""
+    root = root_uri.rstrip("/")
+    run_uri = join(root, "runs", run_key)
+    return RunLayout(
+        root_uri=root,
+        run_key=run_key,
+        images_uri=(images_uri or join(root, "images")).rstrip("/"),
+        features_uri=join(root, "features"),
+        rejects_uri=join(root, "rejects"),
+        run_uri=run_uri,
+        models_uri=join(run_uri, "models"),
+        report_uri=join(run_uri, "report"),
+        steps_uri=join(run_uri, "steps"),
+        cluster_uri=join(run_uri, "cluster"),
+        artifacts_uri=join(root, "artifacts"),
+        logs_uri=join(root, "logs"),
+    )

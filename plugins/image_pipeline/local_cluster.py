@@ -1,0 +1,311 @@
+"""A transient Spark standalone cluster on this machine: master + workers as local processes.
+
+The local twin of an EMR cluster: ``start_cluster`` starts a master and N workers bound to 127.0.0.1
+on free ports (so two runs never collide), waits until every worker has registered and records pids,
+ports and log files in ``<cluster_dir>/cluster.json`` as it goes; ``submit_step`` runs spark-submit
+against the master with an argument list (never a shell); ``stop_cluster`` stops every process of
+the cluster (executors and Python workers included: each daemon leads its own process group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from image_pipeline.settings import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+CLUSTER_FILE = "cluster.json"
+SPARK_CONF_DIR = PROJECT_ROOT / "conf"
+START_ATTEMPTS = 3
+
+
+class StepFailedError(RuntimeError):
+    """A Spark step exited non-zero; the message carries the tail of its output."""
+
+
+@dataclass
+class ClusterInfo:
+    """What a running local cluster is made of; saved as cluster.json in the run's folder."""
+
+    cluster_dir: str
+    master_url: str = ""
+    master_webui: str = ""
+    workers: int = 0
+    cores_per_worker: int = 1
+    memory_gb_per_worker: int = 1
+    processes: list[dict] = field(default_factory=list)  # {"role", "pid", "pgid", "log"}
+
+    def save(self) -> None:
+        path = Path(self.cluster_dir) / CLUSTER_FILE
+        tmp = path.with_suffix(".json.partial")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, cluster_dir: str | Path) -> ClusterInfo | None:
+        path = Path(cluster_dir) / CLUSTER_FILE
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spark_home() -> str:
+    """The Spark distribution inside the pyspark package."""
+    from pyspark.find_spark_home import _find_spark_home
+
+    return _find_spark_home()
+
+
+def cluster_env(cluster_dir: Path, python: str, java_home: str) -> dict[str, str]:
+    """Environment of the cluster's processes: Java, Python, and run-private scratch folders."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK_", "PYSPARK_"))}
+    env.update({
+        "JAVA_HOME": java_home,
+        "SPARK_HOME": spark_home(),
+        "SPARK_CONF_DIR": str(SPARK_CONF_DIR),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOCAL_DIRS": str(cluster_dir / "local"),
+        "SPARK_WORKER_DIR": str(cluster_dir / "work"),
+        "PYSPARK_PYTHON": python,
+        "PYSPARK_DRIVER_PYTHON": python,
+    })
+    return env
+
+
+def _spawn(role: str, argv: list[str], env: dict[str, str], log_path: Path) -> dict:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stop_cluster reaches its children too
+        )
+    return {"role": role, "pid": proc.pid, "pgid": proc.pid, "log": str(log_path)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return any(_alive(pid) for pid in _group_members(pgid))
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().split(")")[-1].split()
+                if int(fields[2]) == pgid:
+                    members.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return members
+
+
+def _master_status(webui: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"{webui}/json/", timeout=5) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: str, lines: int = 30) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(deque(f, maxlen=lines))
+    except OSError:
+        return ""
+
+
+def start_cluster(cluster_dir: Path, workers: int, cores: int, memory_gb: int, python: str, java_home: str,
+                  timeout: float = 120.0) -> ClusterInfo:
+    """Start a master and ``workers`` workers; return once all have registered with the master.
+
+    On any failure, whatever was started is stopped again before the error propagates.
+    """
+    cluster_dir.mkdir(parents=True, exist_ok=True)
+    env = cluster_env(cluster_dir, python, java_home)
+    spark_class = str(Path(env["SPARK_HOME"]) / "bin" / "spark-class")
+    info = ClusterInfo(str(cluster_dir), workers=workers, cores_per_worker=cores, memory_gb_per_worker=memory_gb)
+    try:
+        for attempt in range(1, START_ATTEMPTS + 1):
+            port, webui_port = free_port(), free_port()
+            master = _spawn("master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                                       "--port", str(port), "--webui-port", str(webui_port)],
+                            env, cluster_dir / "logs" / f"master-{attempt}.log")
+            info.processes.append(master)
+            info.master_url, info.master_webui = f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{webui_port}"
+            info.save()
+            master_pid = master["pid"]
+            if _wait(lambda: _master_status(info.master_webui) is not None, lambda: _alive(master_pid), 60):  # noqa: B023
+                break
+            log.warning("master attempt %d did not come up (port taken?):\n%s", attempt, _tail(master["log"]))
+            _stop_processes([master])
+            info.processes.remove(master)
+        else:
+            raise RuntimeError(f"the Spark master did not start after {START_ATTEMPTS} attempts; "
+                               f"see {cluster_dir}/logs")
+        log.info("master %s up (web UI %s)", info.master_url, info.master_webui)
+        for i in range(workers):
+            info.processes.append(_spawn(
+                f"worker-{i}",
+                [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                 "--port", str(free_port()), "--webui-port", str(free_port()), "--cores", str(cores),
+                 "--memory", f"{memory_gb}g", "--work-dir", str(cluster_dir / "work"), info.master_url],
+                env, cluster_dir / "logs" / f"worker-{i}.log"))
+            info.save()
+
+        def registered() -> bool:
+            status = _master_status(info.master_webui) or {}
+            return int(status.get("aliveworkers", 0)) >= workers
+
+        def all_alive() -> bool:
+            return all(_alive(p["pid"]) for p in info.processes)
+
+        if not _wait(registered, all_alive, timeout):
+            dead = [p for p in info.processes if not _alive(p["pid"])]
+            detail = "\n".join(f"--- {p['role']} ({p['log']}):\n{_tail(p['log'])}" for p in (dead or info.processes))
+            raise RuntimeError(f"{workers} worker(s) did not register with {info.master_url} "
+                               f"within {timeout:.0f} s:\n{detail}")
+        log.info("%d worker(s) registered, %d core(s) and %d GB each", workers, cores, memory_gb)
+        return info
+    except BaseException:
+        stop_cluster(cluster_dir)
+        raise
+
+
+def _wait(condition: Callable[[], bool], still_alive: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if not still_alive():
+            return False
+        time.sleep(0.5)
+    return False
+
+
+def _stop_processes(processes: list[dict], grace: float = 15.0) -> list[int]:
+    groups = [p["pgid"] for p in processes if _group_alive(p["pgid"])]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 10.0)
+        while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+            time.sleep(0.2)
+        groups = [g for g in groups if _group_alive(g)]
+        if not groups:
+            break
+    if groups:
+        raise RuntimeError(f"processes of groups {groups} survived SIGKILL")
+    return [p["pid"] for p in processes]
+
+
+def stop_cluster(cluster_dir: str | Path) -> list[int]:
+    """Stop every process recorded for the cluster in ``cluster_dir`` (workers first); returns their pids.
+
+    Safe to call twice, and on a cluster that only partly started.
+    """
+    info = ClusterInfo.load(cluster_dir)
+    if info is None:
+        log.info("no cluster recorded in %s: nothing to stop", cluster_dir)
+        return []
+    workers_first = sorted(info.processes, key=lambda p: p["role"] == "master")
+    stopped = _stop_processes(workers_first)
+    log.info("stopped %d cluster process group(s) of %s", len(stopped), cluster_dir)
+    return stopped
+
+
+def cluster_processes_alive(cluster_dir: str | Path) -> list[int]:
+    """Pids of the cluster's process groups that are still running (empty once stopped)."""
+    info = ClusterInfo.load(cluster_dir)
+    if info is None:
+        return []
+    return [pid for p in info.processes for pid in _group_members(p["pgid"]) if _alive(pid)]
+
+
+def spark_submit_argv(info: ClusterInfo, entry_script: str, args: list[str], jobs_zip: str, python: str,
+                      app_name: str) -> list[str]:
+    """spark-submit against the local master, as an argument list (no shell, so no quoting issues)."""
+    executor_memory = max(1, info.memory_gb_per_worker - 1)
+    return [
+        str(Path(spark_home()) / "bin" / "spark-submit"),
+        "--master", info.master_url,
+        "--deploy-mode", "client",
+        "--name", app_name,
+        "--conf", "spark.driver.host=127.0.0.1",
+        "--conf", "spark.driver.bindAddress=127.0.0.1",
+        "--conf", "spark.ui.enabled=false",
+        "--conf", f"spark.executor.memory={executor_memory}g",
+        "--conf", f"spark.sql.shuffle.partitions={max(2, 2 * info.workers * info.cores_per_worker)}",
+        "--conf", f"spark.pyspark.python={python}",
+        "--conf", f"spark.pyspark.driver.python={python}",
+        "--py-files", jobs_zip,
+        entry_script,
+        *args,
+    ]
+
+
+class StepProcess:
+    """A running spark-submit whose output streams line by line into ``emit``; kill() stops it."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], emit: Callable[[str], None], tail_lines: int = 40):
+        self.argv, self.env, self.emit = argv, env, emit
+        self.tail: deque[str] = deque(maxlen=tail_lines)
+        self.proc: subprocess.Popen | None = None
+
+    def run(self) -> int:
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, text=True, errors="replace", bufsize=1,
+        )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            self.tail.append(line)
+            self.emit(line)
+        return self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            _stop_processes([{"pid": self.proc.pid, "pgid": self.proc.pid}], grace=10.0)

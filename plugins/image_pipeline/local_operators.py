@@ -1,0 +1,57 @@
+"""Airflow operators of the local backend: a Spark step submitted to the run's local cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+
+class LocalSparkStepOperator(BaseOperator):
+    """Run one Spark step of the run plan with spark-submit against the run's local master.
+
+    The driver's output streams into the task log line by line; a non-zero exit fails the task with
+    the tail of that output. Killing the task (or marking it failed) kills spark-submit's process
+    group; the cluster itself is stopped by the ``terminate_cluster`` teardown.
+    """
+
+    template_fields = ("plan", "cluster", "artifacts")
+    ui_color = "#f4a460"
+
+    def __init__(self, *, step: str, plan: Any, cluster: Any, artifacts: Any, python: str, **kwargs):
+        super().__init__(**kwargs)
+        self.step, self.plan, self.cluster, self.artifacts, self.python = step, plan, cluster, artifacts, python
+        self._process = None
+
+    def execute(self, context) -> dict:
+        from image_pipeline.java import find_java_home
+        from image_pipeline.local_cluster import (
+            ClusterInfo,
+            StepFailedError,
+            StepProcess,
+            cluster_env,
+            spark_submit_argv,
+        )
+        from image_pipeline.steps import step_by_name
+
+        spec = step_by_name(self.plan, self.step)
+        info = ClusterInfo(**self.cluster)
+        argv = spark_submit_argv(
+            info, str(Path(self.artifacts["entry_dir"]) / spec.entry_script), list(spec.args),
+            self.artifacts["jobs_zip"], self.python, f"{spec.name} {self.plan['run_key']}",
+        )
+        env = cluster_env(Path(info.cluster_dir), self.python, find_java_home() or os.environ.get("JAVA_HOME", ""))
+        self.log.info("submitting %s to %s: %s", spec.name, info.master_url, argv)
+        self._process = StepProcess(argv, env, lambda line: self.log.info("%s", line))
+        code = self._process.run()
+        if code != 0:
+            tail = "\n".join(self._process.tail)
+            raise StepFailedError(f"step {spec.name} failed with exit code {code}; last output lines:\n{tail}")
+        return {"step": spec.name, "exit_code": code}
+
+    def on_kill(self) -> None:
+        if self._process is not None:
+            self.log.warning("killing spark-submit of %s", self.step)
+            self._process.kill()

@@ -1,0 +1,85 @@
+"""The DAG's params: one Param per setting, typed and bounded, with a description for the trigger form."""
+
+from __future__ import annotations
+
+from image_pipeline.plan import BACKBONES, DEFAULT_SPLIT_RATIOS, PAIR_MODES
+from image_pipeline.settings import Settings
+
+
+def dag_params(settings: Settings) -> dict:
+    """Params of ``image_classification``; the trigger form shows them in this order."""
+    from airflow.sdk import Param
+
+    return {
+        "images_uri": Param(
+            "", type="string", title="Images URI",
+            description=f"Folder with one sub-folder per class. Empty: {settings.root_uri}/images.",
+        ),
+        "labels": Param(
+            [], type="array", items={"type": "string"}, title="Labels",
+            description="Class folders to train on, one per line. Empty: every class folder found.",
+        ),
+        "backbone": Param(
+            "mobilenet_v2", type="string", enum=list(BACKBONES), title="Backbone",
+            description="Pretrained CNN used as feature extractor: mobilenet_v2 (1280-d, fast) or vgg16 "
+                        "(4096-d fc2, as in the original study).",
+        ),
+        "weights_uri": Param(
+            "", type="string", title="Weights URI",
+            description="Backbone weights file (.keras or .h5; file:// or s3://). Empty: the prepared "
+                        "ImageNet weights for mobilenet_v2, Keras' cache for vgg16. 'random' for timing runs.",
+        ),
+        "pair_mode": Param(
+            "all_pairs", type="string", enum=list(PAIR_MODES), title="Pair mode",
+            description="all_pairs: every pair of classes; one_vs_each: the focus class against each other "
+                        "class; one_vs_rest: the focus class against all others pooled.",
+        ),
+        "focus_class": Param(
+            "", type="string", title="Focus class",
+            description="The class of one_vs_each and one_vs_rest (ignored by all_pairs).",
+        ),
+        "split_ratios": Param(
+            list(DEFAULT_SPLIT_RATIOS), type="array", items={"type": "number", "exclusiveMinimum": 0,
+                                                            "exclusiveMaximum": 1},
+            minItems=1, title="Split ratios",
+            description="Training shares of the pairwise train/test splits, each in (0, 1).",
+        ),
+        "max_per_class": Param(
+            200, type="integer", minimum=2, maximum=100000, title="Max images per class",
+            description="Balanced sample size per class of each pair (the study used 200).",
+        ),
+        "iterations": Param(
+            100, type="integer", minimum=1, maximum=100000, title="SVM iterations",
+            description="Iteration budget of each linear SVM (the study used 100).",
+        ),
+        "pca_components": Param(
+            128, type="integer", minimum=2, maximum=4096, title="PCA components",
+            description="Dimensions kept after standardise + PCA (fitted on training images only).",
+        ),
+        "test_fraction": Param(
+            0.2, type="number", exclusiveMinimum=0, exclusiveMaximum=1, title="Test fraction",
+            description="Share of each class held out to test the multiclass model.",
+        ),
+        "min_accuracy": Param(
+            0.5, type="number", minimum=0, maximum=1, title="Minimum accuracy",
+            description="Quality gate: the run fails when multiclass test accuracy is below this.",
+        ),
+        "batch_size": Param(
+            32, type="integer", minimum=1, maximum=1024, title="Inference batch size",
+            description="Images per forward pass of the CNN during feature extraction.",
+        ),
+        "seed": Param(0, type="integer", minimum=0, title="Seed",
+                      description="Seed of every sample and split: same seed, same metrics."),
+        "local_workers": Param(
+            1, type="integer", minimum=1, maximum=16, title="Local workers",
+            description="Spark workers of the local cluster (local backend only).",
+        ),
+        "local_worker_cores": Param(
+            2, type="integer", minimum=1, maximum=256, title="Cores per local worker",
+            description="Cores each local worker offers (local backend only).",
+        ),
+        "local_worker_memory_gb": Param(
+            4, type="integer", minimum=1, maximum=1024, title="Memory per local worker (GB)",
+            description="Memory each local worker offers; executors get 1 GB less (local backend only).",
+        ),
+    }

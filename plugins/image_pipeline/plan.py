@@ -1,0 +1,188 @@
+"""The run plan: params + data interval -> one explicit, JSON-serialisable description of a run.
+
+Everything later tasks need (URIs, labels, every setting) is decided here, once, and validated:
+a bad value fails the run at ``plan_run`` with a message naming the param, before any cluster
+exists. Labels default to every class folder found under the images URI.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from image_pipeline.layout import run_key_for, run_layout
+from image_pipeline.settings import Settings
+
+BACKBONES = ("mobilenet_v2", "vgg16")
+PAIR_MODES = ("all_pairs", "one_vs_each", "one_vs_rest")
+DEFAULT_SPLIT_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+class PlanError(ValueError):
+    """A param or input that makes the run impossible; the message names it."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything one run does, as plain values (what crosses XCom)."""
+
+    run_id: str
+    run_key: str
+    compute: str
+    modified_before: str  # ISO-8601 UTC: the run sees images modified before it
+    root_uri: str
+    images_uri: str
+    features_uri: str
+    rejects_uri: str
+    run_uri: str
+    models_uri: str
+    report_uri: str
+    steps_uri: str
+    cluster_uri: str
+    artifacts_uri: str
+    logs_uri: str
+    labels: list[str]
+    backbone: str
+    weights_uri: str | None
+    pair_mode: str
+    focus_class: str | None
+    split_ratios: list[float]
+    max_per_class: int
+    iterations: int
+    pca_components: int
+    test_fraction: float
+    min_accuracy: float
+    batch_size: int
+    seed: int
+    local_workers: int
+    local_worker_cores: int
+    local_worker_memory_gb: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _int(params: dict, name: str, low: int, high: int) -> int:
+    value = params.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+            isinstance(value, float) and not value.is_integer()):
+        raise PlanError(f"param {name!r} must be an integer, got {value!r}")
+    value = int(value)
+    if not low <= value <= high:
+        raise PlanError(f"param {name!r} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _number(params: dict, name: str, low: float, high: float, *, open_interval: bool = False) -> float:
+    value = params.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise PlanError(f"param {name!r} must be a number, got {value!r}")
+    inside = low < value < high if open_interval else low <= value <= high
+    if not inside:
+        interval = f"({low}, {high})" if open_interval else f"[{low}, {high}]"
+        raise PlanError(f"param {name!r} must be in {interval}, got {value}")
+    return float(value)
+
+
+def _choice(params: dict, name: str, choices: tuple[str, ...]) -> str:
+    value = params.get(name)
+    if value not in choices:
+        raise PlanError(f"param {name!r} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _labels(params: dict) -> list[str]:
+    value = params.get("labels") or []
+    if isinstance(value, str):  # a comma-separated string typed into a text field
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise PlanError(f"param 'labels' must be a list of class folder names, got {value!r}")
+    bad = [v for v in value if "/" in v or v in (".", "..")]
+    if bad:
+        raise PlanError(f"param 'labels' has names that are not class folders: {bad}")
+    return sorted(set(value))
+
+
+def build_run_plan(params: dict, run_id: str, modified_before: datetime, settings: Settings,
+                   available_labels: list[str]) -> RunPlan:
+    """Validate params and resolve them into a RunPlan.
+
+    ``available_labels`` are the class folders found under the images URI (see ``discover_labels``).
+    """
+    backbone = _choice(params, "backbone", BACKBONES)
+    pair_mode = _choice(params, "pair_mode", PAIR_MODES)
+    requested = _labels(params)
+    missing = [label for label in requested if label not in available_labels]
+    if missing:
+        raise PlanError(f"param 'labels': no class folder for {missing} under the images URI "
+                        f"(found: {available_labels})")
+    labels = requested or sorted(available_labels)
+    if len(labels) < 2:
+        raise PlanError(f"param 'labels': need at least 2 classes, the run would have {labels}")
+    focus = (params.get("focus_class") or "").strip() or None
+    if pair_mode != "all_pairs" and focus is None:
+        raise PlanError(f"param 'focus_class' is required with pair_mode {pair_mode}")
+    if focus is not None and focus not in labels:
+        raise PlanError(f"param 'focus_class' {focus!r} is not among the run's labels {labels}")
+    ratios = params.get("split_ratios")
+    if not isinstance(ratios, list) or not ratios or not all(
+            isinstance(r, int | float) and not isinstance(r, bool) for r in ratios):
+        raise PlanError(f"param 'split_ratios' must be a non-empty list of numbers, got {ratios!r}")
+    outside = [r for r in ratios if not 0 < r < 1]
+    if outside:
+        raise PlanError(f"param 'split_ratios' must all be in (0, 1), got {outside}")
+    weights_uri = (params.get("weights_uri") or "").strip() or None
+    if weights_uri is None and backbone == "mobilenet_v2":
+        weights_uri = settings.default_weights_uri
+    modified_before = modified_before.astimezone(UTC) if modified_before.tzinfo else modified_before.replace(
+        tzinfo=UTC)
+    images_uri = (params.get("images_uri") or "").strip() or None
+    layout = run_layout(settings.root_uri, run_key_for(run_id), images_uri)
+    if settings.compute == "local":
+        not_local = [k for k, v in layout.as_dict().items() if k.endswith("_uri") and not v.startswith("file://")]
+        if not_local:
+            raise PlanError(f"the local backend works on file:// URIs; not local: {not_local} "
+                            f"(set IMAGE_PIPELINE_ROOT_URI, or use IMAGE_PIPELINE_COMPUTE=emr)")
+    return RunPlan(
+        run_id=run_id,
+        compute=settings.compute,
+        modified_before=modified_before.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **layout.as_dict(),
+        labels=labels,
+        backbone=backbone,
+        weights_uri=weights_uri,
+        pair_mode=pair_mode,
+        focus_class=focus,
+        split_ratios=sorted({round(float(r), 6) for r in ratios}),
+        max_per_class=_int(params, "max_per_class", 2, 100_000),
+        iterations=_int(params, "iterations", 1, 100_000),
+        pca_components=_int(params, "pca_components", 2, 4096),
+        test_fraction=_number(params, "test_fraction", 0.0, 1.0, open_interval=True),
+        min_accuracy=_number(params, "min_accuracy", 0.0, 1.0),
+        batch_size=_int(params, "batch_size", 1, 1024),
+        seed=_int(params, "seed", 0, 2**31 - 1),
+        local_workers=_int(params, "local_workers", 1, 16),
+        local_worker_cores=_int(params, "local_worker_cores", 1, 256),
+        local_worker_memory_gb=_int(params, "local_worker_memory_gb", 1, 1024),
+    )
+
+
+def discover_labels(images_uri: str, conn_id: str | None = None) -> list[str]:
+    """Class folders directly under ``images_uri``, through Airflow's object storage (file://, s3://).
+
+    Raises PlanError naming the images URI when it does not exist or cannot be read.
+    """
+    from airflow.sdk import ObjectStoragePath
+
+    root = ObjectStoragePath(images_uri, conn_id=conn_id) if images_uri.startswith("s3://") else \
+        ObjectStoragePath(images_uri)
+    try:
+        if not root.exists() or not root.is_dir():
+            raise PlanError(f"param 'images_uri': {images_uri} does not exist or is not a folder")
+        return sorted(child.name for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
+    except PlanError:
+        raise
+    except (OSError, PermissionError) as exc:
+        raise PlanError(f"param 'images_uri': {images_uri} cannot be read: {exc}") from exc

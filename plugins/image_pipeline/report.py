@@ -1,0 +1,157 @@
+"""Publishing a run's report: read it back from the object store, check it, summarise it, gate on quality.
+
+Everything goes through Airflow's ``ObjectStoragePath``, so ``file://`` and ``s3://`` reports are one
+code path. A missing, empty or malformed file fails with the file and the problem named; nothing
+is ever deleted here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+REQUIRED_SUMMARY_KEYS = ("run_key", "backbone", "classes", "image_counts", "multiclass", "hardest_pairs",
+                         "seconds_per_step", "plots")
+METRICS_HEADER_START = ["class_1", "class_2", "split", "iteration", "num_model", "predict_pct", "nb_train",
+                        "nb_test", "nb_correct"]
+
+
+class ReportError(RuntimeError):
+    """The report is missing, empty or malformed; the message names the file and the problem."""
+
+
+class QualityGateError(RuntimeError):
+    """The model is worse than the run's minimum accuracy."""
+
+
+def _path(uri: str, conn_id: str | None):
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(uri, conn_id=conn_id) if uri.startswith("s3://") else ObjectStoragePath(uri)
+
+
+def _read(uri: str, conn_id: str | None) -> str:
+    path = _path(uri, conn_id)
+    if not path.exists():
+        raise ReportError(f"{uri} is missing")
+    text = path.read_text()
+    if not text.strip():
+        raise ReportError(f"{uri} is empty")
+    return text
+
+
+def read_summary(report_uri: str, conn_id: str | None = None) -> dict[str, Any]:
+    """summary.json, checked for the keys the summary needs."""
+    uri = f"{report_uri}/summary.json"
+    try:
+        summary = json.loads(_read(uri, conn_id))
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{uri} is not valid JSON: {exc}") from exc
+    if not isinstance(summary, dict):
+        raise ReportError(f"{uri} holds a {type(summary).__name__}, not an object")
+    missing = [k for k in REQUIRED_SUMMARY_KEYS if k not in summary]
+    if missing:
+        raise ReportError(f"{uri} lacks {missing}")
+    accuracy = summary["multiclass"].get("accuracy") if isinstance(summary["multiclass"], dict) else None
+    if not isinstance(accuracy, int | float):
+        raise ReportError(f"{uri} has no numeric multiclass.accuracy")
+    return summary
+
+
+def read_metrics(report_uri: str, conn_id: str | None = None) -> list[dict[str, str]]:
+    """metrics.csv rows, checked for the study's columns and at least one model."""
+    uri = f"{report_uri}/metrics.csv"
+    rows = list(csv.DictReader(io.StringIO(_read(uri, conn_id))))
+    header = list(rows[0].keys()) if rows else []
+    if header[: len(METRICS_HEADER_START)] != METRICS_HEADER_START:
+        raise ReportError(f"{uri} does not start with the columns {METRICS_HEADER_START} (got {header[:9]})")
+    for i, row in enumerate(rows, start=2):
+        try:
+            float(row["predict_pct"])
+            int(row["nb_test"])
+        except (TypeError, ValueError):
+            raise ReportError(f"{uri} line {i}: predict_pct/nb_test are not numbers: {row}") from None
+    return rows
+
+
+def summarise(summary: dict, metrics: list[dict], report_uri: str) -> dict[str, Any]:
+    """The run's headline numbers, for the log and the task's output."""
+    return {
+        "run_key": summary["run_key"],
+        "backbone": summary["backbone"],
+        "classes": len(summary["classes"]),
+        "images": sum(summary["image_counts"].values()),
+        "image_counts": summary["image_counts"],
+        "rejects": summary.get("rejects", {}).get("count", 0),
+        "multiclass_accuracy": summary["multiclass"]["accuracy"],
+        "macro_f1": summary["multiclass"].get("macro_f1"),
+        "pairwise_models": len(metrics),
+        "pairwise_mean_accuracy_pct": round(sum(float(r["predict_pct"]) for r in metrics) / len(metrics), 2),
+        "hardest_pairs": summary["hardest_pairs"][:5],
+        "seconds_per_step": summary["seconds_per_step"],
+        "report_uri": report_uri,
+    }
+
+
+def render_markdown(summary: dict, headline: dict) -> str:
+    """report.md: the run in a page a person reads, with the plots inline (relative links)."""
+    lines = [
+        f"# Image classification run `{summary['run_key']}`",
+        "",
+        f"- Backbone: **{summary['backbone']}** ({summary.get('feature_dim', '?')}-d features, "
+        f"PCA to {summary.get('pca_components', '?')} components keeping "
+        f"{100 * float(summary.get('pca_explained_variance', 0)):.1f}% of the variance)",
+        f"- Images: **{headline['images']}** in {headline['classes']} classes; rejected files: {headline['rejects']}",
+        f"- Multiclass accuracy: **{100 * headline['multiclass_accuracy']:.1f}%**"
+        + (f", macro-F1 {headline['macro_f1']:.3f}" if headline["macro_f1"] is not None else ""),
+        f"- Pairwise models: {headline['pairwise_models']}, mean accuracy {headline['pairwise_mean_accuracy_pct']}%",
+        "",
+        "## Images per class",
+        "",
+        "| class | images |",
+        "|---|---|",
+        *[f"| {label} | {n} |" for label, n in sorted(summary["image_counts"].items())],
+        "",
+        "## Hardest pairs",
+        "",
+        "| class 1 | class 2 | mean accuracy (%) | min (%) |",
+        "|---|---|---|---|",
+        *[f"| {p['class_1']} | {p['class_2']} | {p['mean_pct']:.1f} | {p['min_pct']:.1f} |"
+          for p in summary["hardest_pairs"]],
+        "",
+        "## Seconds per step",
+        "",
+        *[f"- {step}: {seconds}" for step, seconds in summary["seconds_per_step"].items()],
+        "",
+        "## Plots",
+        "",
+        *[f"![{name}](plots/{name})" for name in summary["plots"]],
+        "",
+        "Tables: [metrics.csv](metrics.csv), [multiclass.csv](multiclass.csv), "
+        "[confusion_matrix.csv](confusion_matrix.csv), [hardest_pairs.csv](hardest_pairs.csv), "
+        "[summary.json](summary.json)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def publish(report_uri: str, min_accuracy: float, conn_id: str | None = None) -> dict[str, Any]:
+    """Read and check the report, write report.md next to it, return the headline numbers.
+
+    Raises QualityGateError (after writing report.md) when accuracy is under ``min_accuracy``.
+    """
+    summary = read_summary(report_uri, conn_id)
+    metrics = read_metrics(report_uri, conn_id)
+    headline = summarise(summary, metrics, report_uri)
+    headline["report_md"] = f"{report_uri}/report.md"
+    _path(headline["report_md"], conn_id).write_text(render_markdown(summary, headline))
+    headline["quality_gate"] = {"min_accuracy": min_accuracy,
+                                "passed": headline["multiclass_accuracy"] >= min_accuracy}
+    if not headline["quality_gate"]["passed"]:
+        raise QualityGateError(
+            f"multiclass accuracy {headline['multiclass_accuracy']:.3f} is below min_accuracy {min_accuracy} "
+            f"(report: {headline['report_md']})"
+        )
+    return headline

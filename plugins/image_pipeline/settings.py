@@ -1,0 +1,51 @@
+"""Deployment settings: environment variables read at DAG parse time, without any I/O.
+
+| variable | default | meaning |
+|---|---|---|
+| IMAGE_PIPELINE_COMPUTE | local | ``local`` (Spark standalone cluster on this machine) or ``emr`` |
+| IMAGE_PIPELINE_ROOT_URI | file://<project>/data | storage root: images/, features/, runs/, ... |
+| IMAGE_PIPELINE_SCHEDULE | @weekly | the DAG's schedule (a preset, a cron expression, or "none") |
+| IMAGE_PIPELINE_WEIGHTS_URI | <root>/weights/mobilenet_v2_imagenet.keras | default weights for mobilenet_v2 |
+| IMAGE_PIPELINE_AWS_CONN_ID | aws_default | Airflow connection for s3:// URIs |
+| IMAGE_PIPELINE_PYTHON | the interpreter running Airflow | Python of the local Spark driver and workers |
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+COMPUTE_BACKENDS = ("local", "emr")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The deployment's settings, as read from the environment."""
+
+    compute: str
+    root_uri: str
+    schedule: str | None
+    default_weights_uri: str
+    aws_conn_id: str
+    python: str
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Read the settings; an unknown compute backend fails loudly (at parse time, visibly in the UI)."""
+    env = os.environ if environ is None else environ
+    compute = env.get("IMAGE_PIPELINE_COMPUTE", "local").strip().lower()
+    if compute not in COMPUTE_BACKENDS:
+        raise ValueError(f"IMAGE_PIPELINE_COMPUTE={compute!r}: choose one of {', '.join(COMPUTE_BACKENDS)}")
+    root_uri = env.get("IMAGE_PIPELINE_ROOT_URI", f"file://{PROJECT_ROOT / 'data'}").rstrip("/")
+    schedule = env.get("IMAGE_PIPELINE_SCHEDULE", "@weekly").strip()
+    return Settings(
+        compute=compute,
+        root_uri=root_uri,
+        schedule=None if schedule.lower() in ("", "none") else schedule,
+        default_weights_uri=env.get("IMAGE_PIPELINE_WEIGHTS_URI", f"{root_uri}/weights/mobilenet_v2_imagenet.keras"),
+        aws_conn_id=env.get("IMAGE_PIPELINE_AWS_CONN_ID", "aws_default"),
+        python=env.get("IMAGE_PIPELINE_PYTHON", sys.executable),
+    )

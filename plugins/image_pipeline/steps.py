@@ -1,0 +1,74 @@
+"""The three Spark steps of a run, backend-neutral: entry script + arguments from the run plan.
+
+The local backend passes these arguments to ``spark-submit`` against its standalone master; the EMR
+backend wraps exactly the same ones in ``command-runner.jar spark-submit`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from image_pipeline.layout import join
+
+STEP_NAMES = ("extract_features", "train_models", "evaluate_models")
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One Spark step: a name (also its task id), the entry script, its arguments."""
+
+    name: str
+    entry_script: str
+    args: tuple[str, ...]
+
+
+def _weights_args(plan: dict) -> list[str]:
+    if plan["weights_uri"] == "random":
+        return ["--random-weights"]
+    return ["--weights-uri", plan["weights_uri"]] if plan["weights_uri"] else []
+
+
+def build_steps(plan: dict) -> list[StepSpec]:
+    """The run's steps, in order. ``plan`` is a RunPlan as a dict (what crosses XCom)."""
+    labels = json.dumps(plan["labels"])
+    extract_summary = join(plan["steps_uri"], "extract_features.json")
+    extract = [
+        "--images-uri", plan["images_uri"], "--features-uri", plan["features_uri"],
+        "--rejects-uri", plan["rejects_uri"], "--backbone", plan["backbone"],
+        *_weights_args(plan),
+        "--run-key", plan["run_key"], "--modified-before", plan["modified_before"],
+        "--batch-size", str(plan["batch_size"]), "--labels-json", labels,
+        "--summary-uri", extract_summary,
+    ]
+    train = [
+        "--features-uri", plan["features_uri"], "--backbone", plan["backbone"],
+        "--models-uri", plan["models_uri"], "--run-key", plan["run_key"],
+        "--modified-before", plan["modified_before"], "--labels-json", labels,
+        "--pair-mode", plan["pair_mode"],
+        *(["--focus-class", plan["focus_class"]] if plan["focus_class"] else []),
+        "--split-ratios", ",".join(str(r) for r in plan["split_ratios"]),
+        "--max-per-class", str(plan["max_per_class"]), "--iterations", str(plan["iterations"]),
+        "--pca-components", str(plan["pca_components"]), "--test-fraction", str(plan["test_fraction"]),
+        "--seed", str(plan["seed"]),
+        *(["--weights-uri", plan["weights_uri"]] if plan["weights_uri"] not in (None, "random") else []),
+    ]
+    evaluate = [
+        "--models-uri", plan["models_uri"], "--report-uri", plan["report_uri"],
+        "--rejects-uri", plan["rejects_uri"], "--backbone", plan["backbone"], "--run-key", plan["run_key"],
+        "--modified-before", plan["modified_before"], "--labels-json", labels,
+        "--extract-summary-uri", extract_summary,
+    ]
+    return [
+        StepSpec("extract_features", "extract_features.py", tuple(extract)),
+        StepSpec("train_models", "train_models.py", tuple(train)),
+        StepSpec("evaluate_models", "evaluate_models.py", tuple(evaluate)),
+    ]
+
+
+def step_by_name(plan: dict, name: str) -> StepSpec:
+    """One step of the run by name; a clear error for an unknown one."""
+    for step in build_steps(plan):
+        if step.name == name:
+            return step
+    raise ValueError(f"unknown step {name!r}; steps are {', '.join(STEP_NAMES)}")

@@ -15,8 +15,13 @@ WEIGHTS := $(DATA)/weights/mobilenet_v2_imagenet.keras
 SPARK_ENV = JAVA_HOME="$$(PYTHONPATH=plugins $(PY) -m image_pipeline.java)" PYSPARK_PYTHON="$(abspath $(PY))" \
 	PYSPARK_DRIVER_PYTHON="$(abspath $(PY))" SPARK_CONF_DIR="$(CURDIR)/conf"
 RUN_KEY ?= manual__$(shell date -u +%Y-%m-%dT%H_%M_%S)
+# Airflow on a local SQLite metadata database under data/ (git-ignored), with the project's DAGs.
+AIRFLOW_PORT ?= 8080
+AIRFLOW_ENV = AIRFLOW_HOME="$(DATA)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" \
+	AIRFLOW__CORE__PLUGINS_FOLDER="$(CURDIR)/plugins" AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: setup run test lint sample-data weights bench-extract bench-sweep clean
+.PHONY: setup run extract test lint sample-data weights airflow-db airflow bench-extract bench-sweep clean
 
 $(STAMP): requirements.txt constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,7 +40,13 @@ sample-data: setup
 weights: setup
 	PYTHONPATH=plugins $(PY) -m image_pipeline.weights --out "$(WEIGHTS)"
 
-run: setup sample-data weights
+# The main job: the image_classification DAG once, end to end, on a transient local Spark cluster.
+run: setup sample-data weights airflow-db
+	$(SPARK_ENV) $(AIRFLOW_ENV) $(VENV)/bin/airflow dags test image_classification
+	@echo "report: $$(ls -td $(DATA)/runs/*/report/report.md | head -n 1)"
+
+# The feature-extraction job alone, with spark-submit on local[2].
+extract: setup sample-data weights
 	PYTHONPATH=plugins $(PY) -m image_pipeline.packaging --out dist > /dev/null
 	$(SPARK_ENV) $(VENV)/bin/spark-submit --master "local[2]" --py-files dist/image_jobs.zip \
 		spark_jobs/extract_features.py \
@@ -44,7 +55,18 @@ run: setup sample-data weights
 		--weights-uri "file://$(WEIGHTS)" --run-key "$(RUN_KEY)" \
 		--modified-before "$$(date -u +%Y-%m-%dT%H:%M:%SZ)" --batch-size 32
 	@echo "features: $(DATA)/features/backbone=mobilenet_v2/run=$(RUN_KEY)"
-	@echo "rejects:  $(DATA)/rejects/backbone=mobilenet_v2/run=$(RUN_KEY)"
+
+airflow-db: setup
+	@mkdir -p "$(DATA)/airflow"
+	$(AIRFLOW_ENV) $(VENV)/bin/airflow db migrate > "$(DATA)/airflow/db-migrate.log"
+
+# Airflow's UI and scheduler on http://127.0.0.1:$(AIRFLOW_PORT) (user admin, password admin), to
+# trigger runs with the params form. Stop with Ctrl-C.
+airflow: setup sample-data weights airflow-db
+	@echo '{"admin": "admin"}' > "$(DATA)/airflow/simple_auth_manager_passwords.json.generated"
+	$(SPARK_ENV) $(AIRFLOW_ENV) AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+		AIRFLOW__API__BASE_URL=http://127.0.0.1:$(AIRFLOW_PORT) AIRFLOW__CORE__EXECUTOR=LocalExecutor \
+		$(VENV)/bin/airflow standalone
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -30,6 +30,7 @@ SETTINGS = load_settings()
 
 @dag(
     schedule=SETTINGS.schedule,
+    doc_md=__doc__,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=2,

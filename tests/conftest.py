@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Spark's Python workers must run this interpreter, and Spark needs Java 17+.
 os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Airflow reads its configuration once, at first import: point it at a private home for the whole
+# test session (SQLite metadata database, no examples) before anything imports airflow.
+for _key in [k for k in os.environ if k.startswith("AIRFLOW")]:
+    del os.environ[_key]
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-home-"))
+os.environ.update({
+    "AIRFLOW_HOME": str(AIRFLOW_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+})
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +69,11 @@ def converted_weights(tmp_path_factory) -> Path:
     from image_pipeline.weights import convert_checkpoint, default_checkpoint_path
 
     return convert_checkpoint(default_checkpoint_path(), tmp_path_factory.mktemp("weights") / "mnv2.keras")
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """The test session's Airflow metadata database, migrated once."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
+                   env=os.environ.copy())
+    return AIRFLOW_HOME

@@ -1,0 +1,64 @@
+"""The DAG file parses fast, offline, without heavy imports, into the expected task graph."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PROJECT_ROOT
+
+DAG_FILE = PROJECT_ROOT / "dags" / "image_classification.py"
+HEAVY = ["tensorflow", "keras", "pyspark", "sklearn", "pandas", "matplotlib", "numpy"]
+
+def parse_in_subprocess(compute: str) -> dict:
+    probe = PROJECT_ROOT / "tests" / "dag" / "parse_probe.py"
+    env = {**os.environ, "IMAGE_PIPELINE_COMPUTE": compute,
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////nonexistent/folder/airflow.db"}
+    out = subprocess.run([sys.executable, str(probe), str(DAG_FILE), str(PROJECT_ROOT / "plugins")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def local_parse():
+    return parse_in_subprocess("local")
+
+
+def test_parses_fast_offline_without_heavy_imports(local_parse):
+    print(f"DAG parse time: {local_parse['seconds']:.2f} s")
+    assert local_parse["heavy_modules"] == [], local_parse["heavy_modules"]
+    assert local_parse["dag_id"] == "image_classification"
+    assert "Image classification on a transient Spark cluster" in local_parse["doc_md"]
+
+
+def test_local_task_graph(local_parse):
+    tasks = local_parse["tasks"]
+    assert set(tasks) == {"plan_run", "stage_artifacts", "create_cluster", "extract_features", "train_models",
+                          "evaluate_models", "publish_report", "terminate_cluster"}
+    assert tasks["create_cluster"]["is_setup"] and tasks["terminate_cluster"]["is_teardown"]
+    assert tasks["terminate_cluster"]["trigger_rule"] == "all_done_setup_success"
+    assert not any(t["is_setup"] or t["is_teardown"] for name, t in tasks.items()
+                   if name not in ("create_cluster", "terminate_cluster"))
+    assert tasks["extract_features"]["upstream"] == ["create_cluster", "plan_run", "stage_artifacts"]
+    assert tasks["train_models"]["upstream"] == ["create_cluster", "extract_features", "plan_run", "stage_artifacts"]
+    assert "train_models" in tasks["evaluate_models"]["upstream"]
+    assert "evaluate_models" in tasks["terminate_cluster"]["upstream"]
+    assert "create_cluster" in tasks["terminate_cluster"]["upstream"]
+    assert "evaluate_models" in tasks["publish_report"]["upstream"]
+    assert tasks["create_cluster"]["retries"] == 0 and tasks["publish_report"]["retries"] == 0
+    assert tasks["extract_features"]["operator"] == "LocalSparkStepOperator"
+
+
+def test_schedule_and_params(local_parse):
+    assert local_parse["schedule"] == "@weekly" and local_parse["catchup"] is False
+    params = local_parse["params"]
+    for name in ("labels", "backbone", "pair_mode", "focus_class", "split_ratios", "max_per_class", "iterations",
+                 "pca_components", "test_fraction", "min_accuracy", "local_workers", "local_worker_cores"):
+        assert params[name]["description"], name
+    assert params["backbone"]["schema"]["enum"] == ["mobilenet_v2", "vgg16"]
+    assert params["max_per_class"]["schema"]["minimum"] == 2

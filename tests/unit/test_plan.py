@@ -1,0 +1,106 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from image_pipeline.layout import run_key_for, run_layout
+from image_pipeline.plan import DEFAULT_SPLIT_RATIOS, PlanError, build_run_plan, discover_labels
+from image_pipeline.settings import load_settings
+from image_pipeline.steps import build_steps
+
+SETTINGS = load_settings({"IMAGE_PIPELINE_ROOT_URI": "file:///data/root"})
+WHEN = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LABELS = ["beagle", "pug", "Siamese"]
+
+
+def params(**overrides):
+    base = {"images_uri": "", "labels": [], "backbone": "mobilenet_v2", "weights_uri": "", "pair_mode": "all_pairs",
+            "focus_class": "", "split_ratios": list(DEFAULT_SPLIT_RATIOS), "max_per_class": 200, "iterations": 100,
+            "pca_components": 128, "test_fraction": 0.2, "min_accuracy": 0.5, "batch_size": 32, "seed": 0,
+            "local_workers": 1, "local_worker_cores": 2, "local_worker_memory_gb": 4}
+    base.update(overrides)
+    return base
+
+
+def test_run_key_is_path_safe():
+    key = run_key_for("manual__2026-11-21T10:00:00.123+00:00")
+    assert key == "manual__2026-11-21T10_00_00.123_00_00"
+    assert ":" not in run_key_for("scheduled__2026-01-01T00:00:00+00:00") and "+" not in key
+    assert run_key_for("backfill__a/b c") == "backfill__a_b_c"
+
+
+def test_layout_builds_every_uri_under_the_root():
+    layout = run_layout("s3://bucket/prefix/", "r1")
+    assert layout.images_uri == "s3://bucket/prefix/images"
+    assert layout.models_uri == "s3://bucket/prefix/runs/r1/models"
+    assert layout.report_uri == "s3://bucket/prefix/runs/r1/report"
+    assert layout.features_uri == "s3://bucket/prefix/features"
+
+
+def test_plan_resolves_everything_and_is_json_serialisable():
+    import json
+
+    plan = build_run_plan(params(), "scheduled__2026-03-01T00:00:00+00:00", WHEN, SETTINGS, LABELS)
+    assert plan.labels == sorted(LABELS) and plan.run_key == "scheduled__2026-03-01T00_00_00_00_00"
+    assert plan.modified_before == "2026-03-01T12:00:00Z"
+    assert plan.weights_uri == "file:///data/root/weights/mobilenet_v2_imagenet.keras"
+    assert plan.report_uri == f"file:///data/root/runs/{plan.run_key}/report"
+    assert json.loads(json.dumps(plan.as_dict()))["labels"] == sorted(LABELS)
+
+
+def test_steps_get_the_same_arguments_from_the_plan():
+    plan = build_run_plan(params(labels=["pug", "beagle"], pair_mode="one_vs_each", focus_class="pug"), "r", WHEN,
+                          SETTINGS, LABELS).as_dict()
+    extract, train, evaluate = build_steps(plan)
+    assert extract.entry_script == "extract_features.py"
+    assert extract.args[extract.args.index("--labels-json") + 1] == '["beagle", "pug"]'
+    assert train.args[train.args.index("--focus-class") + 1] == "pug"
+    assert train.args[train.args.index("--split-ratios") + 1] == "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+    assert evaluate.args[evaluate.args.index("--report-uri") + 1] == plan["report_uri"]
+    assert all(plan["modified_before"] in step.args for step in (extract, train, evaluate))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"backbone": "resnet9"}, "'backbone'"),
+    ({"pair_mode": "some"}, "'pair_mode'"),
+    ({"labels": ["beagle", "zebra"]}, "zebra"),
+    ({"labels": ["beagle"]}, "at least 2 classes"),
+    ({"labels": ["../etc"]}, "'labels'"),
+    ({"labels": "beagle"}, "at least 2"),
+    ({"pair_mode": "one_vs_rest"}, "'focus_class' is required"),
+    ({"pair_mode": "one_vs_each", "focus_class": "zebra"}, "'focus_class'"),
+    ({"split_ratios": [0.5, 1.0]}, "'split_ratios'"),
+    ({"split_ratios": [0.0]}, "'split_ratios'"),
+    ({"split_ratios": []}, "'split_ratios'"),
+    ({"split_ratios": ["a"]}, "'split_ratios'"),
+    ({"max_per_class": "many"}, "'max_per_class' must be an integer"),
+    ({"max_per_class": 1}, "'max_per_class' must be between"),
+    ({"iterations": 2.5}, "'iterations'"),
+    ({"test_fraction": 1.0}, "'test_fraction'"),
+    ({"min_accuracy": 1.5}, "'min_accuracy'"),
+    ({"batch_size": True}, "'batch_size'"),
+    ({"local_workers": 0}, "'local_workers'"),
+])
+def test_bad_params_are_named(overrides, message):
+    with pytest.raises(PlanError, match=message):
+        build_run_plan(params(**overrides), "r", WHEN, SETTINGS, LABELS)
+
+
+def test_local_backend_refuses_remote_uris():
+    with pytest.raises(PlanError, match="file://"):
+        build_run_plan(params(images_uri="s3://bucket/images"), "r", WHEN, SETTINGS, LABELS)
+
+
+def test_discover_labels(tmp_path):
+    for name in ("beagle", "pug", ".hidden"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "loose.jpg").write_bytes(b"x")
+    assert discover_labels(f"file://{tmp_path}") == ["beagle", "pug"]
+    with pytest.raises(PlanError, match="'images_uri'.*does not exist"):
+        discover_labels(f"file://{tmp_path}/absent")
+
+
+def test_settings():
+    assert load_settings({}).compute == "local" and load_settings({}).schedule == "@weekly"
+    assert load_settings({"IMAGE_PIPELINE_SCHEDULE": "none"}).schedule is None
+    with pytest.raises(ValueError, match="IMAGE_PIPELINE_COMPUTE"):
+        load_settings({"IMAGE_PIPELINE_COMPUTE": "mainframe"})

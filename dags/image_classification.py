@@ -36,7 +36,7 @@ SETTINGS = load_settings()
     max_active_runs=2,
     params=dag_params(SETTINGS),
     tags=["images", "spark", SETTINGS.compute],
-    default_args={"retries": 1, "retry_delay": pendulum.duration(minutes=1)},
+    default_args={"retries": SETTINGS.retries, "retry_delay": pendulum.duration(seconds=SETTINGS.retry_delay_seconds)},
 )
 def image_classification():
     @task
@@ -46,11 +46,11 @@ def image_classification():
         from image_pipeline.plan import build_run_plan, discover_labels
 
         dag_run = context["dag_run"]
-        modified_before = context.get("data_interval_end") or dag_run.run_after
+        modified_before = context.get("data_interval_end") or dag_run.run_after  # manual runs: trigger time
         params = dict(context["params"])
         images_uri = (params.get("images_uri") or "").strip() or run_layout(
             SETTINGS.root_uri, run_key_for(dag_run.run_id)).images_uri
-        available = discover_labels(images_uri, SETTINGS.aws_conn_id)
+        available = discover_labels(images_uri, SETTINGS.aws_conn_id, modified_before)
         plan = build_run_plan(params, dag_run.run_id, modified_before, SETTINGS, available).as_dict()
         print(f"run plan: {plan}")
         return plan

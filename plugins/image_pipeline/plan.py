@@ -169,10 +169,25 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
     )
 
 
-def discover_labels(images_uri: str, conn_id: str | None = None) -> list[str]:
-    """Class folders directly under ``images_uri``, through Airflow's object storage (file://, s3://).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
-    Raises PlanError naming the images URI when it does not exist or cannot be read.
+
+def _mtime(info: dict) -> datetime | None:
+    """Modification time from an fsspec info dict (local: 'mtime' seconds; S3: 'LastModified')."""
+    value = info.get("mtime", info.get("LastModified"))
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, tz=UTC)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
+
+
+def discover_labels(images_uri: str, conn_id: str | None = None, modified_before: datetime | None = None) -> list[str]:
+    """Class folders under ``images_uri`` holding at least one image modified before ``modified_before``.
+
+    Goes through Airflow's object storage (file://, s3://) with one recursive listing, so a backfill of
+    a past interval does not pick up classes whose photos arrived later. Raises PlanError naming the
+    images URI when it does not exist or cannot be read.
     """
     from airflow.sdk import ObjectStoragePath
 
@@ -181,7 +196,17 @@ def discover_labels(images_uri: str, conn_id: str | None = None) -> list[str]:
     try:
         if not root.exists() or not root.is_dir():
             raise PlanError(f"param 'images_uri': {images_uri} does not exist or is not a folder")
-        return sorted(child.name for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
+        base = root.path.rstrip("/") + "/"
+        labels = set()
+        for path, info in root.fs.find(root.path, detail=True).items():
+            relative = path[len(base):] if path.startswith(base) else path
+            label, _, rest = relative.partition("/")
+            if not rest or label.startswith(".") or label in labels or not rest.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            mtime = _mtime(info)
+            if modified_before is None or mtime is None or mtime < modified_before:
+                labels.add(label)
+        return sorted(labels)
     except PlanError:
         raise
     except (OSError, PermissionError) as exc:

@@ -8,6 +8,8 @@
 | IMAGE_PIPELINE_WEIGHTS_URI | <root>/weights/mobilenet_v2_imagenet.keras | default weights for mobilenet_v2 |
 | IMAGE_PIPELINE_AWS_CONN_ID | aws_default | Airflow connection for s3:// URIs |
 | IMAGE_PIPELINE_PYTHON | the interpreter running Airflow | Python of the local Spark driver and workers |
+| IMAGE_PIPELINE_RETRIES | 1 | retries of the idempotent tasks (steps, planning, staging, teardown) |
+| IMAGE_PIPELINE_RETRY_DELAY_SECONDS | 60 | wait before a retry |
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Settings:
     default_weights_uri: str
     aws_conn_id: str
     python: str
+    retries: int
+    retry_delay_seconds: int
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -48,4 +52,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         default_weights_uri=env.get("IMAGE_PIPELINE_WEIGHTS_URI", f"{root_uri}/weights/mobilenet_v2_imagenet.keras"),
         aws_conn_id=env.get("IMAGE_PIPELINE_AWS_CONN_ID", "aws_default"),
         python=env.get("IMAGE_PIPELINE_PYTHON", sys.executable),
+        retries=int(env.get("IMAGE_PIPELINE_RETRIES", "1")),
+        retry_delay_seconds=int(env.get("IMAGE_PIPELINE_RETRY_DELAY_SECONDS", "60")),
     )

@@ -91,10 +91,18 @@ def test_local_backend_refuses_remote_uris():
 
 
 def test_discover_labels(tmp_path):
-    for name in ("beagle", "pug", ".hidden"):
+    import os
+
+    for name in ("beagle", "pug", ".hidden", "empty", "notes"):
         (tmp_path / name).mkdir()
+    for name in ("beagle/a.jpg", "pug/sub/b.PNG", ".hidden/c.jpg", "notes/readme.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
     (tmp_path / "loose.jpg").write_bytes(b"x")
     assert discover_labels(f"file://{tmp_path}") == ["beagle", "pug"]
+    old = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    os.utime(tmp_path / "beagle" / "a.jpg", (old, old))
+    assert discover_labels(f"file://{tmp_path}", modified_before=datetime(2026, 2, 1, tzinfo=UTC)) == ["beagle"]
     with pytest.raises(PlanError, match="'images_uri'.*does not exist"):
         discover_labels(f"file://{tmp_path}/absent")
 

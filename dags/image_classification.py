@@ -20,12 +20,13 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from image_pipeline.local_operators import LocalSparkStepOperator
+from image_pipeline.emr import SENSOR_POKE_SECONDS, STEP_TIMEOUT_HOURS, load_emr_settings
 from image_pipeline.params import dag_params
 from image_pipeline.settings import load_settings
 from image_pipeline.steps import STEP_NAMES
 
 SETTINGS = load_settings()
+EMR = load_emr_settings() if SETTINGS.compute == "emr" else None
 
 
 @dag(
@@ -34,7 +35,7 @@ SETTINGS = load_settings()
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=2,
-    params=dag_params(SETTINGS),
+    params=dag_params(SETTINGS, EMR),
     tags=["images", "spark", SETTINGS.compute],
     default_args={"retries": SETTINGS.retries, "retry_delay": pendulum.duration(seconds=SETTINGS.retry_delay_seconds)},
 )
@@ -51,31 +52,9 @@ def image_classification():
         images_uri = (params.get("images_uri") or "").strip() or run_layout(
             SETTINGS.root_uri, run_key_for(dag_run.run_id)).images_uri
         available = discover_labels(images_uri, SETTINGS.aws_conn_id, modified_before)
-        plan = build_run_plan(params, dag_run.run_id, modified_before, SETTINGS, available).as_dict()
+        plan = build_run_plan(params, dag_run.run_id, modified_before, SETTINGS, available, EMR).as_dict()
         print(f"run plan: {plan}")
         return plan
-
-    @task
-    def stage_artifacts(plan: dict) -> dict:
-        """Put the Spark jobs' code where the cluster reads it (skipped when already there)."""
-        from image_pipeline.artifacts import stage_local
-
-        return stage_local(plan["artifacts_uri"])
-
-    @task(retries=0)
-    def create_cluster(plan: dict) -> dict:
-        """Start the run's own Spark standalone cluster on 127.0.0.1 and wait for its workers."""
-        from dataclasses import asdict
-        from pathlib import Path
-
-        from image_pipeline.java import ensure_java_home
-        from image_pipeline.local_cluster import start_cluster
-
-        info = start_cluster(
-            Path(plan["cluster_uri"].removeprefix("file://")), plan["local_workers"], plan["local_worker_cores"],
-            plan["local_worker_memory_gb"], SETTINGS.python, ensure_java_home(),
-        )
-        return asdict(info)
 
     @task(retries=0)
     def publish_report(plan: dict) -> dict:
@@ -99,6 +78,40 @@ def image_classification():
         print(f"report: {headline['report_md']}")
         return headline
 
+    plan = plan_run()
+    if SETTINGS.compute == "emr":
+        last_step, terminate = emr_backend(plan)
+    else:
+        last_step, terminate = local_backend(plan)
+    last_step >> [publish_report(plan), terminate]
+
+
+def local_backend(plan):
+    """A Spark standalone cluster of local processes: start, three spark-submits, stop."""
+    from image_pipeline.local_operators import LocalSparkStepOperator
+
+    @task
+    def stage_artifacts(plan: dict) -> dict:
+        """Put the Spark jobs' code where the cluster reads it (skipped when already there)."""
+        from image_pipeline.artifacts import stage_local
+
+        return stage_local(plan["artifacts_uri"])
+
+    @task(retries=0)
+    def create_cluster(plan: dict) -> dict:
+        """Start the run's own Spark standalone cluster on 127.0.0.1 and wait for its workers."""
+        from dataclasses import asdict
+        from pathlib import Path
+
+        from image_pipeline.java import ensure_java_home
+        from image_pipeline.local_cluster import start_cluster
+
+        info = start_cluster(
+            Path(plan["cluster_uri"].removeprefix("file://")), plan["local_workers"], plan["local_worker_cores"],
+            plan["local_worker_memory_gb"], SETTINGS.python, ensure_java_home(),
+        )
+        return asdict(info)
+
     @task
     def terminate_cluster(plan: dict) -> list[int]:
         """Stop every process of the run's cluster (teardown: runs even when a step failed)."""
@@ -106,7 +119,6 @@ def image_classification():
 
         return stop_cluster(plan["cluster_uri"].removeprefix("file://"))
 
-    plan = plan_run()
     artifacts = stage_artifacts(plan)
     cluster = create_cluster(plan)
     steps = [
@@ -116,7 +128,60 @@ def image_classification():
     ]
     terminate = terminate_cluster(plan).as_teardown(setups=cluster)
     artifacts >> steps[0]
-    cluster >> steps[0] >> steps[1] >> steps[2] >> [publish_report(plan), terminate]
+    cluster >> steps[0] >> steps[1] >> steps[2]
+    return steps[-1], terminate
+
+
+def emr_backend(plan):
+    """A transient EMR cluster through the Amazon provider: create, add steps, sense each, terminate."""
+    from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator
+
+    from image_pipeline.emr_operators import (
+        EmrAddNamedStepsOperator,
+        EmrStepWithLogsSensor,
+        EmrTerminateWithCostOperator,
+    )
+
+    @task
+    def stage_artifacts(plan: dict) -> dict:
+        """Upload code, entry scripts, bootstrap, EMR requirements, weights to artifacts/<hash>/ once."""
+        from image_pipeline.artifacts import stage_s3
+
+        staged = stage_s3(plan["artifacts_uri"], plan["weights_uri"], SETTINGS.aws_conn_id)
+        print(f"staged under {staged['entry_dir_uri']}; uploaded now: {staged.pop('uploaded') or 'nothing'}")
+        return staged
+
+    @task(multiple_outputs=True)
+    def emr_requests(plan: dict, artifacts: dict) -> dict:
+        """The RunJobFlow body and the steps, built from the plan by pure functions."""
+        from image_pipeline.emr import emr_steps, job_flow_overrides
+
+        return {"job_flow": job_flow_overrides(plan, plan["emr"], artifacts, "image_classification"),
+                "steps": emr_steps(plan, artifacts)}
+
+    requests = emr_requests(plan, stage_artifacts(plan))
+    cluster = EmrCreateJobFlowOperator(
+        task_id="create_cluster", job_flow_overrides=requests["job_flow"], aws_conn_id=SETTINGS.aws_conn_id,
+        emr_conn_id=None, retries=0,  # every setting is in the body: no base config from a connection
+    )
+    add_steps = EmrAddNamedStepsOperator(
+        task_id="add_steps", job_flow_id=cluster.output, steps=requests["steps"], aws_conn_id=SETTINGS.aws_conn_id,
+        retries=0,  # a retry would add the steps a second time
+    )
+    sensors = [
+        EmrStepWithLogsSensor(
+            task_id=name, job_flow_id=cluster.output, step_id=add_steps.output[name],
+            logs_uri=f"{SETTINGS.root_uri}/logs", aws_conn_id=SETTINGS.aws_conn_id, deferrable=EMR.deferrable,
+            poke_interval=SENSOR_POKE_SECONDS, max_attempts=STEP_TIMEOUT_HOURS * 3600 // SENSOR_POKE_SECONDS,
+        )
+        for name in STEP_NAMES
+    ]
+    terminate = EmrTerminateWithCostOperator(
+        task_id="terminate_cluster", job_flow_id=cluster.output, aws_conn_id=SETTINGS.aws_conn_id,
+        prices=EMR.prices, region=EMR.region,
+    ).as_teardown(setups=cluster)
+    add_steps >> sensors[0] >> sensors[1] >> sensors[2]
+    return sensors[-1], terminate
 
 
 image_classification()

@@ -44,3 +44,58 @@ def stage_local(artifacts_uri: str) -> dict[str, str]:
                 shutil.copy2(path, staging / path.name)
             staging.rename(target) if not target.exists() else shutil.rmtree(staging)
     return {"content_hash": content_hash, "jobs_zip": str(target / "image_jobs.zip"), "entry_dir": str(target)}
+
+
+BOOTSTRAP_DIR = SPARK_JOBS_DIR.parent / "bootstrap"
+BOOTSTRAP_FILES = ("install_python_deps.sh", "requirements-emr.txt")
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -> dict[str, str]:
+    """Upload code, entry scripts, bootstrap, EMR requirements and weights under ``artifacts/<hash>/``.
+
+    Each object is uploaded only when its key is missing, so re-runs and retries upload nothing new.
+    Weights live under their own content hash (they change far less often than the code). Returns
+    the staged URIs the EMR requests refer to.
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    s3 = S3Hook(aws_conn_id=conn_id)
+    bucket, prefix = S3Hook.parse_s3_url(artifacts_uri.rstrip("/") + "/")
+    prefix = prefix.rstrip("/")
+    uploaded: list[str] = []
+
+    def put(path: Path, key: str) -> str:
+        if not s3.check_for_key(key, bucket):
+            s3.load_file(str(path), key, bucket, replace=False)
+            uploaded.append(key)
+        return f"s3://{bucket}/{key}"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        code_hash, files = build_local_artifacts(Path(tmp))
+        files += [BOOTSTRAP_DIR / name for name in BOOTSTRAP_FILES]
+        digest = hashlib.sha256(code_hash.encode())
+        for path in files[-len(BOOTSTRAP_FILES):]:
+            digest.update(path.read_bytes())
+        content_hash = digest.hexdigest()[:16]
+        staged = {path.name: put(path, f"{prefix}/{content_hash}/{path.name}") for path in files}
+    result = {
+        "content_hash": content_hash,
+        "jobs_zip_uri": staged["image_jobs.zip"],
+        "entry_dir_uri": f"s3://{bucket}/{prefix}/{content_hash}",
+        "bootstrap_uri": staged["install_python_deps.sh"],
+        "requirements_uri": staged["requirements-emr.txt"],
+    }
+    if weights_uri and weights_uri != "random":
+        if weights_uri.startswith("s3://"):
+            result["weights_uri"] = weights_uri  # already where the cluster reads it
+        else:
+            local = Path(weights_uri.removeprefix("file://"))
+            if not local.exists():
+                raise FileNotFoundError(f"weights file {weights_uri} does not exist")
+            result["weights_uri"] = put(local, f"{prefix}/weights-{_file_hash(local)}/{local.name}")
+    result["uploaded"] = uploaded
+    return result

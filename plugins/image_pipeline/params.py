@@ -6,7 +6,30 @@ from image_pipeline.plan import BACKBONES, DEFAULT_SPLIT_RATIOS, PAIR_MODES
 from image_pipeline.settings import Settings
 
 
-def dag_params(settings: Settings) -> dict:
+def emr_params(emr) -> dict:
+    """EMR choices of the trigger form, defaulting to the deployment's settings (EMR backend only)."""
+    from airflow.sdk import Param
+
+    from image_pipeline.emr import INSTANCE_SPECS
+
+    return {
+        "emr_release_label": Param(emr.release_label, type="string", pattern=r"^emr-\d+\.\d+\.\d+$",
+                                   title="EMR release", description="EMR release label (emr-7.x runs Spark 3.5)."),
+        "emr_instance_type": Param(emr.instance_type, type="string", enum=sorted(INSTANCE_SPECS),
+                                   title="Instance type", description="EC2 type of the primary and core nodes."),
+        "emr_core_instance_count": Param(emr.core_instance_count, type="integer", minimum=1, maximum=100,
+                                         title="Core nodes", description="Number of core (worker) nodes."),
+        "emr_use_spot": Param(emr.use_spot, type="boolean", title="Spot core nodes",
+                              description="Run the core nodes on spot capacity (the primary stays on-demand)."),
+        "emr_idle_timeout_minutes": Param(emr.idle_timeout_minutes, type="integer", minimum=5, maximum=1440,
+                                          title="Idle timeout (minutes)",
+                                          description="Auto-termination backstop should the teardown be lost."),
+        "emr_subnet_id": Param(emr.subnet_id, type="string", title="Subnet",
+                               description="EC2 subnet id of the cluster; empty: the default VPC."),
+    }
+
+
+def dag_params(settings: Settings, emr=None) -> dict:
     """Params of ``image_classification``; the trigger form shows them in this order."""
     from airflow.sdk import Param
 
@@ -82,4 +105,5 @@ def dag_params(settings: Settings) -> dict:
             4, type="integer", minimum=1, maximum=1024, title="Memory per local worker (GB)",
             description="Memory each local worker offers; executors get 1 GB less (local backend only).",
         ),
+        **(emr_params(emr) if emr is not None else {}),
     }

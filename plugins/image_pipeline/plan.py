@@ -59,6 +59,7 @@ class RunPlan:
     local_workers: int
     local_worker_cores: int
     local_worker_memory_gb: int
+    emr: dict[str, Any] | None = None  # the EMR backend's cluster choices
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,11 +106,45 @@ def _labels(params: dict) -> list[str]:
     return sorted(set(value))
 
 
+def _emr_choices(params: dict, emr_settings) -> dict[str, Any]:
+    """The run's EMR choices: trigger-form params over the deployment's defaults, validated."""
+    import re
+
+    from image_pipeline.emr import INSTANCE_SPECS
+
+    merged = {
+        "emr_release_label": emr_settings.release_label, "emr_instance_type": emr_settings.instance_type,
+        "emr_core_instance_count": emr_settings.core_instance_count, "emr_use_spot": emr_settings.use_spot,
+        "emr_idle_timeout_minutes": emr_settings.idle_timeout_minutes, "emr_subnet_id": emr_settings.subnet_id,
+    }
+    merged.update({k: v for k, v in params.items() if k.startswith("emr_") and v is not None})
+    if not re.fullmatch(r"emr-\d+\.\d+\.\d+", str(merged["emr_release_label"])):
+        raise PlanError(f"param 'emr_release_label' must look like emr-7.13.0, got {merged['emr_release_label']!r}")
+    _choice(merged, "emr_instance_type", tuple(sorted(INSTANCE_SPECS)))
+    if not isinstance(merged["emr_use_spot"], bool):
+        raise PlanError(f"param 'emr_use_spot' must be true or false, got {merged['emr_use_spot']!r}")
+    subnet = str(merged["emr_subnet_id"] or "").strip()
+    if subnet and not re.fullmatch(r"subnet-[0-9a-f]{8,17}", subnet):
+        raise PlanError(f"param 'emr_subnet_id' must be a subnet id like subnet-0123abcd, got {subnet!r}")
+    return {
+        "release_label": merged["emr_release_label"],
+        "instance_type": merged["emr_instance_type"],
+        "core_instance_count": _int(merged, "emr_core_instance_count", 1, 100),
+        "use_spot": merged["emr_use_spot"],
+        "idle_timeout_minutes": _int(merged, "emr_idle_timeout_minutes", 5, 1440),
+        "subnet_id": subnet,
+        "job_flow_role": emr_settings.job_flow_role,
+        "service_role": emr_settings.service_role,
+        "security_configuration": emr_settings.security_configuration,
+    }
+
+
 def build_run_plan(params: dict, run_id: str, modified_before: datetime, settings: Settings,
-                   available_labels: list[str]) -> RunPlan:
+                   available_labels: list[str], emr_settings=None) -> RunPlan:
     """Validate params and resolve them into a RunPlan.
 
-    ``available_labels`` are the class folders found under the images URI (see ``discover_labels``).
+    ``available_labels`` are the class folders found under the images URI (see ``discover_labels``);
+    ``emr_settings`` (an ``emr.EmrSettings``) gives the EMR defaults when the backend is EMR.
     """
     backbone = _choice(params, "backbone", BACKBONES)
     pair_mode = _choice(params, "pair_mode", PAIR_MODES)
@@ -166,6 +201,7 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
         local_workers=_int(params, "local_workers", 1, 16),
         local_worker_cores=_int(params, "local_worker_cores", 1, 256),
         local_worker_memory_gb=_int(params, "local_worker_memory_gb", 1, 1024),
+        emr=_emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
     )
 
 

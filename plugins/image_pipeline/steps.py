@@ -29,8 +29,14 @@ def _weights_args(plan: dict) -> list[str]:
     return ["--weights-uri", plan["weights_uri"]] if plan["weights_uri"] else []
 
 
-def build_steps(plan: dict) -> list[StepSpec]:
-    """The run's steps, in order. ``plan`` is a RunPlan as a dict (what crosses XCom)."""
+def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepSpec]:
+    """The run's steps, in order. ``plan`` is a RunPlan as a dict (what crosses XCom).
+
+    ``staged_weights_uri`` replaces the plan's weights URI where the weights were copied next to
+    the code for the cluster (EMR); every other argument comes from the plan as it is.
+    """
+    if staged_weights_uri:
+        plan = {**plan, "weights_uri": staged_weights_uri}
     labels = json.dumps(plan["labels"])
     extract_summary = join(plan["steps_uri"], "extract_features.json")
     extract = [

@@ -48,5 +48,8 @@ print(json.dumps({
         "trigger_rule": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
         "retries": t.retries,
         "operator": type(t).__name__,
+        "deferrable": getattr(t, "deferrable", None),
+        "max_attempts": getattr(t, "max_attempts", None),
+        "poke_interval": getattr(t, "poke_interval", None),
     } for t in dag.tasks},
 }))

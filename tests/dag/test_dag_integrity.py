@@ -54,6 +54,31 @@ def test_local_task_graph(local_parse):
     assert tasks["extract_features"]["operator"] == "LocalSparkStepOperator"
 
 
+def test_emr_task_graph():
+    parsed = parse_in_subprocess("emr")
+    heavy = set(parsed["heavy_modules"]) - {"boto3"}  # the Amazon provider's operators import boto3
+    assert heavy == set(), heavy
+    tasks = parsed["tasks"]
+    assert set(tasks) == {"plan_run", "stage_artifacts", "emr_requests", "create_cluster", "add_steps",
+                          "extract_features", "train_models", "evaluate_models", "publish_report",
+                          "terminate_cluster"}
+    assert tasks["create_cluster"]["operator"] == "EmrCreateJobFlowOperator" and tasks["create_cluster"]["is_setup"]
+    assert tasks["terminate_cluster"]["is_teardown"]
+    assert tasks["terminate_cluster"]["trigger_rule"] == "all_done_setup_success"
+    assert tasks["add_steps"]["retries"] == 0 and tasks["create_cluster"]["retries"] == 0
+    for step, previous in [("extract_features", "add_steps"), ("train_models", "extract_features"),
+                           ("evaluate_models", "train_models")]:
+        assert tasks[step]["operator"] == "EmrStepWithLogsSensor"
+        assert previous in tasks[step]["upstream"]
+    assert tasks["extract_features"]["deferrable"] is True
+    assert tasks["extract_features"]["max_attempts"] * tasks["extract_features"]["poke_interval"] >= 6 * 3600
+    assert "evaluate_models" in tasks["terminate_cluster"]["upstream"]
+    assert parsed["params"]["emr_instance_type"]["schema"]["enum"]
+    for name in ("emr_release_label", "emr_core_instance_count", "emr_use_spot", "emr_idle_timeout_minutes",
+                 "emr_subnet_id"):
+        assert parsed["params"][name]["description"], name
+
+
 def test_schedule_and_params(local_parse):
     assert local_parse["schedule"] == "@weekly" and local_parse["catchup"] is False
     params = local_parse["params"]

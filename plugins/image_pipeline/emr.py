@@ -31,7 +31,6 @@ DEFAULT_PRICES: dict[str, float] = {
     "c5.2xlarge": 0.34 + 0.085, "c5.4xlarge": 0.68 + 0.17, "r5.xlarge": 0.252 + 0.063, "r5.2xlarge": 0.504 + 0.126,
 }
 STEP_TIMEOUT_HOURS = 6
-SENSOR_POKE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,7 @@ class EmrSettings:
     service_role: str
     security_configuration: str
     deferrable: bool
+    poke_seconds: int
     prices: dict[str, float]
     region: str
 
@@ -68,6 +68,7 @@ def load_emr_settings(environ: dict[str, str] | None = None) -> EmrSettings:
         service_role=env.get("IMAGE_PIPELINE_EMR_SERVICE_ROLE", "EMR_DefaultRole"),
         security_configuration=env.get("IMAGE_PIPELINE_EMR_SECURITY_CONFIGURATION", ""),
         deferrable=env.get("IMAGE_PIPELINE_EMR_DEFERRABLE", "true").lower() in ("1", "true", "yes"),
+        poke_seconds=int(env.get("IMAGE_PIPELINE_EMR_POKE_SECONDS", "60")),
         prices=prices,
         region=env.get("AWS_DEFAULT_REGION", "us-east-1"),
     )

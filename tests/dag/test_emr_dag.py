@@ -1,0 +1,183 @@
+"""The whole DAG with the EMR backend against a moto server on 127.0.0.1 (no AWS account needed).
+
+moto creates the cluster and records the steps but never runs them: a simulator thread plays the
+cluster's part, completing each step in order (the evaluation step writes the report to S3) or
+failing one with a stderr log under the LogUri, as EMR would.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+
+import boto3
+import pytest
+
+from conftest import PROJECT_ROOT
+from image_pipeline.local_cluster import free_port
+
+pytestmark = pytest.mark.spark  # slow-ish: parses the DAG and runs it with dag.test()
+
+BUCKET, PREFIX, REGION, ACCOUNT = "pipeline", "prod", "us-east-1", "123456789012"
+ROOT = f"s3://{BUCKET}/{PREFIX}"
+STEP_ORDER = ["extract_features", "train_models", "evaluate_models"]
+
+
+@pytest.fixture(scope="module")
+def moto_server():
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def aws(moto_server):
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                           "AWS_DEFAULT_REGION": REGION}.items():
+            mp.setenv(key, value)
+        mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
+            "conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"region_name": REGION, "endpoint_url": moto_server}}))
+        s3 = boto3.client("s3", endpoint_url=moto_server, region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        for key in ("images/cat/a.jpg", "images/dog/b.jpg", "images/dog/nested/c.png"):
+            s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}", Body=b"jpeg bytes")
+        s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/weights/mobilenet_v2_imagenet.keras", Body=b"weights")
+        time.sleep(1.2)  # the run must be triggered after the images' modification times
+        yield s3
+
+
+def arg(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def fake_report(s3, report_uri: str) -> None:
+    """What evaluate_models writes, as the simulated cluster's evaluation step."""
+    key = report_uri.removeprefix(f"s3://{BUCKET}/")
+    summary = {"run_key": "k", "backbone": "mobilenet_v2", "feature_dim": 1280, "pca_components": 2,
+               "pca_explained_variance": 0.9, "classes": ["cat", "dog"], "image_counts": {"cat": 1, "dog": 2},
+               "rejects": {"count": 0}, "multiclass": {"accuracy": 0.9, "macro_f1": 0.88},
+               "hardest_pairs": [{"class_1": "cat", "class_2": "dog", "mean_pct": 90.0, "min_pct": 80.0}],
+               "seconds_per_step": {"train_models": 1.0}, "plots": ["confusion_matrix.png"]}
+    metrics = ("class_1,class_2,split,iteration,num_model,predict_pct,nb_train,nb_test,nb_correct,model_type,"
+               "fit_seconds,best_of_pair\ncat,dog,0.5,100,1,90.0,10,10,9,linear_svm,0.01,True\n")
+    s3.put_object(Bucket=BUCKET, Key=f"{key}/summary.json", Body=json.dumps(summary).encode())
+    s3.put_object(Bucket=BUCKET, Key=f"{key}/metrics.csv", Body=metrics.encode())
+
+
+class ClusterSimulator(threading.Thread):
+    """Completes (or fails) the moto cluster's steps in order, like EMR running them."""
+
+    def __init__(self, s3, fail_step: str | None = None):
+        super().__init__(daemon=True)
+        self.s3, self.fail_step, self.stop_event, self.seen_args = s3, fail_step, threading.Event(), {}
+
+    def run(self) -> None:
+        from moto.emr.models import emr_backends
+
+        while not self.stop_event.wait(0.2):
+            for cluster in list(emr_backends[ACCOUNT][REGION].clusters.values()):
+                for step in cluster.steps:
+                    if step.state in ("COMPLETED", "FAILED", "CANCELLED"):
+                        continue
+                    self.seen_args[step.name] = list(step.args)
+                    if step.name == self.fail_step:
+                        log = "\n".join(f"line {i}" for i in range(100)) + "\nValueError: the failure's own words\n"
+                        key = f"{PREFIX}/logs/{cluster.id}/steps/{step.id}/stderr.gz"
+                        self.s3.put_object(Bucket=BUCKET, Key=key, Body=gzip.compress(log.encode()))
+                        step.state = "FAILED"
+                        for later in cluster.steps[cluster.steps.index(step) + 1:]:
+                            later.state = "CANCELLED"  # ActionOnFailure CANCEL_AND_WAIT
+                    else:
+                        if step.name == "evaluate_models":
+                            fake_report(self.s3, arg(step.args, "--report-uri"))
+                        step.state = "COMPLETED"
+                    break  # one step at a time, in order
+
+
+@pytest.fixture(scope="module")
+def emr_dag(aws, airflow_db, moto_server):
+    from airflow.dag_processing.dagbag import DagBag
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {"IMAGE_PIPELINE_COMPUTE": "emr", "IMAGE_PIPELINE_ROOT_URI": ROOT,
+                           "IMAGE_PIPELINE_RETRIES": "0", "IMAGE_PIPELINE_EMR_DEFERRABLE": "false",
+                           "IMAGE_PIPELINE_EMR_POKE_SECONDS": "1", "IMAGE_PIPELINE_SCHEDULE": "none"}.items():
+            mp.setenv(key, value)
+        bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "image_classification.py"))
+        assert not bag.import_errors, bag.import_errors
+        yield bag.get_dag("image_classification")
+
+
+def states(dag_run) -> dict[str, str]:
+    from test_dag_end_to_end import task_states
+
+    return task_states(dag_run)
+
+
+def run_with_simulator(dag, s3, fail_step=None):
+    simulator = ClusterSimulator(s3, fail_step)
+    simulator.start()
+    try:
+        dag_run = dag.test(run_conf={"emr_core_instance_count": 3, "emr_use_spot": True})
+    finally:
+        simulator.stop_event.set()
+        simulator.join()
+    return dag_run, simulator
+
+
+def only_cluster(emr, state_filter=None):
+    clusters = emr.list_clusters(**({"ClusterStates": state_filter} if state_filter else {}))["Clusters"]
+    return clusters
+
+
+def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_server):
+    emr = boto3.client("emr", endpoint_url=moto_server, region_name=REGION)
+    before = {c["Id"] for c in only_cluster(emr)}
+    dag_run, simulator = run_with_simulator(emr_dag, aws)
+    assert str(getattr(dag_run.state, "value", dag_run.state)) == "success", states(dag_run)
+    assert set(states(dag_run).values()) == {"success"}
+    (cluster_id,) = {c["Id"] for c in only_cluster(emr)} - before
+    cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+    assert cluster["Status"]["State"] in ("TERMINATING", "TERMINATED")
+    assert cluster["ReleaseLabel"] == "emr-7.13.0"
+    assert {t["Key"]: t["Value"] for t in cluster["Tags"]}["dag_id"] == "image_classification"
+    groups = {g["InstanceGroupType"]: g for g in emr.list_instance_groups(ClusterId=cluster_id)["InstanceGroups"]}
+    assert groups["CORE"]["RequestedInstanceCount"] == 3 and groups["CORE"]["Market"] == "SPOT"
+    steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    assert sorted(s["Name"] for s in steps) == sorted(STEP_ORDER) and len(steps) == 3  # added once
+    assert arg(simulator.seen_args["train_models"], "--labels-json") == '["cat", "dog"]'
+    staged = [o["Key"] for o in aws.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/artifacts/")["Contents"]]
+    assert {k.rsplit("/", 1)[-1] for k in staged} >= {"image_jobs.zip", "extract_features.py",
+                                                       "install_python_deps.sh", "requirements-emr.txt"}
+    report_uri = arg(simulator.seen_args["evaluate_models"], "--report-uri")
+    report_md = aws.get_object(Bucket=BUCKET, Key=report_uri.removeprefix(f"s3://{BUCKET}/") + "/report.md")
+    assert b"Multiclass accuracy" in report_md["Body"].read()
+
+    # a second run stages nothing new: the artifacts are named by their content hash
+    dag_run, _ = run_with_simulator(emr_dag, aws)
+    assert str(getattr(dag_run.state, "value", dag_run.state)) == "success"
+    again = [o["Key"] for o in aws.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/artifacts/")["Contents"]]
+    assert sorted(again) == sorted(staged)
+
+
+def test_failed_step_fails_the_run_explains_why_and_terminates(emr_dag, aws, moto_server, capfd):
+    emr = boto3.client("emr", endpoint_url=moto_server, region_name=REGION)
+    before = {c["Id"] for c in only_cluster(emr)}
+    dag_run, _ = run_with_simulator(emr_dag, aws, fail_step="train_models")
+    assert str(getattr(dag_run.state, "value", dag_run.state)) == "failed"
+    s = states(dag_run)
+    assert s["extract_features"] == "success" and s["train_models"] == "failed"
+    assert s["evaluate_models"] == "upstream_failed" and s["terminate_cluster"] == "success"
+    (cluster_id,) = {c["Id"] for c in only_cluster(emr)} - before
+    assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] in ("TERMINATING", "TERMINATED")
+    captured = capfd.readouterr()
+    logged = captured.out + captured.err  # the task log, as dag.test() prints it
+    assert "the failure's own words" in logged and f"{cluster_id}/steps/" in logged and "stderr.gz" in logged

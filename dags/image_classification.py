@@ -57,8 +57,12 @@ def image_classification():
         return plan
 
     @task(retries=0)
-    def publish_report(plan: dict) -> dict:
-        """Read the report back, write report.md, log the summary, enforce the quality gate."""
+    def publish_report(plan: dict, cluster: dict | list | None = None) -> dict:
+        """Read the report back, write report.md, log the summary, enforce the quality gate.
+
+        ``cluster`` is what terminate_cluster returned: on EMR the cluster id, console link,
+        normalized instance hours and estimated cost; locally the stopped process ids.
+        """
         import json
 
         from airflow.sdk.exceptions import AirflowFailException
@@ -76,6 +80,10 @@ def image_classification():
             f"{p['class_1']} vs {p['class_2']} {p['mean_pct']:.1f}%" for p in headline["hardest_pairs"]))
         print(f"seconds per step: {json.dumps(headline['seconds_per_step'])}")
         print(f"report: {headline['report_md']}")
+        if isinstance(cluster, dict):
+            headline["cluster"] = cluster
+            print(f"cluster {cluster['cluster_id']}: {cluster['normalized_instance_hours']} normalized instance "
+                  f"hours, about ${cluster['estimated_cost_usd']:.2f} ({cluster['console_link']})")
         return headline
 
     plan = plan_run()
@@ -83,11 +91,16 @@ def image_classification():
         last_step, terminate = emr_backend(plan)
     else:
         last_step, terminate = local_backend(plan)
-    last_step >> [publish_report(plan), terminate]
+    # the report is published once the cluster is gone, with what the cluster cost
+    last_step >> terminate
+    last_step >> publish_report(plan, terminate)
 
 
 def local_backend(plan):
-    """A Spark standalone cluster of local processes: start, three spark-submits, stop."""
+    """A Spark standalone cluster of local processes: start, three spark-submits, stop.
+
+    Returns the last step and the teardown's output (what publish_report receives).
+    """
     from image_pipeline.local_operators import LocalSparkStepOperator
 
     @task
@@ -181,7 +194,7 @@ def emr_backend(plan):
         prices=EMR.prices, region=EMR.region,
     ).as_teardown(setups=cluster)
     add_steps >> sensors[0] >> sensors[1] >> sensors[2]
-    return sensors[-1], terminate
+    return sensors[-1], terminate.output
 
 
 image_classification()

@@ -146,5 +146,6 @@ def test_a_failed_step_fails_the_run_and_still_stops_the_cluster(dag, root, back
     assert states["train_models"] == "failed"  # a requested class has no usable images
     assert states["evaluate_models"] == "upstream_failed"
     assert states["terminate_cluster"] == "success"
+    assert states["publish_report"] == "upstream_failed"
     cluster = run_dir(root, dag_run) / "cluster"
     assert cluster_processes_alive(cluster) == [] and leftover_processes(str(cluster)) == []

@@ -49,7 +49,7 @@ def test_local_task_graph(local_parse):
     assert "train_models" in tasks["evaluate_models"]["upstream"]
     assert "evaluate_models" in tasks["terminate_cluster"]["upstream"]
     assert "create_cluster" in tasks["terminate_cluster"]["upstream"]
-    assert "evaluate_models" in tasks["publish_report"]["upstream"]
+    assert {"terminate_cluster", "evaluate_models"} <= set(tasks["publish_report"]["upstream"])
     assert tasks["create_cluster"]["retries"] == 0 and tasks["publish_report"]["retries"] == 0
     assert tasks["extract_features"]["operator"] == "LocalSparkStepOperator"
 

@@ -138,7 +138,7 @@ def only_cluster(emr, state_filter=None):
     return clusters
 
 
-def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_server):
+def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_server, capfd):
     emr = boto3.client("emr", endpoint_url=moto_server, region_name=REGION)
     before = {c["Id"] for c in only_cluster(emr)}
     dag_run, simulator = run_with_simulator(emr_dag, aws)
@@ -160,6 +160,9 @@ def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_serve
     report_uri = arg(simulator.seen_args["evaluate_models"], "--report-uri")
     report_md = aws.get_object(Bucket=BUCKET, Key=report_uri.removeprefix(f"s3://{BUCKET}/") + "/report.md")
     assert b"Multiclass accuracy" in report_md["Body"].read()
+    logged = capfd.readouterr().out
+    assert f"cluster {cluster_id}:" in logged and "normalized instance hours" in logged
+    assert f"clusterDetails/{cluster_id}" in logged
 
     # a second run stages nothing new: the artifacts are named by their content hash
     dag_run, _ = run_with_simulator(emr_dag, aws)
@@ -176,6 +179,7 @@ def test_failed_step_fails_the_run_explains_why_and_terminates(emr_dag, aws, mot
     s = states(dag_run)
     assert s["extract_features"] == "success" and s["train_models"] == "failed"
     assert s["evaluate_models"] == "upstream_failed" and s["terminate_cluster"] == "success"
+    assert s["publish_report"] == "upstream_failed"
     (cluster_id,) = {c["Id"] for c in only_cluster(emr)} - before
     assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] in ("TERMINATING", "TERMINATED")
     captured = capfd.readouterr()

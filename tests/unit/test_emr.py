@@ -132,3 +132,23 @@ def test_log_uri_and_cost():
     cost = cluster_cost(describe, {"m5.xlarge": 0.24}, groups)
     assert cost == {"cluster_id": "j-1", "normalized_instance_hours": 24, "hours": 1.5,
                     "estimated_cost_usd": 1.08, "hourly_price_usd": 0.72}
+
+
+def test_iam_policy_is_least_privilege():
+    import json
+
+    from conftest import PROJECT_ROOT
+
+    policy = json.loads((PROJECT_ROOT / "docs" / "iam-policy.json").read_text())
+    actions = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    used = {"elasticmapreduce:RunJobFlow", "elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:DescribeStep",
+            "elasticmapreduce:DescribeCluster", "elasticmapreduce:ListInstanceGroups",
+            "elasticmapreduce:TerminateJobFlows", "iam:PassRole", "s3:GetObject", "s3:PutObject", "s3:ListBucket"}
+    assert used <= actions
+    assert not [a for a in actions if a.endswith("*")]  # no wildcard actions
+    pass_role = next(s for s in policy["Statement"] if s["Action"] == "iam:PassRole")
+    assert len(pass_role["Resource"]) == 2 and all(":role/EMR_" in r for r in pass_role["Resource"])
+    s3_resources = [r for s in policy["Statement"] if str(s["Action"]).startswith("s3:")
+                    for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])]
+    assert all(r.startswith("arn:aws:s3:::<bucket>") for r in s3_resources)
+    assert not any(r.endswith(":::<bucket>/*") for r in s3_resources)  # objects only under the prefix

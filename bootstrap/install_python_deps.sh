@@ -4,8 +4,9 @@
 # Retries each step; any failure exits non-zero, which fails the bootstrap and so the cluster, loudly.
 set -euo pipefail
 REQUIREMENTS_URI="${1:?usage: install_python_deps.sh <s3 URI of requirements-emr.txt>}"
-PYTHON=/usr/bin/python3.11
+PYTHON="${BOOTSTRAP_PYTHON:-/usr/bin/python3.11}"
 ATTEMPTS=4
+RETRY_SECONDS="${BOOTSTRAP_RETRY_SECONDS:-15}"
 
 retry() {
   local attempt=1
@@ -14,8 +15,8 @@ retry() {
       echo "bootstrap: '$*' failed $ATTEMPTS times, giving up" >&2
       return 1
     fi
-    echo "bootstrap: '$*' failed (attempt $attempt/$ATTEMPTS), retrying in $((attempt * 15)) s" >&2
-    sleep $((attempt * 15))
+    echo "bootstrap: '$*' failed (attempt $attempt/$ATTEMPTS), retrying in $((attempt * RETRY_SECONDS)) s" >&2
+    sleep $((attempt * RETRY_SECONDS))
     attempt=$((attempt + 1))
   done
 }

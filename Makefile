@@ -47,7 +47,7 @@ run: setup sample-data weights airflow-db
 
 # The feature-extraction job alone, with spark-submit on local[2].
 extract: setup sample-data weights
-	PYTHONPATH=plugins $(PY) -m image_pipeline.packaging --out dist > /dev/null
+	PYTHONPATH=plugins $(PY) -m image_pipeline.jobs_archive --out dist > /dev/null
 	$(SPARK_ENV) $(VENV)/bin/spark-submit --master "local[2]" --py-files dist/image_jobs.zip \
 		spark_jobs/extract_features.py \
 		--images-uri "file://$(IMAGES)" --features-uri "file://$(DATA)/features" \

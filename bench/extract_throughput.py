@@ -64,7 +64,7 @@ def forward_only(weights: str, backbone: str, batch_size: int, seconds: float) -
 def whole_job(images: Path, work: Path, weights: str, backbone: str, batch_size: int, cores: int) -> dict:
     import extract_features
     from image_jobs.session import build_session
-    from image_pipeline.packaging import build_jobs_zip
+    from image_pipeline.jobs_archive import build_jobs_zip
 
     spark = build_session("bench-extract", master=f"local[{cores}]",
                           conf={"spark.ui.enabled": "false", "spark.driver.memory": "4g"})

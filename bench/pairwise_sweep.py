@@ -32,7 +32,7 @@ def main() -> int:
 
     import train_models
     from image_jobs.session import build_session
-    from image_pipeline.packaging import build_jobs_zip
+    from image_pipeline.jobs_archive import build_jobs_zip
     from image_pipeline.sample_features import sample_feature_frame, write_sample_features
 
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:

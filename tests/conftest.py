@@ -56,7 +56,7 @@ def spark(java_home, tmp_path_factory):
         },
     )
     # the executors get the job library the way spark-submit --py-files ships it in production
-    from image_pipeline.packaging import build_jobs_zip
+    from image_pipeline.jobs_archive import build_jobs_zip
 
     session.sparkContext.addPyFile(str(build_jobs_zip(tmp_path_factory.mktemp("dist"))))
     yield session

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from image_pipeline.packaging import SPARK_JOBS_DIR, build_jobs_zip
+from image_pipeline.jobs_archive import SPARK_JOBS_DIR, build_jobs_zip
 from image_pipeline.steps import STEP_NAMES
 
 ENTRY_SCRIPTS = tuple(f"{name}.py" for name in STEP_NAMES)

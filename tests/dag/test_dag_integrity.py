@@ -87,3 +87,15 @@ def test_schedule_and_params(local_parse):
         assert params[name]["description"], name
     assert params["backbone"]["schema"]["enum"] == ["mobilenet_v2", "vgg16"]
     assert params["max_per_class"]["schema"]["minimum"] == 2
+
+
+def test_airflow_plugin_loader_does_not_import_the_library_as_bare_modules():
+    """Airflow imports every .py under plugins/ by its bare file name unless .airflowignore says no:
+    report.py, settings.py, steps.py... would shadow libraries of the same name (and did: 'packaging')."""
+    probe = ("from airflow import plugins_manager as pm; pm.ensure_plugins_loaded(); import sys, json; "
+             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "{'settings', 'plan', 'report', 'steps', 'layout', 'java', 'emr', 'params', 'artifacts'})))")
+    env = {**os.environ, "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins")}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -3,7 +3,7 @@
 The zip's bytes depend only on the files' paths and contents (sorted entries, fixed timestamps),
 so its content hash names it in the object store and an unchanged library is never uploaded twice.
 
-Command: ``python -m image_pipeline.packaging --out dist`` prints the zip's path.
+Command: ``python -m image_pipeline.jobs_archive --out dist`` prints the zip's path.
 """
 
 from __future__ import annotations

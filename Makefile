@@ -21,7 +21,7 @@ AIRFLOW_ENV = AIRFLOW_HOME="$(DATA)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDI
 	AIRFLOW__CORE__PLUGINS_FOLDER="$(CURDIR)/plugins" AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: setup run extract test test-spark35 lint sample-data weights airflow-db airflow bench-extract bench-sweep clean
+.PHONY: setup run extract test test-spark35 system-deps lint sample-data weights airflow-db airflow bench-extract bench-sweep clean
 
 $(STAMP): requirements.txt constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,7 +71,16 @@ airflow: setup sample-data weights airflow-db
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup lint
+# System packages some tests use (Compose's config validator, Chromium for the UI test), from
+# Debian's repositories; where apt is not available (not root, other OS) those tests skip and say why.
+system-deps:
+	@if ! command -v docker-compose > /dev/null || ! command -v chromium > /dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose chromium > /dev/null; \
+		else echo "note: docker-compose/chromium missing and apt-get unavailable: their tests will skip"; fi; \
+	fi
+
+test: setup lint system-deps
 	$(SPARK_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-spark35
 

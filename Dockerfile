@@ -1,0 +1,14 @@
+# Airflow 3.3 with Java 17 (for Spark) and the project's pinned requirements, for docker-compose.yaml.
+FROM apache/airflow:3.3.2-python3.11
+
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps \
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64
+
+USER airflow
+COPY --chown=airflow:root requirements.txt constraints.txt requirements-nodeps.txt /opt/airflow/requirements/
+RUN pip install --no-cache-dir -r /opt/airflow/requirements/requirements.txt \
+        -c /opt/airflow/requirements/constraints.txt \
+ && pip install --no-cache-dir --no-deps -r /opt/airflow/requirements/requirements-nodeps.txt

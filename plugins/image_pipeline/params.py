@@ -24,7 +24,7 @@ def emr_params(emr) -> dict:
         "emr_idle_timeout_minutes": Param(emr.idle_timeout_minutes, type="integer", minimum=5, maximum=1440,
                                           title="Idle timeout (minutes)",
                                           description="Auto-termination backstop should the teardown be lost."),
-        "emr_subnet_id": Param(emr.subnet_id, type="string", title="Subnet",
+        "emr_subnet_id": Param(emr.subnet_id or None, type=["null", "string"], title="Subnet",
                                description="EC2 subnet id of the cluster; empty: the default VPC."),
     }
 
@@ -33,13 +33,14 @@ def dag_params(settings: Settings, emr=None) -> dict:
     """Params of ``image_classification``; the trigger form shows them in this order."""
     from airflow.sdk import Param
 
+    # Optional settings are typed ["null", ...]: the trigger form requires every field whose type has no null.
     return {
         "images_uri": Param(
-            "", type="string", title="Images URI",
+            None, type=["null", "string"], title="Images URI",
             description=f"Folder with one sub-folder per class. Empty: {settings.root_uri}/images.",
         ),
         "labels": Param(
-            [], type="array", items={"type": "string"}, title="Labels",
+            [], type=["null", "array"], items={"type": "string"}, title="Labels",
             description="Class folders to train on, one per line. Empty: every class folder found.",
         ),
         "backbone": Param(
@@ -48,7 +49,7 @@ def dag_params(settings: Settings, emr=None) -> dict:
                         "(4096-d fc2, as in the original study).",
         ),
         "weights_uri": Param(
-            "", type="string", title="Weights URI",
+            None, type=["null", "string"], title="Weights URI",
             description="Backbone weights file (.keras or .h5; file:// or s3://). Empty: the prepared "
                         "ImageNet weights for mobilenet_v2, Keras' cache for vgg16. 'random' for timing runs.",
         ),
@@ -58,7 +59,7 @@ def dag_params(settings: Settings, emr=None) -> dict:
                         "class; one_vs_rest: the focus class against all others pooled.",
         ),
         "focus_class": Param(
-            "", type="string", title="Focus class",
+            None, type=["null", "string"], title="Focus class",
             description="The class of one_vs_each and one_vs_rest (ignored by all_pairs).",
         ),
         "split_ratios": Param(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from image_pipeline.emr import STEP_TIMEOUT_HOURS, load_emr_settings
+from image_pipeline.emr import load_emr_settings
 from image_pipeline.params import dag_params
 from image_pipeline.settings import load_settings
 from image_pipeline.steps import STEP_NAMES
@@ -185,7 +185,8 @@ def emr_backend(plan):
         EmrStepWithLogsSensor(
             task_id=name, job_flow_id=cluster.output, step_id=add_steps.output[name],
             logs_uri=f"{SETTINGS.root_uri}/logs", aws_conn_id=SETTINGS.aws_conn_id, deferrable=EMR.deferrable,
-            poke_interval=EMR.poke_seconds, max_attempts=STEP_TIMEOUT_HOURS * 3600 // EMR.poke_seconds,
+            poke_interval=EMR.poke_seconds, max_attempts=int(EMR.step_timeout_hours * 3600 // EMR.poke_seconds),
+            timeout=EMR.step_timeout_hours * 3600,
         )
         for name in STEP_NAMES
     ]

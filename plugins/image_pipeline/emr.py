@@ -30,7 +30,6 @@ DEFAULT_PRICES: dict[str, float] = {
     "m6i.xlarge": 0.192 + 0.048, "m6i.2xlarge": 0.384 + 0.096, "m6i.4xlarge": 0.768 + 0.192,
     "c5.2xlarge": 0.34 + 0.085, "c5.4xlarge": 0.68 + 0.17, "r5.xlarge": 0.252 + 0.063, "r5.2xlarge": 0.504 + 0.126,
 }
-STEP_TIMEOUT_HOURS = 6
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,7 @@ class EmrSettings:
     security_configuration: str
     deferrable: bool
     poke_seconds: int
+    step_timeout_hours: float
     prices: dict[str, float]
     region: str
 
@@ -69,6 +69,7 @@ def load_emr_settings(environ: dict[str, str] | None = None) -> EmrSettings:
         security_configuration=env.get("IMAGE_PIPELINE_EMR_SECURITY_CONFIGURATION", ""),
         deferrable=env.get("IMAGE_PIPELINE_EMR_DEFERRABLE", "true").lower() in ("1", "true", "yes"),
         poke_seconds=int(env.get("IMAGE_PIPELINE_EMR_POKE_SECONDS", "60")),
+        step_timeout_hours=float(env.get("IMAGE_PIPELINE_EMR_STEP_TIMEOUT_HOURS", "6")),
         prices=prices,
         region=env.get("AWS_DEFAULT_REGION", "us-east-1"),
     )

@@ -109,7 +109,8 @@ def emr_dag(aws, airflow_db, moto_server):
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {"IMAGE_PIPELINE_COMPUTE": "emr", "IMAGE_PIPELINE_ROOT_URI": ROOT,
                            "IMAGE_PIPELINE_RETRIES": "0", "IMAGE_PIPELINE_EMR_DEFERRABLE": "false",
-                           "IMAGE_PIPELINE_EMR_POKE_SECONDS": "1", "IMAGE_PIPELINE_SCHEDULE": "none"}.items():
+                           "IMAGE_PIPELINE_EMR_POKE_SECONDS": "1", "IMAGE_PIPELINE_EMR_STEP_TIMEOUT_HOURS": "0.05",
+                           "IMAGE_PIPELINE_SCHEDULE": "none"}.items():
             mp.setenv(key, value)
         bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "image_classification.py"))
         assert not bag.import_errors, bag.import_errors

@@ -147,10 +147,12 @@ def test_trigger_form_runs_the_pipeline(airflow_server):
         state = wait_for(
             lambda: (s := http_json(f"{base}/api/v2/dags/image_classification/dagRuns/{run_id}", token)["state"])
             in ("success", "failed") and s, 900, "the run to finish")
-        page.goto(f"{base}/dags/image_classification/runs/{run_id}?mode=graph")
+        page.goto(f"{base}/dags/image_classification/runs/{run_id}")
         expect(page.locator("[data-testid=header-card] [data-testid=state-badge]").first).to_be_visible(
             timeout=30_000)
-        page.wait_for_timeout(3000)
+        page.locator("body").click(position={"x": 700, "y": 10})
+        page.keyboard.press("g")  # the UI's own shortcut: "Show Graph (Press g)"
+        page.wait_for_timeout(4000)
         page.screenshot(path=str(SCREENSHOTS / "finished_run_graph.png"), full_page=True)
         browser.close()
     assert state == "success"

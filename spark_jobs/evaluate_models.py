@@ -21,8 +21,9 @@ import time
 import pandas as pd
 
 from image_jobs import reporting, storage
+from image_jobs.cli import run_job
 from image_jobs.extraction import spark_timestamp
-from image_jobs.session import build_session, job_logger
+from image_jobs.session import job_logger
 
 log = job_logger("evaluate_models")
 
@@ -128,13 +129,7 @@ def run(spark, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    spark = build_session(f"evaluate_models {args.run_key}")
-    try:
-        run(spark, args)
-    finally:
-        spark.stop()
-    return 0
+    return run_job("evaluate_models", parse_args(argv), run, (), log)
 
 
 if __name__ == "__main__":

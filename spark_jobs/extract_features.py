@@ -23,6 +23,7 @@ import time
 
 from image_jobs import storage
 from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
+from image_jobs.cli import parse_labels_json, run_job
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import (
     IMAGE_KEY,
@@ -37,7 +38,7 @@ from image_jobs.extraction import (
 )
 from image_jobs.featurize import FEATURE_COLUMNS, REJECT_COLUMNS, make_featurizer, output_schema
 from image_jobs.progress import ProgressLogger
-from image_jobs.session import build_session, job_logger
+from image_jobs.session import job_logger
 
 log = job_logger("extract_features")
 
@@ -68,12 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="decompression-bomb guard: images with more pixels are rejected")
     args = parser.parse_args(argv)
-    try:
-        args.labels = json.loads(args.labels_json)
-        if not isinstance(args.labels, list) or not all(isinstance(x, str) for x in args.labels):
-            raise ValueError
-    except ValueError:
-        parser.error(f"--labels-json must be a JSON list of strings, got {args.labels_json!r}")
+    args.labels = parse_labels_json(parser, args.labels_json)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if "/" in args.run_key or ":" in args.run_key:
@@ -224,13 +220,7 @@ def run(spark, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    spark = build_session(f"extract_features {args.run_key}")
-    try:
-        run(spark, args)
-    finally:
-        spark.stop()
-    return 0
+    return run_job("extract_features", parse_args(argv), run, (), log)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ import time
 import numpy as np
 
 from image_jobs import storage
+from image_jobs.cli import parse_labels_json, run_job
 from image_jobs.extraction import spark_timestamp
-from image_jobs.session import build_session, job_logger
+from image_jobs.session import job_logger
 from image_jobs.training import (
     PAIR_MODES,
     TrainingInputError,
@@ -71,12 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights-uri", default=None, help="recorded in the model, for prediction")
     args = parser.parse_args(argv)
-    try:
-        args.labels = json.loads(args.labels_json)
-        if not isinstance(args.labels, list) or not all(isinstance(x, str) for x in args.labels):
-            raise ValueError
-    except ValueError:
-        parser.error(f"--labels-json must be a JSON list of strings, got {args.labels_json!r}")
+    args.labels = parse_labels_json(parser, args.labels_json)
     try:
         args.split_ratios = [float(x) for x in args.split_ratios.split(",") if x.strip()]
     except ValueError:
@@ -238,16 +234,7 @@ def run(spark, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    spark = build_session(f"train_models {args.run_key}")
-    try:
-        run(spark, args)
-    except TrainingInputError as exc:
-        log.error("%s", exc)
-        return 2
-    finally:
-        spark.stop()
-    return 0
+    return run_job("train_models", parse_args(argv), run, (TrainingInputError,), log)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,42 @@
+"""What the entry scripts share: argument helpers and the session lifecycle of a job's main()."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+
+
+def parse_labels_json(parser: argparse.ArgumentParser, value: str) -> list[str]:
+    """``--labels-json`` as a list of class names; a parser error naming the flag otherwise.
+
+    JSON rather than a comma list: class folder names may contain commas, spaces or quotes.
+    """
+    try:
+        labels = json.loads(value)
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise ValueError
+    except ValueError:
+        parser.error(f"--labels-json must be a JSON list of strings, got {value!r}")
+    return labels
+
+
+def run_job(name: str, args: argparse.Namespace, run: Callable, expected_errors: tuple = (),
+            log=None) -> int:
+    """Build the job's session, run it, always stop the session.
+
+    Errors in ``expected_errors`` (bad input the job explains) exit with code 2 and their message,
+    without a traceback; anything else propagates.
+    """
+    from image_jobs.session import build_session
+
+    spark = build_session(f"{name} {args.run_key}")
+    try:
+        run(spark, args)
+    except expected_errors as exc:
+        if log is not None:
+            log.error("%s", exc)
+        return 2
+    finally:
+        spark.stop()
+    return 0

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from image_pipeline.jobs_archive import SPARK_JOBS_DIR, build_jobs_zip
+from image_pipeline.jobs_archive import SPARK_JOBS_DIR, build_jobs_zip, content_hash
 from image_pipeline.steps import STEP_NAMES
 
 ENTRY_SCRIPTS = tuple(f"{name}.py" for name in STEP_NAMES)
@@ -34,24 +34,20 @@ def stage_local(artifacts_uri: str) -> dict[str, str]:
     """
     root = Path(artifacts_uri.removeprefix("file://"))
     with tempfile.TemporaryDirectory() as tmp:
-        content_hash, files = build_local_artifacts(Path(tmp))
-        target = root / content_hash
+        artifacts_hash, files = build_local_artifacts(Path(tmp))
+        target = root / artifacts_hash
         if not (target / "image_jobs.zip").exists():
-            staging = root / f".{content_hash}.partial"
+            staging = root / f".{artifacts_hash}.partial"
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
             for path in files:
                 shutil.copy2(path, staging / path.name)
             staging.rename(target) if not target.exists() else shutil.rmtree(staging)
-    return {"content_hash": content_hash, "jobs_zip": str(target / "image_jobs.zip"), "entry_dir": str(target)}
+    return {"content_hash": artifacts_hash, "jobs_zip": str(target / "image_jobs.zip"), "entry_dir": str(target)}
 
 
 BOOTSTRAP_DIR = SPARK_JOBS_DIR.parent / "bootstrap"
 BOOTSTRAP_FILES = ("install_python_deps.sh", "requirements-emr.txt")
-
-
-def _file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -> dict[str, str]:
@@ -80,12 +76,12 @@ def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -
         digest = hashlib.sha256(code_hash.encode())
         for path in files[-len(BOOTSTRAP_FILES):]:
             digest.update(path.read_bytes())
-        content_hash = digest.hexdigest()[:16]
-        staged = {path.name: put(path, f"{prefix}/{content_hash}/{path.name}") for path in files}
+        artifacts_hash = digest.hexdigest()[:16]
+        staged = {path.name: put(path, f"{prefix}/{artifacts_hash}/{path.name}") for path in files}
     result = {
-        "content_hash": content_hash,
+        "content_hash": artifacts_hash,
         "jobs_zip_uri": staged["image_jobs.zip"],
-        "entry_dir_uri": f"s3://{bucket}/{prefix}/{content_hash}",
+        "entry_dir_uri": f"s3://{bucket}/{prefix}/{artifacts_hash}",
         "bootstrap_uri": staged["install_python_deps.sh"],
         "requirements_uri": staged["requirements-emr.txt"],
     }
@@ -96,6 +92,6 @@ def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -
             local = Path(weights_uri.removeprefix("file://"))
             if not local.exists():
                 raise FileNotFoundError(f"weights file {weights_uri} does not exist")
-            result["weights_uri"] = put(local, f"{prefix}/weights-{_file_hash(local)}/{local.name}")
+            result["weights_uri"] = put(local, f"{prefix}/weights-{content_hash(local)}/{local.name}")
     result["uploaded"] = uploaded
     return result

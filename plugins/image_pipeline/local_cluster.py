@@ -102,42 +102,32 @@ def _spawn(role: str, argv: list[str], env: dict[str, str], log_path: Path) -> d
     return {"role": role, "pid": proc.pid, "pgid": proc.pid, "log": str(log_path)}
 
 
-def _alive(pid: int) -> bool:
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None if it is gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) is not alive
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
+            return f.read().split(")")[-1].split()
     except OSError:
-        return False
+        return None
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return any(_alive(pid) for pid in _group_members(pgid))
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie (exited, not yet reaped by its parent)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def _group_members(pgid: int) -> list[int]:
     members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().split(")")[-1].split()
-                if int(fields[2]) == pgid:
-                    members.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        fields = _stat_fields(entry)
+        if fields is not None and len(fields) > 2 and fields[2] == str(pgid):
+            members.append(int(entry))
     return members
+
+
+def _group_alive(pgid: int) -> bool:
+    return any(_alive(pid) for pid in _group_members(pgid))
 
 
 def _master_status(webui: str) -> dict | None:

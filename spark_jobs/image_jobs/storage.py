@@ -60,14 +60,15 @@ def write_bytes(spark, uri: str, data: bytes) -> None:
     jvm = spark.sparkContext._jvm
     scheme = path.toUri().getScheme() or "file"
     target = path
-    if scheme in ("file", "hdfs"):
+    via_rename = scheme in ("file", "hdfs")
+    if via_rename:
         path = jvm.org.apache.hadoop.fs.Path(uri + ".partial")
     out = fs.create(path, True)
     try:
         out.write(bytearray(data))
     finally:
         out.close()
-    if path != target:
+    if via_rename:
         if fs.exists(target):
             fs.delete(target, False)
         fs.rename(path, target)

@@ -52,10 +52,10 @@ def count_rejects(spark, args: argparse.Namespace, labels: list[str]) -> dict:
     """Rejected files the run's images include: total, by reason (first words), the unlabelled ones."""
     from pyspark.sql import functions as F
 
-    base = storage.join_uri(args.rejects_uri, f"backbone={args.backbone}")
-    if not storage.exists(spark, base):
+    df = storage.read_committed(spark, storage.join_uri(args.rejects_uri, f"backbone={args.backbone}"), log=log)
+    if df is None:
         return {"count": 0, "by_reason": {}}
-    df = spark.read.parquet(base).filter(
+    df = df.filter(
         F.col("modificationTime").isNull()
         | (F.col("modificationTime") < F.to_timestamp(F.lit(spark_timestamp(args.modified_before))))
     )

@@ -87,11 +87,9 @@ def _done_keys(spark, dataset_uri: str, backbone: str, run_key: str):
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
-    base = storage.join_uri(dataset_uri, f"backbone={backbone}")
-    if storage.exists(spark, base):
-        df = spark.read.parquet(base)
-        if "run" in df.columns:
-            return df.filter(F.col("run") != run_key).select(*IMAGE_KEY)
+    df = storage.read_committed(spark, storage.join_uri(dataset_uri, f"backbone={backbone}"), log=log)
+    if df is not None:
+        return df.filter(F.col("run") != run_key).select(*IMAGE_KEY)
     schema = StructType([StructField("path", StringType()), StructField("length", LongType()),
                          StructField("modificationTime", TimestampType())])
     return spark.createDataFrame([], schema)

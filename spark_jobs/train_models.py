@@ -85,11 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_run_features(spark, args: argparse.Namespace):
     """The newest feature row per image the run sees, cached."""
-    base = storage.join_uri(args.features_uri, f"backbone={args.backbone}")
-    if not storage.exists(spark, base):
+    df = storage.read_committed(spark, storage.join_uri(args.features_uri, f"backbone={args.backbone}"), log=log)
+    if df is None:
         raise TrainingInputError(f"no features for backbone {args.backbone} under {args.features_uri}; "
                                  "run extract_features first")
-    df = spark.read.parquet(base).select("path", "label", "modificationTime", "run", "features")
+    df = df.select("path", "label", "modificationTime", "run", "features")
     return latest_features(restrict_run(df, args.labels, spark_timestamp(args.modified_before))).cache()
 
 

@@ -44,6 +44,8 @@ class EmrStepWithLogsSensor(EmrStepSensor):
         """Failure reason, message, log path and the stderr tail of the step (best effort)."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
+        from image_pipeline.failures import diagnose_text
+
         step = self.hook.conn.describe_step(ClusterId=self.job_flow_id, StepId=self.step_id)["Step"]
         details = step["Status"].get("FailureDetails", {})
         log_uri = step_log_uri(self.logs_uri, self.job_flow_id, self.step_id)
@@ -55,6 +57,9 @@ class EmrStepWithLogsSensor(EmrStepSensor):
             bucket, key = S3Hook.parse_s3_url(log_uri)
             data = s3.get_key(key, bucket).get()["Body"].read()
             text = gzip.decompress(data).decode(errors="replace") if log_uri.endswith(".gz") else data.decode()
+            diagnosis = diagnose_text(text)
+            if diagnosis:
+                lines.insert(1, diagnosis)
             tail = text.splitlines()[-LOG_TAIL_LINES:]
             lines += [f"last {len(tail)} lines of {log_uri}:", *tail]
         except Exception as exc:  # the log may not have been shipped yet: say so, keep the reason

@@ -117,17 +117,31 @@ def _alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
-def _group_members(pgid: int) -> list[int]:
+def _session_members(sid: int) -> list[int]:
+    """Processes of the session ``sid`` leads (every cluster process is started in its own session).
+
+    The session, not the process group: Spark's Python daemon moves itself and its workers into a
+    process group of their own, but stays in the session of the executor that started it.
+    """
     members = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         fields = _stat_fields(entry)
-        if fields is not None and len(fields) > 2 and fields[2] == str(pgid):
+        if fields is not None and len(fields) > 3 and fields[3] == str(sid):
             members.append(int(entry))
     return members
 
 
-def _group_alive(pgid: int) -> bool:
-    return any(_alive(pid) for pid in _group_members(pgid))
+def _signal_session(sid: int, sig: int) -> None:
+    """Send ``sig`` to the session's leading group and to every member outside it (Python daemons)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(sid, sig)
+    for pid in _session_members(sid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _session_alive(pgid: int) -> bool:
+    return any(_alive(pid) for pid in _session_members(pgid))
 
 
 def _master_status(webui: str) -> dict | None:
@@ -215,15 +229,14 @@ def _wait(condition: Callable[[], bool], still_alive: Callable[[], bool], timeou
 
 
 def _stop_processes(processes: list[dict], grace: float = 15.0) -> list[int]:
-    groups = [p["pgid"] for p in processes if _group_alive(p["pgid"])]
+    groups = [p["pgid"] for p in processes if _session_alive(p["pgid"])]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pgid in groups:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, sig)
+            _signal_session(pgid, sig)
         deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 10.0)
-        while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+        while time.monotonic() < deadline and any(_session_alive(g) for g in groups):
             time.sleep(0.2)
-        groups = [g for g in groups if _group_alive(g)]
+        groups = [g for g in groups if _session_alive(g)]
         if not groups:
             break
     if groups:
@@ -251,7 +264,7 @@ def cluster_processes_alive(cluster_dir: str | Path) -> list[int]:
     info = ClusterInfo.load(cluster_dir)
     if info is None:
         return []
-    return [pid for p in info.processes for pid in _group_members(p["pgid"]) if _alive(pid)]
+    return [pid for p in info.processes for pid in _session_members(p["pgid"]) if _alive(pid)]
 
 
 def spark_submit_argv(info: ClusterInfo, entry_script: str, args: list[str], jobs_zip: str, python: str,
@@ -277,12 +290,20 @@ def spark_submit_argv(info: ClusterInfo, entry_script: str, args: list[str], job
 
 
 class StepProcess:
-    """A running spark-submit whose output streams line by line into ``emit``; kill() stops it."""
+    """A running spark-submit whose output streams line by line into ``emit``; kill() stops it.
+
+    Every line also goes through a ``FailureScanner``, so a failure can be explained by its cause
+    (out of memory, disk full, ...) and not only by its exit code.
+    """
 
     def __init__(self, argv: list[str], env: dict[str, str], emit: Callable[[str], None], tail_lines: int = 40):
+        from image_pipeline.failures import FailureScanner
+
         self.argv, self.env, self.emit = argv, env, emit
         self.tail: deque[str] = deque(maxlen=tail_lines)
+        self.scanner = FailureScanner()
         self.proc: subprocess.Popen | None = None
+        self.killed = False
 
     def run(self) -> int:
         self.proc = subprocess.Popen(
@@ -293,9 +314,20 @@ class StepProcess:
         for line in self.proc.stdout:
             line = line.rstrip("\n")
             self.tail.append(line)
+            self.scanner.feed(line)
             self.emit(line)
         return self.proc.wait()
 
+    def failure_message(self, name: str, code: int) -> str:
+        """What a failed step's task error says: the cause when known, then the last output lines."""
+        if self.killed:
+            headline = f"step {name} was killed (exit code {code})"
+        else:
+            diagnosis = self.scanner.diagnosis()
+            headline = f"step {name} failed with exit code {code}" + (f"; {diagnosis}" if diagnosis else "")
+        return f"{headline}\nlast output lines:\n" + "\n".join(self.tail)
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.killed = True
             _stop_processes([{"pid": self.proc.pid, "pgid": self.proc.pid}], grace=10.0)

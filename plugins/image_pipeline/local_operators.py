@@ -47,8 +47,7 @@ class LocalSparkStepOperator(BaseOperator):
         self._process = StepProcess(argv, env, lambda line: self.log.info("%s", line))
         code = self._process.run()
         if code != 0:
-            tail = "\n".join(self._process.tail)
-            raise StepFailedError(f"step {spec.name} failed with exit code {code}; last output lines:\n{tail}")
+            raise StepFailedError(self._process.failure_message(spec.name, code))
         return {"step": spec.name, "exit_code": code}
 
     def on_kill(self) -> None:

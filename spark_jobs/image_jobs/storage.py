@@ -95,3 +95,40 @@ def read_bytes(spark, uri: str) -> bytes:
 def read_text(spark, uri: str) -> str:
     """Read a small UTF-8 text file (see ``read_bytes``)."""
     return read_bytes(spark, uri).decode("utf-8")
+
+
+SUCCESS_MARKER = "_SUCCESS"  # what Spark's file committer writes last, once every file of a write is in place
+
+
+def partitions(spark, base_uri: str, column: str = "run") -> tuple[list[str], list[str]]:
+    """(committed, uncommitted) ``<base_uri>/<column>=*`` folders, by the presence of Spark's _SUCCESS marker.
+
+    An uncommitted folder is a write that was killed (or is still running, in a concurrent run):
+    its files may be partial or not Parquet at all, so readers must not see it.
+    """
+    fs, pattern = _hadoop_path(spark, join_uri(base_uri, f"{column}=*"))
+    committed, uncommitted = [], []
+    for status in fs.globStatus(pattern) or []:
+        if not status.isDirectory():
+            continue
+        folder = status.getPath()
+        marker = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(folder, SUCCESS_MARKER)
+        (committed if fs.exists(marker) else uncommitted).append(str(folder.toString()))
+    return sorted(committed), sorted(uncommitted)
+
+
+def read_committed(spark, base_uri: str, column: str = "run", log=None):
+    """The Parquet dataset under ``base_uri`` (partitioned by ``column``), committed partitions only.
+
+    Returns None when there is none. Skipped partitions are logged: a killed attempt's leftovers are
+    overwritten by its retry, a concurrent run's partition is read once it is committed.
+    """
+    if not exists(spark, base_uri):
+        return None
+    committed, uncommitted = partitions(spark, base_uri, column)
+    if uncommitted and log is not None:
+        log.warning("not reading %d uncommitted partition(s) (killed or still being written): %s",
+                    len(uncommitted), ", ".join(uncommitted))
+    if not committed:
+        return None
+    return spark.read.option("basePath", qualify(spark, base_uri)).parquet(*committed)

@@ -89,7 +89,9 @@ class ClusterSimulator(threading.Thread):
                         continue
                     self.seen_args[step.name] = list(step.args)
                     if step.name == self.fail_step:
-                        log = "\n".join(f"line {i}" for i in range(100)) + "\nValueError: the failure's own words\n"
+                        # the cause sits far above the tail, deep in a stack trace, as on a real failure
+                        log = "\n".join(["Caused by: java.io.IOException: No space left on device",
+                                         *(f"line {i}" for i in range(100)), "ValueError: the failure's own words"])
                         key = f"{PREFIX}/logs/{cluster.id}/steps/{step.id}/stderr.gz"
                         self.s3.put_object(Bucket=BUCKET, Key=key, Body=gzip.compress(log.encode()))
                         step.state = "FAILED"
@@ -186,3 +188,4 @@ def test_failed_step_fails_the_run_explains_why_and_terminates(emr_dag, aws, mot
     captured = capfd.readouterr()
     logged = captured.out + captured.err  # the task log, as dag.test() prints it
     assert "the failure's own words" in logged and f"{cluster_id}/steps/" in logged and "stderr.gz" in logged
+    assert "cause: disk full" in logged  # found although it is not in the tail

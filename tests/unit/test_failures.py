@@ -1,0 +1,65 @@
+"""A failed step's cause, read from its output (lines as Spark 4.3 and the jobs really print them)."""
+
+from __future__ import annotations
+
+import pytest
+
+from image_pipeline.failures import FailureScanner, diagnose_text
+
+DISK_FULL = """\
+26/11/21 23:21:23 WARN TaskSetManager: Lost task 0.0 in stage 18.0 (TID 28) (127.0.0.1 executor 0): \
+org.apache.spark.SparkException: [TASK_WRITE_FAILED] Task failed while writing rows to \
+file:/data/features/backbone=mobilenet_v2/run=r1. SQLSTATE: 58030
+\tat org.apache.spark.sql.execution.datasources.FileFormatWriter$.executeTask(FileFormatWriter.scala:424)
+Caused by: org.apache.hadoop.fs.FSError: java.io.IOException: No space left on device
+\tat org.apache.hadoop.fs.RawLocalFileSystem$LocalFSFileOutputStream.write(RawLocalFileSystem.java:363)
+26/11/21 23:21:23 ERROR TaskSetManager: Task 0 in stage 18.0 failed 4 times; aborting job
+"""
+PYTHON_OOM = """\
+26/11/21 23:20:01 WARN TaskSetManager: Lost task 0.0 in stage 14.0 (TID 21) (127.0.0.1 executor 0): \
+org.apache.spark.api.python.PythonException: [PYTHON_EXCEPTION] An exception was thrown from the Python worker: \
+Traceback (most recent call last):
+  File "./image_jobs.zip/image_jobs/featurize.py", line 76, in load_model
+MemoryError
+ SQLSTATE: 38000
+"""
+JVM_OOM = "Exception in thread \"Executor task launch worker\" java.lang.OutOfMemoryError: Java heap space\n"
+WORKER_DIED = ("26/11/21 WARN TaskSetManager: Lost task 1.0 in stage 3.0: org.apache.spark.SparkException: "
+               "Python worker exited unexpectedly (crashed)\n")
+JOB_ERROR = ("2026-11-21 23:20:22,182 ERROR train_models: class 'pug' has 1 usable image(s); "
+             "every class needs at least 2\n")
+
+
+@pytest.mark.parametrize("text,expected", [
+    (DISK_FULL, "cause: disk full"),
+    (PYTHON_OOM, "cause: out of memory"),
+    (JVM_OOM, "cause: out of memory"),
+    (WORKER_DIED, "cause: worker died"),
+    (JOB_ERROR, "cause: the job stopped on its input: class 'pug' has 1 usable image(s)"),
+])
+def test_the_cause_is_named(text, expected):
+    assert diagnose_text(text).startswith(expected)
+
+
+def test_disk_full_says_where_it_happened():
+    diagnosis = diagnose_text(DISK_FULL)
+    assert "No space left on device" in diagnosis
+    assert "file:/data/features/backbone=mobilenet_v2/run=r1" in diagnosis
+
+
+def test_the_most_specific_cause_wins_over_its_consequences():
+    # a worker lost because its disk filled up: the disk is the cause
+    assert diagnose_text(WORKER_DIED + DISK_FULL).startswith("cause: disk full")
+    assert diagnose_text(WORKER_DIED + PYTHON_OOM).startswith("cause: out of memory")
+
+
+def test_unknown_failures_have_no_invented_cause():
+    assert diagnose_text("Traceback (most recent call last):\nValueError: something else\n") is None
+
+
+def test_the_scanner_keeps_only_evidence_not_the_whole_output():
+    scanner = FailureScanner()
+    for i in range(10_000):
+        scanner.feed(f"INFO line {i}")
+    scanner.feed("java.lang.OutOfMemoryError: Java heap space " + "x" * 5000)
+    assert len(scanner.evidence["out of memory"]) <= 300 and scanner.job_error is None

@@ -37,12 +37,18 @@ def stage_local(artifacts_uri: str) -> dict[str, str]:
         artifacts_hash, files = build_local_artifacts(Path(tmp))
         target = root / artifacts_hash
         if not (target / "image_jobs.zip").exists():
-            staging = root / f".{artifacts_hash}.partial"
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
+            # a staging folder of this process's own: two runs staging at once never share one
+            root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{artifacts_hash}.", suffix=".partial", dir=root))
             for path in files:
                 shutil.copy2(path, staging / path.name)
-            staging.rename(target) if not target.exists() else shutil.rmtree(staging)
+            try:
+                staging.rename(target)  # atomic: readers see all files or none
+            except OSError:
+                if not (target / "image_jobs.zip").exists():
+                    raise
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)  # another run staged the same content first
     return {"content_hash": artifacts_hash, "jobs_zip": str(target / "image_jobs.zip"), "entry_dir": str(target)}
 
 

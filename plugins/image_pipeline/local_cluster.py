@@ -192,8 +192,10 @@ def start_cluster(cluster_dir: Path, workers: int, cores: int, memory_gb: int, p
         for i in range(workers):
             info.processes.append(_spawn(
                 f"worker-{i}",
+                # port 0: the worker binds whatever port is free when it starts, so two runs starting
+                # at the same time cannot race for one (the master's port is retried instead, above)
                 [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                 "--port", str(free_port()), "--webui-port", str(free_port()), "--cores", str(cores),
+                 "--port", "0", "--webui-port", "0", "--cores", str(cores),
                  "--memory", f"{memory_gb}g", "--work-dir", str(cluster_dir / "work"), info.master_url],
                 env, cluster_dir / "logs" / f"worker-{i}.log"))
             info.save()

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.spark  # slow-ish: parses the DAG and runs it with dag.
 BUCKET, PREFIX, REGION, ACCOUNT = "pipeline", "prod", "us-east-1", "123456789012"
 ROOT = f"s3://{BUCKET}/{PREFIX}"
 STEP_ORDER = ["extract_features", "train_models", "evaluate_models"]
+# credentials moto accepts, distinctive enough to be searched for in every output of a run
+FAKE_KEY_ID, FAKE_SECRET = "AKIAIMAGEPIPELINE7XQ", "fake/Secret+Key-9f3b2c0d1e"
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +41,11 @@ def moto_server():
 @pytest.fixture(scope="module")
 def aws(moto_server):
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        for key, value in {"AWS_ACCESS_KEY_ID": FAKE_KEY_ID, "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
                            "AWS_DEFAULT_REGION": REGION}.items():
             mp.setenv(key, value)
         mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
-            "conn_type": "aws", "login": "testing", "password": "testing",
+            "conn_type": "aws", "login": FAKE_KEY_ID, "password": FAKE_SECRET,
             "extra": {"region_name": REGION, "endpoint_url": moto_server}}))
         s3 = boto3.client("s3", endpoint_url=moto_server, region_name=REGION)
         s3.create_bucket(Bucket=BUCKET)
@@ -141,6 +143,28 @@ def only_cluster(emr, state_filter=None):
     return clusters
 
 
+def assert_no_secret_anywhere(dag_run, logged: str, s3, emr, cluster_id: str) -> None:
+    """The connection's key id and secret are in no task log, XCom, run plan, S3 object or EMR request."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        xcoms = session.query(XComModel).filter(XComModel.dag_id == dag_run.dag_id,
+                                                XComModel.run_id == dag_run.run_id).all()
+        values = {(x.task_id, x.key): json.dumps(x.value, default=str) for x in xcoms}
+    assert ("plan_run", "return_value") in values and ("emr_requests", "job_flow") in values
+    objects = s3.list_objects_v2(Bucket=BUCKET)["Contents"]
+    stored = {o["Key"]: s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read() for o in objects}
+    cluster = json.dumps(emr.describe_cluster(ClusterId=cluster_id), default=str)
+    steps = json.dumps(emr.list_steps(ClusterId=cluster_id), default=str)
+    assert "run plan:" in logged and len(stored) > 5
+    for secret in (FAKE_KEY_ID, FAKE_SECRET):
+        assert secret not in logged
+        assert [k for k, v in values.items() if secret in v] == []
+        assert [k for k, v in stored.items() if secret.encode() in v] == []
+        assert secret not in cluster and secret not in steps
+
+
 def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_server, capfd):
     emr = boto3.client("emr", endpoint_url=moto_server, region_name=REGION)
     before = {c["Id"] for c in only_cluster(emr)}
@@ -163,9 +187,11 @@ def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_serve
     report_uri = arg(simulator.seen_args["evaluate_models"], "--report-uri")
     report_md = aws.get_object(Bucket=BUCKET, Key=report_uri.removeprefix(f"s3://{BUCKET}/") + "/report.md")
     assert b"Multiclass accuracy" in report_md["Body"].read()
-    logged = capfd.readouterr().out
+    captured = capfd.readouterr()
+    logged = captured.out
     assert f"cluster {cluster_id}:" in logged and "normalized instance hours" in logged
     assert f"clusterDetails/{cluster_id}" in logged
+    assert_no_secret_anywhere(dag_run, captured.out + captured.err, aws, emr, cluster_id)
 
     # a second run stages nothing new: the artifacts are named by their content hash
     dag_run, _ = run_with_simulator(emr_dag, aws)

@@ -77,3 +77,28 @@ def airflow_db():
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
                    env=os.environ.copy())
     return AIRFLOW_HOME
+
+
+# a credential the Airflow server's environment and AWS connection carry; no output of a run may contain it
+UI_FAKE_SECRET = "fake/Secret+Key-ui-5e8a1f"
+
+
+@pytest.fixture(scope="session")
+def airflow_server(tmp_path_factory, converted_weights, java_home):
+    """`airflow standalone` (scheduler, LocalExecutor, REST API) on free 127.0.0.1 ports, isolated home,
+    generated images; shared by the tests under tests/ui (trigger form, concurrent and killed runs)."""
+    import json
+
+    from airflow_server import standalone_airflow
+    from image_pipeline.sample_images import write_sample_images
+
+    home = tmp_path_factory.mktemp("airflow-ui-home")
+    root = tmp_path_factory.mktemp("ui-root")
+    write_sample_images(root / "images", n_classes=4, per_class=12, seed=31)
+    secrets = {
+        "AWS_SECRET_ACCESS_KEY": UI_FAKE_SECRET,
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "AKIAUITESTKEY",
+                                                "password": UI_FAKE_SECRET}),
+    }
+    with standalone_airflow(home, root, converted_weights, java_home, secrets) as server:
+        yield server

@@ -8,21 +8,12 @@ and saves screenshots of the form and of the finished run's graph under test-art
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 
+from airflow_server import PASSWORD, http_json, wait_for
 from conftest import PROJECT_ROOT
-from image_pipeline.local_cluster import free_port
-from image_pipeline.sample_images import write_sample_images
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -30,80 +21,7 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (make test installs Debian's chromium)"),
 ]
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "ui"
-PASSWORD = "ui-test-password"
 CHOSEN_LABELS = ["Abyssinian", "american_bulldog", "american_pit_bull_terrier"]
-
-
-def http_json(url: str, token: str | None = None, data: dict | None = None) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
-                                     headers={"Content-Type": "application/json",
-                                              **({"Authorization": f"Bearer {token}"} if token else {})})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def wait_for(condition, timeout: float, what: str, proc=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-            if result:
-                return result
-        except (urllib.error.URLError, OSError, ValueError, KeyError):
-            pass
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"airflow exited with {proc.returncode} while waiting for {what}")
-        time.sleep(2)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def airflow_server(tmp_path_factory, converted_weights, java_home):
-    """`airflow standalone` on free 127.0.0.1 ports with an isolated home and this test's images."""
-    home = tmp_path_factory.mktemp("airflow-ui-home")
-    root = tmp_path_factory.mktemp("ui-root")
-    write_sample_images(root / "images", n_classes=4, per_class=12, seed=31)
-    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": PASSWORD}))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "2",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "IMAGE_PIPELINE_ROOT_URI": f"file://{root}",
-        "IMAGE_PIPELINE_WEIGHTS_URI": f"file://{converted_weights}",
-        "IMAGE_PIPELINE_SCHEDULE": "none",  # only the run this test triggers
-        "IMAGE_PIPELINE_RETRIES": "0",
-        "JAVA_HOME": java_home,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    })
-    log = (home / "standalone.log").open("wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: http_json(f"{base}/api/v2/version"), 180, "the API server", proc)
-        token = http_json(f"{base}/auth/token", data={"username": "admin", "password": PASSWORD})["access_token"]
-        wait_for(lambda: http_json(f"{base}/api/v2/dags/image_classification", token), 180, "the DAG", proc)
-        yield {"base": base, "token": token, "root": root, "home": home}
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)  # standalone stops its components on SIGINT
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def test_trigger_form_runs_the_pipeline(airflow_server):
@@ -111,6 +29,8 @@ def test_trigger_form_runs_the_pipeline(airflow_server):
 
     base, token, root = airflow_server["base"], airflow_server["token"], airflow_server["root"]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    earlier = {r["dag_run_id"] for r in http_json(f"{base}/api/v2/dags/image_classification/dagRuns",
+                                                  token)["dag_runs"]}  # other tests' runs
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM, headless=True,
@@ -140,7 +60,8 @@ def test_trigger_form_runs_the_pipeline(airflow_server):
         page.screenshot(path=str(SCREENSHOTS / "trigger_form.png"), full_page=True)
         dialog.locator("[data-testid=trigger-dag-submit]").click()
 
-        runs = wait_for(lambda: http_json(f"{base}/api/v2/dags/image_classification/dagRuns", token)["dag_runs"],
+        runs = wait_for(lambda: [r for r in http_json(f"{base}/api/v2/dags/image_classification/dagRuns",
+                                                      token)["dag_runs"] if r["dag_run_id"] not in earlier],
                         60, "the triggered run")
         run_id = runs[0]["dag_run_id"]
         assert runs[0]["conf"]["labels"] == CHOSEN_LABELS and runs[0]["conf"]["max_per_class"] == 12

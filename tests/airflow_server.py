@@ -1,0 +1,92 @@
+"""A real Airflow (``airflow standalone``: API server, scheduler, DAG processor, triggerer, LocalExecutor)
+on free 127.0.0.1 ports with an isolated home, for the tests that need a scheduler and the REST API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from conftest import PROJECT_ROOT
+from image_pipeline.local_cluster import free_port
+
+PASSWORD = "ui-test-password"
+DAG_ID = "image_classification"
+
+
+def http_json(url: str, token: str | None = None, data: dict | None = None, method: str | None = None) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
+                                     method=method,
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_for(condition, timeout: float, what: str, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+            if result:
+                return result
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"airflow exited with {proc.returncode} while waiting for {what}")
+        time.sleep(2)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@contextmanager
+def standalone_airflow(home: Path, root: Path, weights: Path, java_home: str, extra_env: dict[str, str]):
+    """Yield {"base", "token", "root", "home"} of a running Airflow whose DAGs use ``root`` as storage root."""
+    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": PASSWORD}))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "IMAGE_PIPELINE_ROOT_URI": f"file://{root}",
+        "IMAGE_PIPELINE_WEIGHTS_URI": f"file://{weights}",
+        "IMAGE_PIPELINE_SCHEDULE": "none",  # only the runs the tests trigger
+        "IMAGE_PIPELINE_RETRIES": "0",
+        "JAVA_HOME": java_home,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        **extra_env,
+    })
+    log = (home / "standalone.log").open("wb")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "standalone"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: http_json(f"{base}/api/v2/version"), 180, "the API server", proc)
+        token = http_json(f"{base}/auth/token", data={"username": "admin", "password": PASSWORD})["access_token"]
+        wait_for(lambda: http_json(f"{base}/api/v2/dags/{DAG_ID}", token), 180, "the DAG", proc)
+        yield {"base": base, "token": token, "root": root, "home": home}
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # standalone stops its components on SIGINT
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

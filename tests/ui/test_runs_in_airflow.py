@@ -1,0 +1,160 @@
+"""Runs under a real scheduler (LocalExecutor), driven through the REST API as a user or the UI would.
+
+- params that break the form's schema are refused at trigger time, naming the param; params that are
+  valid in form but not in fact (missing images, unknown focus class) fail ``plan_run``, before any cluster;
+- two runs at the same time (a manual trigger during another run) both succeed with correct results:
+  own cluster on own ports, own run folders and feature partitions;
+- a step marked failed from outside (UI "mark failed"): Airflow kills the task (``on_kill`` stops
+  spark-submit), the teardown still stops the cluster, no process of the run survives, the run fails;
+- the fake AWS secret of the server's environment and connection is in no log, XCom or output file.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from airflow_server import DAG_ID, http_json, wait_for
+from conftest import UI_FAKE_SECRET
+from image_pipeline.layout import run_key_for
+
+pytestmark = pytest.mark.spark
+
+SMALL = {"max_per_class": 12, "split_ratios": [0.5], "pca_components": 8, "iterations": 20,
+         "local_worker_cores": 1, "local_worker_memory_gb": 2, "min_accuracy": 0.3}
+
+
+def trigger(server, conf: dict) -> str:
+    run = http_json(f"{server['base']}/api/v2/dags/{DAG_ID}/dagRuns", server["token"],
+                    data={"logical_date": None, "conf": conf})
+    return run["dag_run_id"]
+
+
+def run_state(server, run_id: str) -> str:
+    return http_json(f"{server['base']}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", server["token"])["state"]
+
+
+def wait_finished(server, run_id: str, timeout: float = 900) -> str:
+    return wait_for(lambda: (s := run_state(server, run_id)) in ("success", "failed") and s, timeout,
+                    f"run {run_id} to finish")
+
+
+def task_instances(server, run_id: str) -> dict[str, dict]:
+    tis = http_json(f"{server['base']}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", server["token"])
+    return {ti["task_id"]: ti for ti in tis["task_instances"]}
+
+
+def task_log(server, run_id: str, task_id: str) -> str:
+    folder = Path(server["home"]) / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
+    return "\n".join(p.read_text(errors="replace") for p in sorted(folder.glob("attempt=*.log")))
+
+
+def processes_mentioning(marker: str) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, __import__("os").listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.parametrize("conf,param", [
+    ({"max_per_class": "many"}, "max_per_class"),
+    ({"split_ratios": [0.5, 1.5]}, "split_ratios"),
+    ({"backbone": "resnet9"}, "backbone"),
+    ({"test_fraction": 0}, "test_fraction"),
+])
+def test_params_breaking_the_form_schema_are_refused_at_trigger(airflow_server, conf, param):
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        trigger(airflow_server, conf)
+    body = refused.value.read().decode()
+    assert refused.value.code == 400 and param in body, body
+
+
+def test_params_valid_in_form_but_not_in_fact_fail_plan_run_before_any_cluster(airflow_server):
+    root = Path(airflow_server["root"])
+    cases = {
+        trigger(airflow_server, {"images_uri": f"file://{root}/no_such_folder"}): "param 'images_uri'",
+        trigger(airflow_server, {"pair_mode": "one_vs_each", "focus_class": "unicorn"}): "param 'focus_class'",
+        trigger(airflow_server, {"labels": ["Abyssinian", "zebra"]}): "param 'labels'",
+    }
+    for run_id, message in cases.items():
+        assert wait_finished(airflow_server, run_id, 300) == "failed"
+        states = {task: ti["state"] for task, ti in task_instances(airflow_server, run_id).items()}
+        assert states["plan_run"] == "failed", states
+        assert states["create_cluster"] in ("upstream_failed", None), states
+        assert message in task_log(airflow_server, run_id, "plan_run")
+        assert not (root / "runs" / run_key_for(run_id) / "cluster").exists()
+
+
+def intervals_overlap(a: dict, b: dict) -> bool:
+    return a["start_date"] < b["end_date"] and b["start_date"] < a["end_date"]
+
+
+def test_two_runs_at_the_same_time_both_succeed_without_colliding(airflow_server):
+    import json
+
+    import pandas as pd
+
+    root = Path(airflow_server["root"])
+    first = trigger(airflow_server, SMALL)
+    second = trigger(airflow_server, SMALL)  # e.g. a manual trigger during a scheduled run
+    assert [wait_finished(airflow_server, r) for r in (first, second)] == ["success", "success"]
+    a, b = (task_instances(airflow_server, r) for r in (first, second))
+    assert intervals_overlap(a["extract_features"], b["extract_features"]) or intervals_overlap(
+        a["train_models"], b["train_models"]), "the two runs did not overlap"
+    clusters = [json.loads((root / "runs" / run_key_for(r) / "cluster" / "cluster.json").read_text())
+                for r in (first, second)]
+    assert clusters[0]["master_url"] != clusters[1]["master_url"]
+    for run_id in (first, second):
+        report = root / "runs" / run_key_for(run_id) / "report"
+        summary = json.loads((report / "summary.json").read_text())
+        assert summary["images"] == 48 and len(summary["classes"]) == 4
+        assert len(pd.read_csv(report / "metrics.csv")) == 6  # 6 pairs x 1 split ratio
+        assert processes_mentioning(str(root / "runs" / run_key_for(run_id))) == []
+    features = pd.read_parquet(root / "features" / "backbone=mobilenet_v2")
+    for run_id in (first, second):  # no run wrote an image twice
+        own = features[features["run"] == run_key_for(run_id)]
+        assert own["path"].is_unique
+    assert features["path"].nunique() == 48
+
+
+def test_a_step_marked_failed_from_outside_is_killed_and_the_cluster_stopped(airflow_server):
+    base, token, root = airflow_server["base"], airflow_server["token"], Path(airflow_server["root"])
+    # new images, so the extraction has real work to interrupt
+    from image_pipeline.sample_images import write_sample_images
+
+    write_sample_images(root / "more_images", n_classes=3, per_class=40, seed=32)
+    run_id = trigger(airflow_server, {**SMALL, "images_uri": f"file://{root}/more_images"})
+    run_key = run_key_for(run_id)
+    wait_for(lambda: task_instances(airflow_server, run_id)["extract_features"]["state"] == "running", 300,
+             "extract_features to run")
+    wait_for(lambda: any("SparkSubmit" in c for c in processes_mentioning(f"extract_features {run_key}")), 120,
+             "spark-submit of the step")
+    time.sleep(5)
+    http_json(f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/extract_features", token,
+              data={"new_state": "failed"}, method="PATCH")
+    assert wait_finished(airflow_server, run_id, 300) == "failed"
+    states = {task: ti["state"] for task, ti in task_instances(airflow_server, run_id).items()}
+    assert states["extract_features"] == "failed" and states["terminate_cluster"] == "success", states
+    assert states["train_models"] == "upstream_failed" and states["publish_report"] == "upstream_failed", states
+    assert "killing spark-submit of extract_features" in task_log(airflow_server, run_id, "extract_features")
+    wait_for(lambda: processes_mentioning(run_key) == [], 60, "every process of the run to exit")
+    assert not (root / "features" / "backbone=mobilenet_v2" / f"run={run_key}" / "_SUCCESS").exists()
+
+
+def test_no_secret_in_any_log_xcom_or_output(airflow_server):
+    home, root = Path(airflow_server["home"]), Path(airflow_server["root"])
+    searched = [p for folder in (home / "logs", root / "runs", root / "features", root / "rejects")
+                for p in folder.rglob("*") if p.is_file()]
+    searched.append(home / "airflow.db")  # XComs (the run plans), run confs, task states
+    assert len(searched) > 20
+    for secret in (UI_FAKE_SECRET, "AKIAUITESTKEY"):
+        assert [str(p) for p in searched if secret.encode() in p.read_bytes()] == []

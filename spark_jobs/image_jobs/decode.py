@@ -15,7 +15,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 50_000_000  # a 50-megapixel photo decodes; a decompression bomb does not
 
-# PIL's own bomb guard stays on as a second line; ours (checked on the header) is the one that counts.
+# Ours, ``max_pixels`` checked on the header before any pixel is decoded, is the guard that counts.
+# PIL's own error (above twice this value) stays on as a second line behind it.
 Image.MAX_IMAGE_PIXELS = 4 * DEFAULT_MAX_PIXELS
 
 
@@ -71,8 +72,10 @@ def decode_image(data: bytes, policy: ResizePolicy, max_pixels: int = DEFAULT_MA
         raise DecodeError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            # Our limit (``max_pixels``, checked on the header just below) is the one that counts:
+            # PIL's warning threshold is fixed, so it is not allowed to reject on its own terms.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))  # reads the header only: no pixel is decoded yet
             width, height = img.size
             if width * height > max_pixels:
                 raise DecodeError(
@@ -99,9 +102,7 @@ def decode_image(data: bytes, policy: ResizePolicy, max_pixels: int = DEFAULT_MA
     except UnidentifiedImageError:
         raise DecodeError("not an image (unrecognised format)") from None
     except Image.DecompressionBombError as exc:
-        raise DecodeError(f"decompression bomb guard: {exc}") from None
-    except Image.DecompressionBombWarning as exc:
-        raise DecodeError(f"decompression bomb guard: {exc}") from None
+        raise DecodeError(f"image over the pixel limit (decompression bomb guard): {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"corrupt or truncated image: {exc}") from None
     except MemoryError:

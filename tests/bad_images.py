@@ -29,6 +29,22 @@ def noisy_rgb(size=(80, 60), seed=0) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), "RGB")
 
 
+# Class folder names a user may well create, and some a shell would execute (none may ever reach one).
+# Spark and the plan both read them literally: spaces, accents, CJK, quotes, '..' inside a name,
+# Hadoop glob characters, a percent escape, a colon, command substitution, ';', a Jinja template.
+HOSTILE_LABELS = [
+    "chat noir é",
+    "柴犬",
+    "it's \"quoted\"",
+    "a..b",
+    "$(touch pwned)",
+    "a;rm -rf x",
+    "50%20off",
+    "ratio 1:2",
+    "{{ 7*7 }} [x]*?",
+]
+
+
 # name -> bytes of files that must be rejected
 def rejected_files() -> dict[str, bytes]:
     good = jpeg_bytes((120, 90))

@@ -20,6 +20,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 
 from image_jobs import storage
 from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
@@ -199,9 +200,7 @@ def run(spark, args: argparse.Namespace) -> dict:
     phases["write"] = time.perf_counter() - started - sum(phases.values())
 
     seconds = time.perf_counter() - started
-    by_reason: dict[str, int] = {}
-    for row in reject_rows:
-        by_reason[reason_kind(row["reason"])] = by_reason.get(reason_kind(row["reason"]), 0) + 1
+    by_reason = Counter(reason_kind(row["reason"]) for row in reject_rows)
     summary = {
         "run_key": args.run_key,
         "backbone": args.backbone,

@@ -44,15 +44,17 @@ def image_classification():
     def plan_run(**context) -> dict:
         """Validate params and resolve them with the data interval into the run plan."""
         from image_pipeline.layout import run_key_for, run_layout
-        from image_pipeline.plan import build_run_plan, discover_labels
+        from image_pipeline.plan import build_run_plan, scan_images
 
         dag_run = context["dag_run"]
         modified_before = context.get("data_interval_end") or dag_run.run_after  # manual runs: trigger time
         params = dict(context["params"])
         images_uri = (params.get("images_uri") or "").strip() or run_layout(
             SETTINGS.root_uri, run_key_for(dag_run.run_id)).images_uri
-        available = discover_labels(images_uri, SETTINGS.aws_conn_id, modified_before)
-        plan = build_run_plan(params, dag_run.run_id, modified_before, SETTINGS, available, EMR).as_dict()
+        scan = scan_images(images_uri, SETTINGS.aws_conn_id, modified_before)
+        for warning in scan.warnings():
+            print(f"WARNING: {warning}")
+        plan = build_run_plan(params, dag_run.run_id, modified_before, SETTINGS, scan.counts, EMR).as_dict()
         print(f"run plan: {plan}")
         return plan
 

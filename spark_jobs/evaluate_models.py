@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 
@@ -22,7 +21,7 @@ import pandas as pd
 
 from image_jobs import reporting, storage
 from image_jobs.cli import run_job
-from image_jobs.extraction import spark_timestamp
+from image_jobs.extraction import REASON_KIND_PATTERN, spark_timestamp
 from image_jobs.session import job_logger
 
 log = job_logger("evaluate_models")
@@ -43,11 +42,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _safe_name(label: str) -> str:
-    """A file-name-safe form of a class name for per-class plot files."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("._") or "class"
-
-
 def count_rejects(spark, args: argparse.Namespace, labels: list[str]) -> dict:
     """Rejected files the run's images include: total, by reason (first words), the unlabelled ones."""
     from pyspark.sql import functions as F
@@ -60,7 +54,7 @@ def count_rejects(spark, args: argparse.Namespace, labels: list[str]) -> dict:
         | (F.col("modificationTime") < F.to_timestamp(F.lit(spark_timestamp(args.modified_before))))
     )
     df = df.filter(F.col("label").isNull() | F.col("label").isin(labels)).dropDuplicates(["path"])
-    kinds = F.regexp_extract("reason", r"^([a-z ]+)", 1)
+    kinds = F.regexp_extract("reason", REASON_KIND_PATTERN, 1)
     by_reason = {r["kind"].strip() or "other": r["count"] for r in df.groupBy(kinds.alias("kind")).count().collect()}
     return {"count": int(sum(by_reason.values())), "by_reason": by_reason}
 
@@ -96,8 +90,15 @@ def run(spark, args: argparse.Namespace) -> dict:
     focus_classes = sorted(set(metrics["class_1"]))
     if training["pairwise"]["pair_mode"] == "all_pairs":
         focus_classes = labels
+    class_plots = {}
     for focus in focus_classes:
-        plots[f"accuracy_vs_split_{_safe_name(focus)}.png"] = reporting.plot_accuracy_vs_split(metrics, focus)
+        class_plots[focus] = f"accuracy_vs_split_{reporting.plot_file_stem(focus)}.png"
+        plots[class_plots[focus]] = reporting.plot_accuracy_vs_split(metrics, focus)
+    missing_glyphs = reporting.unrenderable(labels)
+    if missing_glyphs:
+        log.warning("no installed font can draw every character of %s: the plots show boxes there (install a "
+                    "font such as Noto Sans CJK); the CSV, JSON and report files have the exact names",
+                    missing_glyphs)
     for name, png in plots.items():
         storage.write_bytes(spark, storage.join_uri(report, "plots", name), png)
 
@@ -121,6 +122,7 @@ def run(spark, args: argparse.Namespace) -> dict:
         "seconds_per_step": seconds,
         "report_uri": report,
         "plots": sorted(plots),
+        "class_plots": class_plots,
     }
     storage.write_text(spark, storage.join_uri(report, "summary.json"), json.dumps(summary, indent=2))
     log.info("report written to %s: multiclass accuracy %.2f%%, macro-F1 %.3f, %d pairwise models, %d plots",

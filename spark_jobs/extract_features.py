@@ -20,6 +20,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 
 from image_jobs import storage
 from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
@@ -30,10 +31,13 @@ from image_jobs.extraction import (
     list_images,
     read_images,
     readable,
+    reason_kind,
     restrict_labels,
     select_new,
     size_rejects,
     unlabelled_rejects,
+    unread,
+    unread_rejects,
     with_labels,
 )
 from image_jobs.featurize import FEATURE_COLUMNS, REJECT_COLUMNS, make_featurizer, output_schema
@@ -168,15 +172,19 @@ def run(spark, args: argparse.Namespace) -> dict:
     sc = spark.sparkContext
     counters = {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
                 "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
-    featurized, n_to_read = featurize_new_images(
-        spark, args, images_root, readable(todo, DEFAULT_MAX_FILE_BYTES), counters
-    )
+    to_read = readable(todo, DEFAULT_MAX_FILE_BYTES)
+    featurized, n_to_read = featurize_new_images(spark, args, images_root, to_read, counters)
     featurized = featurized.persist()
     with ProgressLogger(spark, log, n_to_read, counters):
         n_processed = featurized.count()
+    # files deleted or rewritten since the listing: a reject row each, never a silent gap
+    unread_rows = unread(to_read, featurized).collect() if n_to_read else []
     phases["featurize"] = time.perf_counter() - started - sum(phases.values())
 
     precheck_rejects = unlabelled_rejects(todo).unionByName(size_rejects(todo, DEFAULT_MAX_FILE_BYTES))
+    if unread_rows:
+        precheck_rejects = precheck_rejects.unionByName(
+            unread_rejects(spark, unread_rows, lambda path: storage.exists(spark, path)))
     features = featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS)
     rejects = featurized.filter(F.col("reason").isNotNull()).select(*REJECT_COLUMNS).unionByName(precheck_rejects)
     features.write.mode("overwrite").parquet(out_features)
@@ -190,6 +198,7 @@ def run(spark, args: argparse.Namespace) -> dict:
     phases["write"] = time.perf_counter() - started - sum(phases.values())
 
     seconds = time.perf_counter() - started
+    by_reason = Counter(reason_kind(row["reason"]) for row in reject_rows)
     summary = {
         "run_key": args.run_key,
         "backbone": args.backbone,
@@ -198,6 +207,7 @@ def run(spark, args: argparse.Namespace) -> dict:
         "processed": n_processed,
         "features_written": n_features,
         "rejected": len(reject_rows),
+        "rejected_by_reason": dict(sorted(by_reason.items())),
         "seconds": round(seconds, 2),
         "phase_seconds": {k: round(v, 2) for k, v in phases.items()},
         "featurize_task_seconds": round(counters["seconds"].value, 2),

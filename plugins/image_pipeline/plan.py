@@ -3,12 +3,16 @@
 Everything later tasks need (URIs, labels, every setting) is decided here, once, and validated:
 a bad value fails the run at ``plan_run`` with a message naming the param, before any cluster
 exists. Labels default to every class folder found under the images URI.
+
+Class folder names are taken literally (spaces, accents, CJK, quotes, ';', '$(...)'): they travel as
+JSON and as single arguments of an argument list, never through a shell. Names starting with '.' or
+'_' are hidden to Spark's file sources, so they are not classes here either (see ``hidden_to_spark``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,16 +98,41 @@ def _choice(params: dict, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def hidden_to_spark(name: str) -> bool:
+    """Whether Spark's file sources skip a file or folder of this name (Hadoop's hidden-file rule).
+
+    The rule of Spark's ``HadoopFSUtils.shouldFilterOutPathName``: names starting with '.', names
+    starting with '_' unless they contain '=', and half-copied ``._COPYING_`` files. Extraction never
+    sees such files, so the plan must not count them either.
+    """
+    excluded = (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
+    return excluded and not name.startswith(("_common_metadata", "_metadata"))
+
+
 def _labels(params: dict) -> list[str]:
     value = params.get("labels") or []
     if isinstance(value, str):  # a comma-separated string typed into a text field
         value = [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise PlanError(f"param 'labels' must be a list of class folder names, got {value!r}")
-    bad = [v for v in value if "/" in v or v in (".", "..")]
+    bad = [v for v in value if "/" in v or "\0" in v or v in (".", "..")]
     if bad:
-        raise PlanError(f"param 'labels' has names that are not class folders: {bad}")
+        raise PlanError(f"param 'labels' has names that cannot be class folders (a folder name has no '/' "
+                        f"and is not '.' or '..'): {bad}")
+    hidden = [v for v in value if hidden_to_spark(v)]
+    if hidden:
+        raise PlanError(f"param 'labels' has folders Spark skips as hidden (names starting with '.' or '_'), "
+                        f"so they cannot be classes: {hidden}; rename those folders")
     return sorted(set(value))
+
+
+def min_images_per_class(split_ratios: list[float], test_fraction: float) -> int:
+    """Fewest images a class needs so every split leaves at least one image on each side.
+
+    The same rule as the training job's check (``image_jobs.training.min_images_for_fraction``),
+    applied here to the files found so a run that cannot train fails before any cluster starts.
+    """
+    return max(max(2, math.ceil(1 / min(f, 1 - f) - 1e-9)) for f in [*split_ratios, test_fraction])
 
 
 def _emr_choices(params: dict, emr_settings) -> dict[str, Any]:
@@ -140,19 +169,21 @@ def _emr_choices(params: dict, emr_settings) -> dict[str, Any]:
 
 
 def build_run_plan(params: dict, run_id: str, modified_before: datetime, settings: Settings,
-                   available_labels: list[str], emr_settings=None) -> RunPlan:
+                   available_labels: list[str] | dict[str, int], emr_settings=None) -> RunPlan:
     """Validate params and resolve them into a RunPlan.
 
-    ``available_labels`` are the class folders found under the images URI (see ``discover_labels``);
-    ``emr_settings`` (an ``emr.EmrSettings``) gives the EMR defaults when the backend is EMR.
+    ``available_labels`` are the class folders found under the images URI (see ``discover_labels``),
+    or their image counts (``scan_images(...).counts``): with counts, a class with too few images for
+    the splits fails the plan, naming the class; ``emr_settings`` (an ``emr.EmrSettings``) gives the
+    EMR defaults when the backend is EMR.
     """
     backbone = _choice(params, "backbone", BACKBONES)
     pair_mode = _choice(params, "pair_mode", PAIR_MODES)
     requested = _labels(params)
     missing = [label for label in requested if label not in available_labels]
     if missing:
-        raise PlanError(f"param 'labels': no class folder for {missing} under the images URI "
-                        f"(found: {available_labels})")
+        raise PlanError(f"param 'labels': no class folder with images for {missing} under the images URI "
+                        f"(found: {sorted(available_labels)})")
     labels = requested or sorted(available_labels)
     if len(labels) < 2:
         raise PlanError(f"param 'labels': need at least 2 classes, the run would have {labels}")
@@ -168,6 +199,16 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
     outside = [r for r in ratios if not 0 < r < 1]
     if outside:
         raise PlanError(f"param 'split_ratios' must all be in (0, 1), got {outside}")
+    test_fraction = _number(params, "test_fraction", 0.0, 1.0, open_interval=True)
+    if isinstance(available_labels, dict):
+        need = min_images_per_class(ratios, test_fraction)
+        too_few = {label: available_labels[label] for label in labels if available_labels[label] < need}
+        if too_few:
+            raise PlanError(
+                f"param 'labels': too few images in {', '.join(repr(k) for k in too_few)} ({too_few}): with "
+                f"split_ratios {sorted(ratios)} and test_fraction {test_fraction} every class needs at least "
+                f"{need} images (one on each side of every train/test split); add photos, leave the class out "
+                f"with param 'labels', or change split_ratios/test_fraction")
     weights_uri = (params.get("weights_uri") or "").strip() or None
     if weights_uri is None and backbone == "mobilenet_v2":
         weights_uri = settings.default_weights_uri
@@ -194,7 +235,7 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
         max_per_class=_int(params, "max_per_class", 2, 100_000),
         iterations=_int(params, "iterations", 1, 100_000),
         pca_components=_int(params, "pca_components", 2, 4096),
-        test_fraction=_number(params, "test_fraction", 0.0, 1.0, open_interval=True),
+        test_fraction=test_fraction,
         min_accuracy=_number(params, "min_accuracy", 0.0, 1.0),
         batch_size=_int(params, "batch_size", 1, 1024),
         seed=_int(params, "seed", 0, 2**31 - 1),
@@ -218,12 +259,35 @@ def _mtime(info: dict) -> datetime | None:
     return None
 
 
-def discover_labels(images_uri: str, conn_id: str | None = None, modified_before: datetime | None = None) -> list[str]:
-    """Class folders under ``images_uri`` holding at least one image modified before ``modified_before``.
+@dataclass(frozen=True)
+class ImageScan:
+    """What one listing of the images URI found: images per class, and the files no class gets."""
+
+    counts: dict[str, int]  # class folder -> image files (nested sub-folders included)
+    loose: list[str] = field(default_factory=list)  # image files directly under the root: rejected later
+    hidden: list[str] = field(default_factory=list)  # image files under names Spark skips ('.', '_')
+
+    def warnings(self, limit: int = 10) -> list[str]:
+        """Plain sentences for the plan's log about the files the run leaves out."""
+        out = []
+        if self.loose:
+            out.append(f"{len(self.loose)} image file(s) directly under the images URI belong to no class "
+                       f"folder; extraction records them as rejects: {self.loose[:limit]}")
+        if self.hidden:
+            out.append(f"{len(self.hidden)} image file(s) under names starting with '.' or '_' are skipped "
+                       f"(Spark's file sources treat them as hidden); rename them to include them: "
+                       f"{self.hidden[:limit]}")
+        return out
+
+
+def scan_images(images_uri: str, conn_id: str | None = None, modified_before: datetime | None = None) -> ImageScan:
+    """Image files per class folder under ``images_uri``, modified before ``modified_before``.
 
     Goes through Airflow's object storage (file://, s3://) with one recursive listing, so a backfill of
-    a past interval does not pick up classes whose photos arrived later. Raises PlanError naming the
-    images URI when it does not exist or cannot be read.
+    a past interval does not pick up classes whose photos arrived later. A class is the first folder
+    under the root, with its nested sub-folders; an empty folder is no class. Files and folders
+    Spark's file sources skip (``hidden_to_spark``) are left out the same way and reported in
+    ``hidden``. Raises PlanError naming the images URI when it does not exist or cannot be read.
     """
     from airflow.sdk import ObjectStoragePath
 
@@ -233,17 +297,32 @@ def discover_labels(images_uri: str, conn_id: str | None = None, modified_before
         if not root.exists() or not root.is_dir():
             raise PlanError(f"param 'images_uri': {images_uri} does not exist or is not a folder")
         base = root.path.rstrip("/") + "/"
-        labels = set()
-        for path, info in root.fs.find(root.path, detail=True).items():
+        counts: dict[str, int] = {}
+        loose, hidden = [], []
+        for path, info in sorted(root.fs.find(root.path, detail=True).items()):
             relative = path[len(base):] if path.startswith(base) else path
-            label, _, rest = relative.partition("/")
-            if not rest or label.startswith(".") or label in labels or not rest.lower().endswith(IMAGE_SUFFIXES):
+            if not relative.lower().endswith(IMAGE_SUFFIXES):
                 continue
             mtime = _mtime(info)
-            if modified_before is None or mtime is None or mtime < modified_before:
-                labels.add(label)
-        return sorted(labels)
+            if modified_before is not None and mtime is not None and mtime >= modified_before:
+                continue
+            if any(hidden_to_spark(part) for part in relative.split("/")):
+                hidden.append(relative)
+            elif "/" not in relative:
+                loose.append(relative)
+            else:
+                label = relative.split("/", 1)[0]
+                counts[label] = counts.get(label, 0) + 1
+        return ImageScan(dict(sorted(counts.items())), loose, hidden)
     except PlanError:
         raise
     except (OSError, PermissionError) as exc:
         raise PlanError(f"param 'images_uri': {images_uri} cannot be read: {exc}") from exc
+
+
+def discover_labels(images_uri: str, conn_id: str | None = None, modified_before: datetime | None = None) -> list[str]:
+    """Class folders under ``images_uri`` holding at least one image modified before ``modified_before``.
+
+    See ``scan_images``; raises PlanError naming the images URI when it does not exist or cannot be read.
+    """
+    return sorted(scan_images(images_uri, conn_id, modified_before).counts)

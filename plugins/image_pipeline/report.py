@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import string
 from typing import Any
 
 REQUIRED_SUMMARY_KEYS = ("run_key", "backbone", "classes", "image_counts", "multiclass", "hardest_pairs",
@@ -95,6 +96,15 @@ def summarise(summary: dict, metrics: list[dict], report_uri: str) -> dict[str, 
     }
 
 
+def _cell(text: object) -> str:
+    """A class name as a Markdown table cell that renders literally, whatever it holds.
+
+    Every ASCII punctuation character is backslash-escaped (CommonMark allows it for all of them):
+    '|' would split the cell, '*', '_', '`', '[', '<', '&'... would become emphasis, code, links or HTML.
+    """
+    return "".join("\\" + ch if ch in string.punctuation else ch for ch in " ".join(str(text).split()))
+
+
 def render_markdown(summary: dict, headline: dict) -> str:
     """report.md: the run in a page a person reads, with the plots inline (relative links)."""
     lines = [
@@ -112,13 +122,13 @@ def render_markdown(summary: dict, headline: dict) -> str:
         "",
         "| class | images |",
         "|---|---|",
-        *[f"| {label} | {n} |" for label, n in sorted(summary["image_counts"].items())],
+        *[f"| {_cell(label)} | {n} |" for label, n in sorted(summary["image_counts"].items())],
         "",
         "## Hardest pairs",
         "",
         "| class 1 | class 2 | mean accuracy (%) | min (%) |",
         "|---|---|---|---|",
-        *[f"| {p['class_1']} | {p['class_2']} | {p['mean_pct']:.1f} | {p['min_pct']:.1f} |"
+        *[f"| {_cell(p['class_1'])} | {_cell(p['class_2'])} | {p['mean_pct']:.1f} | {p['min_pct']:.1f} |"
           for p in summary["hardest_pairs"]],
         "",
         "## Seconds per step",

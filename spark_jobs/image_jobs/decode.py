@@ -1,7 +1,9 @@
 """Decode image bytes into model-ready RGB arrays, or a reason why not.
 
 Every bad input becomes a ``DecodeError`` with a short human-readable reason, never an exception
-escaping into Spark: one bad photo must not fail a job over thousands of good ones.
+escaping into Spark: one bad photo must not fail a job over thousands of good ones. A reason starts
+with its kind in lower-case words ("too many pixels: image is ..."), which the job log and the report
+count by (``extraction.reason_kind``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 50_000_000  # a 50-megapixel photo decodes; a decompression bomb does not
 
-# PIL's own bomb guard stays on as a second line; ours (checked on the header) is the one that counts.
+# Ours, ``max_pixels`` checked on the header before any pixel is decoded, is the guard that counts.
+# PIL's own error (above twice this value) stays on as a second line behind it.
 Image.MAX_IMAGE_PIXELS = 4 * DEFAULT_MAX_PIXELS
 
 
@@ -71,15 +74,18 @@ def decode_image(data: bytes, policy: ResizePolicy, max_pixels: int = DEFAULT_MA
         raise DecodeError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            # Our limit (``max_pixels``, checked on the header just below) is the one that counts:
+            # PIL's warning threshold is fixed, so it is not allowed to reject on its own terms.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))  # reads the header only: no pixel is decoded yet
             width, height = img.size
             if width * height > max_pixels:
                 raise DecodeError(
-                    f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+                    f"too many pixels: image is {width}x{height} = {width * height} pixels, "
+                    f"over the limit of {max_pixels}"
                 )
             if width < 2 or height < 2:
-                raise DecodeError(f"image is {width}x{height}, too small to classify")
+                raise DecodeError(f"too small to classify: image is {width}x{height}")
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated GIF/WebP/TIFF: the first frame stands for the image
             if img.format == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
@@ -99,9 +105,7 @@ def decode_image(data: bytes, policy: ResizePolicy, max_pixels: int = DEFAULT_MA
     except UnidentifiedImageError:
         raise DecodeError("not an image (unrecognised format)") from None
     except Image.DecompressionBombError as exc:
-        raise DecodeError(f"decompression bomb guard: {exc}") from None
-    except Image.DecompressionBombWarning as exc:
-        raise DecodeError(f"decompression bomb guard: {exc}") from None
+        raise DecodeError(f"too many pixels (decompression bomb guard): {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"corrupt or truncated image: {exc}") from None
     except MemoryError:

@@ -5,12 +5,24 @@ They take and return DataFrames; reading and writing URIs is left to ``extract_f
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import UTC, datetime
 from urllib.parse import unquote
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff")
 IMAGE_KEY = ["path", "length", "modificationTime"]
 NO_CLASS_FOLDER = "not inside a class folder (images must be under <images_uri>/<label>/)"
+VANISHED = "file disappeared between listing and reading"
+CHANGED = "file changed between listing and reading (a later run reads the new version)"
+# A reject reason starts with its kind in lower-case words, then ':' or '(' and the details.
+REASON_KIND_PATTERN = r"^([a-z ]+)"
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a reject reason, e.g. ``too many pixels`` for ``too many pixels: image is ...``."""
+    match = re.match(REASON_KIND_PATTERN, reason)
+    return (match.group(1).strip() if match else "") or "other"
 
 
 def image_glob() -> str:
@@ -67,16 +79,24 @@ def list_images(spark, images_uri: str, modified_before: str):
 
     from image_jobs import storage
 
-    # cached: the listing is scanned once, then reused by every later step of the job
+    # The listing is scanned once, then reused by every later step of the job. A local checkpoint
+    # rather than cache(): a cached plan would be served again to a later listing of the same folder
+    # in the same session (same plan, stale files), and nobody could unpersist it from outside.
     scanned = read_images(spark, [images_uri], modified_before, with_content=False)
-    listed = {_path_column_form(uri) for uri in scanned.inputFiles()}  # before caching: needs the file index
-    scanned = scanned.coalesce(spark.sparkContext.defaultParallelism).cache()  # metadata only: few tasks
+    listed = {_path_column_form(uri) for uri in scanned.inputFiles()}  # before checkpointing: needs the file index
+    scanned = scanned.coalesce(spark.sparkContext.defaultParallelism).localCheckpoint(eager=True)  # metadata only
     seen = {row["path"] for row in scanned.select("path").collect()}
-    extra = []
+    extra, gone = [], []
     for path in sorted(listed - seen):
         status = storage.file_status(spark, path)
-        if status is not None:  # a file that vanished since the listing is simply not there any more
+        if status is None:  # deleted while being listed: it is not part of this run's input any more
+            gone.append(path)
+        else:
             extra.append((path, status[0], status[1]))
+    if gone:
+        logging.getLogger("extract_features").warning(
+            "%d file(s) disappeared while the images were being listed, not part of this run: %s",
+            len(gone), gone[:20])
     schema = StructType([StructField("path", StringType(), False), StructField("length", LongType(), False),
                          StructField("modificationTime", TimestampType(), True)])
     return scanned.unionByName(spark.createDataFrame(extra, schema)) if extra else scanned
@@ -130,7 +150,7 @@ def size_rejects(todo, max_bytes: int):
 
     reason = (
         F.when(F.col("length") == 0, F.lit("empty file (0 bytes)"))
-        .when(F.col("length") > max_bytes, F.concat(F.lit("file is "), F.col("length").cast("string"),
+        .when(F.col("length") > max_bytes, F.concat(F.lit("file too large: "), F.col("length").cast("string"),
                                                     F.lit(f" bytes, over the limit of {max_bytes}")))
     )
     return todo.filter(F.col("label").isNotNull()).select(
@@ -143,3 +163,29 @@ def readable(todo, max_bytes: int):
     from pyspark.sql import functions as F
 
     return todo.filter(F.col("label").isNotNull() & (F.col("length") > 0) & (F.col("length") <= max_bytes))
+
+
+def unread(to_read, featurized):
+    """Images of ``to_read`` that the content pass returned no row for.
+
+    The content pass skips files deleted since the listing (``ignoreMissingFiles``: one vanished file
+    must not fail the job) and drops files whose length or modification time changed since (their
+    key no longer matches). Without this, either would silently have no row at all.
+    """
+    return to_read.select(*IMAGE_KEY, "label").join(featurized.select("path"), "path", "left_anti")
+
+
+def unread_rejects(spark, rows, exists):
+    """Reject rows (``path, label, length, modificationTime, reason``) for the ``unread`` images.
+
+    ``exists(path)`` tells a deleted file (VANISHED) from one rewritten since the listing (CHANGED).
+    """
+    from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
+
+    schema = StructType([StructField("path", StringType(), False), StructField("label", StringType(), True),
+                         StructField("length", LongType(), False),
+                         StructField("modificationTime", TimestampType(), True),
+                         StructField("reason", StringType(), True)])
+    return spark.createDataFrame(
+        [(r["path"], r["label"], r["length"], r["modificationTime"], CHANGED if exists(r["path"]) else VANISHED)
+         for r in rows], schema)

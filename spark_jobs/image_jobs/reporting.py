@@ -2,11 +2,16 @@
 
 Plots are rendered to PNG bytes (matplotlib's Agg backend, no display) so the job writes them
 through the same file-system layer as everything else: ``file://``, ``s3://`` and ``hdfs://`` alike.
+Class names are user data and are drawn as plain text: '$' never starts mathtext, and glyphs a
+font lacks fall back to any installed CJK font (``unrenderable`` names the classes none can draw).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
+import re
 
 import numpy as np
 import pandas as pd
@@ -45,20 +50,73 @@ def multiclass_tables(predictions: pd.DataFrame, labels: list[str]) -> tuple[pd.
     return per_class, matrix, overall
 
 
-def _figure(width: float, height: float):
+# Fonts with CJK glyphs, in order of preference, used as fallbacks behind DejaVu Sans when installed
+# (e.g. Debian's fonts-noto-cjk or fonts-wqy-zenhei, Amazon Linux's google-noto-sans-cjk fonts).
+FALLBACK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK KR",
+                  "Source Han Sans", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback",
+                  "IPAexGothic", "IPAGothic", "Unifont")
+
+
+def plot_file_stem(label: str) -> str:
+    """A file-name-safe, collision-free stem for a class's plot file.
+
+    ASCII letters, digits, '.', '_' and '-' are kept; when anything else had to be replaced (spaces,
+    accents, CJK, quotes, '$', ';'...), a short hash of the exact class name keeps two classes that
+    differ only there apart ('a b' and 'a;b' would otherwise both be 'a_b').
+    """
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("._-")[:60] or "class"
+    if slug == label:
+        return slug
+    return f"{slug}-{hashlib.sha1(label.encode('utf-8')).hexdigest()[:8]}"
+
+
+@functools.cache
+def _fonts() -> tuple[str, ...]:
+    """Font families the plots use: DejaVu Sans (matplotlib's own), then the installed fallbacks."""
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return ("DejaVu Sans", *(name for name in FALLBACK_FONTS if name in installed))
+
+
+def _configure_matplotlib() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # class names are text: 'a $x$ b' is not mathtext
+    matplotlib.rcParams["text.usetex"] = False
+    matplotlib.rcParams["font.family"] = "sans-serif"
+    matplotlib.rcParams["font.sans-serif"] = list(_fonts())
+
+
+def unrenderable(labels: list[str]) -> list[str]:
+    """Class names with characters that none of the plot fonts can draw (shown as boxes in plots)."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    fonts = [FT2Font(font_manager.findfont(font_manager.FontProperties(family=name), fallback_to_default=True))
+             for name in _fonts()]
+    return [label for label in labels
+            if any(not ch.isspace() and not any(f.get_char_index(ord(ch)) for f in fonts) for ch in label)]
+
+
+def _figure(width: float, height: float):
+    _configure_matplotlib()
     import matplotlib.pyplot as plt
 
     return plt.subplots(figsize=(width, height), dpi=100)
 
 
 def _png(fig) -> bytes:
+    import warnings
+
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    with warnings.catch_warnings():
+        # one warning per missing glyph per draw would flood the log: the job logs ``unrenderable`` once
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 

@@ -49,7 +49,9 @@ def aws(moto_server):
             "extra": {"region_name": REGION, "endpoint_url": moto_server}}))
         s3 = boto3.client("s3", endpoint_url=moto_server, region_name=REGION)
         s3.create_bucket(Bucket=BUCKET)
-        for key in ("images/cat/a.jpg", "images/dog/b.jpg", "images/dog/nested/c.png"):
+        # 10 per class: the default split ratios need one image on each side of a 0.1 / 0.9 split
+        for key in [*(f"images/cat/{i}.jpg" for i in range(10)), *(f"images/dog/{i}.jpg" for i in range(9)),
+                    "images/dog/nested/c.png"]:
             s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}", Body=b"jpeg bytes")
         s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/weights/mobilenet_v2_imagenet.keras", Body=b"weights")
         time.sleep(1.2)  # the run must be triggered after the images' modification times

@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 import extract_features
-from bad_images import accepted_unusual_files, huge_png, rejected_files, write_files
+from bad_images import HOSTILE_LABELS, accepted_unusual_files, giant_png, huge_png, rejected_files, write_files
 from image_jobs.backbones import WeightsUnavailableError
 from image_pipeline.sample_images import write_sample_images
 
@@ -39,13 +40,21 @@ def read_rejects(spark, root: Path, backbone: str = "mobilenet_v2"):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """3 classes x 8 generated photos, unusual-but-valid files, bad files, a file outside any class."""
+    """3 classes x 8 generated photos, unusual-but-valid files, bad files, a file outside any class,
+    one photo in each hostile-named class folder, an empty class folder and two hidden folders."""
     root = tmp_path_factory.mktemp("extract")
     images = root / "images"
     write_sample_images(images, n_classes=3, per_class=8, seed=11)
     write_files(images / "Abyssinian" / "odd", accepted_unusual_files())  # nested sub-folder keeps its class
     write_files(images / "beagle", rejected_files())
     write_files(images / "beagle", {"huge.png": huge_png(9000, 7000)})  # 63 MP > the 50 MP guard
+    write_files(images / "beagle", {"giant.png": giant_png(20000, 20000)})  # 400 MP in ~390 KB
+    photo = (images / "american_bulldog" / "american_bulldog_0001.jpg").read_bytes()
+    for label in HOSTILE_LABELS:
+        write_files(images / label, {"photo 1.jpg": photo})
+    (images / "empty_class").mkdir()
+    for hidden in ("..x", "_drafts"):  # Spark's file sources skip names starting with '.' or '_'
+        write_files(images / hidden, {"photo.jpg": photo})
     write_files(images, {"loose_top_level.jpg": (images / "Abyssinian" / "Abyssinian_0001.jpg").read_bytes()})
     write_files(images / "beagle", {"notes.txt": b"not an image extension: ignored"})
     return root
@@ -58,14 +67,15 @@ def first_run(spark, dataset, converted_weights):
 
 def test_first_run_writes_one_row_per_good_image(spark, dataset, first_run):
     rows = read_features(spark, dataset).collect()
-    good = 3 * 8 + len(accepted_unusual_files())
+    good = 3 * 8 + len(accepted_unusual_files()) + len(HOSTILE_LABELS)
     assert len(rows) == good == first_run["features_written"]
     assert {r["run"] for r in rows} == {"run1"}
     assert {len(r["features"]) for r in rows} == {1280}
     assert len({r["path"] for r in rows}) == good
     labels = {r["label"] for r in rows}
-    # beagle/ holds only bad files in this dataset, so it has no feature rows
-    assert labels == {"Abyssinian", "american_bulldog", "american_pit_bull_terrier"}
+    # beagle/ holds only bad files in this dataset, so it has no feature rows; the empty folder and
+    # the hidden ones (..x, _drafts) are not classes
+    assert labels == {"Abyssinian", "american_bulldog", "american_pit_bull_terrier", *HOSTILE_LABELS}
     nested = [r for r in rows if "/odd/" in r["path"]]
     assert len(nested) == len(accepted_unusual_files()) and {r["label"] for r in nested} == {"Abyssinian"}
     generated = [r for r in rows if "/odd/" not in r["path"]]
@@ -73,12 +83,26 @@ def test_first_run_writes_one_row_per_good_image(spark, dataset, first_run):
     assert all(sum(r["features"]) > 0 for r in rows)
 
 
+def test_hostile_class_names_are_read_literally(spark, dataset, first_run):
+    images = dataset / "images"
+    rows = read_features(spark, dataset).filter(F.col("label").isin(HOSTILE_LABELS)).collect()
+    # no percent-encoding, no glob expansion, no unquoting: path and label are the folder's own name
+    assert sorted((r["label"], r["path"]) for r in rows) == sorted(
+        (label, f"file:{images}/{label}/photo 1.jpg") for label in HOSTILE_LABELS)
+
+
 def test_bad_files_are_recorded_with_reasons_and_good_ones_kept(spark, dataset, first_run):
     rejects = {Path(r["path"]).name: r for r in read_rejects(spark, dataset).collect()}
-    expected = set(rejected_files()) | {"huge.png", "loose_top_level.jpg"}
+    expected = set(rejected_files()) | {"huge.png", "giant.png", "loose_top_level.jpg"}
     assert set(rejects) == expected
     assert first_run["rejected"] == len(expected)
+    assert first_run["rejected_by_reason"] == {
+        "corrupt or truncated image": 1, "empty file": 1, "not an image": 2, "not inside a class folder": 1,
+        "too many pixels": 2, "too small to classify": 1}
     assert "over the limit" in rejects["huge.png"]["reason"]
+    assert rejects["giant.png"]["reason"] == (
+        "too many pixels: image is 20000x20000 = 400000000 pixels, over the limit of 50000000")
+    assert rejects["one_pixel.png"]["reason"] == "too small to classify: image is 1x1"
     assert "class folder" in rejects["loose_top_level.jpg"]["reason"]
     assert rejects["loose_top_level.jpg"]["label"] is None
     assert "empty" in rejects["zero_bytes.jpg"]["reason"]
@@ -88,7 +112,8 @@ def test_bad_files_are_recorded_with_reasons_and_good_ones_kept(spark, dataset, 
 def test_features_separate_the_classes(spark, dataset, first_run):
     import numpy as np
 
-    rows = [r for r in read_features(spark, dataset).collect() if "/odd/" not in r["path"]]
+    rows = [r for r in read_features(spark, dataset).collect()
+            if "/odd/" not in r["path"] and r["label"] not in HOSTILE_LABELS]
     x = np.array([r["features"] for r in rows], dtype=np.float32)
     y = np.array([r["label"] for r in rows])
     centroids = {label: x[y == label].mean(0) for label in set(y)}
@@ -136,6 +161,40 @@ def test_modified_before_and_label_allow_list(spark, converted_weights, tmp_path
     summary = extract_features.run(spark, args)
     labels = [r["label"] for r in read_features(spark, tmp_path).filter("run = 'only_bulldog'").collect()]
     assert labels == ["american_bulldog"] * 4 and summary["features_written"] == 4
+
+
+def test_files_deleted_or_rewritten_after_the_listing_become_rejects(spark, converted_weights, tmp_path,
+                                                                    monkeypatch):
+    """Between the listing and the content pass one file is deleted and one rewritten: the job goes
+    on, each gets a reject row saying what happened, the rest are featurized."""
+    images = tmp_path / "images"
+    write_sample_images(images, n_classes=1, per_class=4, seed=16)
+    gone, rewritten, *kept = sorted((images / "Abyssinian").iterdir())
+    listed_then_read = extract_features.featurize_new_images
+
+    def delete_and_rewrite_then_read(*args, **kwargs):  # runs after the listing, before any byte is read
+        gone.unlink()
+        rewritten.write_bytes(rewritten.read_bytes() + b"appended")
+        os.utime(rewritten, (1_700_000_000, 1_700_000_000))
+        return listed_then_read(*args, **kwargs)
+
+    monkeypatch.setattr(extract_features, "featurize_new_images", delete_and_rewrite_then_read)
+    summary = extract_features.run(spark, job_args(tmp_path, "racy", f"file://{converted_weights}"))
+    assert summary["images_seen"] == 4 and summary["features_written"] == 2
+    assert summary["rejected_by_reason"] == {"file changed between listing and reading": 1,
+                                             "file disappeared between listing and reading": 1}
+    features = {Path(r["path"]).name for r in read_features(spark, tmp_path).collect()}
+    assert features == {p.name for p in kept}
+    rejects = {Path(r["path"]).name: r for r in read_rejects(spark, tmp_path).collect()}
+    assert rejects[gone.name]["reason"] == "file disappeared between listing and reading"
+    assert rejects[gone.name]["label"] == "Abyssinian" and rejects[gone.name]["length"] > 0
+    assert rejects[rewritten.name]["reason"].startswith("file changed between listing and reading")
+
+    # the next run reads the rewritten file (its new version is not done yet) and nothing else
+    monkeypatch.setattr(extract_features, "featurize_new_images", listed_then_read)
+    again = extract_features.run(spark, job_args(tmp_path, "next", f"file://{converted_weights}"))
+    assert again["features_written"] == 1 and again["rejected"] == 0
+    assert again["skipped_done_earlier"] == 2
 
 
 def test_vgg16_gives_4096_features(spark, tmp_path):

@@ -1,10 +1,20 @@
 import io
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from bad_images import accepted_unusual_files, huge_png, jpeg_bytes, noisy_rgb, png_bytes, rejected_files
+from bad_images import (
+    accepted_unusual_files,
+    animated_gif,
+    giant_png,
+    huge_png,
+    jpeg_bytes,
+    noisy_rgb,
+    png_bytes,
+    rejected_files,
+)
 from image_jobs.decode import DecodeError, ResizePolicy, decode_image
 
 SQUASH = ResizePolicy(224, 1.0)
@@ -92,3 +102,66 @@ def test_large_jpeg_uses_draft_and_matches_full_decode():
     assert (decoded.width, decoded.height) == (1600, 1200)
     full = np.asarray(img.resize((224, 224), Image.BILINEAR), dtype=np.float32)
     assert np.abs(decoded.pixels.astype(np.float32) - full).mean() < 12
+
+
+def test_animated_gif_uses_its_first_frame():
+    data = animated_gif([(255, 0, 0), (0, 255, 0), (0, 0, 255)])
+    assert Image.open(io.BytesIO(data)).n_frames == 3
+    decoded = decode_image(data, SQUASH)
+    assert decoded.pixels.reshape(-1, 3).mean(0).tolist() == [255.0, 0.0, 0.0]  # red: the first frame
+    assert (decoded.width, decoded.height) == (40, 30)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 300), (300, 1)])
+def test_one_pixel_wide_images_are_rejected_not_crashed(size):
+    with pytest.raises(DecodeError, match=rf"too small to classify: image is {size[0]}x{size[1]}"):
+        decode_image(png_bytes(Image.new("RGB", size, (9, 9, 9))), SQUASH)
+
+
+def test_400_megapixel_image_is_rejected_on_its_header():
+    data = giant_png(20000, 20000)
+    assert len(data) < 1_000_000  # small on disk, 400 MB once decoded
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        assert Image.open(io.BytesIO(data)).size == (20000, 20000)  # a valid image, not a broken header
+    reason = "too many pixels: image is 20000x20000 = 400000000 pixels, over the limit of 50000000"
+    with pytest.raises(DecodeError, match=reason):
+        decode_image(data, SQUASH)
+
+
+def test_user_pixel_limit_wins_over_pils_own_threshold():
+    # PIL's own warning threshold is 200 MP here; a job run with a higher --max-pixels decodes above it
+    from image_jobs import decode
+
+    data = huge_png(3000, 2000)  # 6 MP
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(decode.Image, "MAX_IMAGE_PIXELS", 4_000_000)  # below the image, above half of it
+        assert decode_image(data, SQUASH, max_pixels=10_000_000).width == 3000
+    with pytest.raises(DecodeError, match="over the limit of 5000000"):
+        decode_image(data, SQUASH, max_pixels=5_000_000)
+
+
+def test_rejecting_a_400_megapixel_image_keeps_memory_bounded(tmp_path):
+    """In a fresh interpreter (its peak memory is its own): the rejection costs no pixel buffer."""
+    import subprocess
+    import sys
+
+    from conftest import PROJECT_ROOT
+
+    (tmp_path / "giant.png").write_bytes(giant_png(20000, 20000))
+    script = (
+        "import resource, sys\n"
+        "from image_jobs.decode import DecodeError, ResizePolicy, decode_image\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    decode_image(data, ResizePolicy(224, 1.0))\n"
+        "except DecodeError as exc:\n"
+        "    print('rejected:', exc)\n"
+        "print('peak_kb', before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "giant.png")], check=True,
+                         capture_output=True, text=True, env={"PYTHONPATH": str(PROJECT_ROOT / "spark_jobs")}).stdout
+    assert "rejected: too many pixels: image is 20000x20000" in out
+    before_kb, after_kb = (int(v) for v in out.split("peak_kb")[1].split())
+    assert after_kb - before_kb < 50_000  # decoding would need 400 MB (grayscale) to 1.2 GB (RGB)

@@ -2,8 +2,17 @@ from datetime import UTC, datetime
 
 import pytest
 
+from bad_images import HOSTILE_LABELS
 from image_pipeline.layout import run_key_for, run_layout
-from image_pipeline.plan import DEFAULT_SPLIT_RATIOS, PlanError, build_run_plan, discover_labels
+from image_pipeline.plan import (
+    DEFAULT_SPLIT_RATIOS,
+    PlanError,
+    build_run_plan,
+    discover_labels,
+    hidden_to_spark,
+    min_images_per_class,
+    scan_images,
+)
 from image_pipeline.settings import load_settings
 from image_pipeline.steps import build_steps
 
@@ -105,6 +114,84 @@ def test_discover_labels(tmp_path):
     assert discover_labels(f"file://{tmp_path}", modified_before=datetime(2026, 2, 1, tzinfo=UTC)) == ["beagle"]
     with pytest.raises(PlanError, match="'images_uri'.*does not exist"):
         discover_labels(f"file://{tmp_path}/absent")
+
+
+def test_hostile_folder_names_are_discovered_literally_and_hidden_ones_left_out(tmp_path):
+    images = tmp_path / "images"
+    for label in [*HOSTILE_LABELS, "a=b", "_a=b"]:
+        (images / label).mkdir(parents=True)
+        (images / label / "photo 1.jpg").write_bytes(b"x")
+    (images / "beagle" / "nested" / "deeper").mkdir(parents=True)
+    for name in ("beagle/a.jpg", "beagle/nested/deeper/b.png", "beagle/_old/c.jpg", "beagle/.thumbs/d.jpg",
+                 "..x/e.jpg", "_drafts/f.jpg", ".git/g.jpg", "loose.jpg"):
+        (images / name).parent.mkdir(parents=True, exist_ok=True)
+        (images / name).write_bytes(b"x")
+    (images / "empty").mkdir()
+    scan = scan_images(f"file://{images}")
+    # '_a=b' is not hidden to Spark ('_' names with '=' are partition folders), so it is a class too
+    assert scan.counts == {**{label: 1 for label in HOSTILE_LABELS}, "a=b": 1, "_a=b": 1, "beagle": 2}
+    assert discover_labels(f"file://{images}") == sorted(scan.counts)
+    assert scan.loose == ["loose.jpg"]
+    assert sorted(scan.hidden) == sorted([".git/g.jpg", "..x/e.jpg", "_drafts/f.jpg", "beagle/.thumbs/d.jpg",
+                                          "beagle/_old/c.jpg"])
+    warnings = " ".join(scan.warnings())
+    assert "1 image file(s) directly under the images URI" in warnings and "loose.jpg" in warnings
+    assert "5 image file(s) under names starting with '.' or '_' are skipped" in warnings
+
+
+def test_hidden_to_spark_follows_sparks_rule():
+    assert [hidden_to_spark(n) for n in (".x", "..x", "_x", "x._COPYING_", "_metadata")] == [True] * 4 + [False]
+    assert not any(hidden_to_spark(n) for n in ("a..b", "x_", "_a=b", "chat noir é", "$(touch pwned)"))
+
+
+def test_hostile_labels_are_accepted_exactly_and_reach_the_steps_as_json_arguments():
+    import json
+
+    plan = build_run_plan(params(labels=list(HOSTILE_LABELS), pair_mode="one_vs_each", focus_class="$(touch pwned)"),
+                          "r", WHEN, SETTINGS, {label: 20 for label in HOSTILE_LABELS}).as_dict()
+    assert plan["labels"] == sorted(HOSTILE_LABELS)
+    for step in build_steps(plan):
+        assert all(isinstance(arg, str) for arg in step.args)  # one argv entry each, nothing to split or quote
+        assert json.loads(step.args[step.args.index("--labels-json") + 1]) == sorted(HOSTILE_LABELS)
+    train = build_steps(plan)[1]
+    assert train.args[train.args.index("--focus-class") + 1] == "$(touch pwned)"
+
+
+@pytest.mark.parametrize("labels,message", [
+    (["beagle", ".."], r"cannot be class folders .*\['\.\.'\]"),
+    (["beagle", "$(touch /tmp/pwned)"], r"cannot be class folders .*touch /tmp/pwned"),
+    (["beagle", "..x"], r"hidden .*\['\.\.x'\]; rename"),
+    (["beagle", "_drafts"], r"hidden .*\['_drafts'\]"),
+])
+def test_labels_that_cannot_be_classes_are_refused_by_name(labels, message):
+    with pytest.raises(PlanError, match="param 'labels' has .*" + message):
+        build_run_plan(params(labels=labels), "r", WHEN, SETTINGS, ["beagle", "pug"])
+
+
+def test_a_single_class_fails_the_plan():
+    with pytest.raises(PlanError, match=r"param 'labels': need at least 2 classes, the run would have \['beagle'\]"):
+        build_run_plan(params(), "r", WHEN, SETTINGS, {"beagle": 40})
+
+
+def test_a_class_too_small_to_split_fails_the_plan_naming_it():
+    counts = {"beagle": 40, "pug": 1, "Siamese": 40}
+    with pytest.raises(PlanError, match=r"param 'labels': too few images in 'pug' \(\{'pug': 1\}\).*at least 10"):
+        build_run_plan(params(), "r", WHEN, SETTINGS, counts)
+    # leaving it out, or splits a tiny class can serve, make the run possible
+    assert build_run_plan(params(labels=["beagle", "Siamese"]), "r", WHEN, SETTINGS, counts).labels == [
+        "Siamese", "beagle"]
+    with pytest.raises(PlanError, match="too few images in 'pug'.*at least 2"):
+        build_run_plan(params(split_ratios=[0.5], test_fraction=0.5), "r", WHEN, SETTINGS, counts)
+    counts["pug"] = 2
+    assert build_run_plan(params(split_ratios=[0.5], test_fraction=0.5), "r", WHEN, SETTINGS, counts).labels == [
+        "Siamese", "beagle", "pug"]
+
+
+def test_min_images_per_class_matches_the_training_check():
+    from image_jobs.training import min_images_for_fraction
+
+    for ratios, fraction in [([0.1, 0.5], 0.2), ([0.5], 0.5), ([0.3, 0.7], 0.25), ([0.05], 0.2)]:
+        assert min_images_per_class(ratios, fraction) == max(min_images_for_fraction(r) for r in [*ratios, fraction])
 
 
 def test_settings():

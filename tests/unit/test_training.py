@@ -58,6 +58,7 @@ def test_minimum_images_per_split():
     ({"a": 20}, [], SPLITS, 0.2, "all_pairs", None, "at least 2 classes"),
     ({"a": 20, "b": 20}, ["a", "b", "zebra"], SPLITS, 0.2, "all_pairs", None, "zebra"),
     ({"a": 20, "b": 4}, [], SPLITS, 0.2, "all_pairs", None, r"'b': 4"),
+    ({"a": 20, "b": 1}, ["a", "b"], [0.5], 0.5, "all_pairs", None, r"each class needs at least 2\): \{'b': 1\}"),
     ({"a": 20, "b": 20}, [], [0.5, 1.2], 0.2, "all_pairs", None, "split ratios"),
     ({"a": 20, "b": 20}, [], [0.0], 0.2, "all_pairs", None, "split ratios"),
     ({"a": 20, "b": 20}, [], SPLITS, 1.0, "all_pairs", None, "test fraction"),

@@ -86,7 +86,7 @@ def standalone_airflow(home: Path, root: Path, weights: Path, java_home: str, ex
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # standalone stops its components on SIGINT
         try:
-            proc.wait(timeout=40)
+            proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()

@@ -75,3 +75,18 @@ def test_publish_reads_the_report_from_s3_and_writes_report_md(s3):
     assert headline["multiclass_accuracy"] == 0.75 and headline["images"] == 7 and headline["pairwise_models"] == 1
     markdown = s3.get_object(Bucket=BUCKET, Key=f"{report}/report.md")["Body"].read().decode()
     assert "75.0%" in markdown and "plots/confusion_matrix.png" in markdown
+
+
+def test_images_uri_the_connection_cannot_read_fails_the_plan_naming_the_param(s3, monkeypatch):
+    from image_pipeline.plan import PlanError, discover_labels
+
+    s3.put_object(Bucket=BUCKET, Key="prod/images/cat/a.jpg", Body=b"jpeg")
+    s3.put_object(Bucket=BUCKET, Key="prod/images/dog/b.jpg", Body=b"jpeg")
+    assert discover_labels(f"s3://{BUCKET}/prod/images", CONN_ID) == ["cat", "dog"]
+    monkeypatch.setenv("AIRFLOW_CONN_SEAWEED_WRONG_KEY", json.dumps({
+        "conn_type": "aws", "login": "nobody", "password": "wrong",
+        "extra": {"region_name": "us-east-1", "endpoint_url": s3.meta.endpoint_url}}))
+    with pytest.raises(PlanError, match=r"param 'images_uri': s3://pipeline-store/prod/images cannot be read: "
+                                        r"Forbidden") as refused:
+        discover_labels(f"s3://{BUCKET}/prod/images", "seaweed_wrong_key")
+    assert "wrong" not in str(refused.value)  # the message names the URI, never the credentials

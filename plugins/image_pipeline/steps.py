@@ -57,7 +57,8 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
         "--max-per-class", str(plan["max_per_class"]), "--iterations", str(plan["iterations"]),
         "--pca-components", str(plan["pca_components"]), "--test-fraction", str(plan["test_fraction"]),
         "--seed", str(plan["seed"]),
-        *(["--weights-uri", plan["weights_uri"]] if plan["weights_uri"] not in (None, "random") else []),
+        # recorded in the model for prediction ("random" included, so prediction builds the same backbone)
+        *(["--weights-uri", plan["weights_uri"]] if plan["weights_uri"] else []),
     ]
     evaluate = [
         "--models-uri", plan["models_uri"], "--report-uri", plan["report_uri"],

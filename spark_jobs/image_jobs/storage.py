@@ -95,3 +95,21 @@ def read_bytes(spark, uri: str) -> bytes:
 def read_text(spark, uri: str) -> str:
     """Read a small UTF-8 text file (see ``read_bytes``)."""
     return read_bytes(spark, uri).decode("utf-8")
+
+
+def delete(spark, uri: str) -> bool:
+    """Delete a file or folder (recursively) if it exists; returns whether something was deleted."""
+    fs, path = _hadoop_path(spark, uri)
+    return bool(fs.exists(path) and fs.delete(path, True))
+
+
+def has_parquet(spark, uri: str) -> bool:
+    """Whether a Parquet dataset folder holds at least one data file (at any depth)."""
+    fs, path = _hadoop_path(spark, uri)
+    if not fs.exists(path):
+        return False
+    files = fs.listFiles(path, True)
+    while files.hasNext():
+        if files.next().getPath().getName().endswith(".parquet"):
+            return True
+    return False

@@ -17,3 +17,13 @@ def model_asset(root_uri: str):
     from image_pipeline.latest import latest_uri
 
     return Asset(name=MODEL_ASSET_NAME, uri=latest_uri(root_uri), group="model")
+
+
+def scoring_schedule(root_uri: str, cron: str | None):
+    """image_scoring's schedule: every new model (the Asset), and, with ``cron``, the inbox polled on it."""
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    asset = model_asset(root_uri)
+    if cron is None:
+        return [asset]
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=[asset])

@@ -46,10 +46,10 @@ def test_staging_uploads_once_and_is_idempotent(s3, converted_weights):
 
     first = stage_s3(f"s3://{BUCKET}/prod/artifacts", f"file://{converted_weights}", CONN_ID)
     assert {u.rsplit("/", 1)[-1] for u in first["uploaded"]} == {
-        "image_jobs.zip", "extract_features.py", "train_models.py", "evaluate_models.py",
+        "image_jobs.zip", "extract_features.py", "train_models.py", "evaluate_models.py", "score_inbox.py",
         "install_python_deps.sh", "requirements-emr.txt", converted_weights.name}
     staged = keys(s3, "prod/artifacts/")
-    assert len(staged) == 7 and first["weights_uri"].startswith(f"s3://{BUCKET}/prod/artifacts/weights-")
+    assert len(staged) == 8 and first["weights_uri"].startswith(f"s3://{BUCKET}/prod/artifacts/weights-")
     body = s3.get_object(Bucket=BUCKET, Key=first["jobs_zip_uri"].removeprefix(f"s3://{BUCKET}/"))["Body"].read()
     assert body[:2] == b"PK"
     second = stage_s3(f"s3://{BUCKET}/prod/artifacts", f"file://{converted_weights}", CONN_ID)

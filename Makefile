@@ -21,7 +21,7 @@ AIRFLOW_ENV = AIRFLOW_HOME="$(DATA)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDI
 	AIRFLOW__CORE__PLUGINS_FOLDER="$(CURDIR)/plugins" AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: setup run extract test test-spark35 system-deps lint sample-data weights airflow-db airflow bench-extract bench-sweep clean
+.PHONY: setup run extract test test-spark35 system-deps lint sample-data weights airflow-db airflow bench-extract bench-sweep bench-predict clean
 
 $(STAMP): requirements.txt constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -103,3 +103,7 @@ clean:
 
 bench-sweep: setup
 	$(SPARK_ENV) $(PY) bench/pairwise_sweep.py $(BENCH_ARGS)
+
+# Prediction latency of the command (no Spark): cold start, model load, seconds per photo.
+bench-predict: setup weights
+	$(PY) bench/predict_latency.py $(BENCH_ARGS)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from image_jobs.extraction import (
     reason_kind,
     restrict_labels,
     select_new,
+    size_image_scan,
     size_rejects,
     unlabelled_rejects,
     unread,
@@ -55,8 +55,6 @@ from image_jobs.session import job_logger
 log = job_logger("extract_features")
 
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
-IMAGES_PER_PARTITION = 200
-FILE_OPEN_COST = 8192  # bytes a file "costs" when Spark packs files into partitions
 WARM_JOB_GROUP = "warm-python-workers"
 
 
@@ -131,14 +129,7 @@ def featurize_new_images(spark, args: argparse.Namespace, images_root: str, to_r
     n_images = sum(n for n, _ in per_label.values())
     if not n_images:
         return spark.createDataFrame([], output_schema()), 0
-    # Size the scan's own partitions (a whole number of waves over the cores, small enough to show
-    # progress) instead of shuffling image bytes: the Python workers start while files are read.
-    cores = spark.sparkContext.defaultParallelism
-    partitions = cores * max(1, math.ceil(n_images / IMAGES_PER_PARTITION / cores))
-    total_bytes = sum(b for _, b in per_label.values()) + n_images * FILE_OPEN_COST
-    spark.conf.set("spark.sql.files.openCostInBytes", str(FILE_OPEN_COST))
-    spark.conf.set("spark.sql.files.maxPartitionBytes", str(math.ceil(total_bytes / partitions)))
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
+    size_image_scan(spark, n_images, sum(b for _, b in per_label.values()), args.batch_size)
     # read only the class folders that have new images: a new class costs only its own files
     folders = [storage.join_uri(images_root, storage.escape_glob(label)) for label in sorted(per_label)]
     content = with_labels(read_images(spark, folders, args.modified_before, with_content=True), images_root)

@@ -8,13 +8,13 @@ import tempfile
 from pathlib import Path
 
 from image_pipeline.jobs_archive import SPARK_JOBS_DIR, build_jobs_zip, content_hash
-from image_pipeline.steps import STEP_NAMES
+from image_pipeline.steps import SCORING_STEP_NAMES, STEP_NAMES
 
-ENTRY_SCRIPTS = tuple(f"{name}.py" for name in STEP_NAMES)
+ENTRY_SCRIPTS = tuple(f"{name}.py" for name in (*STEP_NAMES, *SCORING_STEP_NAMES))
 
 
 def entry_script_paths(spark_jobs_dir: Path = SPARK_JOBS_DIR) -> list[Path]:
-    """The entry scripts of the three steps."""
+    """The entry scripts of every step (training and scoring)."""
     return [spark_jobs_dir / name for name in ENTRY_SCRIPTS]
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from image_pipeline.layout import join
-from image_pipeline.steps import build_steps
+from image_pipeline.steps import steps_for
 
 DEFAULT_RELEASE = "emr-7.13.0"  # Spark 3.5.6, Python 3.11 on the nodes
 NODE_PYTHON = "/usr/bin/python3.11"
@@ -164,7 +164,7 @@ def emr_steps(plan: dict, artifacts: dict) -> list[dict]:
     stays up for the teardown (and for its logs).
     """
     steps = []
-    for spec in build_steps(plan, artifacts.get("weights_uri")):
+    for spec in steps_for(plan, artifacts.get("weights_uri")):
         steps.append({
             "Name": spec.name,
             "ActionOnFailure": "CANCEL_AND_WAIT",

@@ -9,6 +9,10 @@
     runs/<run_key>/cluster/                     the local cluster's pids, ports and logs
     artifacts/<content hash>/                   code zip, entry scripts, bootstrap, weights (EMR)
     logs/                                       EMR LogUri
+    models/latest.json                          the latest successful model (a run that passed its gate)
+    inbox/...                                   photos to score, owned by the field team
+    predictions/<model run_key>/                predictions.csv + batches/run=<scoring run_key>/
+    scoring/<run_key>/steps/, cluster/          a scoring run's step summary and local cluster
 """
 
 from __future__ import annotations
@@ -69,6 +73,44 @@ def run_layout(root_uri: str, run_key: str, images_uri: str | None = None) -> Ru
         run_uri=run_uri,
         models_uri=join(run_uri, "models"),
         report_uri=join(run_uri, "report"),
+        steps_uri=join(run_uri, "steps"),
+        cluster_uri=join(run_uri, "cluster"),
+        artifacts_uri=join(root, "artifacts"),
+        logs_uri=join(root, "logs"),
+    )
+
+
+@dataclass(frozen=True)
+class ScoringLayout:
+    """Every URI one scoring run reads or writes."""
+
+    root_uri: str
+    run_key: str
+    inbox_uri: str
+    predictions_uri: str
+    run_uri: str
+    steps_uri: str
+    cluster_uri: str
+    artifacts_uri: str
+    logs_uri: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def scoring_layout(root_uri: str, run_key: str, model_run_key: str) -> ScoringLayout:
+    """The layout of scoring run ``run_key`` with the model of training run ``model_run_key``.
+
+    Scoring runs live under ``scoring/``, not ``runs/``: the two DAGs' run ids (hence keys) can be equal.
+    """
+    root = root_uri.rstrip("/")
+    run_uri = join(root, "scoring", run_key)
+    return ScoringLayout(
+        root_uri=root,
+        run_key=run_key,
+        inbox_uri=join(root, "inbox"),
+        predictions_uri=join(root, "predictions", model_run_key),
+        run_uri=run_uri,
         steps_uri=join(run_uri, "steps"),
         cluster_uri=join(run_uri, "cluster"),
         artifacts_uri=join(root, "artifacts"),

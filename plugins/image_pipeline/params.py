@@ -108,3 +108,19 @@ def dag_params(settings: Settings, emr=None) -> dict:
         ),
         **(emr_params(emr) if emr is not None else {}),
     }
+
+
+def scoring_params(settings: Settings, emr=None) -> dict:
+    """Params of ``image_scoring``: the cluster's size and the inference batch (the model is the latest)."""
+    from airflow.sdk import Param
+
+    shared = dag_params(settings, emr)
+    params = {name: param for name, param in shared.items()
+              if name.startswith(("local_", "emr_"))}
+    return {
+        "batch_size": Param(
+            32, type="integer", minimum=1, maximum=1024, title="Inference batch size",
+            description="Photos per forward pass of the CNN while scoring.",
+        ),
+        **params,
+    }

@@ -5,6 +5,7 @@
 | IMAGE_PIPELINE_COMPUTE | local | ``local`` (Spark standalone cluster on this machine) or ``emr`` |
 | IMAGE_PIPELINE_ROOT_URI | file://<project>/data | storage root: images/, features/, runs/, ... |
 | IMAGE_PIPELINE_SCHEDULE | @weekly | the DAG's schedule (a preset, a cron expression, or "none") |
+| IMAGE_PIPELINE_SCORING_SCHEDULE | @hourly | image_scoring polls the inbox (or "none"); it also runs on new models |
 | IMAGE_PIPELINE_WEIGHTS_URI | <root>/weights/mobilenet_v2_imagenet.keras | default weights for mobilenet_v2 |
 | IMAGE_PIPELINE_AWS_CONN_ID | aws_default | Airflow connection for s3:// URIs |
 | IMAGE_PIPELINE_PYTHON | the interpreter running Airflow | Python of the local Spark driver and workers |
@@ -35,6 +36,7 @@ class Settings:
     python: str
     retries: int
     retry_delay_seconds: int
+    scoring_schedule: str | None = "@hourly"
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -45,6 +47,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise ValueError(f"IMAGE_PIPELINE_COMPUTE={compute!r}: choose one of {', '.join(COMPUTE_BACKENDS)}")
     root_uri = env.get("IMAGE_PIPELINE_ROOT_URI", f"file://{PROJECT_ROOT / 'data'}").rstrip("/")
     schedule = env.get("IMAGE_PIPELINE_SCHEDULE", "@weekly").strip()
+    scoring_schedule = env.get("IMAGE_PIPELINE_SCORING_SCHEDULE", "@hourly").strip()
     return Settings(
         compute=compute,
         root_uri=root_uri,
@@ -54,4 +57,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         python=env.get("IMAGE_PIPELINE_PYTHON", sys.executable),
         retries=int(env.get("IMAGE_PIPELINE_RETRIES", "1")),
         retry_delay_seconds=int(env.get("IMAGE_PIPELINE_RETRY_DELAY_SECONDS", "60")),
+        scoring_schedule=None if scoring_schedule.lower() in ("", "none") else scoring_schedule,
     )

@@ -1,7 +1,9 @@
-"""The three Spark steps of a run, backend-neutral: entry script + arguments from the run plan.
+"""The Spark steps of a run, backend-neutral: entry script + arguments from the run plan.
 
-The local backend passes these arguments to ``spark-submit`` against its standalone master; the EMR
-backend wraps exactly the same ones in ``command-runner.jar spark-submit`` steps.
+A training run (``image_classification``) has three steps; a scoring run (``image_scoring``, a plan
+with ``kind == "scoring"``) has one. The local backend passes these arguments to ``spark-submit``
+against its standalone master; the EMR backend wraps exactly the same ones in
+``command-runner.jar spark-submit`` steps.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from image_pipeline.layout import join
 
 STEP_NAMES = ("extract_features", "train_models", "evaluate_models")
+SCORING_STEP_NAMES = ("score_inbox",)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,8 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
         "--max-per-class", str(plan["max_per_class"]), "--iterations", str(plan["iterations"]),
         "--pca-components", str(plan["pca_components"]), "--test-fraction", str(plan["test_fraction"]),
         "--seed", str(plan["seed"]),
-        *(["--weights-uri", plan["weights_uri"]] if plan["weights_uri"] not in (None, "random") else []),
+        # recorded in the model for prediction ("random" included, so prediction builds the same backbone)
+        *(["--weights-uri", plan["weights_uri"]] if plan["weights_uri"] else []),
     ]
     evaluate = [
         "--models-uri", plan["models_uri"], "--report-uri", plan["report_uri"],
@@ -72,9 +76,31 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
     ]
 
 
+def build_scoring_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepSpec]:
+    """The scoring run's step. ``plan`` is a ScoringPlan as a dict; ``staged_weights_uri`` as for
+    ``build_steps``. Without a weights URI the job loads the weights recorded in the model."""
+    weights = staged_weights_uri or plan["weights_uri"]
+    score = [
+        "--inbox-uri", plan["inbox_uri"], "--predictions-uri", plan["predictions_uri"],
+        "--model-uri", plan["models_uri"], "--run-key", plan["run_key"],
+        "--modified-before", plan["modified_before"], "--batch-size", str(plan["batch_size"]),
+        *(["--weights-uri", weights] if weights and weights != "random" else []),
+        "--summary-uri", join(plan["steps_uri"], "score_inbox.json"),
+    ]
+    return [StepSpec("score_inbox", "score_inbox.py", tuple(score))]
+
+
+def steps_for(plan: dict, staged_weights_uri: str | None = None) -> list[StepSpec]:
+    """The steps of any plan: scoring plans say ``kind == "scoring"``; training plans have no kind."""
+    if plan.get("kind") == "scoring":
+        return build_scoring_steps(plan, staged_weights_uri)
+    return build_steps(plan, staged_weights_uri)
+
+
 def step_by_name(plan: dict, name: str) -> StepSpec:
     """One step of the run by name; a clear error for an unknown one."""
-    for step in build_steps(plan):
+    steps = steps_for(plan)
+    for step in steps:
         if step.name == name:
             return step
-    raise ValueError(f"unknown step {name!r}; steps are {', '.join(STEP_NAMES)}")
+    raise ValueError(f"unknown step {name!r}; steps are {', '.join(s.name for s in steps)}")

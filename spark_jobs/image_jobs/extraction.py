@@ -6,12 +6,15 @@ They take and return DataFrames; reading and writing URIs is left to ``extract_f
 from __future__ import annotations
 
 import logging
+import math
 import re
 from datetime import UTC, datetime
 from urllib.parse import unquote
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff")
 IMAGE_KEY = ["path", "length", "modificationTime"]
+IMAGES_PER_PARTITION = 200
+FILE_OPEN_COST = 8192  # bytes a file "costs" when Spark packs files into partitions
 NO_CLASS_FOLDER = "not inside a class folder (images must be under <images_uri>/<label>/)"
 VANISHED = "file disappeared between listing and reading"
 CHANGED = "file changed between listing and reading (a later run reads the new version)"
@@ -189,3 +192,19 @@ def unread_rejects(spark, rows, exists):
     return spark.createDataFrame(
         [(r["path"], r["label"], r["length"], r["modificationTime"], CHANGED if exists(r["path"]) else VANISHED)
          for r in rows], schema)
+
+
+def size_image_scan(spark, n_images: int, n_bytes: int, batch_size: int) -> int:
+    """Size the next image scan's own partitions; returns how many it aims at.
+
+    A whole number of waves over the cores, small enough to show progress, instead of shuffling
+    image bytes: the Python workers start while files are read. Arrow batches hold ``batch_size``
+    images, so a batch of JPEG bytes stays small.
+    """
+    cores = spark.sparkContext.defaultParallelism
+    partitions = cores * max(1, math.ceil(n_images / IMAGES_PER_PARTITION / cores))
+    total_bytes = n_bytes + n_images * FILE_OPEN_COST
+    spark.conf.set("spark.sql.files.openCostInBytes", str(FILE_OPEN_COST))
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(max(1, math.ceil(total_bytes / partitions))))
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
+    return partitions

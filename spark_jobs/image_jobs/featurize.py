@@ -98,16 +98,22 @@ def local_weights_file(weights: str) -> str | None:
         return weights.removeprefix("file://")
 
 
-def featurize_batch(pdf: pd.DataFrame, model, policy, batch_size: int, max_pixels: int) -> pd.DataFrame:
-    """Decode and featurize one pandas batch; bad images get a ``reason`` instead of features."""
-    n = len(pdf)
-    widths = np.full(n, None, dtype=object)
-    heights = np.full(n, None, dtype=object)
-    features = np.full(n, None, dtype=object)
-    reasons = np.full(n, None, dtype=object)
+def featurize_contents(contents, model, policy, batch_size: int,
+                       max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list, list, list, list]:
+    """Decode and featurize image bytes in batches of ``batch_size``; never raises for a bad image.
+
+    Returns four lists aligned with ``contents``: feature vectors (float32, or None), original widths
+    and heights (or None), and the reason an image was not featurized (None when it was). Shared by
+    the extraction job and prediction, so both see exactly the same pixels for the same bytes.
+    """
+    n = len(contents)
+    widths: list = [None] * n
+    heights: list = [None] * n
+    features: list = [None] * n
+    reasons: list = [None] * n
     good_rows: list[int] = []
     good_pixels: list[np.ndarray] = []
-    for i, data in enumerate(pdf["content"].to_numpy()):
+    for i, data in enumerate(contents):
         try:
             decoded = decode_image(bytes(data) if data is not None else b"", policy, max_pixels)
         except DecodeError as exc:
@@ -125,15 +131,29 @@ def featurize_batch(pdf: pd.DataFrame, model, policy, batch_size: int, max_pixel
                 features[row] = vector
             else:
                 reasons[row] = "model produced non-finite features"
+    return features, widths, heights, reasons
+
+
+def featurize_batch(pdf: pd.DataFrame, model, policy, batch_size: int, max_pixels: int) -> pd.DataFrame:
+    """Decode and featurize one pandas batch; bad images get a ``reason`` instead of features."""
+    features, widths, heights, reasons = featurize_contents(
+        pdf["content"].to_numpy(), model, policy, batch_size, max_pixels)
+
+    def column(values: list) -> np.ndarray:
+        out = np.empty(len(values), dtype=object)
+        for i, value in enumerate(values):  # element by element: a list of equal-length arrays would broadcast
+            out[i] = value
+        return out
+
     return pd.DataFrame({
         "path": pdf["path"].to_numpy(),
         "label": pdf["label"].to_numpy(),
         "length": pdf["length"].to_numpy(),
         "modificationTime": pdf["modificationTime"].to_numpy(),
-        "width": widths,
-        "height": heights,
-        "features": features,
-        "reason": reasons,
+        "width": column(widths),
+        "height": column(heights),
+        "features": column(features),
+        "reason": column(reasons),
     })
 
 

@@ -132,3 +132,9 @@ def read_committed(spark, base_uri: str, column: str = "run", log=None):
     if not committed:
         return None
     return spark.read.option("basePath", qualify(spark, base_uri)).parquet(*committed)
+
+
+def delete(spark, uri: str) -> bool:
+    """Delete a file or folder (recursively) if it exists; returns whether something was deleted."""
+    fs, path = _hadoop_path(spark, uri)
+    return bool(fs.exists(path) and fs.delete(path, True))

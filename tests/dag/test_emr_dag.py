@@ -76,6 +76,29 @@ def fake_report(s3, report_uri: str) -> None:
     s3.put_object(Bucket=BUCKET, Key=f"{key}/metrics.csv", Body=metrics.encode())
 
 
+def fake_model(s3, models_uri: str, weights_uri: str) -> None:
+    """What train_models writes and publish_report reads back: the multiclass model."""
+    key = models_uri.removeprefix(f"s3://{BUCKET}/")
+    model = {"format": "image-pipeline-multiclass/1", "backbone": "mobilenet_v2", "labels": ["cat", "dog"],
+             "weights_uri": weights_uri}
+    s3.put_object(Bucket=BUCKET, Key=f"{key}/multiclass/model.json", Body=json.dumps(model).encode())
+
+
+def fake_predictions(s3, args: list[str]) -> None:
+    """What score_inbox writes: a prediction for every inbox photo, and its summary."""
+    inbox, predictions = arg(args, "--inbox-uri"), arg(args, "--predictions-uri")
+    photos = s3.list_objects_v2(Bucket=BUCKET, Prefix=inbox.removeprefix(f"s3://{BUCKET}/") + "/")["Contents"]
+    rows = ["path,top1_class,top1_probability,top3,reason,length,modification_time,scored_by_run"]
+    rows += [f"s3://{BUCKET}/{o['Key']},cat,0.9,[],,{o['Size']},"
+             f"{o['LastModified'].strftime('%Y-%m-%dT%H:%M:%S.000Z')},{arg(args, '--run-key')}" for o in photos]
+    s3.put_object(Bucket=BUCKET, Key=predictions.removeprefix(f"s3://{BUCKET}/") + "/predictions.csv",
+                  Body="\n".join(rows).encode())
+    summary = {"scored_now": len(photos), "not_scored_now": 0, "skipped_scored_earlier": 0,
+               "predictions_total": len(photos), "predictions_csv": f"{predictions}/predictions.csv"}
+    s3.put_object(Bucket=BUCKET, Key=arg(args, "--summary-uri").removeprefix(f"s3://{BUCKET}/"),
+                  Body=json.dumps(summary).encode())
+
+
 class ClusterSimulator(threading.Thread):
     """Completes (or fails) the moto cluster's steps in order, like EMR running them."""
 
@@ -102,8 +125,12 @@ class ClusterSimulator(threading.Thread):
                         for later in cluster.steps[cluster.steps.index(step) + 1:]:
                             later.state = "CANCELLED"  # ActionOnFailure CANCEL_AND_WAIT
                     else:
+                        if step.name == "train_models":
+                            fake_model(self.s3, arg(step.args, "--models-uri"), arg(step.args, "--weights-uri"))
                         if step.name == "evaluate_models":
                             fake_report(self.s3, arg(step.args, "--report-uri"))
+                        if step.name == "score_inbox":
+                            fake_predictions(self.s3, step.args)
                         step.state = "COMPLETED"
                     break  # one step at a time, in order
 
@@ -123,17 +150,27 @@ def emr_dag(aws, airflow_db, moto_server):
         yield bag.get_dag("image_classification")
 
 
+@pytest.fixture(scope="module")
+def emr_scoring_dag(emr_dag):
+    """image_scoring with the same EMR settings (emr_dag's environment is still in place)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "image_scoring.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag("image_scoring")
+
+
 def states(dag_run) -> dict[str, str]:
     from test_dag_end_to_end import task_states
 
     return task_states(dag_run)
 
 
-def run_with_simulator(dag, s3, fail_step=None):
+def run_with_simulator(dag, s3, fail_step=None, run_conf=None):
     simulator = ClusterSimulator(s3, fail_step)
     simulator.start()
     try:
-        dag_run = dag.test(run_conf={"emr_core_instance_count": 3, "emr_use_spot": True})
+        dag_run = dag.test(run_conf=run_conf or {"emr_core_instance_count": 3, "emr_use_spot": True})
     finally:
         simulator.stop_event.set()
         simulator.join()
@@ -189,6 +226,11 @@ def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_serve
     report_uri = arg(simulator.seen_args["evaluate_models"], "--report-uri")
     report_md = aws.get_object(Bucket=BUCKET, Key=report_uri.removeprefix(f"s3://{BUCKET}/") + "/report.md")
     assert b"Multiclass accuracy" in report_md["Body"].read()
+    # the run passed its gate: it is the latest successful model, with the weights the cluster used
+    latest = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{PREFIX}/models/latest.json")["Body"].read())
+    assert latest["report_uri"] == report_uri and latest["multiclass_accuracy"] == 0.9
+    assert latest["weights_uri"] == arg(simulator.seen_args["train_models"], "--weights-uri")
+    assert latest["weights_uri"] == f"{ROOT}/weights/mobilenet_v2_imagenet.keras"  # on S3 already: not copied
     captured = capfd.readouterr()
     logged = captured.out
     assert f"cluster {cluster_id}:" in logged and "normalized instance hours" in logged
@@ -217,3 +259,34 @@ def test_failed_step_fails_the_run_explains_why_and_terminates(emr_dag, aws, mot
     logged = captured.out + captured.err  # the task log, as dag.test() prints it
     assert "the failure's own words" in logged and f"{cluster_id}/steps/" in logged and "stderr.gz" in logged
     assert "cause: disk full" in logged  # found although it is not in the tail
+
+
+def test_emr_scoring_scores_the_inbox_with_the_latest_model_then_skips(emr_dag, emr_scoring_dag, aws, moto_server):
+    emr = boto3.client("emr", endpoint_url=moto_server, region_name=REGION)
+    if "Contents" not in aws.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/models/latest.json"):
+        assert str(getattr(run_with_simulator(emr_dag, aws)[0].state, "value", "")) == "success"
+    latest = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{PREFIX}/models/latest.json")["Body"].read())
+    for name in ("team_a/1.jpg", "team_a/2.png", "team_b/3.jpeg"):
+        aws.put_object(Bucket=BUCKET, Key=f"{PREFIX}/inbox/{name}", Body=b"photo bytes")
+    time.sleep(1.2)  # the run must start after the photos' modification times
+    before = {c["Id"] for c in only_cluster(emr)}
+    dag_run, simulator = run_with_simulator(emr_scoring_dag, aws, run_conf={"batch_size": 8})
+    assert str(getattr(dag_run.state, "value", dag_run.state)) == "success", states(dag_run)
+    assert set(states(dag_run).values()) == {"success"}
+    (cluster_id,) = {c["Id"] for c in only_cluster(emr)} - before
+    assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] in ("TERMINATING", "TERMINATED")
+    tags = {t["Key"]: t["Value"] for t in emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Tags"]}
+    assert tags["dag_id"] == "image_scoring"
+    (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    assert step["Name"] == "score_inbox"
+    args = simulator.seen_args["score_inbox"]
+    assert arg(args, "--inbox-uri") == f"{ROOT}/inbox" and arg(args, "--model-uri") == latest["models_uri"]
+    assert arg(args, "--predictions-uri") == f"{ROOT}/predictions/{latest['run_key']}"
+    assert arg(args, "--weights-uri") == latest["weights_uri"] and arg(args, "--batch-size") == "8"
+
+    # every inbox photo has its prediction from this model now: the next poll starts no cluster
+    before = {c["Id"] for c in only_cluster(emr)}
+    dag_run, _ = run_with_simulator(emr_scoring_dag, aws)
+    assert str(getattr(dag_run.state, "value", dag_run.state)) == "success"
+    assert states(dag_run)["plan_scoring"] == "skipped" and states(dag_run)["create_cluster"] == "skipped"
+    assert {c["Id"] for c in only_cluster(emr)} == before

@@ -1,10 +1,13 @@
-"""Staging and report reading against a real S3-compatible server (SeaweedFS on 127.0.0.1)."""
+"""Staging, report reading, the latest model and the prediction command against a real S3-compatible
+server (SeaweedFS on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import json
 
+import airflow.sdk  # noqa: F401  Airflow binds its logging to the streams of its first import: not capsys's
 import boto3
+import numpy as np
 import pytest
 
 from s3_server import ACCESS_KEY, SECRET_KEY, seaweed_s3, weed_binary
@@ -46,10 +49,10 @@ def test_staging_uploads_once_and_is_idempotent(s3, converted_weights):
 
     first = stage_s3(f"s3://{BUCKET}/prod/artifacts", f"file://{converted_weights}", CONN_ID)
     assert {u.rsplit("/", 1)[-1] for u in first["uploaded"]} == {
-        "image_jobs.zip", "extract_features.py", "train_models.py", "evaluate_models.py",
+        "image_jobs.zip", "extract_features.py", "train_models.py", "evaluate_models.py", "score_inbox.py",
         "install_python_deps.sh", "requirements-emr.txt", converted_weights.name}
     staged = keys(s3, "prod/artifacts/")
-    assert len(staged) == 7 and first["weights_uri"].startswith(f"s3://{BUCKET}/prod/artifacts/weights-")
+    assert len(staged) == 8 and first["weights_uri"].startswith(f"s3://{BUCKET}/prod/artifacts/weights-")
     body = s3.get_object(Bucket=BUCKET, Key=first["jobs_zip_uri"].removeprefix(f"s3://{BUCKET}/"))["Body"].read()
     assert body[:2] == b"PK"
     second = stage_s3(f"s3://{BUCKET}/prod/artifacts", f"file://{converted_weights}", CONN_ID)
@@ -90,3 +93,50 @@ def test_images_uri_the_connection_cannot_read_fails_the_plan_naming_the_param(s
                                         r"Forbidden") as refused:
         discover_labels(f"s3://{BUCKET}/prod/images", "seaweed_wrong_key")
     assert "wrong" not in str(refused.value)  # the message names the URI, never the credentials
+
+
+def test_the_latest_model_and_the_prediction_command_work_on_s3(s3, converted_weights, tmp_path, capsys):
+    """publish_report's latest.json is written to S3; the command follows it, fetches the weights once."""
+
+    from image_pipeline import predict as cli
+    from image_pipeline.latest import publish_run
+    from image_pipeline.sample_images import write_sample_images
+
+    run, root = "prod/runs/r2", f"s3://{BUCKET}/prod"
+    weights_key = "prod/artifacts/weights-abc/mnv2.keras"
+    s3.upload_file(str(converted_weights), BUCKET, weights_key)
+    rng = np.random.default_rng(0)
+    model = {"format": "image-pipeline-multiclass/1", "run_key": "r2", "backbone": "mobilenet_v2",
+             "weights_uri": f"s3://{BUCKET}/{weights_key}", "labels": ["a", "b", "c"],
+             "scaler_mean": [0.0] * 1280, "scaler_std": [1.0] * 1280,
+             "pca_components": (rng.normal(0, 1, (4, 1280)) / 36).tolist(), "coef": rng.normal(0, 1, (3, 4)).tolist(),
+             "intercept": [0.0, 0.0, 0.0]}
+    s3.put_object(Bucket=BUCKET, Key=f"{run}/models/multiclass/model.json", Body=json.dumps(model).encode())
+    summary = {"run_key": "r2", "backbone": "mobilenet_v2", "classes": ["a", "b"], "image_counts": {"a": 3, "b": 4},
+               "multiclass": {"accuracy": 0.8}, "hardest_pairs": [], "seconds_per_step": {}, "plots": []}
+    s3.put_object(Bucket=BUCKET, Key=f"{run}/report/summary.json", Body=json.dumps(summary).encode())
+    s3.put_object(Bucket=BUCKET, Key=f"{run}/report/metrics.csv", Body=(
+        b"class_1,class_2,split,iteration,num_model,predict_pct,nb_train,nb_test,nb_correct\n"
+        b"a,b,0.5,100,1,80.0,3,3,2\n"))
+    plan = {"run_id": "manual__r2", "run_key": "r2", "root_uri": root, "models_uri": f"s3://{BUCKET}/{run}/models",
+            "report_uri": f"s3://{BUCKET}/{run}/report", "min_accuracy": 0.5, "modified_before": "2026-03-01T00:00:00Z"}
+    headline = publish_run(plan, CONN_ID)
+    assert headline["latest"]["replaced"]
+    latest = json.loads(s3.get_object(Bucket=BUCKET, Key="prod/models/latest.json")["Body"].read())
+    assert latest["model_uri"] == f"s3://{BUCKET}/{run}/models/multiclass/model.json"
+    assert latest["weights_uri"] == f"s3://{BUCKET}/{weights_key}"
+
+    photo = str(write_sample_images(tmp_path / "photos", n_classes=1, per_class=1, seed=1)[0])
+    cache = tmp_path / "cache"
+    argv = ["--model", "latest", "--root-uri", root, "--aws-conn-id", CONN_ID, "--cache-dir", str(cache), "--json"]
+    assert cli.main([*argv, photo]) == 0
+    out = capsys.readouterr()
+    (result,) = json.loads(out.out)
+    assert len(result["top"]) == 3 and f"via {root}/models/latest.json" in out.err
+    (cached,) = cache.rglob("mnv2.keras")
+    assert cached.stat().st_size == converted_weights.stat().st_size
+    fetched_at = cached.stat().st_mtime_ns
+    assert cli.main([*argv, photo]) == 0 and cached.stat().st_mtime_ns == fetched_at  # not fetched again
+    capsys.readouterr()
+    assert cli.main(["--model", f"s3://{BUCKET}/prod/runs/nothing/models", "--aws-conn-id", CONN_ID, photo]) == 2
+    assert f"no model at s3://{BUCKET}/prod/runs/nothing/models" in capsys.readouterr().err

@@ -1,0 +1,133 @@
+"""The two compute backends as task groups a DAG wires in: a transient cluster, Spark steps, teardown.
+
+Both DAGs (``image_classification``, ``image_scoring``) call ``compute_steps`` inside their DAG body
+with their plan's XComArg and their step names. The task ids are the same for both backends:
+``stage_artifacts``, ``create_cluster`` (setup), one task per step, ``terminate_cluster`` (teardown);
+EMR adds ``emr_requests`` and ``add_steps``. Each step's entry script and arguments come from
+``steps.steps_for(plan)``, so local and EMR run the same code with the same arguments.
+
+Called at parse time: only Airflow's task and operator definitions are imported here, never a
+library that does I/O or heavy work; the tasks import what they need when they run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from image_pipeline.settings import Settings
+
+
+def compute_steps(plan, step_names: Sequence[str], settings: Settings, emr=None, dag_id: str = ""):
+    """Wire the run's cluster and steps; returns (last step task, teardown output for the next task).
+
+    ``plan`` is the plan task's XComArg (a dict with the plan's URIs and settings), ``emr`` the
+    deployment's ``EmrSettings`` when ``settings.compute == "emr"``.
+    """
+    if settings.compute == "emr":
+        return emr_backend(plan, step_names, settings, emr, dag_id)
+    return local_backend(plan, step_names, settings)
+
+
+def local_backend(plan, step_names: Sequence[str], settings: Settings):
+    """A Spark standalone cluster of local processes: start, one spark-submit per step, stop.
+
+    Returns the last step and the teardown's output (what a task after the teardown receives).
+    """
+    from airflow.sdk import chain, task
+
+    from image_pipeline.local_operators import LocalSparkStepOperator
+
+    @task
+    def stage_artifacts(plan: dict) -> dict:
+        """Put the Spark jobs' code where the cluster reads it (skipped when already there)."""
+        from image_pipeline.artifacts import stage_local
+
+        return stage_local(plan["artifacts_uri"])
+
+    @task(retries=0)
+    def create_cluster(plan: dict) -> dict:
+        """Start the run's own Spark standalone cluster on 127.0.0.1 and wait for its workers."""
+        from dataclasses import asdict
+        from pathlib import Path
+
+        from image_pipeline.java import ensure_java_home
+        from image_pipeline.local_cluster import start_cluster
+
+        info = start_cluster(
+            Path(plan["cluster_uri"].removeprefix("file://")), plan["local_workers"], plan["local_worker_cores"],
+            plan["local_worker_memory_gb"], settings.python, ensure_java_home(),
+        )
+        return asdict(info)
+
+    @task
+    def terminate_cluster(plan: dict) -> list[int]:
+        """Stop every process of the run's cluster (teardown: runs even when a step failed)."""
+        from image_pipeline.local_cluster import stop_cluster
+
+        return stop_cluster(plan["cluster_uri"].removeprefix("file://"))
+
+    artifacts = stage_artifacts(plan)
+    cluster = create_cluster(plan)
+    steps = [
+        LocalSparkStepOperator(task_id=name, step=name, plan=plan, cluster=cluster, artifacts=artifacts,
+                               python=settings.python)
+        for name in step_names
+    ]
+    terminate = terminate_cluster(plan).as_teardown(setups=cluster)
+    artifacts >> steps[0]
+    chain(cluster, *steps)
+    return steps[-1], terminate
+
+
+def emr_backend(plan, step_names: Sequence[str], settings: Settings, emr, dag_id: str):
+    """A transient EMR cluster through the Amazon provider: create, add steps, sense each, terminate."""
+    from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator
+    from airflow.sdk import chain, task
+
+    from image_pipeline.emr_operators import (
+        EmrAddNamedStepsOperator,
+        EmrStepWithLogsSensor,
+        EmrTerminateWithCostOperator,
+    )
+
+    @task
+    def stage_artifacts(plan: dict) -> dict:
+        """Upload code, entry scripts, bootstrap, EMR requirements, weights to artifacts/<hash>/ once."""
+        from image_pipeline.artifacts import stage_s3
+
+        staged = stage_s3(plan["artifacts_uri"], plan["weights_uri"], settings.aws_conn_id)
+        print(f"staged under {staged['entry_dir_uri']}; uploaded now: {staged.pop('uploaded') or 'nothing'}")
+        return staged
+
+    @task(multiple_outputs=True)
+    def emr_requests(plan: dict, artifacts: dict) -> dict:
+        """The RunJobFlow body and the steps, built from the plan by pure functions."""
+        from image_pipeline.emr import emr_steps, job_flow_overrides
+
+        return {"job_flow": job_flow_overrides(plan, plan["emr"], artifacts, dag_id),
+                "steps": emr_steps(plan, artifacts)}
+
+    requests = emr_requests(plan, stage_artifacts(plan))
+    cluster = EmrCreateJobFlowOperator(
+        task_id="create_cluster", job_flow_overrides=requests["job_flow"], aws_conn_id=settings.aws_conn_id,
+        emr_conn_id=None, retries=0,  # every setting is in the body: no base config from a connection
+    )
+    add_steps = EmrAddNamedStepsOperator(
+        task_id="add_steps", job_flow_id=cluster.output, steps=requests["steps"], aws_conn_id=settings.aws_conn_id,
+        retries=0,  # a retry would add the steps a second time
+    )
+    sensors = [
+        EmrStepWithLogsSensor(
+            task_id=name, job_flow_id=cluster.output, step_id=add_steps.output[name],
+            logs_uri=f"{settings.root_uri}/logs", aws_conn_id=settings.aws_conn_id, deferrable=emr.deferrable,
+            poke_interval=emr.poke_seconds, max_attempts=int(emr.step_timeout_hours * 3600 // emr.poke_seconds),
+            timeout=emr.step_timeout_hours * 3600,
+        )
+        for name in step_names
+    ]
+    terminate = EmrTerminateWithCostOperator(
+        task_id="terminate_cluster", job_flow_id=cluster.output, aws_conn_id=settings.aws_conn_id,
+        prices=emr.prices, region=emr.region,
+    ).as_teardown(setups=cluster)
+    chain(add_steps, *sensors)
+    return sensors[-1], terminate.output

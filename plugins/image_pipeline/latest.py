@@ -1,0 +1,120 @@
+"""The "latest successful" model: ``<root>/models/latest.json``, written only after a run's quality gate passed.
+
+    {"run_key": ..., "run_id": ..., "models_uri": ..., "model_uri": .../multiclass/model.json,
+     "report_uri": ..., "backbone": ..., "weights_uri": ..., "labels": [...],
+     "multiclass_accuracy": 0.97, "min_accuracy": 0.5, "modified_before": ..., "published_at": ...}
+
+Readers (the prediction CLI with ``--model latest``, the ``image_scoring`` DAG) take the model from here.
+The file is replaced whole (never half-written), and only by a run whose data is at least as recent
+as the recorded one's: a backfill of a past interval publishes its report but leaves the current
+model in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from image_pipeline.layout import join
+from image_pipeline.objects import object_path, write_text_atomically
+
+LATEST_FILE = ("models", "latest.json")
+REQUIRED_KEYS = ("run_key", "models_uri", "model_uri", "backbone", "multiclass_accuracy", "modified_before")
+
+
+class NoModelError(RuntimeError):
+    """There is no usable latest successful model; the message says where it looked and why."""
+
+
+def latest_uri(root_uri: str) -> str:
+    """Where the latest successful model is recorded under a storage root."""
+    return join(root_uri, *LATEST_FILE)
+
+
+def model_json_uri(models_uri: str) -> str:
+    """The multiclass model of a run's models folder."""
+    return join(models_uri, "multiclass", "model.json")
+
+
+def parse_latest(text: str, uri: str) -> dict[str, Any]:
+    """A latest.json's record, checked for the keys readers need; NoModelError names the file."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NoModelError(f"{uri} is not valid JSON: {exc}") from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise NoModelError(f"{uri} lacks {missing}")
+    return record
+
+
+def read_latest(root_uri: str, conn_id: str | None = None) -> dict[str, Any]:
+    """The latest successful model's record under ``root_uri``.
+
+    Raises NoModelError when no training run has passed its quality gate yet (no latest.json).
+    """
+    uri = latest_uri(root_uri)
+    path = object_path(uri, conn_id)
+    if not path.exists():
+        raise NoModelError(f"no successful training run has published a model yet: {uri} does not exist "
+                           "(run the image_classification DAG; a run records its model there once its "
+                           "quality gate passed)")
+    return parse_latest(path.read_text(), uri)
+
+
+def _read_model_facts(models_uri: str, conn_id: str | None) -> dict[str, Any]:
+    """Backbone, weights URI and labels from the run's model.json: what prediction will load."""
+    uri = model_json_uri(models_uri)
+    path = object_path(uri, conn_id)
+    if not path.exists():
+        raise NoModelError(f"the run's model {uri} does not exist: nothing to publish")
+    try:
+        model = json.loads(path.read_text())
+        return {"backbone": model["backbone"], "weights_uri": model.get("weights_uri"), "labels": model["labels"]}
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise NoModelError(f"the run's model {uri} is unreadable ({type(exc).__name__}: {exc})") from None
+
+
+def publish_latest(plan: dict, headline: dict, conn_id: str | None = None,
+                   now: datetime | None = None) -> dict[str, Any]:
+    """Record the run of ``plan`` as the latest successful model (call only after its quality gate passed).
+
+    Returns ``{"record": ..., "replaced": bool, "uri": ..., "previous_run_key": ...}``. The record is
+    not replaced when the current one comes from a run whose data is more recent (a backfill).
+    """
+    uri = latest_uri(plan["root_uri"])
+    record = {
+        "run_key": plan["run_key"],
+        "run_id": plan["run_id"],
+        "models_uri": plan["models_uri"],
+        "model_uri": model_json_uri(plan["models_uri"]),
+        "report_uri": plan["report_uri"],
+        **_read_model_facts(plan["models_uri"], conn_id),
+        "multiclass_accuracy": headline["multiclass_accuracy"],
+        "min_accuracy": plan["min_accuracy"],
+        "modified_before": plan["modified_before"],
+        "published_at": (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    previous = None
+    with contextlib.suppress(NoModelError):  # none yet, or unreadable: this run's record replaces it
+        previous = read_latest(plan["root_uri"], conn_id)
+    if previous is not None and previous["modified_before"] > record["modified_before"]:
+        return {"record": previous, "replaced": False, "uri": uri, "previous_run_key": previous["run_key"]}
+    write_text_atomically(uri, json.dumps(record, indent=2), conn_id)
+    return {"record": record, "replaced": True, "uri": uri,
+            "previous_run_key": previous["run_key"] if previous else None}
+
+
+def publish_run(plan: dict, conn_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """publish_report's work: the report (read back, checked, report.md, quality gate), then latest.json.
+
+    The quality gate raises ``report.QualityGateError`` before latest.json is touched, so a failed
+    run never becomes the latest successful model. Returns the headline with a ``latest`` entry.
+    """
+    from image_pipeline.report import publish
+
+    headline = publish(plan["report_uri"], plan["min_accuracy"], conn_id)
+    headline["latest"] = publish_latest(plan, headline, conn_id, now)
+    return headline

@@ -1,0 +1,252 @@
+"""Predict the class of photos with a trained run's model, on this machine: no Spark, no network.
+
+    python -m image_pipeline.predict --model file:///data/runs/<run_key>/models photo1.jpg photo2.png
+    python -m image_pipeline.predict --model latest --json inbox/*.jpg
+    python -m image_pipeline.predict --model s3://bucket/prefix/runs/<run_key>/models --top 5 photo.jpg
+
+``--model`` takes the models URI of a run (``<root>/runs/<run_key>/models``; file://, s3:// or a plain
+local path), a run URI, a storage root (its ``models/latest.json`` is followed), a model.json or
+latest.json file, or ``latest`` (the latest successful model under ``IMAGE_PIPELINE_ROOT_URI``).
+The run's backbone is built with the run's own weights (``weights_uri`` in model.json; s3:// weights
+are copied once into a local cache) and resize policy, then the run's PCA and multiclass classifier.
+
+Prints, for each photo, the top classes with probabilities: a table, or a JSON list with ``--json``.
+Exit codes: 0 every photo scored; 1 some photo not scored (its row says why); 2 the model cannot be
+used (unknown URI, malformed model.json, weights not available): one error line naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from image_pipeline.objects import object_path, to_uri
+
+EXIT_OK, EXIT_NOT_SCORED, EXIT_MODEL_ERROR = 0, 1, 2
+DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "image-pipeline" / "weights"
+
+
+class CliModelError(RuntimeError):
+    """The model cannot be used; the message is the one line the user sees."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where the model was found and its validated content."""
+
+    model_uri: str  # the model.json it was read from
+    via_latest: str | None  # the latest.json followed to get there, if any
+    model: object  # image_jobs.predict.MulticlassModel
+
+
+def use_job_library() -> None:
+    """Make ``image_jobs`` (the Spark jobs' library, in the project's spark_jobs/) importable."""
+    from image_pipeline.jobs_archive import SPARK_JOBS_DIR
+
+    if str(SPARK_JOBS_DIR) not in sys.path:
+        sys.path.insert(0, str(SPARK_JOBS_DIR))
+
+
+def _exists(uri: str, conn_id: str | None) -> bool:
+    return object_path(uri, conn_id).exists()
+
+
+def _read_text(uri: str, conn_id: str | None) -> str:
+    return object_path(uri, conn_id).read_text()
+
+
+def resolve_model(spec: str, root_uri: str, conn_id: str | None) -> ResolvedModel:
+    """Find and validate the model.json that ``spec`` designates; CliModelError says why not."""
+    use_job_library()
+    from image_jobs.predict import ModelError, load_model_json
+    from image_pipeline.latest import NoModelError, latest_uri, model_json_uri, parse_latest, read_latest
+
+    via_latest = None
+    try:
+        if spec == "latest":
+            via_latest = latest_uri(root_uri)
+            model_uri = read_latest(root_uri, conn_id)["model_uri"]
+        else:
+            uri = to_uri(spec)
+            if uri.endswith("latest.json"):
+                via_latest = uri
+            elif uri.endswith(".json"):
+                model_uri = uri
+            else:
+                candidates = [model_json_uri(uri), model_json_uri(f"{uri}/models")]
+                model_uri = next((c for c in candidates if _exists(c, conn_id)), None)
+                if model_uri is None and _exists(latest_uri(uri), conn_id):
+                    via_latest = latest_uri(uri)
+                elif model_uri is None:
+                    raise CliModelError(
+                        f"no model at {spec}: {candidates[0]} does not exist (give the models URI of a run, "
+                        f"<root>/runs/<run_key>/models, a storage root with models/latest.json, or 'latest')")
+            if via_latest is not None:
+                if not _exists(via_latest, conn_id):
+                    raise CliModelError(f"no model at {spec}: {via_latest} does not exist")
+                model_uri = parse_latest(_read_text(via_latest, conn_id), via_latest)["model_uri"]
+        if not _exists(model_uri, conn_id):
+            raise CliModelError(f"no model at {spec}: {model_uri} does not exist")
+        model = load_model_json(_read_text(model_uri, conn_id), model_uri)
+    except (ModelError, NoModelError) as exc:
+        raise CliModelError(str(exc)) from None
+    except CliModelError:
+        raise
+    except Exception as exc:  # permissions, credentials, an unreachable store: one clear line, no traceback
+        raise CliModelError(f"cannot read the model {spec}: {type(exc).__name__}: {exc}") from None
+    return ResolvedModel(model_uri, via_latest, model)
+
+
+def fetch_weights(weights_uri: str | None, conn_id: str | None, cache_dir: Path) -> str | None:
+    """A local path of the run's weights file (None: Keras' cache or random weights need no file).
+
+    Local weights are used in place; object-store weights are copied once into ``cache_dir`` (named by
+    the URI's hash, re-fetched when the size differs) through a temporary file, so an interrupted copy
+    is never mistaken for the weights.
+    """
+    if weights_uri in (None, "imagenet", "random"):
+        return None
+    if weights_uri.startswith("file://") or "://" not in weights_uri:
+        local = Path(weights_uri.removeprefix("file://"))
+        if not local.is_file():
+            raise CliModelError(f"the run's weights {weights_uri} do not exist on this machine")
+        return str(local)
+    try:
+        remote = object_path(weights_uri, conn_id)
+        size = remote.stat().st_size
+        target = cache_dir / hashlib.sha256(weights_uri.encode()).hexdigest()[:16] / weights_uri.rsplit("/", 1)[-1]
+        if not target.is_file() or target.stat().st_size != size:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+            with remote.open("rb") as src, tmp.open("wb") as dst:
+                while chunk := src.read(8 << 20):
+                    dst.write(chunk)
+            os.replace(tmp, target)
+    except CliModelError:
+        raise
+    except Exception as exc:
+        raise CliModelError(f"cannot fetch the run's weights {weights_uri}: {type(exc).__name__}: {exc}") from None
+    return str(target)
+
+
+def read_photo(location: str, conn_id: str | None) -> tuple[bytes | None, str | None]:
+    """A photo's bytes, or None and why it cannot be read (local path, file:// or s3://)."""
+    try:
+        if "://" in location:
+            return object_path(location, conn_id).read_bytes(), None
+        return Path(location).read_bytes(), None
+    except FileNotFoundError:
+        return None, "file not found"
+    except IsADirectoryError:
+        return None, "is a folder, not a photo"
+    except PermissionError:
+        return None, "permission denied"
+    except Exception as exc:
+        return None, f"cannot read: {type(exc).__name__}: {exc}"
+
+
+def predict_photos(predictor, photos: list[str], top: int, conn_id: str | None) -> list[dict]:
+    """One result per photo, in order: ``{"photo", "top": [{"class", "probability"}] | None, "reason"}``."""
+    contents, read_reasons = zip(*(read_photo(p, conn_id) for p in photos), strict=True) if photos else ((), ())
+    predictions = predictor.predict([c if c is not None else b"" for c in contents], top)
+    results = []
+    for photo, prediction, read_reason in zip(photos, predictions, read_reasons, strict=True):
+        results.append({
+            "photo": photo,
+            "top": [{"class": label, "probability": round(p, 6)} for label, p in prediction.top]
+            if prediction.scored else None,
+            "reason": read_reason or prediction.reason,
+        })
+    return results
+
+
+def render_table(results: list[dict], top: int) -> str:
+    """A table a person reads: one row per photo, the top classes with percentages, or why not."""
+    header = ["photo", *[f"class {i}" for i in range(1, top + 1)]]
+    scored = [[r["photo"], *[f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"]]]
+              for r in results if r["top"] is not None]
+    widths = [max([len(header[i])] + [len(row[i]) for row in scored if i < len(row)]) for i in range(len(header))]
+    widths[0] = max([widths[0]] + [len(r["photo"]) for r in results])
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=False)).rstrip()
+
+    lines = [line(header)]
+    for r in results:
+        if r["top"] is None:
+            lines.append(f"{r['photo'].ljust(widths[0])}  not scored: {r['reason']}")
+        else:
+            lines.append(line([r["photo"], *[f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"]]]))
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from image_pipeline.settings import load_settings
+
+    settings = load_settings()
+    parser = argparse.ArgumentParser(prog="python -m image_pipeline.predict",
+                                     description="Predict the class of photos with a trained run's model.")
+    parser.add_argument("--model", required=True,
+                        help="models URI of a run (file://, s3:// or a local path), a storage root, "
+                             "a model.json/latest.json, or 'latest'")
+    parser.add_argument("photos", nargs="+", help="photos: local paths, file:// or s3:// URIs")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    parser.add_argument("--top", type=int, default=3, help="classes shown per photo (default 3)")
+    parser.add_argument("--batch-size", type=int, default=16, help="photos per forward pass")
+    parser.add_argument("--aws-conn-id", default=settings.aws_conn_id,
+                        help=f"Airflow connection for s3:// URIs (default {settings.aws_conn_id})")
+    parser.add_argument("--root-uri", default=settings.root_uri,
+                        help=f"storage root of --model latest (default {settings.root_uri})")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
+                        help=f"where object-store weights are cached (default {DEFAULT_CACHE_DIR})")
+    args = parser.parse_args(argv)
+    if args.top < 1:
+        parser.error(f"--top must be >= 1, got {args.top}")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    return args
+
+
+def load_predictor(args: argparse.Namespace):
+    """Resolve the model, fetch its weights, build the predictor; CliModelError when it cannot be used."""
+    resolved = resolve_model(args.model, args.root_uri, args.aws_conn_id)
+    model = resolved.model
+    weights_path = fetch_weights(model.weights_uri, args.aws_conn_id, args.cache_dir)
+    from image_jobs.featurize import configure_threads
+
+    configure_threads(os.cpu_count() or 1)  # before TensorFlow's import: all of this machine's cores
+    from image_jobs.backbones import WeightsUnavailableError
+    from image_jobs.predict import ModelError, Predictor
+
+    try:
+        predictor = Predictor.load(model, weights_path, args.batch_size)
+    except (ModelError, WeightsUnavailableError, ValueError) as exc:
+        raise CliModelError(f"cannot build the model of {resolved.model_uri}: {exc}") from None
+    return resolved, predictor
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    try:
+        resolved, predictor = load_predictor(args)
+    except CliModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_MODEL_ERROR
+    model = resolved.model
+    print(f"model: run {model.run_key} ({model.backbone}, {len(model.labels)} classes) from {resolved.model_uri}"
+          + (f" via {resolved.via_latest}" if resolved.via_latest else "")
+          + f", loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    results = predict_photos(predictor, args.photos, args.top, args.aws_conn_id)
+    print(json.dumps(results, indent=2) if args.json else render_table(results, min(args.top, len(model.labels))))
+    return EXIT_NOT_SCORED if any(r["top"] is None for r in results) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The scoring plan: the latest successful model + params + run time -> one explicit scoring run.
+
+A scoring run scores the photos under ``<root>/inbox/`` modified before its time with the model
+recorded in ``<root>/models/latest.json``, into ``<root>/predictions/<model run_key>/``. Before any
+cluster starts, ``unscored_photos`` compares the inbox listing with that model's predictions.csv, so
+a poll that finds nothing new costs one listing, not a cluster.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from image_pipeline.layout import join, run_key_for, scoring_layout
+from image_pipeline.plan import IMAGE_SUFFIXES, PlanError, _emr_choices, _int, _mtime
+from image_pipeline.settings import Settings
+
+SCORING_KIND = "scoring"
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """Everything one scoring run does, as plain values (what crosses XCom)."""
+
+    run_id: str
+    run_key: str
+    compute: str
+    modified_before: str  # ISO-8601 UTC: the run scores photos modified before it
+    root_uri: str
+    inbox_uri: str
+    predictions_uri: str
+    run_uri: str
+    steps_uri: str
+    cluster_uri: str
+    artifacts_uri: str
+    logs_uri: str
+    model_run_key: str
+    models_uri: str
+    backbone: str
+    weights_uri: str | None
+    labels: list[str]
+    batch_size: int
+    local_workers: int
+    local_worker_cores: int
+    local_worker_memory_gb: int
+    emr: dict[str, Any] | None = None
+    kind: str = SCORING_KIND  # steps.steps_for builds the scoring step from such a plan
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, settings: Settings, latest: dict,
+                       emr_settings=None) -> ScoringPlan:
+    """Validate params and resolve them with the latest successful model into a ScoringPlan."""
+    modified_before = modified_before.astimezone(UTC) if modified_before.tzinfo else modified_before.replace(
+        tzinfo=UTC)
+    layout = scoring_layout(settings.root_uri, run_key_for(run_id), latest["run_key"])
+    uris = {**layout.as_dict(), "models_uri": latest["models_uri"]}
+    if settings.compute == "local":
+        not_local = [k for k, v in uris.items() if k.endswith("_uri") and not v.startswith("file://")]
+        if not_local:
+            raise PlanError(f"the local backend works on file:// URIs; not local: {not_local} "
+                            f"(set IMAGE_PIPELINE_ROOT_URI, or use IMAGE_PIPELINE_COMPUTE=emr)")
+    return ScoringPlan(
+        run_id=run_id,
+        compute=settings.compute,
+        modified_before=modified_before.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **layout.as_dict(),
+        model_run_key=latest["run_key"],
+        models_uri=latest["models_uri"],
+        backbone=latest["backbone"],
+        weights_uri=latest.get("weights_uri"),
+        labels=list(latest.get("labels") or []),
+        batch_size=_int(params, "batch_size", 1, 1024),
+        local_workers=_int(params, "local_workers", 1, 16),
+        local_worker_cores=_int(params, "local_worker_cores", 1, 256),
+        local_worker_memory_gb=_int(params, "local_worker_memory_gb", 1, 1024),
+        emr=_emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
+    )
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/*")
+
+
+def photo_key(path: str, length: int | str, mtime: datetime | None) -> tuple[str, int, int | None]:
+    """A photo's identity across listings: path without scheme (Spark says ``file:/x`` or ``s3://b/k``,
+    object storage ``/x`` or ``b/k``), size, modification time in whole seconds."""
+    return _SCHEME.sub("", path).lstrip("/"), int(length), int(mtime.timestamp()) if mtime else None
+
+
+def unscored_photos(inbox_uri: str, predictions_uri: str, modified_before: datetime,
+                    conn_id: str | None = None) -> tuple[int, int]:
+    """(photos in the inbox modified before ``modified_before``, how many of them predictions.csv lacks).
+
+    A best-effort pre-check: the scoring job decides exactly. An inbox that does not exist holds 0.
+    """
+    from image_pipeline.objects import object_path
+
+    inbox = object_path(inbox_uri, conn_id)
+    if not inbox.exists():
+        return 0, 0
+    listed = set()
+    for path, info in inbox.fs.find(inbox.path, detail=True).items():
+        mtime = _mtime(info)
+        if path.lower().endswith(IMAGE_SUFFIXES) and (mtime is None or mtime < modified_before):
+            listed.add(photo_key(path, info.get("size") or 0, mtime))
+    scored = set()
+    csv_path = object_path(join(predictions_uri, "predictions.csv"), conn_id)
+    if listed and csv_path.exists():
+        for row in csv.DictReader(io.StringIO(csv_path.read_text())):
+            when = datetime.fromisoformat(row["modification_time"].replace("Z", "+00:00"))
+            scored.add(photo_key(row["path"], row["length"], when))
+    return len(listed), len(listed - scored)

@@ -1,0 +1,147 @@
+"""Batch scoring of inbox photos inside Spark's Python workers, and the predictions table.
+
+``make_scorer`` returns a ``mapInPandas`` function: the run's model (backbone + PCA + classifier,
+``predict.Predictor``) is built once per Python worker and reused across tasks; photos are decoded
+and run in batches by the same code as extraction. A photo that cannot be scored gets a reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pandas as pd
+
+from image_jobs.decode import DEFAULT_MAX_PIXELS
+
+TOP = 3
+# predictions.csv, in this order
+CSV_COLUMNS = ["path", "top1_class", "top1_probability", "top3", "reason", "length", "modification_time",
+               "scored_by_run"]
+
+# (model URI, weights) -> Predictor; lives as long as the Python worker
+_PREDICTORS: dict[tuple[str, str], object] = {}
+
+
+def scored_schema():
+    """Schema of ``make_scorer``'s output: one row per photo, its top classes or the reason it has none."""
+    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
+
+    return StructType([
+        StructField("path", StringType(), False),
+        StructField("length", LongType(), False),
+        StructField("modificationTime", TimestampType(), True),
+        StructField("top1_class", StringType(), True),
+        StructField("top1_probability", DoubleType(), True),
+        StructField("top3", StringType(), True),  # JSON: [{"class": ..., "probability": ...}, ...] best first
+        StructField("reason", StringType(), True),
+    ])
+
+
+def predictor_is_loaded(model, weights: str) -> bool:
+    """Whether this Python worker already holds the Predictor (workers are reused across tasks).
+
+    A module-level function, so a pickled closure consults this module's cache, not a copy of it.
+    """
+    return (model.source, weights) in _PREDICTORS
+
+
+def predictor_for(model, weights: str, batch_size: int, max_pixels: int):
+    """This worker's Predictor for ``model`` (a ``predict.MulticlassModel``) with ``weights``, built on
+    first use and then cached."""
+    key = (model.source, weights)
+    if key not in _PREDICTORS:
+        from dataclasses import replace
+
+        from image_jobs.featurize import local_weights_file
+        from image_jobs.predict import Predictor
+
+        model = replace(model, weights_uri=None if weights == "imagenet" else weights)
+        _PREDICTORS[key] = Predictor.load(model, local_weights_file(weights), batch_size, max_pixels)
+    return _PREDICTORS[key]
+
+
+def score_batch(pdf: pd.DataFrame, predictor, top: int = TOP) -> pd.DataFrame:
+    """Score one pandas batch of (path, length, modificationTime, content) rows."""
+    from image_jobs.predict import top_as_json
+
+    predictions = predictor.predict(list(pdf["content"].to_numpy()), top)
+    return pd.DataFrame({
+        "path": pdf["path"].to_numpy(),
+        "length": pdf["length"].to_numpy(),
+        "modificationTime": pdf["modificationTime"].to_numpy(),
+        "top1_class": [p.top[0][0] if p.scored else None for p in predictions],
+        "top1_probability": [p.top[0][1] if p.scored else None for p in predictions],
+        "top3": [top_as_json(p.top) for p in predictions],
+        "reason": [p.reason for p in predictions],
+    })
+
+
+def make_scorer(model, weights: str, batch_size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
+                counters: dict | None = None) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """A ``mapInPandas`` function: (path, length, modificationTime, content) -> ``scored_schema()``.
+
+    ``model`` is the run's validated ``predict.MulticlassModel``; ``weights`` the weights URI the
+    driver shipped with ``SparkContext.addFile`` (or ``imagenet``, ``random``). ``counters`` may hold
+    accumulators ``done``, ``rejected``, ``seconds``, ``model_loads`` and ``load_seconds``, as for
+    extraction.
+    """
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from image_jobs.featurize import _task_cores, configure_threads
+
+        configure_threads(_task_cores())
+        started = time.perf_counter()
+        cached = predictor_is_loaded(model, weights)
+        predictor = predictor_for(model, weights, batch_size, max_pixels)
+        if counters and not cached:
+            counters["model_loads"].add(1)
+            counters["load_seconds"].add(time.perf_counter() - started)
+        for pdf in batches:
+            started = time.perf_counter()
+            out = score_batch(pdf, predictor)
+            if counters:
+                rejected = int(out["reason"].notna().sum())
+                counters["done"].add(len(out) - rejected)
+                counters["rejected"].add(rejected)
+                counters["seconds"].add(time.perf_counter() - started)
+            yield out
+
+    return score
+
+
+def size_rejects(todo, max_bytes: int):
+    """Rows (``scored_schema()``) for photos not worth reading: empty, or too large to be one record."""
+    from pyspark.sql import functions as F
+
+    reason = (F.when(F.col("length") == 0, F.lit("empty file (0 bytes)"))
+              .when(F.col("length") > max_bytes, F.concat(F.lit("file is "), F.col("length").cast("string"),
+                                                           F.lit(f" bytes, over the limit of {max_bytes}"))))
+    return todo.select(
+        "path", "length", "modificationTime", F.lit(None).cast("string").alias("top1_class"),
+        F.lit(None).cast("double").alias("top1_probability"), F.lit(None).cast("string").alias("top3"),
+        reason.alias("reason"),
+    ).filter(F.col("reason").isNotNull())
+
+
+def first_score_per_photo(df):
+    """One row per photo (path, length, modificationTime): the earliest scoring run's.
+
+    Runs never score a photo another run scored, so this only matters if two runs overlapped.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = Window.partitionBy("path", "length", "modificationTime").orderBy(F.col("scored_by_run").asc())
+    return df.withColumn("_rank", F.row_number().over(order)).filter("_rank = 1").drop("_rank")
+
+
+def predictions_csv(rows: pd.DataFrame) -> str:
+    """predictions.csv text from scored rows (``scored_schema()`` + ``scored_by_run``), ordered by path."""
+    out = rows.rename(columns={"modificationTime": "modification_time"})
+    if len(out):
+        times = pd.to_datetime(out["modification_time"], utc=True)
+        out = out.assign(modification_time=times.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(
+            r"\.(\d{3})\d{3}Z$", r".\1Z", regex=True), top1_probability=out["top1_probability"].round(6))
+    out = out.sort_values(["path", "modification_time"], kind="stable") if len(out) else out
+    return out.reindex(columns=CSV_COLUMNS).to_csv(index=False)

@@ -1,0 +1,193 @@
+"""Spark job: score the photos dropped in the inbox with a trained run's model, incrementally.
+
+    spark-submit --py-files image_jobs.zip score_inbox.py \
+        --inbox-uri file:///data/inbox --predictions-uri file:///data/predictions/<model run_key> \
+        --model-uri file:///data/runs/<model run_key>/models --run-key <scoring run_key> \
+        --modified-before 2026-11-21T10:00:00Z --batch-size 32
+
+Reads every photo under ``--inbox-uri`` (recursive, image extensions, modified before the run's time)
+that has no row yet in this model's predictions (same path, length and modification time), scores it
+with the model's backbone, PCA and multiclass classifier, and writes:
+
+  <predictions-uri>/batches/run=<run-key>/   Parquet: this run's new rows (overwritten by a retry)
+  <predictions-uri>/predictions.csv          every photo scored with this model: path, top1_class,
+                                             top1_probability, top3 (JSON), reason, length,
+                                             modification_time, scored_by_run; replaced whole
+
+A photo that cannot be scored (corrupt, empty, not an image...) gets a row with its reason. A second
+run with no new photos adds no rows; a photo never gets two rows for the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from image_jobs import storage
+from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
+from image_jobs.cli import run_job
+from image_jobs.decode import DEFAULT_MAX_PIXELS
+from image_jobs.extraction import IMAGE_KEY, list_images, read_images, select_new, size_image_scan
+from image_jobs.predict import ModelError, load_model_json
+from image_jobs.progress import ProgressLogger
+from image_jobs.scoring import first_score_per_photo, make_scorer, predictions_csv, scored_schema, size_rejects
+from image_jobs.session import job_logger
+
+log = job_logger("score_inbox")
+
+DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Score inbox photos with a trained run's multiclass model.")
+    parser.add_argument("--inbox-uri", required=True, help="folder of photos to score (any sub-folders)")
+    parser.add_argument("--predictions-uri", required=True, help="this model's predictions folder")
+    parser.add_argument("--model-uri", required=True, help="the models folder of the run whose model scores")
+    parser.add_argument("--run-key", required=True, help="path-safe key of this scoring run")
+    parser.add_argument("--modified-before", required=True, help="ISO-8601: only photos modified before it")
+    parser.add_argument("--batch-size", type=int, default=32, help="photos per forward pass")
+    parser.add_argument("--weights-uri", default=None,
+                        help="the backbone's weights, where the cluster reads them; default: the model's own")
+    parser.add_argument("--summary-uri", default=None, help="also write the job's JSON summary to this file")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="decompression-bomb guard: photos with more pixels are not scored")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if "/" in args.run_key or ":" in args.run_key:
+        parser.error(f"--run-key must be path-safe (no '/' or ':'), got {args.run_key!r}")
+    return args
+
+
+def load_model(spark, args: argparse.Namespace):
+    """The run's validated model and the weights the workers load; clear errors before any task starts."""
+    uri = storage.join_uri(args.model_uri, "multiclass", "model.json")
+    if not storage.exists(spark, uri):
+        raise ModelError(f"no model at --model-uri {args.model_uri}: {uri} does not exist")
+    model = load_model_json(storage.read_text(spark, uri), uri)
+    try:
+        backbone = get_backbone(model.backbone)
+    except ValueError as exc:
+        raise ModelError(f"{uri}: {exc}") from None
+    weights = args.weights_uri or model.weights
+    if weights == "imagenet":
+        backbone.check_imagenet_cached()
+    elif weights == RANDOM_WEIGHTS:
+        log.warning("the model was trained on random-weight features (a timing run): its answers mean nothing")
+    elif not storage.exists(spark, weights):
+        raise WeightsUnavailableError(f"the model's weights {weights} do not exist or are not readable")
+    return uri, model, weights
+
+
+def scored_keys(spark, batches_uri: str, run_key: str):
+    """(path, length, modificationTime) of photos other runs already scored with this model."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
+
+    batches = storage.read_committed(spark, batches_uri, log=log)  # never a killed attempt's leftovers
+    if batches is not None:
+        return batches.filter(F.col("run") != run_key).select(*IMAGE_KEY)
+    schema = StructType([StructField("path", StringType()), StructField("length", LongType()),
+                         StructField("modificationTime", TimestampType())])
+    return spark.createDataFrame([], schema)
+
+
+def run(spark, args: argparse.Namespace) -> dict:
+    """Score the new inbox photos, append them as this run's batch, rewrite predictions.csv."""
+    try:
+        return _run(spark, args)
+    finally:
+        # the listing's cached scans must not outlive the job: a later job in the same session
+        # would otherwise see the inbox as it was (a replaced photo would look unchanged)
+        spark.catalog.clearCache()
+
+
+def _run(spark, args: argparse.Namespace) -> dict:
+    from pyspark.sql import functions as F
+
+    started = time.perf_counter()
+    model_uri, model, weights = load_model(spark, args)
+    if weights not in (RANDOM_WEIGHTS, "imagenet"):
+        spark.sparkContext.addFile(weights)  # shipped once to every executor, from file://, s3:// or hdfs://
+    batches_uri = storage.join_uri(args.predictions_uri, "batches")
+    out_batch = storage.join_uri(batches_uri, f"run={args.run_key}")
+    csv_uri = storage.join_uri(args.predictions_uri, "predictions.csv")
+    log.info("model of run %s (%s, %d classes: %s) from %s", model.run_key, model.backbone, len(model.labels),
+             ", ".join(model.labels), model_uri)
+
+    if storage.exists(spark, args.inbox_uri):
+        listing = list_images(spark, args.inbox_uri, args.modified_before).cache()
+    else:
+        log.warning("inbox %s does not exist: nothing to score", args.inbox_uri)
+        listing = spark.createDataFrame([], scored_schema()).select(*IMAGE_KEY)
+    todo = select_new(listing, scored_keys(spark, batches_uri, args.run_key)).cache()
+    n_seen, n_todo = listing.count(), todo.count()
+    log.info("photos in the inbox: %d (modified before %s), scored earlier with this model: %d, to score: %d",
+             n_seen, args.modified_before, n_seen - n_todo, n_todo)
+
+    sc = spark.sparkContext
+    counters = {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
+                "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
+    n_new = 0
+    if n_todo:
+        to_read = todo.filter((F.col("length") > 0) & (F.col("length") <= DEFAULT_MAX_FILE_BYTES))
+        n_read, n_bytes, oldest_new = to_read.agg(
+            F.count("*"), F.coalesce(F.sum("length"), F.lit(0)), F.min("modificationTime")).first()
+        size_image_scan(spark, n_read, n_bytes, args.batch_size)
+        # binaryFile applies modificationTime filters before reading a file's bytes: photos older than
+        # the oldest new one (most of a long-lived inbox) are listed but never read
+        content = (read_images(spark, [args.inbox_uri], args.modified_before, with_content=True)
+                   .filter(F.col("modificationTime") >= F.lit(oldest_new))
+                   .join(F.broadcast(to_read.select(*IMAGE_KEY)), IMAGE_KEY, "left_semi"))
+        scorer = make_scorer(model, weights, args.batch_size, args.max_pixels, counters)
+        scored = content.mapInPandas(scorer, scored_schema()).unionByName(
+            size_rejects(todo, DEFAULT_MAX_FILE_BYTES))
+        batch = scored.withColumn("scored_by_run", F.lit(args.run_key)).persist()
+        with ProgressLogger(spark, log, n_read, counters):
+            n_new = batch.count()
+        batch.coalesce(max(1, sc.defaultParallelism)).write.mode("overwrite").parquet(out_batch)
+        batch.unpersist()
+    elif storage.delete(spark, out_batch):
+        log.info("removed %s: an earlier attempt of this run wrote it, nothing is new now", out_batch)
+    phase_score = time.perf_counter() - started
+
+    batches = storage.read_committed(spark, batches_uri, log=log)
+    if batches is not None:
+        every = first_score_per_photo(batches.drop("run")).toPandas()
+    else:
+        every = spark.createDataFrame([], scored_schema()).withColumn("scored_by_run", F.lit("")).toPandas()
+    storage.write_text(spark, csv_uri, predictions_csv(every))
+    not_scored = every[every["scored_by_run"].eq(args.run_key) & every["reason"].notna()]
+    for row in not_scored.head(20).itertuples():
+        log.warning("not scored %s: %s", row.path, row.reason)
+
+    summary = {
+        "run_key": args.run_key,
+        "model_run_key": model.run_key,
+        "photos_seen": n_seen,
+        "skipped_scored_earlier": n_seen - n_todo,
+        "scored_now": n_new - len(not_scored),
+        "not_scored_now": len(not_scored),
+        "predictions_total": len(every),
+        "model_loads": counters["model_loads"].value,
+        "model_load_seconds": round(counters["load_seconds"].value, 2),
+        "score_task_seconds": round(counters["seconds"].value, 2),
+        "seconds": round(time.perf_counter() - started, 2),
+        "score_phase_seconds": round(phase_score, 2),
+        "predictions_csv": csv_uri,
+        "batch_uri": out_batch if n_new else None,
+    }
+    if args.summary_uri:
+        storage.write_text(spark, args.summary_uri, json.dumps(summary, indent=2))
+    log.info("done: %s", json.dumps(summary))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("score_inbox", parse_args(argv), run, (ModelError, WeightsUnavailableError), log)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The prediction command: model resolution, clear errors, table and JSON output, exit codes.
+
+The model here has the real backbone and weights and a synthetic classifier over its 1280 features;
+whether predictions are right for a trained run is tested in tests/spark/test_predict_trained.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import airflow.sdk  # noqa: F401  Airflow binds its logging to the streams of its first import: not capsys's
+import numpy as np
+import pytest
+
+from bad_images import rejected_files
+from conftest import PROJECT_ROOT
+from image_jobs.predict import MODEL_FORMAT
+from image_pipeline import predict as cli
+from image_pipeline.sample_images import write_sample_images
+
+LABELS = ["beagle", "pug", "Siamese", "Sphynx"]
+
+
+def write_model(models: Path, weights: str | None, **changes) -> Path:
+    rng = np.random.default_rng(3)
+    model = {"format": MODEL_FORMAT, "run_key": "run_1", "backbone": "mobilenet_v2", "weights_uri": weights,
+             "feature_dim": 1280, "labels": LABELS, "scaler_mean": rng.uniform(0, 1, 1280).tolist(),
+             "scaler_std": rng.uniform(0.5, 1.5, 1280).tolist(),
+             "pca_components": (rng.normal(0, 1, (8, 1280)) / 36).tolist(),
+             "coef": rng.normal(0, 1, (4, 8)).tolist(), "intercept": [0.1, 0.0, -0.1, 0.2], **changes}
+    path = models / "multiclass" / "model.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(model))
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, converted_weights) -> Path:
+    """A storage root with one run's model, a latest.json pointing at it, photos and bad files."""
+    root = tmp_path_factory.mktemp("predict-cli")
+    models = root / "runs" / "run_1" / "models"
+    write_model(models, f"file://{converted_weights}")
+    (root / "models").mkdir()
+    (root / "models" / "latest.json").write_text(json.dumps({
+        "run_key": "run_1", "models_uri": f"file://{models}", "model_uri": f"file://{models}/multiclass/model.json",
+        "backbone": "mobilenet_v2", "multiclass_accuracy": 0.9, "modified_before": "2026-01-01T00:00:00Z"}))
+    write_sample_images(root / "photos", n_classes=2, per_class=2, seed=5)
+    (root / "bad").mkdir()
+    (root / "bad" / "text.jpg").write_bytes(rejected_files()["text_named.jpg"])
+    return root
+
+
+def photos(store: Path) -> list[str]:
+    return sorted(str(p) for p in (store / "photos").rglob("*.*"))
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_json_output_has_the_top_classes_of_every_photo(store, capsys):
+    models = f"file://{store}/runs/run_1/models"
+    code, out, err = run_cli(capsys, "--model", models, "--json", *photos(store))
+    assert code == 0, err
+    results = json.loads(out)
+    assert [r["photo"] for r in results] == photos(store)
+    for r in results:
+        assert set(r) == {"photo", "top", "reason"} and r["reason"] is None
+        assert len(r["top"]) == 3 and {t["class"] for t in r["top"]} <= set(LABELS)
+        probabilities = [t["probability"] for t in r["top"]]
+        assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
+    assert "model: run run_1 (mobilenet_v2, 4 classes)" in err
+
+
+def test_a_bad_photo_gets_its_reason_in_the_table_and_exit_code_1(store, capsys):
+    good = photos(store)[0]
+    missing = str(store / "photos" / "no_such_photo.jpg")
+    code, out, _ = run_cli(capsys, "--model", str(store / "runs" / "run_1" / "models"), "--top", "2",
+                           good, str(store / "bad" / "text.jpg"), missing, str(store / "photos"))
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].split() == ["photo", "class", "1", "class", "2"]
+    assert len(lines) == 5 and lines[1].startswith(good) and lines[1].count("%") == 2
+    assert "not scored: not an image (unrecognised format)" in lines[2]
+    assert lines[3].startswith(missing) and "not scored: file not found" in lines[3]
+    assert "not scored: is a folder, not a photo" in lines[4]
+    code, out, _ = run_cli(capsys, "--model", str(store / "runs" / "run_1" / "models"), "--json", "--top", "2",
+                           good, str(store / "bad" / "text.jpg"))
+    good_row, bad_row = json.loads(out)
+    assert code == 1 and bad_row["top"] is None and bad_row["reason"] == "not an image (unrecognised format)"
+    assert f"{good_row['top'][0]['class']} {100 * good_row['top'][0]['probability']:.1f}%" in lines[1]
+
+
+@pytest.mark.parametrize("spec", ["latest", "root", "root/models/latest.json", "run", "model.json"])
+def test_every_way_of_naming_the_model_reaches_the_same_one(store, capsys, spec):
+    given = {"latest": "latest", "root": f"file://{store}", "root/models/latest.json": str(store / "models" /
+             "latest.json"), "run": str(store / "runs" / "run_1"),
+             "model.json": f"file://{store}/runs/run_1/models/multiclass/model.json"}[spec]
+    code, out, err = run_cli(capsys, "--model", given, "--root-uri", f"file://{store}", "--json", photos(store)[0])
+    assert code == 0, err
+    assert f"from file://{store}/runs/run_1/models/multiclass/model.json" in err
+    assert ("via" in err) == (spec in ("latest", "root", "root/models/latest.json"))
+    assert len(json.loads(out)[0]["top"]) == 3
+
+
+def test_unknown_model_uri_is_one_clear_error_line_and_exit_code_2(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "plugins"), os.environ.get(
+        "PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-m", "image_pipeline.predict", "--model", f"file://{tmp_path}/nothing",
+                          "photo.jpg"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"error: no model at file://{tmp_path}/nothing: file://{tmp_path}/nothing/multiclass/model.json does not "
+        "exist (give the models URI of a run, <root>/runs/<run_key>/models, a storage root with models/latest.json, "
+        "or 'latest')"]
+    assert out.stdout == ""
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"format": "other/9"}, "model.json: field 'format' is 'other/9'"),
+    ({"coef": [[1.0] * 8] * 3}, "model.json: field 'coef' has 3 rows, expected 4"),
+    ({"weights_uri": "file:///no/such/weights.keras"}, "the run's weights file:///no/such/weights.keras do not exist"),
+    ({"backbone": "alexnet"}, "unknown backbone 'alexnet'"),
+])
+def test_unusable_models_exit_2_naming_the_problem(tmp_path, capsys, converted_weights, change, message):
+    write_model(tmp_path / "models", f"file://{converted_weights}", **change)
+    code, out, err = run_cli(capsys, "--model", str(tmp_path / "models"), "photo.jpg")
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_latest_without_any_successful_run_says_so(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "--model", "latest", "--root-uri", f"file://{tmp_path}", "photo.jpg")
+    assert code == 2
+    assert f"no successful training run has published a model yet: file://{tmp_path}/models/latest.json" in err

@@ -10,7 +10,7 @@ sweep of pairwise linear SVMs, a multiclass classifier and a report:
 3. **extract_features**, **train_models**, **evaluate_models** run the Spark steps;
 4. **publish_report** reads the report back, enforces the `min_accuracy` gate and summarises; a run
    that passes records its model as the latest successful one (`models/latest.json`) and emits the
-   `image_classifier_model` Asset, on which the `image_scoring` DAG is scheduled;
+   `image_classifier_model:<root>` Asset, on which the `image_scoring` DAG is scheduled;
 5. **terminate_cluster** (teardown) always stops the cluster, also after a failure.
 
 A run sees the images modified before its data interval's end, so backfills reproduce past models;

@@ -15,7 +15,7 @@ that passed its quality gate (`<root>/models/latest.json`), on a transient Spark
 4. **terminate_cluster** (teardown) always stops the cluster;
 5. **summarise_scoring** logs what was scored and where the predictions are.
 
-Runs whenever `image_classification` publishes a new model (the `image_classifier_model` Asset),
+Runs whenever `image_classification` publishes a new model (the `image_classifier_model:<root>` Asset),
 and polls the inbox on `IMAGE_PIPELINE_SCORING_SCHEDULE` (default hourly; `none` for model events only).
 A photo is never scored twice by the same model; a new model scores the whole inbox again.
 """

@@ -1,8 +1,10 @@
 """Airflow Assets of the product, defined once: both DAGs build them from the same settings.
 
-``image_classifier_model`` is the latest successful model (``<root>/models/latest.json``): the
+``image_classifier_model:<root>`` is the latest successful model (``<root>/models/latest.json``): the
 training DAG's ``publish_report`` declares it as an outlet, so a run that passes its quality gate
-emits an asset event, and the ``image_scoring`` DAG is scheduled on it.
+emits an asset event, and the ``image_scoring`` DAG is scheduled on it. The storage root is part of
+the name: Airflow wants an asset's name and URI unique, so a deployment that moves to another root
+(or two deployments sharing one metadata database) gets a new asset instead of an inactive one.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ def model_asset(root_uri: str):
 
     from image_pipeline.latest import latest_uri
 
-    return Asset(name=MODEL_ASSET_NAME, uri=latest_uri(root_uri), group="model")
+    return Asset(name=model_asset_name(root_uri), uri=latest_uri(root_uri), group="model")
+
+
+def model_asset_name(root_uri: str) -> str:
+    """``image_classifier_model:<root>``: one model asset per storage root."""
+    return f"{MODEL_ASSET_NAME}:{root_uri.rstrip('/')}"
 
 
 def scoring_schedule(root_uri: str, cron: str | None):

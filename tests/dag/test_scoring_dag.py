@@ -62,7 +62,7 @@ def test_scoring_task_graph_on_both_backends(scoring_parse):
 
 
 def test_the_model_asset_links_training_to_scoring(scoring_parse):
-    asset = {"name": "image_classifier_model", "uri": f"{ROOT}/models/latest.json"}
+    asset = {"name": f"image_classifier_model:{ROOT}", "uri": f"{ROOT}/models/latest.json"}
     training = parse_in_subprocess("local", TRAINING_FILE, IMAGE_PIPELINE_ROOT_URI=ROOT)
     assert training["tasks"]["publish_report"]["outlets"] == [asset]
     assert all(t["outlets"] == [] for name, t in training["tasks"].items() if name != "publish_report")
@@ -164,7 +164,7 @@ def test_training_records_the_latest_model_and_emits_the_asset_event(runs, store
     assert latest["run_key"] == run_key and latest["models_uri"] == f"file://{store}/runs/{run_key}/models"
     assert latest["multiclass_accuracy"] >= TRAIN_CONF["min_accuracy"] and latest["backbone"] == "mobilenet_v2"
     with create_session() as session:
-        asset = session.query(AssetModel).filter(AssetModel.name == "image_classifier_model").one()
+        asset = session.query(AssetModel).filter(AssetModel.name == f"image_classifier_model:file://{store}").one()
         assert asset.uri == f"file://{store}/models/latest.json"
         events = session.query(AssetEvent).filter(AssetEvent.asset_id == asset.id,
                                                   AssetEvent.source_run_id == dag_run.run_id).all()

@@ -88,6 +88,7 @@ def test_a_run_without_its_model_publishes_no_latest(tmp_path):
 @pytest.mark.parametrize("root", ["file:///data/store", "s3://bucket/image-classification"])
 def test_the_model_asset_is_the_latest_json_of_the_root(root):
     asset = model_asset(root)
-    assert asset.name == MODEL_ASSET_NAME == "image_classifier_model"
+    assert asset.name == f"{MODEL_ASSET_NAME}:{root}" == f"image_classifier_model:{root}"
+    assert model_asset(f"{root}/other").name != asset.name  # one asset per storage root
     assert asset.uri == latest_uri(root) == f"{root}/models/latest.json"
     assert model_asset(root) == asset  # both DAGs build the same asset from the same settings

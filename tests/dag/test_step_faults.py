@@ -217,8 +217,10 @@ def test_out_of_memory_is_named_as_the_cause(root, out, cluster, artifacts, conv
     message = run_failing_step(root, out, cluster, artifacts, converted_weights, java_home,
                                conf={"spark.executor.pyspark.memory": "1200m"})
     headline = message.splitlines()[0]
-    assert headline.startswith("step extract_features failed with exit code 1; cause: out of memory"), headline
-    assert "MemoryError" in headline
+    assert headline.startswith("step extract_features failed with exit code 1; cause: out of memory"), \
+        message[-3000:]
+    # a capped worker fails where its next allocation does: a MemoryError, or loading TensorFlow's library
+    assert "MemoryError" in headline or "failed to map segment" in headline, headline
 
 
 @pytest.fixture

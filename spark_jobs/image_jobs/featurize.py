@@ -193,21 +193,35 @@ def make_featurizer(
     """
 
     def featurize(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        configure_threads(_task_cores())
-        started = time.perf_counter()
-        cached = model_is_loaded(backbone_name, weights)
-        model, policy = load_model(backbone_name, weights, local_weights_file(weights))
-        if counters and not cached:
-            counters["model_loads"].add(1)
-            counters["load_seconds"].add(time.perf_counter() - started)
-        for pdf in batches:
-            started = time.perf_counter()
-            out = featurize_batch(pdf, model, policy, batch_size, max_pixels)
-            if counters:
-                rejected = int(out["reason"].notna().sum())
-                counters["done"].add(len(out) - rejected)
-                counters["rejected"].add(rejected)
-                counters["seconds"].add(time.perf_counter() - started)
-            yield out
+        return counted_batches(
+            batches, counters,
+            lambda: (not model_is_loaded(backbone_name, weights),
+                     load_model(backbone_name, weights, local_weights_file(weights))),
+            lambda pdf, loaded: featurize_batch(pdf, *loaded, batch_size, max_pixels),
+        )
 
     return featurize
+
+
+def counted_batches(batches: Iterator[pd.DataFrame], counters: dict | None,
+                    load: Callable[[], tuple[bool, object]],
+                    process: Callable[[pd.DataFrame, object], pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The task loop of the image UDFs (featurizing, scoring): threads for the task's cores, the
+    worker's model (``load`` returns whether it loaded it now, and the model), then every batch
+    processed; ``counters`` accumulate model loads and the done/rejected rows and seconds per batch.
+    """
+    configure_threads(_task_cores())
+    started = time.perf_counter()
+    loaded_now, model = load()
+    if counters and loaded_now:
+        counters["model_loads"].add(1)
+        counters["load_seconds"].add(time.perf_counter() - started)
+    for pdf in batches:
+        started = time.perf_counter()
+        out = process(pdf, model)
+        if counters:
+            rejected = int(out["reason"].notna().sum())
+            counters["done"].add(len(out) - rejected)
+            counters["rejected"].add(rejected)
+            counters["seconds"].add(time.perf_counter() - started)
+        yield out

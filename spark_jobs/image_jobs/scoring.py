@@ -7,7 +7,6 @@ and run in batches by the same code as extraction. A photo that cannot be scored
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pandas as pd
@@ -88,24 +87,14 @@ def make_scorer(model, weights: str, batch_size: int, max_pixels: int = DEFAULT_
     """
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from image_jobs.featurize import _task_cores, configure_threads
+        from image_jobs.featurize import counted_batches
 
-        configure_threads(_task_cores())
-        started = time.perf_counter()
-        cached = predictor_is_loaded(model, weights)
-        predictor = predictor_for(model, weights, batch_size, max_pixels)
-        if counters and not cached:
-            counters["model_loads"].add(1)
-            counters["load_seconds"].add(time.perf_counter() - started)
-        for pdf in batches:
-            started = time.perf_counter()
-            out = score_batch(pdf, predictor)
-            if counters:
-                rejected = int(out["reason"].notna().sum())
-                counters["done"].add(len(out) - rejected)
-                counters["rejected"].add(rejected)
-                counters["seconds"].add(time.perf_counter() - started)
-            yield out
+        return counted_batches(
+            batches, counters,
+            lambda: (not predictor_is_loaded(model, weights),
+                     predictor_for(model, weights, batch_size, max_pixels)),
+            score_batch,
+        )
 
     return score
 

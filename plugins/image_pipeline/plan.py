@@ -69,7 +69,7 @@ class RunPlan:
         return asdict(self)
 
 
-def _int(params: dict, name: str, low: int, high: int) -> int:
+def int_param(params: dict, name: str, low: int, high: int) -> int:
     value = params.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float) or (
             isinstance(value, float) and not value.is_integer()):
@@ -135,7 +135,7 @@ def min_images_per_class(split_ratios: list[float], test_fraction: float) -> int
     return max(max(2, math.ceil(1 / min(f, 1 - f) - 1e-9)) for f in [*split_ratios, test_fraction])
 
 
-def _emr_choices(params: dict, emr_settings) -> dict[str, Any]:
+def emr_choices(params: dict, emr_settings) -> dict[str, Any]:
     """The run's EMR choices: trigger-form params over the deployment's defaults, validated."""
     import re
 
@@ -158,9 +158,9 @@ def _emr_choices(params: dict, emr_settings) -> dict[str, Any]:
     return {
         "release_label": merged["emr_release_label"],
         "instance_type": merged["emr_instance_type"],
-        "core_instance_count": _int(merged, "emr_core_instance_count", 1, 100),
+        "core_instance_count": int_param(merged, "emr_core_instance_count", 1, 100),
         "use_spot": merged["emr_use_spot"],
-        "idle_timeout_minutes": _int(merged, "emr_idle_timeout_minutes", 5, 1440),
+        "idle_timeout_minutes": int_param(merged, "emr_idle_timeout_minutes", 5, 1440),
         "subnet_id": subnet,
         "job_flow_role": emr_settings.job_flow_role,
         "service_role": emr_settings.service_role,
@@ -232,24 +232,24 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
         pair_mode=pair_mode,
         focus_class=focus,
         split_ratios=sorted({round(float(r), 6) for r in ratios}),
-        max_per_class=_int(params, "max_per_class", 2, 100_000),
-        iterations=_int(params, "iterations", 1, 100_000),
-        pca_components=_int(params, "pca_components", 2, 4096),
+        max_per_class=int_param(params, "max_per_class", 2, 100_000),
+        iterations=int_param(params, "iterations", 1, 100_000),
+        pca_components=int_param(params, "pca_components", 2, 4096),
         test_fraction=test_fraction,
         min_accuracy=_number(params, "min_accuracy", 0.0, 1.0),
-        batch_size=_int(params, "batch_size", 1, 1024),
-        seed=_int(params, "seed", 0, 2**31 - 1),
-        local_workers=_int(params, "local_workers", 1, 16),
-        local_worker_cores=_int(params, "local_worker_cores", 1, 256),
-        local_worker_memory_gb=_int(params, "local_worker_memory_gb", 1, 1024),
-        emr=_emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
+        batch_size=int_param(params, "batch_size", 1, 1024),
+        seed=int_param(params, "seed", 0, 2**31 - 1),
+        local_workers=int_param(params, "local_workers", 1, 16),
+        local_worker_cores=int_param(params, "local_worker_cores", 1, 256),
+        local_worker_memory_gb=int_param(params, "local_worker_memory_gb", 1, 1024),
+        emr=emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
     )
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def _mtime(info: dict) -> datetime | None:
+def info_mtime(info: dict) -> datetime | None:
     """Modification time from an fsspec info dict (local: 'mtime' seconds; S3: 'LastModified')."""
     value = info.get("mtime", info.get("LastModified"))
     if isinstance(value, int | float):
@@ -303,7 +303,7 @@ def scan_images(images_uri: str, conn_id: str | None = None, modified_before: da
             relative = path[len(base):] if path.startswith(base) else path
             if not relative.lower().endswith(IMAGE_SUFFIXES):
                 continue
-            mtime = _mtime(info)
+            mtime = info_mtime(info)
             if modified_before is not None and mtime is not None and mtime >= modified_before:
                 continue
             if any(hidden_to_spark(part) for part in relative.split("/")):

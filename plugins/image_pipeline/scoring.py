@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from image_pipeline.layout import join, run_key_for, scoring_layout
-from image_pipeline.plan import IMAGE_SUFFIXES, PlanError, _emr_choices, _int, _mtime
+from image_pipeline.plan import IMAGE_SUFFIXES, PlanError, emr_choices, info_mtime, int_param
 from image_pipeline.settings import Settings
 
 SCORING_KIND = "scoring"
@@ -76,11 +76,11 @@ def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, set
         backbone=latest["backbone"],
         weights_uri=latest.get("weights_uri"),
         labels=list(latest.get("labels") or []),
-        batch_size=_int(params, "batch_size", 1, 1024),
-        local_workers=_int(params, "local_workers", 1, 16),
-        local_worker_cores=_int(params, "local_worker_cores", 1, 256),
-        local_worker_memory_gb=_int(params, "local_worker_memory_gb", 1, 1024),
-        emr=_emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
+        batch_size=int_param(params, "batch_size", 1, 1024),
+        local_workers=int_param(params, "local_workers", 1, 16),
+        local_worker_cores=int_param(params, "local_worker_cores", 1, 256),
+        local_worker_memory_gb=int_param(params, "local_worker_memory_gb", 1, 1024),
+        emr=emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
     )
 
 
@@ -106,7 +106,7 @@ def unscored_photos(inbox_uri: str, predictions_uri: str, modified_before: datet
         return 0, 0
     listed = set()
     for path, info in inbox.fs.find(inbox.path, detail=True).items():
-        mtime = _mtime(info)
+        mtime = info_mtime(info)
         if path.lower().endswith(IMAGE_SUFFIXES) and (mtime is None or mtime < modified_before):
             listed.add(photo_key(path, info.get("size") or 0, mtime))
     scored = set()

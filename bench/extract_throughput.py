@@ -120,7 +120,7 @@ def main() -> int:
     print(f"(b) whole extraction job: {args.images} images in {summary['wall_seconds']:.1f} s on {args.cores} "
           f"cores = {job_per_core:.1f} images/s per core")
     print(f"    phases (s): {json.dumps(summary['phase_seconds'])}; model loads inside featurizing tasks: "
-          f"{summary['model_loads']} (0: the workers warmed during the listing were reused)")
+          f"{summary['model_loads']}")
     print(f"ratio (b)/(a): {job_per_core / forward_per_core:.2f}  (target >= 0.70)")
     print(f"the original study: about {4400 / 3600:.2f} images/s per vCPU (4,400 images per vCPU-hour)")
     return 0

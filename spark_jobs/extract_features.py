@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from collections import Counter
 
@@ -44,9 +43,7 @@ from image_jobs.extraction import (
 from image_jobs.featurize import (
     FEATURE_COLUMNS,
     REJECT_COLUMNS,
-    WARM_SCHEMA,
     make_featurizer,
-    make_warmer,
     output_schema,
 )
 from image_jobs.progress import ProgressLogger
@@ -55,7 +52,6 @@ from image_jobs.session import job_logger
 log = job_logger("extract_features")
 
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
-WARM_JOB_GROUP = "warm-python-workers"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -138,33 +134,6 @@ def featurize_new_images(spark, args: argparse.Namespace, images_root: str, to_r
     return content.mapInPandas(featurizer, output_schema()), n_images
 
 
-def warm_python_workers(spark, backbone: str, weights: str) -> threading.Thread:
-    """Load the model into one Python worker per core, in the background, while the driver lists images.
-
-    Best effort: a failure here is only logged (the featurizing tasks load the model themselves and
-    report any real problem); the started thread is returned so the caller can wait for it.
-    """
-    sc = spark.sparkContext
-    cores = sc.defaultParallelism
-
-    def warm() -> None:
-        started = time.perf_counter()
-        try:
-            sc.setJobGroup(WARM_JOB_GROUP, "warm Python workers: load the model", interruptOnCancel=True)
-            workers = spark.range(0, cores, 1, cores).mapInPandas(make_warmer(backbone, weights), WARM_SCHEMA).collect()
-            log.info("model loaded in %d Python worker(s) while listing, in %.1f s",
-                     sum(1 for row in workers if row["loaded_now"]), time.perf_counter() - started)
-        except Exception as exc:  # the featurizing tasks load it themselves and fail properly if they must
-            if "cancel" in str(exc).lower():
-                log.info("warming the Python workers stopped: nothing to featurize")
-            else:
-                log.warning("warming the Python workers failed (%s): %s", type(exc).__name__, str(exc)[:300])
-
-    thread = threading.Thread(target=warm, name="warm-python-workers", daemon=True)
-    thread.start()
-    return thread
-
-
 def run(spark, args: argparse.Namespace) -> dict:
     """Extract features for the new images; returns the counts and timings it logged."""
     from pyspark.sql import functions as F
@@ -179,7 +148,6 @@ def run(spark, args: argparse.Namespace) -> dict:
     check_weights_available(spark, args.backbone, args.weights)
     if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
         spark.sparkContext.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
-    warming = warm_python_workers(spark, args.backbone, args.weights)
 
     listing = restrict_labels(
         with_labels(list_images(spark, args.images_uri, args.modified_before), images_root), args.labels
@@ -202,9 +170,6 @@ def run(spark, args: argparse.Namespace) -> dict:
                 "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
     to_read = readable(todo, DEFAULT_MAX_FILE_BYTES)
     featurized, n_to_read = featurize_new_images(spark, args, images_root, to_read, counters)
-    if not n_to_read:
-        spark.sparkContext.cancelJobGroup(WARM_JOB_GROUP)
-    warming.join()  # its tasks hold the cores until the model is loaded; the featurizing tasks come next
     featurized = featurized.persist()
     with ProgressLogger(spark, log, n_to_read, counters):
         n_processed = featurized.count()

@@ -157,28 +157,6 @@ def featurize_batch(pdf: pd.DataFrame, model, policy, batch_size: int, max_pixel
     })
 
 
-WARM_SCHEMA = "pid long, loaded_now boolean"
-
-
-def make_warmer(backbone_name: str, weights: str) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """A ``mapInPandas`` function (output ``WARM_SCHEMA``) that loads the model into its Python worker.
-
-    Python workers are reused across tasks of the same kind (a pandas-UDF worker is not an RDD
-    worker), so a worker warmed this way while the driver lists the images starts featurizing at
-    once instead of spending its first seconds importing TensorFlow.
-    """
-
-    def warm(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for _ in batches:
-            pass
-        configure_threads(_task_cores())
-        loaded_now = not model_is_loaded(backbone_name, weights)
-        load_model(backbone_name, weights, local_weights_file(weights))
-        yield pd.DataFrame({"pid": [os.getpid()], "loaded_now": [loaded_now]})
-
-    return warm
-
-
 def make_featurizer(
     backbone_name: str,
     weights: str,

@@ -26,19 +26,17 @@ from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_ba
 from image_jobs.cli import parse_labels_json, run_job
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import (
+    CHANGED,
     IMAGE_KEY,
-    list_images,
+    VANISHED,
+    done_keys,
+    image_frame,
+    label_of,
+    list_image_rows,
+    precheck_reason,
     read_images,
-    readable,
     reason_kind,
-    restrict_labels,
-    select_new,
     size_image_scan,
-    size_rejects,
-    unlabelled_rejects,
-    unread,
-    unread_rejects,
-    with_labels,
 )
 from image_jobs.featurize import (
     FEATURE_COLUMNS,
@@ -89,19 +87,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _done_keys(spark, dataset_uri: str, backbone: str, run_key: str):
-    """(path, length, modificationTime) of rows other runs already wrote for this backbone."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
-
-    df = storage.read_committed(spark, storage.join_uri(dataset_uri, f"backbone={backbone}"), log=log)
-    if df is not None:
-        return df.filter(F.col("run") != run_key).select(*IMAGE_KEY)
-    schema = StructType([StructField("path", StringType()), StructField("length", LongType()),
-                         StructField("modificationTime", TimestampType())])
-    return spark.createDataFrame([], schema)
-
-
 def check_weights_available(spark, backbone: str, weights: str) -> None:
     """Fail before any task starts when the weights cannot be had, saying how to provide them.
 
@@ -116,22 +101,20 @@ def check_weights_available(spark, backbone: str, weights: str) -> None:
         raise WeightsUnavailableError(f"--weights-uri {weights} does not exist or is not readable")
 
 
-def featurize_new_images(spark, args: argparse.Namespace, images_root: str, to_read, counters: dict):
-    """Featurized rows (``featurize.output_schema``) for the readable new images in ``to_read``."""
+def featurize_new_images(spark, args: argparse.Namespace, images_root: str, to_read: list[tuple], counters: dict):
+    """Featurized rows (``featurize.output_schema``) for ``to_read``: listed rows (path, length, mtime_ms,
+    label) of new, readable images."""
     from pyspark.sql import functions as F
 
-    per_label = {r["label"]: (r["n"], r["bytes"]) for r in
-                 to_read.groupBy("label").agg(F.count("*").alias("n"), F.sum("length").alias("bytes")).collect()}
-    n_images = sum(n for n, _ in per_label.values())
-    if not n_images:
-        return spark.createDataFrame([], output_schema()), 0
-    size_image_scan(spark, n_images, sum(b for _, b in per_label.values()), args.batch_size)
+    if not to_read:
+        return spark.createDataFrame([], output_schema())
+    size_image_scan(spark, len(to_read), sum(row[1] for row in to_read), args.batch_size)
     # read only the class folders that have new images: a new class costs only its own files
-    folders = [storage.join_uri(images_root, storage.escape_glob(label)) for label in sorted(per_label)]
-    content = with_labels(read_images(spark, folders, args.modified_before, with_content=True), images_root)
-    content = content.join(F.broadcast(to_read.select(*IMAGE_KEY)), IMAGE_KEY, "left_semi")
+    folders = [storage.join_uri(images_root, storage.escape_glob(label)) for label in sorted({r[3] for r in to_read})]
+    content = read_images(spark, folders, args.modified_before, with_content=True).join(
+        F.broadcast(image_frame(spark, to_read, "label")), IMAGE_KEY)  # the label as listed
     featurizer = make_featurizer(args.backbone, args.weights, args.batch_size, args.max_pixels, counters)
-    return content.mapInPandas(featurizer, output_schema()), n_images
+    return content.mapInPandas(featurizer, output_schema())
 
 
 def run(spark, args: argparse.Namespace) -> dict:
@@ -149,48 +132,51 @@ def run(spark, args: argparse.Namespace) -> dict:
     if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
         spark.sparkContext.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
 
-    listing = restrict_labels(
-        with_labels(list_images(spark, args.images_uri, args.modified_before), images_root), args.labels
-    ).cache()
-    done = _done_keys(spark, args.features_uri, args.backbone, args.run_key).unionByName(
-        _done_keys(spark, args.rejects_uri, args.backbone, args.run_key)
-    )
-    todo = select_new(listing, done).cache()
-    n_seen, n_todo = listing.count(), todo.count()
+    # the listing and the incremental selection, on the driver: (path, length, mtime_ms, label) rows
+    listing = [(*row, label_of(row[0], images_root)) for row in
+               list_image_rows(spark, args.images_uri, args.modified_before)]
+    if args.labels:  # the allowed classes; files outside any class folder stay (they become rejects)
+        allowed = set(args.labels)
+        listing = [row for row in listing if row[3] is None or row[3] in allowed]
+    done = done_keys(spark, [storage.join_uri(uri, f"backbone={args.backbone}")
+                             for uri in (args.features_uri, args.rejects_uri)], args.run_key)
+    todo = [row for row in listing if row[:3] not in done]
+    n_seen, n_todo = len(listing), len(todo)
     phases = {"list": time.perf_counter() - started}
     log.info("images seen: %d (modified before %s), already done by earlier runs: %d, to process: %d",
              n_seen, args.modified_before, n_seen - n_todo, n_todo)
     if args.labels:
-        missing = sorted(set(args.labels) - {r["label"] for r in listing.select("label").distinct().collect()})
+        missing = sorted(set(args.labels) - {row[3] for row in listing})
         if missing:
             log.warning("requested labels with no images: %s", missing)
 
     sc = spark.sparkContext
     counters = {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
                 "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
-    to_read = readable(todo, DEFAULT_MAX_FILE_BYTES)
-    featurized, n_to_read = featurize_new_images(spark, args, images_root, to_read, counters)
-    featurized = featurized.persist()
-    with ProgressLogger(spark, log, n_to_read, counters):
+    precheck = [(*row, precheck_reason(row[3], row[1], DEFAULT_MAX_FILE_BYTES)) for row in todo]
+    to_read = [row[:4] for row in precheck if row[4] is None]
+    featurized = featurize_new_images(spark, args, images_root, to_read, counters).persist()
+    with ProgressLogger(spark, log, len(to_read), counters):
         n_processed = featurized.count()
-    # files deleted or rewritten since the listing: a reject row each, never a silent gap
-    unread_rows = unread(to_read, featurized).collect() if n_to_read else []
+    # files deleted or rewritten since the listing: the content pass has no row for them (it skips
+    # missing files and drops changed keys); a reject row each, never a silent gap
+    read_paths = {row["path"] for row in featurized.select("path").collect()} if to_read else set()
+    unread = [(*row, CHANGED if storage.exists(spark, row[0]) else VANISHED)
+              for row in to_read if row[0] not in read_paths]
     phases["featurize"] = time.perf_counter() - started - sum(phases.values())
 
-    precheck_rejects = unlabelled_rejects(todo).unionByName(size_rejects(todo, DEFAULT_MAX_FILE_BYTES))
-    if unread_rows:
-        precheck_rejects = precheck_rejects.unionByName(
-            unread_rejects(spark, unread_rows, lambda path: storage.exists(spark, path)))
+    precheck_rejects = [row for row in precheck if row[4] is not None] + unread
     features = featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS)
-    rejects = featurized.filter(F.col("reason").isNotNull()).select(*REJECT_COLUMNS).unionByName(precheck_rejects)
+    rejects = featurized.filter(F.col("reason").isNotNull()).select(*REJECT_COLUMNS)
+    if precheck_rejects:
+        rejects = rejects.unionByName(image_frame(spark, precheck_rejects, "label", "reason").select(*REJECT_COLUMNS))
     features.write.mode("overwrite").parquet(out_features)
     rejects = rejects.coalesce(1).cache()
     rejects.write.mode("overwrite").parquet(out_rejects)
     n_features = features.count()  # from the cached rows just written, no second read
     reject_rows = rejects.collect()
     rejects.unpersist()
-    for df in (featurized, todo, listing):
-        df.unpersist()
+    featurized.unpersist()
     phases["write"] = time.perf_counter() - started - sum(phases.values())
 
     seconds = time.perf_counter() - started

@@ -71,64 +71,96 @@ def _path_column_form(uri: str) -> str:
     return "file:/" + uri[len("file:///"):] if uri.startswith("file:///") else uri
 
 
-def list_images(spark, images_uri: str, modified_before: str):
-    """(path, length, modificationTime) of every image file under ``images_uri``, empty files included.
+def list_image_rows(spark, images_uri: str, modified_before: str) -> list[tuple[str, int, int]]:
+    """(path, length, modification time in epoch ms) of every image file under ``images_uri``.
 
-    Spark's file scans skip zero-byte files, so a scan alone would lose them silently; the file
-    index behind the scan (``inputFiles``) still lists them, and their status is fetched from the
-    file system so they can be recorded as rejects.
+    Empty files included: Spark's file scans skip zero-byte files, so a scan alone would lose them
+    silently; the file index behind the scan (``inputFiles``) still lists them, and their status is
+    fetched from the file system so they can be recorded as rejects.
+
+    The listing is metadata only (a few hundred bytes per file) and is kept on the driver: every later
+    step reuses it without listing again, a lost executor cannot lose it, and no cached plan can serve
+    a later listing of the same folder stale files. Times travel as epoch milliseconds, so no time-zone
+    conversion ever touches the incremental key.
     """
-    from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
+    from pyspark.sql import functions as F
 
     from image_jobs import storage
 
-    # The listing is scanned once, then reused by every later step of the job. A local checkpoint
-    # rather than cache(): a cached plan would be served again to a later listing of the same folder
-    # in the same session (same plan, stale files), and nobody could unpersist it from outside.
     scanned = read_images(spark, [images_uri], modified_before, with_content=False)
-    listed = {_path_column_form(uri) for uri in scanned.inputFiles()}  # before checkpointing: needs the file index
-    scanned = scanned.coalesce(spark.sparkContext.defaultParallelism).localCheckpoint(eager=True)  # metadata only
-    seen = {row["path"] for row in scanned.select("path").collect()}
-    extra, gone = [], []
+    listed = {_path_column_form(uri) for uri in scanned.inputFiles()}
+    rows = [(r[0], int(r[1]), int(r[2])) for r in scanned.select(
+        "path", "length", F.unix_millis("modificationTime")).collect()]
+    seen = {row[0] for row in rows}
+    gone = []
     for path in sorted(listed - seen):
         status = storage.file_status(spark, path)
         if status is None:  # deleted while being listed: it is not part of this run's input any more
             gone.append(path)
         else:
-            extra.append((path, status[0], status[1]))
+            rows.append((path, status[0], round(status[1].timestamp() * 1000)))
     if gone:
         logging.getLogger("extract_features").warning(
             "%d file(s) disappeared while the images were being listed, not part of this run: %s",
             len(gone), gone[:20])
+    return rows
+
+
+def image_frame(spark, rows, *extra: str):
+    """A DataFrame of driver-side rows ``(path, length, mtime_ms, *extra)``: IMAGE_KEY plus the ``extra``
+    string columns, ``modificationTime`` a timestamp again."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
     schema = StructType([StructField("path", StringType(), False), StructField("length", LongType(), False),
-                         StructField("modificationTime", TimestampType(), True)])
-    return scanned.unionByName(spark.createDataFrame(extra, schema)) if extra else scanned
+                         StructField("mtime_ms", LongType(), True),
+                         *[StructField(name, StringType(), True) for name in extra]])
+    return spark.createDataFrame(list(rows), schema).select(
+        "path", "length", F.timestamp_millis("mtime_ms").alias("modificationTime"), *extra)
 
 
-def with_labels(df, images_root: str):
-    """Add ``label``: the first folder under ``images_root`` (nested sub-folders keep their class).
+def list_images(spark, images_uri: str, modified_before: str):
+    """``list_image_rows`` as a DataFrame (path, length, modificationTime)."""
+    return image_frame(spark, list_image_rows(spark, images_uri, modified_before))
 
-    Files directly under the root get a null label; ``images_root`` must be qualified the way
-    Spark reports paths (see ``storage.qualify``).
-    """
+
+def done_keys(spark, dataset_uris: list[str], run_key: str) -> set[tuple[str, int, int]]:
+    """(path, length, mtime_ms) of the committed rows other runs wrote under ``dataset_uris``."""
     from pyspark.sql import functions as F
 
+    from image_jobs import storage
+
+    frames = [df.filter(F.col("run") != run_key).select("path", "length", F.unix_millis("modificationTime"))
+              for df in (storage.read_committed(spark, uri, log=logging.getLogger("extract_features"))
+                         for uri in dataset_uris) if df is not None]
+    if not frames:
+        return set()
+    union = frames[0]
+    for frame in frames[1:]:
+        union = union.union(frame)
+    return {(r[0], int(r[1]), int(r[2])) for r in union.collect()}
+
+
+def label_of(path: str, images_root: str) -> str | None:
+    """The class of ``path``: its first folder under ``images_root`` (nested sub-folders keep their
+    class); None for a file directly under the root. ``images_root`` is qualified the way Spark
+    reports paths (see ``storage.qualify``)."""
     prefix = images_root.rstrip("/") + "/"
-    relative = F.expr(f"substring(path, {len(prefix) + 1})")
-    parts = F.split(relative, "/")
-    return df.withColumn(
-        "label",
-        F.when(F.col("path").startswith(prefix) & (F.size(parts) > 1), parts.getItem(0)),
-    )
+    if not path.startswith(prefix):
+        return None
+    parts = path[len(prefix):].split("/")
+    return parts[0] if len(parts) > 1 else None
 
 
-def restrict_labels(df, labels: list[str] | None):
-    """Keep only images of the allowed labels (all when ``labels`` is empty); unlabelled files stay."""
-    from pyspark.sql import functions as F
-
-    if not labels:
-        return df
-    return df.filter(F.col("label").isNull() | F.col("label").isin(list(labels)))
+def precheck_reason(label: str | None, length: int, max_bytes: int) -> str | None:
+    """Why a listed file is rejected before any byte is read, or None when its bytes are to be read."""
+    if label is None:
+        return NO_CLASS_FOLDER
+    if length == 0:
+        return "empty file (0 bytes)"
+    if length > max_bytes:
+        return f"file too large: {length} bytes, over the limit of {max_bytes}"
+    return None
 
 
 def select_new(listing, done_keys):
@@ -136,62 +168,6 @@ def select_new(listing, done_keys):
     from pyspark.sql import functions as F
 
     return listing.join(F.broadcast(done_keys.select(*IMAGE_KEY)), IMAGE_KEY, "left_anti")
-
-
-def unlabelled_rejects(todo):
-    """Reject rows for files that sit outside any class folder: they cannot be labelled."""
-    from pyspark.sql import functions as F
-
-    return todo.filter(F.col("label").isNull()).select(
-        "path", "label", "length", "modificationTime", F.lit(NO_CLASS_FOLDER).alias("reason")
-    )
-
-
-def size_rejects(todo, max_bytes: int):
-    """Reject rows for empty files and for files too large to read into memory as one record."""
-    from pyspark.sql import functions as F
-
-    reason = (
-        F.when(F.col("length") == 0, F.lit("empty file (0 bytes)"))
-        .when(F.col("length") > max_bytes, F.concat(F.lit("file too large: "), F.col("length").cast("string"),
-                                                    F.lit(f" bytes, over the limit of {max_bytes}")))
-    )
-    return todo.filter(F.col("label").isNotNull()).select(
-        "path", "label", "length", "modificationTime", reason.alias("reason")
-    ).filter(F.col("reason").isNotNull())
-
-
-def readable(todo, max_bytes: int):
-    """The labelled images whose bytes the content pass reads (not empty, not oversized)."""
-    from pyspark.sql import functions as F
-
-    return todo.filter(F.col("label").isNotNull() & (F.col("length") > 0) & (F.col("length") <= max_bytes))
-
-
-def unread(to_read, featurized):
-    """Images of ``to_read`` that the content pass returned no row for.
-
-    The content pass skips files deleted since the listing (``ignoreMissingFiles``: one vanished file
-    must not fail the job) and drops files whose length or modification time changed since (their
-    key no longer matches). Without this, either would silently have no row at all.
-    """
-    return to_read.select(*IMAGE_KEY, "label").join(featurized.select("path"), "path", "left_anti")
-
-
-def unread_rejects(spark, rows, exists):
-    """Reject rows (``path, label, length, modificationTime, reason``) for the ``unread`` images.
-
-    ``exists(path)`` tells a deleted file (VANISHED) from one rewritten since the listing (CHANGED).
-    """
-    from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
-
-    schema = StructType([StructField("path", StringType(), False), StructField("label", StringType(), True),
-                         StructField("length", LongType(), False),
-                         StructField("modificationTime", TimestampType(), True),
-                         StructField("reason", StringType(), True)])
-    return spark.createDataFrame(
-        [(r["path"], r["label"], r["length"], r["modificationTime"], CHANGED if exists(r["path"]) else VANISHED)
-         for r in rows], schema)
 
 
 def size_image_scan(spark, n_images: int, n_bytes: int, batch_size: int) -> int:

@@ -57,7 +57,7 @@ class MulticlassModel:
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities (n, n_classes) of feature rows (n, feature_dim), rows summing to 1.
 
-        Standardisation follows Spark ML's StandardScaler: a feature with zero variance becomes 0.
+        Standardisation as in training: a feature with zero variance becomes 0.
         """
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.feature_dim:

@@ -29,6 +29,7 @@ from image_jobs.extraction import (
     CHANGED,
     IMAGE_KEY,
     VANISHED,
+    ListedImage,
     done_keys,
     image_frame,
     label_of,
@@ -101,16 +102,17 @@ def check_weights_available(spark, backbone: str, weights: str) -> None:
         raise WeightsUnavailableError(f"--weights-uri {weights} does not exist or is not readable")
 
 
-def featurize_new_images(spark, args: argparse.Namespace, images_root: str, to_read: list[tuple], counters: dict):
-    """Featurized rows (``featurize.output_schema``) for ``to_read``: listed rows (path, length, mtime_ms,
-    label) of new, readable images."""
+def featurize_new_images(spark, args: argparse.Namespace, images_root: str, to_read: list[ListedImage],
+                         counters: dict):
+    """Featurized rows (``featurize.output_schema``) for the new, readable, labelled images ``to_read``."""
     from pyspark.sql import functions as F
 
     if not to_read:
         return spark.createDataFrame([], output_schema())
-    size_image_scan(spark, len(to_read), sum(row[1] for row in to_read), args.batch_size)
+    size_image_scan(spark, len(to_read), sum(image.length for image in to_read), args.batch_size)
     # read only the class folders that have new images: a new class costs only its own files
-    folders = [storage.join_uri(images_root, storage.escape_glob(label)) for label in sorted({r[3] for r in to_read})]
+    folders = [storage.join_uri(images_root, storage.escape_glob(label))
+               for label in sorted({image.label for image in to_read})]
     content = read_images(spark, folders, args.modified_before, with_content=True).join(
         F.broadcast(image_frame(spark, to_read, "label")), IMAGE_KEY)  # the label as listed
     featurizer = make_featurizer(args.backbone, args.weights, args.batch_size, args.max_pixels, counters)
@@ -132,44 +134,49 @@ def run(spark, args: argparse.Namespace) -> dict:
     if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
         spark.sparkContext.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
 
-    # the listing and the incremental selection, on the driver: (path, length, mtime_ms, label) rows
-    listing = [(*row, label_of(row[0], images_root)) for row in
-               list_image_rows(spark, args.images_uri, args.modified_before)]
+    # the listing and the incremental selection, on the driver
+    listing = [image._replace(label=label_of(image.path, images_root))
+               for image in list_image_rows(spark, args.images_uri, args.modified_before)]
     if args.labels:  # the allowed classes; files outside any class folder stay (they become rejects)
         allowed = set(args.labels)
-        listing = [row for row in listing if row[3] is None or row[3] in allowed]
+        listing = [image for image in listing if image.label is None or image.label in allowed]
     done = done_keys(spark, [storage.join_uri(uri, f"backbone={args.backbone}")
                              for uri in (args.features_uri, args.rejects_uri)], args.run_key)
-    todo = [row for row in listing if row[:3] not in done]
+    todo = [image for image in listing if image.key not in done]
     n_seen, n_todo = len(listing), len(todo)
     phases = {"list": time.perf_counter() - started}
     log.info("images seen: %d (modified before %s), already done by earlier runs: %d, to process: %d",
              n_seen, args.modified_before, n_seen - n_todo, n_todo)
     if args.labels:
-        missing = sorted(set(args.labels) - {row[3] for row in listing})
+        missing = sorted(set(args.labels) - {image.label for image in listing})
         if missing:
             log.warning("requested labels with no images: %s", missing)
 
     sc = spark.sparkContext
     counters = {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
                 "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
-    precheck = [(*row, precheck_reason(row[3], row[1], DEFAULT_MAX_FILE_BYTES)) for row in todo]
-    to_read = [row[:4] for row in precheck if row[4] is None]
+    rejects_rows = []  # (path, length, mtime_ms, label, reason) of files rejected without the model
+    to_read = []
+    for image in todo:
+        reason = precheck_reason(image.label, image.length, DEFAULT_MAX_FILE_BYTES)
+        if reason is None:
+            to_read.append(image)
+        else:
+            rejects_rows.append((*image, reason))
     featurized = featurize_new_images(spark, args, images_root, to_read, counters).persist()
     with ProgressLogger(spark, log, len(to_read), counters):
         n_processed = featurized.count()
     # files deleted or rewritten since the listing: the content pass has no row for them (it skips
     # missing files and drops changed keys); a reject row each, never a silent gap
     read_paths = {row["path"] for row in featurized.select("path").collect()} if to_read else set()
-    unread = [(*row, CHANGED if storage.exists(spark, row[0]) else VANISHED)
-              for row in to_read if row[0] not in read_paths]
+    rejects_rows += [(*image, CHANGED if storage.exists(spark, image.path) else VANISHED)
+                     for image in to_read if image.path not in read_paths]
     phases["featurize"] = time.perf_counter() - started - sum(phases.values())
 
-    precheck_rejects = [row for row in precheck if row[4] is not None] + unread
     features = featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS)
     rejects = featurized.filter(F.col("reason").isNotNull()).select(*REJECT_COLUMNS)
-    if precheck_rejects:
-        rejects = rejects.unionByName(image_frame(spark, precheck_rejects, "label", "reason").select(*REJECT_COLUMNS))
+    if rejects_rows:
+        rejects = rejects.unionByName(image_frame(spark, rejects_rows, "label", "reason").select(*REJECT_COLUMNS))
     features.write.mode("overwrite").parquet(out_features)
     rejects = rejects.coalesce(1).cache()
     rejects.write.mode("overwrite").parquet(out_rejects)

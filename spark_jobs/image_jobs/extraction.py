@@ -1,6 +1,7 @@
-"""Transforms of the feature-extraction job: listing, labelling, incremental selection, splitting.
+"""Parts of the feature-extraction job: listing, labelling, incremental selection, scan sizing.
 
-They take and return DataFrames; reading and writing URIs is left to ``extract_features.main``.
+The listing (metadata only) lives on the driver as ``ListedImage`` rows; only image bytes go through
+Spark. Reading and writing the datasets is left to ``extract_features.run``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import logging
 import math
 import re
 from datetime import UTC, datetime
+from typing import NamedTuple
 from urllib.parse import unquote
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff")
@@ -20,6 +22,20 @@ VANISHED = "file disappeared between listing and reading"
 CHANGED = "file changed between listing and reading (a later run reads the new version)"
 # A reject reason starts with its kind in lower-case words, then ':' or '(' and the details.
 REASON_KIND_PATTERN = r"^([a-z ]+)"
+
+
+class ListedImage(NamedTuple):
+    """One listed image file, kept on the driver: its key (path, length, modification time in epoch
+    ms) and its class (None until labelled, or for a file outside any class folder)."""
+
+    path: str
+    length: int
+    mtime_ms: int
+    label: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return self.path, self.length, self.mtime_ms
 
 
 def reason_kind(reason: str) -> str:
@@ -71,8 +87,8 @@ def _path_column_form(uri: str) -> str:
     return "file:/" + uri[len("file:///"):] if uri.startswith("file:///") else uri
 
 
-def list_image_rows(spark, images_uri: str, modified_before: str) -> list[tuple[str, int, int]]:
-    """(path, length, modification time in epoch ms) of every image file under ``images_uri``.
+def list_image_rows(spark, images_uri: str, modified_before: str) -> list[ListedImage]:
+    """Every image file under ``images_uri`` (not labelled yet).
 
     Empty files included: Spark's file scans skip zero-byte files, so a scan alone would lose them
     silently; the file index behind the scan (``inputFiles``) still lists them, and their status is
@@ -89,16 +105,16 @@ def list_image_rows(spark, images_uri: str, modified_before: str) -> list[tuple[
 
     scanned = read_images(spark, [images_uri], modified_before, with_content=False)
     listed = {_path_column_form(uri) for uri in scanned.inputFiles()}
-    rows = [(r[0], int(r[1]), int(r[2])) for r in scanned.select(
+    rows = [ListedImage(r[0], int(r[1]), int(r[2])) for r in scanned.select(
         "path", "length", F.unix_millis("modificationTime")).collect()]
-    seen = {row[0] for row in rows}
+    seen = {row.path for row in rows}
     gone = []
     for path in sorted(listed - seen):
         status = storage.file_status(spark, path)
         if status is None:  # deleted while being listed: it is not part of this run's input any more
             gone.append(path)
         else:
-            rows.append((path, status[0], round(status[1].timestamp() * 1000)))
+            rows.append(ListedImage(path, status[0], round(status[1].timestamp() * 1000)))
     if gone:
         logging.getLogger("extract_features").warning(
             "%d file(s) disappeared while the images were being listed, not part of this run: %s",
@@ -121,7 +137,7 @@ def image_frame(spark, rows, *extra: str):
 
 def list_images(spark, images_uri: str, modified_before: str):
     """``list_image_rows`` as a DataFrame (path, length, modificationTime)."""
-    return image_frame(spark, list_image_rows(spark, images_uri, modified_before))
+    return image_frame(spark, [image.key for image in list_image_rows(spark, images_uri, modified_before)])
 
 
 def done_keys(spark, dataset_uris: list[str], run_key: str) -> set[tuple[str, int, int]]:

@@ -3,17 +3,24 @@
 Logs in, opens image_classification, checks the params and their descriptions in the trigger form,
 sets the labels and a small max-per-class, triggers, waits for the run to succeed, checks the report
 and saves screenshots of the form and of the finished run's graph under test-artifacts/ui/.
+
+The form's run is a manual trigger during another run (started through the REST API just before):
+both run at the same time under the scheduler and both must succeed without colliding (own
+cluster on own ports, own run folders and feature partitions).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
+from test_runs_in_airflow import SMALL, intervals_overlap, processes_mentioning, task_instances, trigger, wait_finished
 
 from airflow_server import PASSWORD, http_json, wait_for
 from conftest import PROJECT_ROOT
+from image_pipeline.layout import run_key_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -24,7 +31,7 @@ SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "ui"
 CHOSEN_LABELS = ["Abyssinian", "american_bulldog", "american_pit_bull_terrier"]
 
 
-def test_trigger_form_runs_the_pipeline(airflow_server):
+def test_trigger_form_runs_the_pipeline_during_another_run(airflow_server):
     from playwright.sync_api import expect, sync_playwright
 
     base, token, root = airflow_server["base"], airflow_server["token"], airflow_server["root"]
@@ -58,6 +65,8 @@ def test_trigger_form_runs_the_pipeline(airflow_server):
         labels.fill("\n".join(CHOSEN_LABELS))
         dialog.locator("[name=element_max_per_class]").fill("12")
         page.screenshot(path=str(SCREENSHOTS / "trigger_form.png"), full_page=True)
+        other = trigger(airflow_server, SMALL)  # e.g. a scheduled run under way
+        earlier.add(other)
         dialog.locator("[data-testid=trigger-dag-submit]").click()
 
         runs = wait_for(lambda: [r for r in http_json(f"{base}/api/v2/dags/image_classification/dagRuns",
@@ -77,9 +86,30 @@ def test_trigger_form_runs_the_pipeline(airflow_server):
         page.screenshot(path=str(SCREENSHOTS / "finished_run_graph.png"), full_page=True)
         browser.close()
     assert state == "success"
-    from image_pipeline.layout import run_key_for
-
     report = root / "runs" / run_key_for(run_id) / "report"
     summary = json.loads((report / "summary.json").read_text())
     assert summary["classes"] == sorted(CHOSEN_LABELS) and summary["images"] == 36
     assert (report / "report.md").exists() and (SCREENSHOTS / "trigger_form.png").stat().st_size > 10_000
+    assert_ran_side_by_side_without_colliding(airflow_server, other, run_id)
+
+
+def assert_ran_side_by_side_without_colliding(server, other: str, form: str) -> None:
+    import pandas as pd
+
+    root = Path(server["root"])
+    assert wait_finished(server, other) == "success"
+    a, b = (task_instances(server, r) for r in (other, form))
+    assert any(intervals_overlap(a[step], b[step]) for step in ("extract_features", "train_models",
+                                                               "evaluate_models")), "the two runs did not overlap"
+    clusters = [json.loads((root / "runs" / run_key_for(r) / "cluster" / "cluster.json").read_text())
+                for r in (other, form)]
+    assert clusters[0]["master_url"] != clusters[1]["master_url"]
+    summary = json.loads((root / "runs" / run_key_for(other) / "report" / "summary.json").read_text())
+    assert summary["images"] == 48 and len(summary["classes"]) == 4
+    assert len(pd.read_csv(root / "runs" / run_key_for(other) / "report" / "metrics.csv")) == 6  # 6 pairs x 1 ratio
+    for run_id in (other, form):
+        assert processes_mentioning(str(root / "runs" / run_key_for(run_id))) == []
+    features = pd.read_parquet(root / "features" / "backbone=mobilenet_v2")
+    for run_id in (other, form):  # no run wrote an image twice
+        assert features[features["run"] == run_key_for(run_id)]["path"].is_unique
+    assert features["path"].nunique() == 48

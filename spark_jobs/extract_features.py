@@ -155,39 +155,38 @@ def run(spark, args: argparse.Namespace) -> dict:
     sc = spark.sparkContext
     counters = {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
                 "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
-    rejects_rows = []  # (path, length, mtime_ms, label, reason) of files rejected without the model
+    precheck_rejects = []  # (path, length, mtime_ms, label, reason) of files rejected before reading
     to_read = []
     for image in todo:
         reason = precheck_reason(image.label, image.length, DEFAULT_MAX_FILE_BYTES)
         if reason is None:
             to_read.append(image)
         else:
-            rejects_rows.append((*image, reason))
+            precheck_rejects.append((*image, reason))
     featurized = featurize_new_images(spark, args, images_root, to_read, counters).persist()
-    with ProgressLogger(spark, log, len(to_read), counters):
-        n_processed = featurized.count()
+    with ProgressLogger(spark, log, len(to_read), counters):  # featurizes, keeping every row in the cache
+        featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS).write.mode("overwrite").parquet(
+            out_features)
+    # one row per image of the content pass (its features, or the reason the model step rejected it)
+    outcomes = featurized.select("path", "length", F.unix_millis("modificationTime"), "label", "reason").collect() \
+        if to_read else []
+    featurized.unpersist()
+    model_rejects = [tuple(row) for row in outcomes if row[4] is not None]
     # files deleted or rewritten since the listing: the content pass has no row for them (it skips
     # missing files and drops changed keys); a reject row each, never a silent gap
-    read_paths = {row["path"] for row in featurized.select("path").collect()} if to_read else set()
-    rejects_rows += [(*image, CHANGED if storage.exists(spark, image.path) else VANISHED)
-                     for image in to_read if image.path not in read_paths]
+    read_paths = {row[0] for row in outcomes}
+    unread = [(*image, CHANGED if storage.exists(spark, image.path) else VANISHED)
+              for image in to_read if image.path not in read_paths]
     phases["featurize"] = time.perf_counter() - started - sum(phases.values())
 
-    features = featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS)
-    rejects = featurized.filter(F.col("reason").isNotNull()).select(*REJECT_COLUMNS)
-    if rejects_rows:
-        rejects = rejects.unionByName(image_frame(spark, rejects_rows, "label", "reason").select(*REJECT_COLUMNS))
-    features.write.mode("overwrite").parquet(out_features)
-    rejects = rejects.coalesce(1).cache()
-    rejects.write.mode("overwrite").parquet(out_rejects)
-    n_features = features.count()  # from the cached rows just written, no second read
-    reject_rows = rejects.collect()
-    rejects.unpersist()
-    featurized.unpersist()
+    reject_rows = model_rejects + precheck_rejects + unread  # (path, length, mtime_ms, label, reason)
+    image_frame(spark, reject_rows, "label", "reason").select(*REJECT_COLUMNS).coalesce(1).write.mode(
+        "overwrite").parquet(out_rejects)
+    n_processed, n_features = len(outcomes), len(outcomes) - len(model_rejects)
     phases["write"] = time.perf_counter() - started - sum(phases.values())
 
     seconds = time.perf_counter() - started
-    by_reason = Counter(reason_kind(row["reason"]) for row in reject_rows)
+    by_reason = Counter(reason_kind(row[4]) for row in reject_rows)
     summary = {
         "run_key": args.run_key,
         "backbone": args.backbone,
@@ -207,7 +206,7 @@ def run(spark, args: argparse.Namespace) -> dict:
         "rejects_uri": out_rejects,
     }
     for row in reject_rows[:20]:
-        log.warning("rejected %s: %s", row["path"], row["reason"])
+        log.warning("rejected %s: %s", row[0], row[4])
     if len(reject_rows) > 20:
         log.warning("... and %d more rejects, all listed in %s", len(reject_rows) - 20, out_rejects)
     if args.summary_uri:

@@ -45,13 +45,6 @@ def wait_for(condition, timeout: float, what: str, proc=None):
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-# SQLite lets one writer in at a time, and the scheduler, DAG processor, triggerer and API server of
-# `airflow standalone` all write. Python's sqlite3 gives up after 5 s by default (the API answers
-# HTTP 500 "Database error", seen here when a run started as the server came up); on this loaded
-# 2-core machine the writers wait up to a minute instead. Imported by Airflow from this module.
-SQLITE_CONNECT_ARGS = {"timeout": 60}
-
-
 @contextmanager
 def standalone_airflow(home: Path, root: Path, weights: Path, java_home: str, extra_env: dict[str, str]):
     """Yield {"base", "token", "root", "home"} of a running Airflow whose DAGs use ``root`` as storage root."""
@@ -74,9 +67,11 @@ def standalone_airflow(home: Path, root: Path, weights: Path, java_home: str, ex
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "IMAGE_PIPELINE_ROOT_URI": f"file://{root}",
         "IMAGE_PIPELINE_WEIGHTS_URI": f"file://{weights}",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "airflow_server.SQLITE_CONNECT_ARGS",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "airflow_server.SQLITE_CONNECT_ARGS",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
+        # SQLite writers wait for the lock up to a minute (see airflow_config/sqlite_connect.py)
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "sqlite_connect.CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "sqlite_connect.CONNECT_ARGS",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent / "airflow_config"),
+                                                    os.environ.get("PYTHONPATH")])),
         "IMAGE_PIPELINE_SCHEDULE": "none",  # only the runs the tests trigger
         "IMAGE_PIPELINE_SCORING_SCHEDULE": "none",  # scoring only on the model Asset's events
         "IMAGE_PIPELINE_RETRIES": "0",

@@ -159,7 +159,7 @@ def run(spark, args: argparse.Namespace) -> dict:
 
     # the multiclass train/test split, stratified and reproducible
     test = stratified_test_mask(frame["label"].to_numpy(), args.test_fraction, args.seed)
-    features = np.stack(frame["features"].to_numpy()).astype(np.float32)
+    features = np.stack(frame.pop("features").to_numpy()).astype(np.float32)  # held once, not twice
     feature_dim = features.shape[1]
     n_train = int((~test).sum())
     k = min(args.pca_components, feature_dim, n_train - 1)

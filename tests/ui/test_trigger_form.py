@@ -49,6 +49,8 @@ def test_trigger_form_runs_the_pipeline_during_another_run(airflow_server):
         page.get_by_label("Username").fill("admin")
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Sign in").click()
+        # signing in ends with the UI's own redirect to the home page; a goto before it lands is cut short
+        page.wait_for_url(f"{base}/", timeout=60_000)
         page.goto(f"{base}/dags/image_classification")
         page.locator("[data-testid=trigger-dag-button]").first.click()
         dialog = page.locator("[data-scope=dialog][data-part=content]")

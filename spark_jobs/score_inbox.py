@@ -29,10 +29,18 @@ from image_jobs import storage
 from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
 from image_jobs.cli import run_job
 from image_jobs.decode import DEFAULT_MAX_PIXELS
-from image_jobs.extraction import IMAGE_KEY, list_images, read_images, select_new, size_image_scan
+from image_jobs.extraction import (
+    IMAGE_KEY,
+    done_keys,
+    image_frame,
+    list_image_rows,
+    read_images,
+    size_image_scan,
+    size_reason,
+)
 from image_jobs.predict import ModelError, load_model_json
 from image_jobs.progress import ProgressLogger
-from image_jobs.scoring import first_score_per_photo, make_scorer, predictions_csv, scored_schema, size_rejects
+from image_jobs.scoring import first_score_per_photo, make_scorer, precheck_rejects, predictions_csv, scored_schema
 from image_jobs.session import job_logger
 
 log = job_logger("score_inbox")
@@ -81,30 +89,8 @@ def load_model(spark, args: argparse.Namespace):
     return uri, model, weights
 
 
-def scored_keys(spark, batches_uri: str, run_key: str):
-    """(path, length, modificationTime) of photos other runs already scored with this model."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
-
-    batches = storage.read_committed(spark, batches_uri, log=log)  # never a killed attempt's leftovers
-    if batches is not None:
-        return batches.filter(F.col("run") != run_key).select(*IMAGE_KEY)
-    schema = StructType([StructField("path", StringType()), StructField("length", LongType()),
-                         StructField("modificationTime", TimestampType())])
-    return spark.createDataFrame([], schema)
-
-
 def run(spark, args: argparse.Namespace) -> dict:
     """Score the new inbox photos, append them as this run's batch, rewrite predictions.csv."""
-    try:
-        return _run(spark, args)
-    finally:
-        # the listing's cached scans must not outlive the job: a later job in the same session
-        # would otherwise see the inbox as it was (a replaced photo would look unchanged)
-        spark.catalog.clearCache()
-
-
-def _run(spark, args: argparse.Namespace) -> dict:
     from pyspark.sql import functions as F
 
     started = time.perf_counter()
@@ -117,13 +103,15 @@ def _run(spark, args: argparse.Namespace) -> dict:
     log.info("model of run %s (%s, %d classes: %s) from %s", model.run_key, model.backbone, len(model.labels),
              ", ".join(model.labels), model_uri)
 
+    # the listing and the incremental selection, on the driver (as extraction does)
     if storage.exists(spark, args.inbox_uri):
-        listing = list_images(spark, args.inbox_uri, args.modified_before).cache()
+        listing = list_image_rows(spark, args.inbox_uri, args.modified_before)
     else:
         log.warning("inbox %s does not exist: nothing to score", args.inbox_uri)
-        listing = spark.createDataFrame([], scored_schema()).select(*IMAGE_KEY)
-    todo = select_new(listing, scored_keys(spark, batches_uri, args.run_key)).cache()
-    n_seen, n_todo = listing.count(), todo.count()
+        listing = []
+    done = done_keys(spark, [batches_uri], args.run_key, log=log)
+    todo = [image for image in listing if image.key not in done]
+    n_seen, n_todo = len(listing), len(todo)
     log.info("photos in the inbox: %d (modified before %s), scored earlier with this model: %d, to score: %d",
              n_seen, args.modified_before, n_seen - n_todo, n_todo)
 
@@ -132,20 +120,23 @@ def _run(spark, args: argparse.Namespace) -> dict:
                 "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
     n_new = 0
     if n_todo:
-        to_read = todo.filter((F.col("length") > 0) & (F.col("length") <= DEFAULT_MAX_FILE_BYTES))
-        n_read, n_bytes, oldest_new = to_read.agg(
-            F.count("*"), F.coalesce(F.sum("length"), F.lit(0)), F.min("modificationTime")).first()
-        size_image_scan(spark, n_read, n_bytes, args.batch_size)
-        # binaryFile applies modificationTime filters before reading a file's bytes: photos older than
-        # the oldest new one (most of a long-lived inbox) are listed but never read
-        content = (read_images(spark, [args.inbox_uri], args.modified_before, with_content=True)
-                   .filter(F.col("modificationTime") >= F.lit(oldest_new))
-                   .join(F.broadcast(to_read.select(*IMAGE_KEY)), IMAGE_KEY, "left_semi"))
-        scorer = make_scorer(model, weights, args.batch_size, args.max_pixels, counters)
-        scored = content.mapInPandas(scorer, scored_schema()).unionByName(
-            size_rejects(todo, DEFAULT_MAX_FILE_BYTES))
+        rejected = [(*image.key, reason) for image in todo
+                    if (reason := size_reason(image.length, DEFAULT_MAX_FILE_BYTES)) is not None]
+        rejected_paths = {row[0] for row in rejected}
+        to_read = [image for image in todo if image.path not in rejected_paths]
+        scored = precheck_rejects(spark, rejected)
+        if to_read:
+            size_image_scan(spark, len(to_read), sum(image.length for image in to_read), args.batch_size)
+            oldest_new = min(image.mtime_ms for image in to_read)
+            # binaryFile applies modificationTime filters before reading a file's bytes: photos older
+            # than the oldest new one (most of a long-lived inbox) are listed but never read
+            content = (read_images(spark, [args.inbox_uri], args.modified_before, with_content=True)
+                       .filter(F.col("modificationTime") >= F.timestamp_millis(F.lit(oldest_new)))
+                       .join(F.broadcast(image_frame(spark, [image.key for image in to_read])), IMAGE_KEY, "left_semi"))
+            scorer = make_scorer(model, weights, args.batch_size, args.max_pixels, counters)
+            scored = content.mapInPandas(scorer, scored_schema()).unionByName(scored)
         batch = scored.withColumn("scored_by_run", F.lit(args.run_key)).persist()
-        with ProgressLogger(spark, log, n_read, counters):
+        with ProgressLogger(spark, log, len(to_read), counters):
             n_new = batch.count()
         batch.coalesce(max(1, sc.defaultParallelism)).write.mode("overwrite").parquet(out_batch)
         batch.unpersist()

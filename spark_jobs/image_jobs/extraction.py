@@ -135,20 +135,17 @@ def image_frame(spark, rows, *extra: str):
         "path", "length", F.timestamp_millis("mtime_ms").alias("modificationTime"), *extra)
 
 
-def list_images(spark, images_uri: str, modified_before: str):
-    """``list_image_rows`` as a DataFrame (path, length, modificationTime)."""
-    return image_frame(spark, [image.key for image in list_image_rows(spark, images_uri, modified_before)])
-
-
-def done_keys(spark, dataset_uris: list[str], run_key: str) -> set[tuple[str, int, int]]:
-    """(path, length, mtime_ms) of the committed rows other runs wrote under ``dataset_uris``."""
+def done_keys(spark, dataset_uris: list[str], run_key: str,
+              log: logging.Logger | None = None) -> set[tuple[str, int, int]]:
+    """(path, length, mtime_ms) of the committed rows other runs wrote under ``dataset_uris`` (datasets
+    partitioned by ``run``); a killed attempt's uncommitted files are ignored and logged to ``log``."""
     from pyspark.sql import functions as F
 
     from image_jobs import storage
 
+    log = log or logging.getLogger("extract_features")
     frames = [df.filter(F.col("run") != run_key).select("path", "length", F.unix_millis("modificationTime"))
-              for df in (storage.read_committed(spark, uri, log=logging.getLogger("extract_features"))
-                         for uri in dataset_uris) if df is not None]
+              for df in (storage.read_committed(spark, uri, log=log) for uri in dataset_uris) if df is not None]
     if not frames:
         return set()
     union = frames[0]
@@ -168,10 +165,8 @@ def label_of(path: str, images_root: str) -> str | None:
     return parts[0] if len(parts) > 1 else None
 
 
-def precheck_reason(label: str | None, length: int, max_bytes: int) -> str | None:
-    """Why a listed file is rejected before any byte is read, or None when its bytes are to be read."""
-    if label is None:
-        return NO_CLASS_FOLDER
+def size_reason(length: int, max_bytes: int) -> str | None:
+    """Why a file of ``length`` bytes is not worth reading (empty, or too large to be one record), or None."""
     if length == 0:
         return "empty file (0 bytes)"
     if length > max_bytes:
@@ -179,11 +174,9 @@ def precheck_reason(label: str | None, length: int, max_bytes: int) -> str | Non
     return None
 
 
-def select_new(listing, done_keys):
-    """Images of ``listing`` whose (path, length, modificationTime) has no row in ``done_keys``."""
-    from pyspark.sql import functions as F
-
-    return listing.join(F.broadcast(done_keys.select(*IMAGE_KEY)), IMAGE_KEY, "left_anti")
+def precheck_reason(label: str | None, length: int, max_bytes: int) -> str | None:
+    """Why a listed file is rejected before any byte is read, or None when its bytes are to be read."""
+    return NO_CLASS_FOLDER if label is None else size_reason(length, max_bytes)
 
 
 def size_image_scan(spark, n_images: int, n_bytes: int, batch_size: int) -> int:

@@ -99,18 +99,16 @@ def make_scorer(model, weights: str, batch_size: int, max_pixels: int = DEFAULT_
     return score
 
 
-def size_rejects(todo, max_bytes: int):
-    """Rows (``scored_schema()``) for photos not worth reading: empty, or too large to be one record."""
+def precheck_rejects(spark, rows):
+    """``scored_schema()`` rows for photos rejected before any byte is read: driver-side
+    ``(path, length, mtime_ms, reason)`` tuples (see ``extraction.size_reason``)."""
     from pyspark.sql import functions as F
 
-    reason = (F.when(F.col("length") == 0, F.lit("empty file (0 bytes)"))
-              .when(F.col("length") > max_bytes, F.concat(F.lit("file is "), F.col("length").cast("string"),
-                                                           F.lit(f" bytes, over the limit of {max_bytes}"))))
-    return todo.select(
+    from image_jobs.extraction import image_frame
+
+    return image_frame(spark, rows, "reason").select(
         "path", "length", "modificationTime", F.lit(None).cast("string").alias("top1_class"),
-        F.lit(None).cast("double").alias("top1_probability"), F.lit(None).cast("string").alias("top3"),
-        reason.alias("reason"),
-    ).filter(F.col("reason").isNotNull())
+        F.lit(None).cast("double").alias("top1_probability"), F.lit(None).cast("string").alias("top3"), "reason")
 
 
 def first_score_per_photo(df):

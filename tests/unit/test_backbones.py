@@ -43,3 +43,15 @@ def test_keras_h5_weights_load_into_the_application_architecture(tmp_path):
     x = np.random.default_rng(1).uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)
     expected = base.predict_on_batch(x / 127.5 - 1.0)
     np.testing.assert_allclose(model.predict_on_batch(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_forward_pass_matches_keras_and_is_traced_once_for_every_batch_size():
+    from image_jobs.featurize import ForwardPass
+
+    model = build_feature_model(get_backbone("mobilenet_v2"), "random")
+    forward = ForwardPass(model)
+    rng = np.random.default_rng(2)
+    for size in (4, 3, 1):  # a task's full batches, then its partial last one
+        x = rng.uniform(0, 255, (size, 224, 224, 3)).astype(np.float32)
+        np.testing.assert_allclose(forward.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-4, atol=1e-5)
+    assert forward._forward.experimental_get_tracing_count() == 1

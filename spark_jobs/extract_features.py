@@ -165,8 +165,9 @@ def run(spark, args: argparse.Namespace) -> dict:
             precheck_rejects.append((*image, reason))
     featurized = featurize_new_images(spark, args, images_root, to_read, counters).persist()
     with ProgressLogger(spark, log, len(to_read), counters):  # featurizes, keeping every row in the cache
-        featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS).write.mode("overwrite").parquet(
-            out_features)
+        (featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS).write.mode("overwrite")
+         .option("parquet.enable.dictionary#features.list.element", "false")  # CNN outputs never repeat
+         .parquet(out_features))
     # one row per image of the content pass (its features, or the reason the model step rejected it)
     outcomes = featurized.select("path", "length", F.unix_millis("modificationTime"), "label", "reason").collect() \
         if to_read else []

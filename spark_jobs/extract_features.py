@@ -27,6 +27,7 @@ from image_jobs.cli import parse_labels_json, run_job
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import (
     CHANGED,
+    DEFAULT_MAX_FILE_BYTES,
     IMAGE_KEY,
     VANISHED,
     ListedImage,
@@ -38,6 +39,7 @@ from image_jobs.extraction import (
     read_images,
     reason_kind,
     size_image_scan,
+    split_readable,
 )
 from image_jobs.featurize import (
     FEATURE_COLUMNS,
@@ -49,8 +51,6 @@ from image_jobs.progress import ProgressLogger
 from image_jobs.session import job_logger
 
 log = job_logger("extract_features")
-
-DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -155,14 +155,9 @@ def run(spark, args: argparse.Namespace) -> dict:
     sc = spark.sparkContext
     counters = {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
                 "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
-    precheck_rejects = []  # (path, length, mtime_ms, label, reason) of files rejected before reading
-    to_read = []
-    for image in todo:
-        reason = precheck_reason(image.label, image.length, DEFAULT_MAX_FILE_BYTES)
-        if reason is None:
-            to_read.append(image)
-        else:
-            precheck_rejects.append((*image, reason))
+    to_read, rejected = split_readable(
+        todo, lambda image: precheck_reason(image.label, image.length, DEFAULT_MAX_FILE_BYTES))
+    precheck_rejects = [(*image, reason) for image, reason in rejected]  # (path, length, mtime_ms, label, reason)
     featurized = featurize_new_images(spark, args, images_root, to_read, counters).persist()
     with ProgressLogger(spark, log, len(to_read), counters):  # featurizes, keeping every row in the cache
         (featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS).write.mode("overwrite")

@@ -30,6 +30,7 @@ from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_ba
 from image_jobs.cli import run_job
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import (
+    DEFAULT_MAX_FILE_BYTES,
     IMAGE_KEY,
     done_keys,
     image_frame,
@@ -37,6 +38,7 @@ from image_jobs.extraction import (
     read_images,
     size_image_scan,
     size_reason,
+    split_readable,
 )
 from image_jobs.predict import ModelError, load_model_json
 from image_jobs.progress import ProgressLogger
@@ -44,8 +46,6 @@ from image_jobs.scoring import first_score_per_photo, make_scorer, precheck_reje
 from image_jobs.session import job_logger
 
 log = job_logger("score_inbox")
-
-DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,11 +120,8 @@ def run(spark, args: argparse.Namespace) -> dict:
                 "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
     n_new = 0
     if n_todo:
-        rejected = [(*image.key, reason) for image in todo
-                    if (reason := size_reason(image.length, DEFAULT_MAX_FILE_BYTES)) is not None]
-        rejected_paths = {row[0] for row in rejected}
-        to_read = [image for image in todo if image.path not in rejected_paths]
-        scored = precheck_rejects(spark, rejected)
+        to_read, rejected = split_readable(todo, lambda image: size_reason(image.length, DEFAULT_MAX_FILE_BYTES))
+        scored = precheck_rejects(spark, [(*image.key, reason) for image, reason in rejected])
         if to_read:
             size_image_scan(spark, len(to_read), sum(image.length for image in to_read), args.batch_size)
             oldest_new = min(image.mtime_ms for image in to_read)

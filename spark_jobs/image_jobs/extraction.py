@@ -16,6 +16,7 @@ from urllib.parse import unquote
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff")
 IMAGE_KEY = ["path", "length", "modificationTime"]
 IMAGES_PER_PARTITION = 200
+DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # larger files are rejected unread (a record holds one file)
 FILE_OPEN_COST = 8192  # bytes a file "costs" when Spark packs files into partitions
 NO_CLASS_FOLDER = "not inside a class folder (images must be under <images_uri>/<label>/)"
 VANISHED = "file disappeared between listing and reading"
@@ -177,6 +178,19 @@ def size_reason(length: int, max_bytes: int) -> str | None:
 def precheck_reason(label: str | None, length: int, max_bytes: int) -> str | None:
     """Why a listed file is rejected before any byte is read, or None when its bytes are to be read."""
     return NO_CLASS_FOLDER if label is None else size_reason(length, max_bytes)
+
+
+def split_readable(images: list[ListedImage], reason_of) -> tuple[list[ListedImage], list[tuple[ListedImage, str]]]:
+    """``images`` whose bytes are to be read, and ``(image, reason)`` for the others: ``reason_of(image)``
+    is why an image is rejected before reading (``precheck_reason``, ``size_reason``), or None."""
+    to_read, rejected = [], []
+    for image in images:
+        reason = reason_of(image)
+        if reason is None:
+            to_read.append(image)
+        else:
+            rejected.append((image, reason))
+    return to_read, rejected
 
 
 def size_image_scan(spark, n_images: int, n_bytes: int, batch_size: int) -> int:

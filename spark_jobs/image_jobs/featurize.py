@@ -76,7 +76,6 @@ class ForwardPass:
     def __init__(self, model):
         import tensorflow as tf
 
-        self.model = model
         spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
         self._forward = tf.function(lambda batch: model(batch, training=False), input_signature=[spec])
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from image_jobs.extraction import NO_CLASS_FOLDER, label_of, precheck_reason
+from image_jobs.extraction import NO_CLASS_FOLDER, ListedImage, label_of, precheck_reason, size_reason, split_readable
 
 
 @pytest.mark.parametrize("path,label", [
@@ -36,3 +36,15 @@ def test_object_store_paths():
 ])
 def test_rejects_decided_before_reading(label, length, reason):
     assert precheck_reason(label, length, max_bytes=5000) == reason
+
+
+def test_listed_images_split_into_read_and_rejected_in_order():
+    images = [ListedImage("file:/i/pug/a.jpg", 10, 1, "pug"), ListedImage("file:/i/b.jpg", 10, 2),
+              ListedImage("file:/i/pug/c.jpg", 0, 3, "pug"), ListedImage("file:/i/pug/d.jpg", 20, 4, "pug")]
+    to_read, rejected = split_readable(images, lambda image: precheck_reason(image.label, image.length, 15))
+    assert to_read == [images[0]]
+    assert rejected == [(images[1], NO_CLASS_FOLDER), (images[2], "empty file (0 bytes)"),
+                        (images[3], "file too large: 20 bytes, over the limit of 15")]
+    # scoring has no classes: only the size decides
+    to_read, rejected = split_readable(images, lambda image: size_reason(image.length, 15))
+    assert to_read == images[:2] and [image for image, _ in rejected] == images[2:]

@@ -44,6 +44,7 @@ from image_jobs.extraction import (
 from image_jobs.featurize import (
     FEATURE_COLUMNS,
     REJECT_COLUMNS,
+    OutcomesParam,
     make_featurizer,
     output_schema,
 )
@@ -119,6 +120,26 @@ def featurize_new_images(spark, args: argparse.Namespace, images_root: str, to_r
     return content.mapInPandas(featurizer, output_schema())
 
 
+def select_new_images(spark, args: argparse.Namespace, images_root: str) -> tuple[int, list[ListedImage]]:
+    """The listing and the incremental selection, on the driver: how many images are seen, and the
+    ones no other run has a feature or reject row for (labelled, in the allowed classes)."""
+    listing = [image._replace(label=label_of(image.path, images_root))
+               for image in list_image_rows(spark, args.images_uri, args.modified_before)]
+    if args.labels:  # the allowed classes; files outside any class folder stay (they become rejects)
+        allowed = set(args.labels)
+        listing = [image for image in listing if image.label is None or image.label in allowed]
+    done = done_keys(spark, [storage.join_uri(uri, f"backbone={args.backbone}")
+                             for uri in (args.features_uri, args.rejects_uri)], args.run_key)
+    todo = [image for image in listing if image.key not in done]
+    log.info("images seen: %d (modified before %s), already done by earlier runs: %d, to process: %d",
+             len(listing), args.modified_before, len(listing) - len(todo), len(todo))
+    if args.labels:
+        missing = sorted(set(args.labels) - {image.label for image in listing})
+        if missing:
+            log.warning("requested labels with no images: %s", missing)
+    return len(listing), todo
+
+
 def run(spark, args: argparse.Namespace) -> dict:
     """Extract features for the new images; returns the counts and timings it logged."""
     from pyspark.sql import functions as F
@@ -134,51 +155,35 @@ def run(spark, args: argparse.Namespace) -> dict:
     if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
         spark.sparkContext.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
 
-    # the listing and the incremental selection, on the driver
-    listing = [image._replace(label=label_of(image.path, images_root))
-               for image in list_image_rows(spark, args.images_uri, args.modified_before)]
-    if args.labels:  # the allowed classes; files outside any class folder stay (they become rejects)
-        allowed = set(args.labels)
-        listing = [image for image in listing if image.label is None or image.label in allowed]
-    done = done_keys(spark, [storage.join_uri(uri, f"backbone={args.backbone}")
-                             for uri in (args.features_uri, args.rejects_uri)], args.run_key)
-    todo = [image for image in listing if image.key not in done]
-    n_seen, n_todo = len(listing), len(todo)
-    phases = {"list": time.perf_counter() - started}
-    log.info("images seen: %d (modified before %s), already done by earlier runs: %d, to process: %d",
-             n_seen, args.modified_before, n_seen - n_todo, n_todo)
-    if args.labels:
-        missing = sorted(set(args.labels) - {image.label for image in listing})
-        if missing:
-            log.warning("requested labels with no images: %s", missing)
-
     sc = spark.sparkContext
     counters = {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
-                "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
+                "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0),
+                "outcomes": sc.accumulator({}, OutcomesParam())}
+    n_seen, todo = select_new_images(spark, args, images_root)
+    phases = {"list": time.perf_counter() - started}
     to_read, rejected = split_readable(
         todo, lambda image: precheck_reason(image.label, image.length, DEFAULT_MAX_FILE_BYTES))
-    precheck_rejects = [(*image, reason) for image, reason in rejected]  # (path, length, mtime_ms, label, reason)
-    featurized = featurize_new_images(spark, args, images_root, to_read, counters).persist()
-    with ProgressLogger(spark, log, len(to_read), counters):  # featurizes, keeping every row in the cache
+    featurized = featurize_new_images(spark, args, images_root, to_read, counters)
+    with ProgressLogger(spark, log, len(to_read), counters):  # one pass: read, featurize, write
         (featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS).write.mode("overwrite")
          .option("parquet.enable.dictionary#features.list.element", "false")  # CNN outputs never repeat
          .parquet(out_features))
-    # one row per image of the content pass (its features, or the reason the model step rejected it)
-    outcomes = featurized.select("path", "length", F.unix_millis("modificationTime"), "label", "reason").collect() \
-        if to_read else []
-    featurized.unpersist()
-    model_rejects = [tuple(row) for row in outcomes if row[4] is not None]
+    precheck_rejects = [(*image, reason) for image, reason in rejected]  # (path, length, mtime_ms, label, reason)
+    # what the content pass did with each image it read: its features, or the reason the model step
+    # rejected it (from the successful tasks only, so a retried task counts once)
+    outcomes = counters["outcomes"].value
+    model_rejects = [(*image, outcomes[image.path]) for image in to_read if outcomes.get(image.path)]
     # files deleted or rewritten since the listing: the content pass has no row for them (it skips
     # missing files and drops changed keys); a reject row each, never a silent gap
-    read_paths = {row[0] for row in outcomes}
     unread = [(*image, CHANGED if storage.exists(spark, image.path) else VANISHED)
-              for image in to_read if image.path not in read_paths]
+              for image in to_read if image.path not in outcomes]
     phases["featurize"] = time.perf_counter() - started - sum(phases.values())
 
     reject_rows = model_rejects + precheck_rejects + unread  # (path, length, mtime_ms, label, reason)
     image_frame(spark, reject_rows, "label", "reason").select(*REJECT_COLUMNS).coalesce(1).write.mode(
         "overwrite").parquet(out_rejects)
-    n_processed, n_features = len(outcomes), len(outcomes) - len(model_rejects)
+    n_processed = len(to_read) - len(unread)
+    n_features = n_processed - len(model_rejects)
     phases["write"] = time.perf_counter() - started - sum(phases.values())
 
     seconds = time.perf_counter() - started
@@ -187,7 +192,7 @@ def run(spark, args: argparse.Namespace) -> dict:
         "run_key": args.run_key,
         "backbone": args.backbone,
         "images_seen": n_seen,
-        "skipped_done_earlier": n_seen - n_todo,
+        "skipped_done_earlier": n_seen - len(todo),
         "processed": n_processed,
         "features_written": n_features,
         "rejected": len(reject_rows),

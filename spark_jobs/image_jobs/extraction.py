@@ -17,7 +17,11 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff")
 IMAGE_KEY = ["path", "length", "modificationTime"]
 IMAGES_PER_PARTITION = 200
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # larger files are rejected unread (a record holds one file)
-FILE_OPEN_COST = 8192  # bytes a file "costs" when Spark packs files into partitions
+# What a file "costs" on top of its bytes when Spark packs files into a scan's partitions: an image's
+# forward pass takes about as long as decoding a megabyte, so partitions of small images are balanced
+# by count, and of large photos by bytes and count together (by bytes alone, the partitions holding
+# the smallest files had 1.6x the images of the others, and the last wave waited for them).
+FILE_OPEN_COST = 1 << 20
 NO_CLASS_FOLDER = "not inside a class folder (images must be under <images_uri>/<label>/)"
 VANISHED = "file disappeared between listing and reading"
 CHANGED = "file changed between listing and reading (a later run reads the new version)"
@@ -103,11 +107,16 @@ def list_image_rows(spark, images_uri: str, modified_before: str) -> list[Listed
     from pyspark.sql import functions as F
 
     from image_jobs import storage
+    from image_jobs.session import sql_conf
 
     scanned = read_images(spark, [images_uri], modified_before, with_content=False)
     listed = {_path_column_form(uri) for uri in scanned.inputFiles()}
-    rows = [ListedImage(r[0], int(r[1]), int(r[2])) for r in scanned.select(
-        "path", "length", F.unix_millis("modificationTime")).collect()]
+    # metadata only, no byte read: one task per core instead of Spark's default of one per 4 MiB of
+    # "open cost" (a hundred tasks for 3000 files)
+    with sql_conf(spark, {"spark.sql.files.openCostInBytes": str(FILE_OPEN_COST),
+                          "spark.sql.files.maxPartitionBytes": str(1 << 50)}):
+        rows = [ListedImage(r[0], int(r[1]), int(r[2])) for r in scanned.select(
+            "path", "length", F.unix_millis("modificationTime")).collect()]
     seen = {row.path for row in rows}
     gone = []
     for path in sorted(listed - seen):
@@ -125,14 +134,23 @@ def list_image_rows(spark, images_uri: str, modified_before: str) -> list[Listed
 
 def image_frame(spark, rows, *extra: str):
     """A DataFrame of driver-side rows ``(path, length, mtime_ms, *extra)``: IMAGE_KEY plus the ``extra``
-    string columns, ``modificationTime`` a timestamp again."""
+    string columns, ``modificationTime`` a timestamp again.
+
+    Built through Arrow from pandas, so Spark holds it as a local relation on the driver (up to
+    ``spark.sql.execution.arrow.localRelationThreshold``, 48 MB): broadcasting it for a join runs no
+    Spark job, where a frame built from Python rows is an RDD that a job has to collect first.
+    """
+    import pandas as pd
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType, StringType, StructField, StructType
 
     schema = StructType([StructField("path", StringType(), False), StructField("length", LongType(), False),
                          StructField("mtime_ms", LongType(), True),
                          *[StructField(name, StringType(), True) for name in extra]])
-    return spark.createDataFrame(list(rows), schema).select(
+    columns = [field.name for field in schema.fields]
+    frame = pd.DataFrame([tuple(row) for row in rows], columns=columns).astype(
+        {"path": object, "length": "int64", "mtime_ms": "Int64", **{name: object for name in extra}})
+    return spark.createDataFrame(frame, schema).select(
         "path", "length", F.timestamp_millis("mtime_ms").alias("modificationTime"), *extra)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+from pyspark.accumulators import AccumulatorParam
 
 from image_jobs.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 
@@ -57,6 +58,20 @@ def configure_threads(cores: int) -> None:
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+class OutcomesParam(AccumulatorParam):
+    """An accumulator of ``{path: reject reason, or None when featurized}`` over the tasks: the driver
+    learns what became of every image it sent without a second pass over the output. Only successful
+    task attempts are merged (a failed attempt's updates are dropped), and a path seen twice (a
+    speculative copy) keeps one entry."""
+
+    def zero(self, value: dict) -> dict:
+        return {}
+
+    def addInPlace(self, value1: dict, value2: dict) -> dict:  # noqa: N802 - PySpark's name
+        value1.update(value2)
+        return value1
 
 
 def model_is_loaded(backbone_name: str, weights: str) -> bool:
@@ -187,7 +202,8 @@ def make_featurizer(
     """A ``mapInPandas`` function: rows (path, label, length, modificationTime, content) -> ``output_schema()``.
 
     ``counters`` may hold Spark accumulators ``done``, ``rejected``, ``seconds`` (featurizing),
-    ``model_loads`` and ``load_seconds`` that the driver reads to log progress and timings.
+    ``model_loads`` and ``load_seconds`` that the driver reads to log progress and timings, and
+    ``outcomes`` (``OutcomesParam``): every row's path and reject reason.
     """
 
     def featurize(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -222,4 +238,6 @@ def counted_batches(batches: Iterator[pd.DataFrame], counters: dict | None,
             counters["done"].add(len(out) - rejected)
             counters["rejected"].add(rejected)
             counters["seconds"].add(time.perf_counter() - started)
+            if "outcomes" in counters:
+                counters["outcomes"].add(dict(zip(out["path"], out["reason"], strict=True)))
         yield out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # Defaults that differ between Spark 3.5 and 4.x, pinned so both versions give the same results.
 COMMON_CONF: dict[str, str] = {
@@ -34,6 +36,22 @@ def build_session(app_name: str, master: str | None = None, conf: dict[str, str]
             spark.conf.set(key, value)
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+@contextmanager
+def sql_conf(spark, settings: dict[str, str]) -> Iterator[None]:
+    """Session SQL settings for the queries run inside the block, restored (or unset) after it."""
+    before = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def job_logger(name: str) -> logging.Logger:

@@ -232,3 +232,31 @@ def test_bad_arguments_are_named(argv, message, capsys):
     with pytest.raises(SystemExit):
         extract_features.parse_args([x for kv in base.items() for x in kv])
     assert message in capsys.readouterr().err
+
+
+def test_driver_rows_become_a_local_frame_and_the_listing_restores_settings(spark, dataset):
+    """Listed rows go back to Spark as a local relation (a broadcast of it runs no job), with their
+    values exact; the listing's scan settings do not outlive it."""
+    from image_jobs.extraction import image_frame, list_image_rows
+
+    rows = [("file:/photos/chat noir é/1.jpg", 12, 1_700_000_000_123, None, "empty file (0 bytes)"),
+            ("file:/photos/柴犬/2.jpg", 34, 1_700_000_000_456, "柴犬", None)]
+    frame = image_frame(spark, rows, "label", "reason")
+    assert "LocalRelation" in frame._jdf.queryExecution().optimizedPlan().toString()
+    assert [(r.path, r.length, int(r.modificationTime.timestamp() * 1000), r.label, r.reason)
+            for r in frame.orderBy("length").collect()] == rows
+    assert image_frame(spark, [], "label").count() == 0
+
+    before = spark.conf.get("spark.sql.files.maxPartitionBytes", None)
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "12345678")
+    spark.conf.unset("spark.sql.files.openCostInBytes")
+    try:
+        listed = list_image_rows(spark, f"file://{dataset}/images", FAR_FUTURE)
+        assert len(listed) > 24
+        assert spark.conf.get("spark.sql.files.maxPartitionBytes") == "12345678"
+        assert spark.conf.get("spark.sql.files.openCostInBytes", None) is None
+    finally:
+        if before is None:
+            spark.conf.unset("spark.sql.files.maxPartitionBytes")
+        else:
+            spark.conf.set("spark.sql.files.maxPartitionBytes", before)

@@ -95,7 +95,7 @@ $(VENV35)/.installed: requirements-spark35.txt bootstrap/requirements-emr.txt re
 test-spark35: setup $(VENV35)/.installed
 	$(SPARK_ENV) $(VENV35)/bin/python -m pytest tests/spark -p no:cacheprovider -W ignore::DeprecationWarning
 
-bench-extract: setup
+bench-extract: setup weights
 	$(SPARK_ENV) $(PY) bench/extract_throughput.py $(BENCH_ARGS)
 
 clean:

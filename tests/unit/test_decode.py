@@ -166,7 +166,7 @@ def test_rejecting_a_400_megapixel_image_keeps_memory_bounded(tmp_path):
     (tmp_path / "giant.png").write_bytes(giant_png(20000, 20000))
     script = (
         "import resource, sys\n"
-        "from image_jobs.decode import DecodeError, ResizePolicy, crop_box, decode_image\n"
+        "from image_jobs.decode import DecodeError, ResizePolicy, decode_image\n"
         "data = open(sys.argv[1], 'rb').read()\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "try:\n"

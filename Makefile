@@ -12,7 +12,7 @@ IMAGES := $(DATA)/images
 WEIGHTS := $(DATA)/weights/mobilenet_v2_imagenet.keras
 # Every Spark and test command gets Java 17+ (installed from PyPI when the machine has none)
 # and runs its Python workers on the driver's interpreter.
-SPARK_ENV = JAVA_HOME="$$(PYTHONPATH=plugins $(PY) -m image_pipeline.java)" PYSPARK_PYTHON="$(abspath $(PY))" \
+SPARK_ENV = JAVA_HOME="$$(PYTHONPATH=plugins $(PY) -m image_pipeline.compute.local.java)" PYSPARK_PYTHON="$(abspath $(PY))" \
 	PYSPARK_DRIVER_PYTHON="$(abspath $(PY))" SPARK_CONF_DIR="$(CURDIR)/conf"
 RUN_KEY ?= manual__$(shell date -u +%Y-%m-%dT%H_%M_%S)
 # Airflow on a local SQLite metadata database under data/ (git-ignored), with the project's DAGs.
@@ -27,18 +27,18 @@ $(STAMP): requirements.txt constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
-	PYTHONPATH=plugins $(PY) -m image_pipeline.java > /dev/null
+	PYTHONPATH=plugins $(PY) -m image_pipeline.compute.local.java > /dev/null
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 sample-data: setup
 	@if [ ! -d "$(IMAGES)" ]; then \
-		PYTHONPATH=plugins $(PY) -m image_pipeline.sample_images --out "$(IMAGES)" --classes 6 --per-class 40 --seed 0; \
+		PYTHONPATH=tools $(PY) -m image_tools.sample_images --out "$(IMAGES)" --classes 6 --per-class 40 --seed 0; \
 	else echo "sample images already in $(IMAGES)"; fi
 
 weights: setup
-	PYTHONPATH=plugins $(PY) -m image_pipeline.weights --out "$(WEIGHTS)"
+	PYTHONPATH=tools $(PY) -m image_tools.weights --out "$(WEIGHTS)"
 
 # The main job: the image_classification DAG once, end to end, on a transient local Spark cluster.
 run: setup sample-data weights airflow-db
@@ -47,7 +47,7 @@ run: setup sample-data weights airflow-db
 
 # The feature-extraction job alone, with spark-submit on local[2].
 extract: setup sample-data weights
-	PYTHONPATH=plugins $(PY) -m image_pipeline.jobs_archive --out dist > /dev/null
+	PYTHONPATH=plugins $(PY) -m image_pipeline.compute.jobs_archive --out dist > /dev/null
 	$(SPARK_ENV) $(VENV)/bin/spark-submit --master "local[2]" --py-files dist/image_jobs.zip \
 		spark_jobs/extract_features.py \
 		--images-uri "file://$(IMAGES)" --features-uri "file://$(DATA)/features" \
@@ -95,15 +95,18 @@ $(VENV35)/.installed: requirements-spark35.txt bootstrap/requirements-emr.txt re
 test-spark35: setup $(VENV35)/.installed
 	$(SPARK_ENV) $(VENV35)/bin/python -m pytest tests/spark -p no:cacheprovider -W ignore::DeprecationWarning
 
+# The benchmarks import the package, the jobs' library, the tools and the tests' synthetic data.
+BENCH_ENV = PYTHONPATH="$(CURDIR)/plugins:$(CURDIR)/spark_jobs:$(CURDIR)/tools:$(CURDIR)/tests"
+
 bench-extract: setup weights
-	$(SPARK_ENV) $(PY) bench/extract_throughput.py $(BENCH_ARGS)
+	$(SPARK_ENV) $(BENCH_ENV) $(PY) bench/extract_throughput.py $(BENCH_ARGS)
 
 clean:
 	rm -rf dist .pytest_cache .ruff_cache
 
 bench-sweep: setup
-	$(SPARK_ENV) $(PY) bench/pairwise_sweep.py $(BENCH_ARGS)
+	$(SPARK_ENV) $(BENCH_ENV) $(PY) bench/pairwise_sweep.py $(BENCH_ARGS)
 
 # Prediction latency of the command (no Spark): cold start, model load, seconds per photo.
 bench-predict: setup weights
-	$(PY) bench/predict_latency.py $(BENCH_ARGS)
+	$(BENCH_ENV) $(PY) bench/predict_latency.py $(BENCH_ARGS)

@@ -27,14 +27,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "spark_jobs")]
 
 
 def make_images(folder: Path, n: int, classes: int, seed: int) -> None:
     """n photo-like JPEGs at exactly 224x224, spread over ``classes`` folders."""
     import numpy as np
 
-    from image_pipeline.sample_images import class_styles, render_image
+    from image_tools.sample_images import class_styles, render_image
 
     styles = class_styles(classes)
     for i in range(n):
@@ -67,7 +66,7 @@ def forward_only(weights: str, backbone: str, batch_size: int, seconds: float) -
 def whole_job(images: Path, work: Path, weights: str, backbone: str, batch_size: int, cores: int) -> dict:
     import extract_features
     from image_jobs.session import build_session
-    from image_pipeline.jobs_archive import build_jobs_zip
+    from image_pipeline.compute.jobs_archive import build_jobs_zip
 
     spark = build_session("bench-extract", master=f"local[{cores}]",
                           conf={"spark.ui.enabled": "false", "spark.driver.memory": "4g"})

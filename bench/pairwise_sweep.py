@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "spark_jobs")]
 
 
 def main() -> int:
@@ -32,8 +31,8 @@ def main() -> int:
 
     import train_models
     from image_jobs.session import build_session
-    from image_pipeline.jobs_archive import build_jobs_zip
-    from image_pipeline.sample_features import sample_feature_frame, write_sample_features
+    from image_pipeline.compute.jobs_archive import build_jobs_zip
+    from sample_features import sample_feature_frame, write_sample_features
 
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         spark = build_session("bench-sweep", master=f"local[{args.cores}]",

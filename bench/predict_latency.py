@@ -4,7 +4,7 @@
     make bench-predict BENCH_ARGS="--model file:///data/runs/<run_key>/models"   # a trained run
 
 Prints
-  - the whole command, cold: ``python -m image_pipeline.predict`` on one photo in a fresh process
+  - the whole command, cold: ``python -m image_pipeline.predict_photos`` on one photo in a fresh process
     (imports, TensorFlow, model load, the photo, the answer), median of a few runs;
   - model load in-process (TensorFlow import + backbone + classifier), once;
   - seconds per photo after the model is loaded, one photo per call (median and worst) for
@@ -28,15 +28,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "spark_jobs")]
 
 
 def synthetic_model(folder: Path, weights_uri: str, classes: int = 6, k: int = 128) -> str:
     """A model.json with a trained run's shapes on the real backbone and weights; returns its models URI."""
     import numpy as np
 
-    from image_jobs.predict import MODEL_FORMAT
-    from image_pipeline.sample_images import class_styles
+    from image_jobs.predictor import MODEL_FORMAT
+    from image_tools.sample_images import class_styles
 
     rng = np.random.default_rng(0)
     model = {"format": MODEL_FORMAT, "run_key": "bench", "backbone": "mobilenet_v2", "weights_uri": weights_uri,
@@ -54,7 +53,7 @@ def make_photos(folder: Path, n: int) -> tuple[list[Path], list[Path]]:
     """``n`` generated photo-like images (160-480 px) and ``n`` 12-megapixel JPEGs (4000 x 3000)."""
     import numpy as np
 
-    from image_pipeline.sample_images import class_styles, render_image, write_sample_images
+    from image_tools.sample_images import class_styles, render_image, write_sample_images
 
     small = write_sample_images(folder / "small", n_classes=6, per_class=max(1, n // 6 + 1), seed=99)[:n]
     large = []
@@ -74,7 +73,7 @@ def cold_command(models_uri: str, photo: Path, runs: int) -> float:
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "image_pipeline.predict", "--model", models_uri, str(photo)],
+        out = subprocess.run([sys.executable, "-m", "image_pipeline.predict_photos", "--model", models_uri, str(photo)],
                              capture_output=True, text=True, env=env)
         times.append(time.perf_counter() - started)
         if out.returncode != 0:
@@ -105,10 +104,10 @@ def main() -> int:
         from image_jobs.featurize import configure_threads
 
         configure_threads(os.cpu_count() or 1)
-        from image_pipeline.predict import fetch_weights, resolve_model
+        from image_pipeline.predict_photos import fetch_weights, resolve_model
 
         resolved = resolve_model(models_uri, "", None)
-        from image_jobs.predict import Predictor
+        from image_jobs.predictor import Predictor
 
         predictor = Predictor.load(resolved.model, fetch_weights(resolved.model.weights_uri, None, work / "cache"),
                                    batch_size=args.batch)

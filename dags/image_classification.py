@@ -22,12 +22,12 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from image_pipeline.assets import model_asset
-from image_pipeline.backends import compute_steps
-from image_pipeline.emr import load_emr_settings
-from image_pipeline.params import dag_params
-from image_pipeline.settings import load_settings
-from image_pipeline.steps import STEP_NAMES
+from image_pipeline.compute.backends import compute_steps
+from image_pipeline.compute.emr.requests import load_emr_settings
+from image_pipeline.compute.steps import STEP_NAMES
+from image_pipeline.wiring.assets import model_asset
+from image_pipeline.wiring.params import dag_params
+from image_pipeline.wiring.settings import load_settings
 
 SETTINGS = load_settings()
 EMR = load_emr_settings() if SETTINGS.compute == "emr" else None
@@ -48,8 +48,8 @@ def image_classification():
     @task
     def plan_run(**context) -> dict:
         """Validate params and resolve them with the data interval into the run plan."""
-        from image_pipeline.layout import run_key_for, run_layout
-        from image_pipeline.plan import build_run_plan, scan_images
+        from image_pipeline.planning.layout import run_key_for, run_layout
+        from image_pipeline.planning.run_plan import build_run_plan, scan_images
 
         dag_run = context["dag_run"]
         modified_before = context.get("data_interval_end") or dag_run.run_after  # manual runs: trigger time
@@ -64,44 +64,31 @@ def image_classification():
         return plan
 
     @task(retries=0, outlets=[MODEL])
-    def publish_report(plan: dict, cluster: dict | list | None = None, **context) -> dict:
+    def publish_report(plan: dict, cluster: dict, **context) -> dict:
         """Read the report back, write report.md, log the summary, enforce the quality gate; then record
         the run as the latest successful model (models/latest.json), which emits the model Asset's event.
 
-        ``cluster`` is what terminate_cluster returned: on EMR the cluster id, console link,
-        normalized instance hours and estimated cost; locally the stopped process ids.
+        ``cluster`` is what terminate_cluster returned: the backends' cluster summary
+        (``compute.contract.cluster_summary``: id, hours, cost, console link, process ids).
         """
-        import json
-
         from airflow.sdk.exceptions import AirflowFailException
 
-        from image_pipeline.latest import publish_run
-        from image_pipeline.report import QualityGateError
+        from image_pipeline.compute.contract import cluster_summary_line
+        from image_pipeline.publishing.latest_model import publish_run
+        from image_pipeline.publishing.run_report import QualityGateError, headline_lines
 
         try:
             headline = publish_run(plan, SETTINGS.aws_conn_id)  # the gate fails before latest.json is touched
         except QualityGateError as exc:
             raise AirflowFailException(str(exc)) from exc
-        print(f"multiclass accuracy {100 * headline['multiclass_accuracy']:.1f}% on {headline['classes']} classes, "
-              f"{headline['images']} images ({headline['rejects']} rejected), "
-              f"{headline['pairwise_models']} pairwise models")
-        print("hardest pairs: " + ", ".join(
-            f"{p['class_1']} vs {p['class_2']} {p['mean_pct']:.1f}%" for p in headline["hardest_pairs"]))
-        print(f"seconds per step: {json.dumps(headline['seconds_per_step'])}")
-        print(f"report: {headline['report_md']}")
+        for line in headline_lines(headline, plan["run_key"]):
+            print(line)
         latest = headline["latest"]
-        if latest["replaced"]:
-            print(f"latest successful model is now run {plan['run_key']} ({latest['uri']})")
-        else:
-            print(f"latest successful model stays run {latest['record']['run_key']}: its data is more recent "
-                  f"than this run's ({latest['uri']})")
         context["outlet_events"][MODEL].extra = {"run_key": latest["record"]["run_key"],
                                                  "models_uri": latest["record"]["models_uri"],
                                                  "replaced": latest["replaced"]}
-        if isinstance(cluster, dict):
-            headline["cluster"] = cluster
-            print(f"cluster {cluster['cluster_id']}: {cluster['normalized_instance_hours']} normalized instance "
-                  f"hours, about ${cluster['estimated_cost_usd']:.2f} ({cluster['console_link']})")
+        headline["cluster"] = cluster
+        print(cluster_summary_line(cluster))
         return headline
 
     plan = plan_run()

@@ -25,12 +25,12 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import dag, task
 
-from image_pipeline.assets import scoring_schedule
-from image_pipeline.backends import compute_steps
-from image_pipeline.emr import load_emr_settings
-from image_pipeline.params import scoring_params
-from image_pipeline.settings import load_settings
-from image_pipeline.steps import SCORING_STEP_NAMES
+from image_pipeline.compute.backends import compute_steps
+from image_pipeline.compute.emr.requests import load_emr_settings
+from image_pipeline.compute.steps import SCORING_STEP_NAMES
+from image_pipeline.wiring.assets import scoring_schedule
+from image_pipeline.wiring.params import scoring_params
+from image_pipeline.wiring.settings import load_settings
 
 SETTINGS = load_settings()
 EMR = load_emr_settings() if SETTINGS.compute == "emr" else None
@@ -52,9 +52,9 @@ def image_scoring():
         """Read the latest successful model, plan the run; skip it when the inbox holds nothing new."""
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from image_pipeline.latest import NoModelError, read_latest
-        from image_pipeline.plan import PlanError
-        from image_pipeline.scoring import build_scoring_plan, unscored_photos
+        from image_pipeline.planning.run_plan import PlanError
+        from image_pipeline.planning.scoring_plan import build_scoring_plan, unscored_photos
+        from image_pipeline.publishing.latest_model import NoModelError, read_latest
 
         dag_run = context["dag_run"]
         modified_before = context.get("data_interval_end") or dag_run.run_after  # asset or manual: run time
@@ -76,12 +76,13 @@ def image_scoring():
         return plan
 
     @task(retries=0)
-    def summarise_scoring(plan: dict, cluster: dict | list | None = None) -> dict:
+    def summarise_scoring(plan: dict, cluster: dict) -> dict:
         """Log what the scoring step did (from its summary) and where the predictions are."""
         import json
 
-        from image_pipeline.layout import join
-        from image_pipeline.objects import object_path
+        from image_pipeline.compute.contract import cluster_summary_line
+        from image_pipeline.planning.layout import join
+        from image_pipeline.planning.objects import object_path
 
         summary = json.loads(object_path(join(plan["steps_uri"], "score_inbox.json"), SETTINGS.aws_conn_id)
                              .read_text())
@@ -89,10 +90,8 @@ def image_scoring():
               f"{summary['not_scored_now']} could not be scored (reasons in predictions.csv); "
               f"{summary['skipped_scored_earlier']} scored earlier")
         print(f"predictions: {summary['predictions_csv']} ({summary['predictions_total']} rows)")
-        if isinstance(cluster, dict):
-            summary["cluster"] = cluster
-            print(f"cluster {cluster['cluster_id']}: about ${cluster['estimated_cost_usd']:.2f} "
-                  f"({cluster['console_link']})")
+        summary["cluster"] = cluster
+        print(cluster_summary_line(cluster))
         return summary
 
     plan = plan_scoring()

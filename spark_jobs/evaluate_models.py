@@ -19,7 +19,7 @@ import time
 
 import pandas as pd
 
-from image_jobs import reporting, storage
+from image_jobs import report_tables, storage
 from image_jobs.cli import run_job
 from image_jobs.extraction import REASON_KIND_PATTERN, spark_timestamp
 from image_jobs.session import job_logger
@@ -68,9 +68,9 @@ def run(spark, args: argparse.Namespace) -> dict:
     predictions = spark.read.parquet(
         storage.join_uri(args.models_uri, "multiclass", "test_predictions")).select("label", "predicted").toPandas()
 
-    metrics = reporting.metrics_table(results)
-    pairs = reporting.pair_accuracy(metrics)
-    per_class, confusion, overall = reporting.multiclass_tables(predictions, labels)
+    metrics = report_tables.metrics_table(results)
+    pairs = report_tables.pair_accuracy(metrics)
+    per_class, confusion, overall = report_tables.multiclass_tables(predictions, labels)
     report = args.report_uri
 
     def write_csv(name: str, frame: pd.DataFrame, index: bool = False) -> None:
@@ -82,19 +82,19 @@ def run(spark, args: argparse.Namespace) -> dict:
     write_csv("confusion_matrix.csv", confusion, index=True)
 
     plots = {
-        "accuracy_vs_split.png": reporting.plot_accuracy_vs_split(metrics),
-        "pairwise_accuracy_heatmap.png": reporting.plot_pair_heatmap(metrics, labels),
-        "confusion_matrix.png": reporting.plot_confusion_matrix(confusion),
-        "pca_explained_variance.png": reporting.plot_explained_variance(training["pca_explained_variance"]),
+        "accuracy_vs_split.png": report_tables.plot_accuracy_vs_split(metrics),
+        "pairwise_accuracy_heatmap.png": report_tables.plot_pair_heatmap(metrics, labels),
+        "confusion_matrix.png": report_tables.plot_confusion_matrix(confusion),
+        "pca_explained_variance.png": report_tables.plot_explained_variance(training["pca_explained_variance"]),
     }
     focus_classes = sorted(set(metrics["class_1"]))
     if training["pairwise"]["pair_mode"] == "all_pairs":
         focus_classes = labels
     class_plots = {}
     for focus in focus_classes:
-        class_plots[focus] = f"accuracy_vs_split_{reporting.plot_file_stem(focus)}.png"
-        plots[class_plots[focus]] = reporting.plot_accuracy_vs_split(metrics, focus)
-    missing_glyphs = reporting.unrenderable(labels)
+        class_plots[focus] = f"accuracy_vs_split_{report_tables.plot_file_stem(focus)}.png"
+        plots[class_plots[focus]] = report_tables.plot_accuracy_vs_split(metrics, focus)
+    missing_glyphs = report_tables.unrenderable(labels)
     if missing_glyphs:
         log.warning("no installed font can draw every character of %s: the plots show boxes there (install a "
                     "font such as Noto Sans CJK); the CSV, JSON and report files have the exact names",

@@ -40,9 +40,9 @@ from image_jobs.extraction import (
     size_reason,
     split_readable,
 )
-from image_jobs.predict import ModelError, load_model_json
+from image_jobs.inbox import first_score_per_photo, make_scorer, precheck_rejects, predictions_csv, scored_schema
+from image_jobs.predictor import ModelError, load_model_json
 from image_jobs.progress import ProgressLogger
-from image_jobs.scoring import first_score_per_photo, make_scorer, precheck_rejects, predictions_csv, scored_schema
 from image_jobs.session import job_logger
 
 log = job_logger("score_inbox")

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import PROJECT_ROOT
-from image_pipeline.local_cluster import free_port
+from image_pipeline.compute.local.cluster import free_port
 
 PASSWORD = "ui-test-password"
 DAG_ID = "image_classification"

@@ -32,7 +32,7 @@ os.environ.update({
 
 @pytest.fixture(scope="session")
 def java_home() -> str:
-    from image_pipeline.java import find_java_home
+    from image_pipeline.compute.local.java import find_java_home
 
     home = find_java_home()
     if home is None:
@@ -56,7 +56,7 @@ def spark(java_home, tmp_path_factory):
         },
     )
     # the executors get the job library the way spark-submit --py-files ships it in production
-    from image_pipeline.jobs_archive import build_jobs_zip
+    from image_pipeline.compute.jobs_archive import build_jobs_zip
 
     session.sparkContext.addPyFile(str(build_jobs_zip(tmp_path_factory.mktemp("dist"))))
     yield session
@@ -66,7 +66,7 @@ def spark(java_home, tmp_path_factory):
 @pytest.fixture(scope="session")
 def converted_weights(tmp_path_factory) -> Path:
     """torchvision's ImageNet MobileNetV2 converted to a .keras file, as 'make weights' does."""
-    from image_pipeline.weights import convert_checkpoint, default_checkpoint_path
+    from image_tools.weights import convert_checkpoint, default_checkpoint_path
 
     return convert_checkpoint(default_checkpoint_path(), tmp_path_factory.mktemp("weights") / "mnv2.keras")
 
@@ -90,7 +90,7 @@ def airflow_server(tmp_path_factory, converted_weights, java_home):
     import json
 
     from airflow_server import standalone_airflow
-    from image_pipeline.sample_images import write_sample_images
+    from image_tools.sample_images import write_sample_images
 
     home = tmp_path_factory.mktemp("airflow-ui-home")
     root = tmp_path_factory.mktemp("ui-root")

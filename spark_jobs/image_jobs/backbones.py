@@ -106,7 +106,7 @@ def _load_application_weights(model, weights: str, backbone_name: str) -> None:
     model.load_weights(weights)
 
 
-# Torchvision-style models converted to .keras (image_pipeline.weights) expect short side 256 + crop.
+# Torchvision-style models converted to .keras (image_tools.weights) expect short side 256 + crop.
 _TORCHVISION_RESIZE = ResizePolicy(224, 0.875)
 _SQUASH_224 = ResizePolicy(224, 1.0)
 

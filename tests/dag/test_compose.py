@@ -38,7 +38,7 @@ def test_services_and_commands(config):
         assert depends["airflow-init"]["condition"] == "service_completed_successfully"
         assert depends["postgres"]["condition"] == "service_healthy"
     init = " ".join(config["services"]["airflow-init"]["command"])
-    assert "airflow db migrate" in init and "image_pipeline.weights" in init
+    assert "airflow db migrate" in init and "image_tools.weights" in init
 
 
 def test_health_checks(config):

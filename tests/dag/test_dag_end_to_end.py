@@ -20,8 +20,8 @@ import pytest
 
 from bad_images import rejected_files
 from conftest import PROJECT_ROOT
-from image_pipeline.local_cluster import cluster_processes_alive
-from image_pipeline.sample_images import write_sample_images
+from image_pipeline.compute.local.cluster import cluster_processes_alive
+from image_tools.sample_images import write_sample_images
 
 pytestmark = pytest.mark.spark
 
@@ -98,7 +98,7 @@ def leftover_processes(marker: str) -> list[str]:
 
 
 def run_dir(root: Path, dag_run) -> Path:
-    from image_pipeline.layout import run_key_for
+    from image_pipeline.planning.layout import run_key_for
 
     return root / "runs" / run_key_for(dag_run.run_id)
 
@@ -197,7 +197,7 @@ def test_a_failed_step_fails_the_run_and_still_stops_the_cluster(dag, root, back
 # ---- image_scoring around the training runs ------------------------------------------------------
 
 def test_scoring_before_any_successful_training_fails_clearly(runs, root):
-    from image_pipeline.layout import run_key_for
+    from image_pipeline.planning.layout import run_key_for
 
     dag_run = runs["before_any_model"]
     assert state(dag_run) == "failed"
@@ -211,7 +211,7 @@ def test_training_records_the_latest_model_and_emits_the_asset_event(runs, root)
     from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
-    from image_pipeline.layout import run_key_for
+    from image_pipeline.planning.layout import run_key_for
 
     dag_run = runs["backfill"][1]
     latest = json.loads((root / "models" / "latest.json").read_text())
@@ -232,7 +232,7 @@ def test_training_records_the_latest_model_and_emits_the_asset_event(runs, root)
 
 
 def test_scoring_scores_the_inbox_with_the_latest_model(runs, root):
-    from image_pipeline.layout import run_key_for
+    from image_pipeline.planning.layout import run_key_for
 
     dag_run = runs["scored"]
     assert state(dag_run) == "success"
@@ -252,7 +252,7 @@ def test_scoring_scores_the_inbox_with_the_latest_model(runs, root):
 
 
 def test_a_scoring_run_with_nothing_new_starts_no_cluster(runs, root):
-    from image_pipeline.layout import run_key_for
+    from image_pipeline.planning.layout import run_key_for
 
     dag_run = runs["scored_again"]
     assert state(dag_run) == "success"

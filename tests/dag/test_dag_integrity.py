@@ -12,6 +12,7 @@ import pytest
 from conftest import PROJECT_ROOT
 
 DAG_FILE = PROJECT_ROOT / "dags" / "image_classification.py"
+PACKAGE = PROJECT_ROOT / "plugins" / "image_pipeline"
 HEAVY = ["tensorflow", "keras", "pyspark", "sklearn", "pandas", "matplotlib", "numpy"]
 
 def parse_in_subprocess(compute: str, dag_file=DAG_FILE, **extra_env: str) -> dict:
@@ -92,10 +93,31 @@ def test_schedule_and_params(local_parse):
 def test_airflow_plugin_loader_does_not_import_the_library_as_bare_modules():
     """Airflow imports every .py under plugins/ by its bare file name unless .airflowignore says no:
     report.py, settings.py, steps.py... would shadow libraries of the same name (and did: 'packaging')."""
+    bare = sorted({p.stem for p in PACKAGE.rglob("*.py")} | {p.name for p in PACKAGE.rglob("*") if p.is_dir()}
+                  - {"__init__", "__pycache__"})
+    assert {"settings", "run_plan", "cluster", "operators", "requests", "staging"} <= set(bare)
     probe = ("from airflow import plugins_manager as pm; pm.ensure_plugins_loaded(); import sys, json; "
-             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-             "{'settings', 'plan', 'report', 'steps', 'layout', 'java', 'emr', 'params', 'artifacts'})))")
+             f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {set(bare)!r})))")
     env = {**os.environ, "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins")}
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_every_module_of_the_package_imports_from_the_dag_folder_s_point_of_view():
+    """As Airflow's DAG processor sees it: only dags/ and plugins/ on sys.path (no spark_jobs/, tools/,
+    tests/), every module of the package imports, and none pulls in a heavy library at import."""
+    modules = sorted(".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+                     for p in PACKAGE.rglob("*.py"))
+    assert len(modules) > 25 and "image_pipeline.compute.local.cluster" in modules
+    probe = ("import importlib, json, sys; before = set(sys.modules); "
+             f"[importlib.import_module(m) for m in {modules!r}]; "
+             "print(json.dumps(sorted({m.split('.')[0] for m in set(sys.modules) - before})))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT / "dags"), str(PROJECT_ROOT / "plugins")])
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300,
+                         cwd="/")
+    assert out.returncode == 0, out.stderr[-3000:]
+    imported = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "image_jobs" not in imported and "image_tools" not in imported
+    assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))

@@ -16,7 +16,7 @@ import boto3
 import pytest
 
 from conftest import PROJECT_ROOT
-from image_pipeline.local_cluster import free_port
+from image_pipeline.compute.local.cluster import free_port
 
 pytestmark = pytest.mark.spark  # slow-ish: parses the DAG and runs it with dag.test()
 

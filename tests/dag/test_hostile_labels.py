@@ -23,8 +23,8 @@ import pytest
 from test_dag_end_to_end import leftover_processes, set_mtime, task_states
 
 from conftest import PROJECT_ROOT
-from image_pipeline.local_cluster import cluster_processes_alive
-from image_pipeline.sample_images import write_sample_images
+from image_pipeline.compute.local.cluster import cluster_processes_alive
+from image_tools.sample_images import write_sample_images
 
 pytestmark = pytest.mark.spark
 
@@ -74,7 +74,7 @@ def hostile(tmp_path_factory, converted_weights, java_home, airflow_db):
         dag_run = bag.get_dag("image_classification").test(logical_date=LOGICAL_DATE, run_conf={
             "images_uri": images_uri, "split_ratios": [0.3, 0.5, 0.7], "test_fraction": 0.25, "max_per_class": 8,
             "local_worker_cores": 2, "local_worker_memory_gb": 3, "min_accuracy": 0.0})
-    from image_pipeline.layout import run_key_for
+    from image_pipeline.planning.layout import run_key_for
 
     run = root / "store" / "runs" / run_key_for(dag_run.run_id)
     return {"root": root, "workdir": workdir, "dag_run": dag_run, "run": run, "global_before": global_before}

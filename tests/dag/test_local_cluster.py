@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from image_pipeline.local_cluster import (
+from image_pipeline.compute.local.cluster import (
     ClusterInfo,
     _master_status,
     cluster_processes_alive,

@@ -45,9 +45,10 @@ def test_wrong_credentials_are_refused(s3):
 
 
 def test_staging_uploads_once_and_is_idempotent(s3, converted_weights):
-    from image_pipeline.artifacts import stage_s3
+    from image_pipeline.compute.staging import STAGED_KEYS, stage_s3
 
     first = stage_s3(f"s3://{BUCKET}/prod/artifacts", f"file://{converted_weights}", CONN_ID)
+    assert set(first) == set(STAGED_KEYS)  # the same keys as the local backend's staging
     assert {u.rsplit("/", 1)[-1] for u in first["uploaded"]} == {
         "image_jobs.zip", "extract_features.py", "train_models.py", "evaluate_models.py", "score_inbox.py",
         "install_python_deps.sh", "requirements-emr.txt", converted_weights.name}
@@ -61,7 +62,7 @@ def test_staging_uploads_once_and_is_idempotent(s3, converted_weights):
 
 
 def test_publish_reads_the_report_from_s3_and_writes_report_md(s3):
-    from image_pipeline.report import ReportError, publish
+    from image_pipeline.publishing.run_report import ReportError, publish
 
     report = "prod/runs/r1/report"
     summary = {"run_key": "r1", "backbone": "mobilenet_v2", "classes": ["a", "b"], "image_counts": {"a": 3, "b": 4},
@@ -81,7 +82,7 @@ def test_publish_reads_the_report_from_s3_and_writes_report_md(s3):
 
 
 def test_images_uri_the_connection_cannot_read_fails_the_plan_naming_the_param(s3, monkeypatch):
-    from image_pipeline.plan import PlanError, discover_labels
+    from image_pipeline.planning.run_plan import PlanError, discover_labels
 
     s3.put_object(Bucket=BUCKET, Key="prod/images/cat/a.jpg", Body=b"jpeg")
     s3.put_object(Bucket=BUCKET, Key="prod/images/dog/b.jpg", Body=b"jpeg")
@@ -98,9 +99,9 @@ def test_images_uri_the_connection_cannot_read_fails_the_plan_naming_the_param(s
 def test_the_latest_model_and_the_prediction_command_work_on_s3(s3, converted_weights, tmp_path, capsys):
     """publish_report's latest.json is written to S3; the command follows it, fetches the weights once."""
 
-    from image_pipeline import predict as cli
-    from image_pipeline.latest import publish_run
-    from image_pipeline.sample_images import write_sample_images
+    from image_pipeline import predict_photos as cli
+    from image_pipeline.publishing.latest_model import publish_run
+    from image_tools.sample_images import write_sample_images
 
     run, root = "prod/runs/r2", f"s3://{BUCKET}/prod"
     weights_key = "prod/artifacts/weights-abc/mnv2.keras"

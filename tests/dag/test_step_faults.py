@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from image_pipeline.local_cluster import (
+from image_pipeline.compute.local.cluster import (
     ClusterInfo,
     StepFailedError,
     StepProcess,
@@ -30,7 +30,8 @@ from image_pipeline.local_cluster import (
     start_cluster,
     stop_cluster,
 )
-from image_pipeline.sample_images import write_sample_images
+from image_pipeline.compute.staging import local_path
+from image_tools.sample_images import write_sample_images
 
 pytestmark = pytest.mark.spark
 
@@ -101,9 +102,9 @@ def cluster(root, java_home):
 
 def make_plan(root: Path, out: Path, run_id: str, weights: Path) -> dict:
     """The run plan of a run over ``root``'s images that writes under ``out``."""
-    from image_pipeline.params import dag_params
-    from image_pipeline.plan import build_run_plan
-    from image_pipeline.settings import load_settings
+    from image_pipeline.planning.run_plan import build_run_plan
+    from image_pipeline.wiring.params import dag_params
+    from image_pipeline.wiring.settings import load_settings
 
     settings = load_settings({"IMAGE_PIPELINE_ROOT_URI": f"file://{out}",
                               "IMAGE_PIPELINE_WEIGHTS_URI": f"file://{weights}"})
@@ -116,7 +117,7 @@ def make_plan(root: Path, out: Path, run_id: str, weights: Path) -> dict:
 def step_operator(plan: dict, cluster: ClusterInfo, artifacts: dict):
     from dataclasses import asdict
 
-    from image_pipeline.local_operators import LocalSparkStepOperator
+    from image_pipeline.compute.local.operators import LocalSparkStepOperator
 
     return LocalSparkStepOperator(task_id="extract_features", step="extract_features", plan=plan,
                                   cluster=asdict(cluster), artifacts=artifacts, python=sys.executable)
@@ -128,7 +129,7 @@ def feature_rows(spark, plan: dict, run_key: str):
 
 @pytest.fixture(scope="module")
 def artifacts(root):
-    from image_pipeline.artifacts import stage_local
+    from image_pipeline.compute.staging import stage_local
 
     return stage_local(f"file://{root}/artifacts")
 
@@ -194,15 +195,15 @@ def test_a_killed_step_leaves_no_process_and_its_retry_no_duplicate(spark, root,
 def run_failing_step(root: Path, out: Path, cluster: ClusterInfo, artifacts: dict, weights: Path, java_home: str,
                      features_uri: str | None = None, conf: dict[str, str] | None = None) -> str:
     """spark-submit the extraction as the operator does; return the task error it would raise."""
-    from image_pipeline.steps import step_by_name
+    from image_pipeline.compute.steps import step_by_name
 
     plan = make_plan(root, out, "fault", weights)
     plan["labels"] = plan["labels"][:1]  # one class is enough to fail
     if features_uri:
         plan["features_uri"] = features_uri
     spec = step_by_name(plan, "extract_features")
-    argv = spark_submit_argv(cluster, str(Path(artifacts["entry_dir"]) / spec.entry_script), list(spec.args),
-                             artifacts["jobs_zip"], sys.executable, "fault")
+    argv = spark_submit_argv(cluster, str(Path(local_path(artifacts["entry_dir_uri"])) / spec.entry_script),
+                             list(spec.args), local_path(artifacts["jobs_zip_uri"]), sys.executable, "fault")
     at = argv.index("--py-files")
     for key, value in {"spark.task.maxFailures": "1", **(conf or {})}.items():  # fail at the first attempt
         argv[at:at] = ["--conf", f"{key}={value}"]

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 import extract_features
 from bad_images import HOSTILE_LABELS, accepted_unusual_files, giant_png, huge_png, rejected_files, write_files
 from image_jobs.backbones import WeightsUnavailableError
-from image_pipeline.sample_images import write_sample_images
+from image_tools.sample_images import write_sample_images
 
 pytestmark = pytest.mark.spark
 

@@ -22,13 +22,13 @@ import extract_features
 import score_inbox
 import train_models
 from bad_images import rejected_files
-from image_jobs.predict import ModelError, Predictor, load_model_json
-from image_pipeline.sample_images import write_sample_images
+from image_jobs.predictor import ModelError, Predictor, load_model_json
+from image_tools.sample_images import write_sample_images
 
 try:  # Airflow binds its logging to the streams of its first import: import it before capsys swaps them
     import airflow.sdk  # noqa: F401
 
-    from image_pipeline import predict as cli
+    from image_pipeline import predict_photos as cli
 except ImportError:  # the Spark 3.5 environment
     cli = None
 

@@ -12,7 +12,7 @@ from PIL import Image
 import evaluate_models
 import train_models
 from image_jobs.training import TrainingInputError
-from image_pipeline.sample_features import sample_feature_frame, write_sample_features
+from sample_features import sample_feature_frame, write_sample_features
 
 pytestmark = pytest.mark.spark
 

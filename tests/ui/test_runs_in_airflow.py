@@ -18,7 +18,7 @@ import pytest
 
 from airflow_server import DAG_ID, http_json, wait_for
 from conftest import UI_FAKE_SECRET
-from image_pipeline.layout import run_key_for
+from image_pipeline.planning.layout import run_key_for
 
 pytestmark = pytest.mark.spark
 
@@ -100,7 +100,7 @@ def intervals_overlap(a: dict, b: dict) -> bool:
 def test_a_step_marked_failed_from_outside_is_killed_and_the_cluster_stopped(airflow_server):
     base, token, root = airflow_server["base"], airflow_server["token"], Path(airflow_server["root"])
     # new images, so the extraction has real work to interrupt
-    from image_pipeline.sample_images import write_sample_images
+    from image_tools.sample_images import write_sample_images
 
     write_sample_images(root / "more_images", n_classes=3, per_class=40, seed=32)
     run_id = trigger(airflow_server, {**SMALL, "images_uri": f"file://{root}/more_images"})

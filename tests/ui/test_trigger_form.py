@@ -20,7 +20,7 @@ from test_runs_in_airflow import SMALL, intervals_overlap, processes_mentioning,
 
 from airflow_server import PASSWORD, http_json, wait_for
 from conftest import PROJECT_ROOT
-from image_pipeline.layout import run_key_for
+from image_pipeline.planning.layout import run_key_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [

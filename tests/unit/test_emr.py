@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ParamValidationError
 from botocore.validate import validate_parameters
 
-from image_pipeline.emr import (
+from image_pipeline.compute.emr.requests import (
     cluster_cost,
     emr_steps,
     job_flow_overrides,
@@ -18,9 +18,9 @@ from image_pipeline.emr import (
     spark_defaults,
     step_log_uri,
 )
-from image_pipeline.plan import DEFAULT_SPLIT_RATIOS, build_run_plan
-from image_pipeline.settings import load_settings
-from image_pipeline.steps import build_steps
+from image_pipeline.compute.steps import build_steps
+from image_pipeline.planning.run_plan import DEFAULT_SPLIT_RATIOS, build_run_plan
+from image_pipeline.wiring.settings import load_settings
 
 SETTINGS = load_settings({"IMAGE_PIPELINE_ROOT_URI": "s3://bucket/prefix", "IMAGE_PIPELINE_COMPUTE": "emr"})
 ARTIFACTS = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from image_pipeline.failures import FailureScanner, diagnose_text
+from image_pipeline.compute.diagnosis import FailureScanner, diagnose_text
 
 DISK_FULL = """\
 26/11/21 23:21:23 WARN TaskSetManager: Lost task 0.0 in stage 18.0 (TID 28) (127.0.0.1 executor 0): \

@@ -1,4 +1,5 @@
-"""Setup on a machine without Java: ``python -m image_pipeline.java`` installs the bundled JDK and Spark runs on it.
+"""Setup on a machine without Java: ``python -m image_pipeline.compute.local.java`` installs the bundled JDK,
+and Spark runs on it.
 
 A fresh virtual environment with no JAVA_HOME and no ``java`` on PATH stands in for such a machine.
 """
@@ -40,7 +41,7 @@ def no_java_env(tmp_path_factory):
 
 def test_setup_installs_a_jdk_and_spark_runs_on_it(no_java_env, tmp_path):
     env_dir, env = no_java_env
-    done = subprocess.run([str(env_dir / "bin" / "python"), "-m", "image_pipeline.java"], env=env,
+    done = subprocess.run([str(env_dir / "bin" / "python"), "-m", "image_pipeline.compute.local.java"], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     java_home = done.stdout.strip().splitlines()[-1]
@@ -48,7 +49,7 @@ def test_setup_installs_a_jdk_and_spark_runs_on_it(no_java_env, tmp_path):
     version = subprocess.run([f"{java_home}/bin/java", "-version"], capture_output=True, text=True)
     assert version.returncode == 0 and 'version "21' in version.stderr
     # a second call finds it without installing again
-    again = subprocess.run([str(env_dir / "bin" / "python"), "-m", "image_pipeline.java"], env=env,
+    again = subprocess.run([str(env_dir / "bin" / "python"), "-m", "image_pipeline.compute.local.java"], env=env,
                            capture_output=True, text=True, timeout=120)
     assert again.stdout.strip() == java_home and "installing" not in again.stderr
 
@@ -60,3 +61,16 @@ def test_setup_installs_a_jdk_and_spark_runs_on_it(no_java_env, tmp_path):
     run = subprocess.run([sys.executable, "-c", job], env=spark_env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "rows 143" in run.stdout
+
+
+def test_a_task_never_installs_java_it_fails_naming_the_setup_command(monkeypatch, tmp_path):
+    from image_pipeline.compute.local import java
+
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-java"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java on PATH
+    monkeypatch.setattr(java, "WRAPPER_HOME", tmp_path / "no-bundled-jdk")
+    installs = []
+    monkeypatch.setattr(java, "install_bundled_java", lambda: installs.append(1))
+    with pytest.raises(java.JavaMissingError, match=r"no Java 17\+ found .* run `make setup`"):
+        java.require_java_home()
+    assert installs == []

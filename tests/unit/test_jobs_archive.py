@@ -1,6 +1,6 @@
 import zipfile
 
-from image_pipeline.jobs_archive import build_jobs_zip, content_hash
+from image_pipeline.compute.jobs_archive import build_jobs_zip, content_hash
 
 
 def test_jobs_zip_is_reproducible_and_holds_the_library(tmp_path):

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from test_report import METRICS, SUMMARY
 
-from image_pipeline.assets import MODEL_ASSET_NAME, model_asset
-from image_pipeline.latest import NoModelError, latest_uri, publish_run, read_latest
-from image_pipeline.report import QualityGateError
+from image_pipeline.publishing.latest_model import NoModelError, latest_uri, publish_run, read_latest
+from image_pipeline.publishing.run_report import QualityGateError
+from image_pipeline.wiring.assets import MODEL_ASSET_NAME, model_asset
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

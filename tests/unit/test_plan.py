@@ -3,8 +3,9 @@ from datetime import UTC, datetime
 import pytest
 
 from bad_images import HOSTILE_LABELS
-from image_pipeline.layout import run_key_for, run_layout
-from image_pipeline.plan import (
+from image_pipeline.compute.steps import build_steps
+from image_pipeline.planning.layout import run_key_for, run_layout
+from image_pipeline.planning.run_plan import (
     DEFAULT_SPLIT_RATIOS,
     PlanError,
     build_run_plan,
@@ -13,8 +14,7 @@ from image_pipeline.plan import (
     min_images_per_class,
     scan_images,
 )
-from image_pipeline.settings import load_settings
-from image_pipeline.steps import build_steps
+from image_pipeline.wiring.settings import load_settings
 
 SETTINGS = load_settings({"IMAGE_PIPELINE_ROOT_URI": "file:///data/root"})
 WHEN = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from bad_images import jpeg_bytes, rejected_files
 from image_jobs.decode import ResizePolicy
-from image_jobs.predict import MODEL_FORMAT, ModelError, Predictor, load_model_json, model_from_dict, top_as_json
+from image_jobs.predictor import MODEL_FORMAT, ModelError, Predictor, load_model_json, model_from_dict, top_as_json
 
 SOURCE = "file:///runs/r1/models/multiclass/model.json"
 

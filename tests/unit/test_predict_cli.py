@@ -18,9 +18,9 @@ import pytest
 
 from bad_images import rejected_files
 from conftest import PROJECT_ROOT
-from image_jobs.predict import MODEL_FORMAT
-from image_pipeline import predict as cli
-from image_pipeline.sample_images import write_sample_images
+from image_jobs.predictor import MODEL_FORMAT
+from image_pipeline import predict_photos as cli
+from image_tools.sample_images import write_sample_images
 
 LABELS = ["beagle", "pug", "Siamese", "Sphynx"]
 
@@ -112,7 +112,7 @@ def test_every_way_of_naming_the_model_reaches_the_same_one(store, capsys, spec)
 def test_unknown_model_uri_is_one_clear_error_line_and_exit_code_2(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "plugins"), os.environ.get(
         "PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-m", "image_pipeline.predict", "--model", f"file://{tmp_path}/nothing",
+    out = subprocess.run([sys.executable, "-m", "image_pipeline.predict_photos", "--model", f"file://{tmp_path}/nothing",
                           "photo.jpg"], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from image_pipeline.report import QualityGateError, ReportError, publish
+from image_pipeline.publishing.run_report import QualityGateError, ReportError, publish
 
 SUMMARY = {"run_key": "r", "backbone": "mobilenet_v2", "classes": ["a", "b"], "image_counts": {"a": 10, "b": 12},
            "multiclass": {"accuracy": 0.8, "macro_f1": 0.79}, "rejects": {"count": 2},
@@ -60,3 +60,40 @@ def test_bad_reports_name_the_file_and_the_problem_and_delete_nothing(tmp_path, 
     with pytest.raises(ReportError, match=message):
         publish(f"file://{tmp_path}", 0.5)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_headline_lines_say_accuracy_pairs_report_and_the_latest_model(tmp_path):
+    from image_pipeline.publishing.run_report import headline_lines
+
+    write(tmp_path)
+    headline = publish(f"file://{tmp_path}", 0.5)
+    replaced = {**headline, "latest": {"replaced": True, "uri": "file:///m/latest.json", "record": {"run_key": "r"}}}
+    lines = headline_lines(replaced, "r")
+    assert lines[0] == "multiclass accuracy 80.0% on 2 classes, 22 images (2 rejected), 1 pairwise models"
+    assert lines[1] == "hardest pairs: a vs b 81.0%"
+    assert lines[2] == 'seconds per step: {"extract_features": 10.0}'
+    assert lines[3] == f"report: {headline['report_md']}"
+    assert lines[4] == "latest successful model is now run r (file:///m/latest.json)"
+    kept = {**headline, "latest": {"replaced": False, "uri": "u", "record": {"run_key": "newer"}}}
+    assert headline_lines(kept, "r")[4] == ("latest successful model stays run newer: its data is more recent "
+                                             "than this run's (u)")
+
+
+def test_both_backends_summarise_a_terminated_cluster_in_one_shape():
+    from image_pipeline.compute.contract import CLUSTER_SUMMARY_KEYS, cluster_summary, cluster_summary_line
+    from image_pipeline.compute.emr.requests import cluster_cost
+
+    local = cluster_summary("run-cluster", "local", 0.25, process_ids=[11, 12], console_link="")
+    assert tuple(local) == CLUSTER_SUMMARY_KEYS and local["estimated_cost_usd"] == 0.0
+    assert cluster_summary_line(local) == ("cluster run-cluster (local): 0.250 h, 0 normalized instance hours, "
+                                           "about $0.00")
+    from datetime import UTC, datetime
+    describe = {"Cluster": {"Id": "j-1", "NormalizedInstanceHours": 16, "Status": {"Timeline": {
+        "CreationDateTime": datetime(2026, 1, 1, 10, 0, tzinfo=UTC),
+        "EndDateTime": datetime(2026, 1, 1, 10, 30, tzinfo=UTC)}}}}
+    groups = [{"InstanceType": "m5.xlarge", "RunningInstanceCount": 3}]
+    emr = cluster_summary(backend="emr", console_link="https://console/j-1", **cluster_cost(describe,
+                          {"m5.xlarge": 0.2}, groups))
+    assert tuple(emr) == CLUSTER_SUMMARY_KEYS and emr["estimated_cost_usd"] == 0.3 and emr["process_ids"] == []
+    assert cluster_summary_line(emr) == ("cluster j-1 (emr): 0.500 h, 16 normalized instance hours, about $0.30 "
+                                         "(https://console/j-1)")

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from bad_images import HOSTILE_LABELS
-from image_jobs import reporting
-from image_pipeline.report import publish
+from image_jobs import report_tables
+from image_pipeline.publishing.run_report import publish
 
 # '$' pairs that matplotlib would parse as mathtext (and fail on), a pipe, Markdown emphasis and HTML
 REPORT_LABELS = [*HOSTILE_LABELS, r"$\notacommand$", "price $5 | $6", "*bold* _it_ <b>&amp;"]
@@ -32,19 +32,20 @@ def results_frame(labels: list[str]) -> pd.DataFrame:
 
 def test_plot_file_stems_are_safe_and_never_collide():
     labels = [*REPORT_LABELS, "a b", "a;b", "a_b", "犬", "猫", "..", "a.b"]
-    stems = [reporting.plot_file_stem(label) for label in labels]
+    stems = [report_tables.plot_file_stem(label) for label in labels]
     assert len(set(stems)) == len(labels)
     assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", stem) and not stem.startswith(".") for stem in stems)
-    assert reporting.plot_file_stem("american_pit_bull_terrier") == "american_pit_bull_terrier"  # plain names stay
-    assert reporting.plot_file_stem("a_b") == "a_b" != reporting.plot_file_stem("a b")
+    assert report_tables.plot_file_stem("american_pit_bull_terrier") == "american_pit_bull_terrier"  # plain names stay
+    assert report_tables.plot_file_stem("a_b") == "a_b" != report_tables.plot_file_stem("a b")
 
 
 def test_plots_draw_class_names_as_plain_text():
-    metrics = reporting.metrics_table(results_frame(REPORT_LABELS))
+    metrics = report_tables.metrics_table(results_frame(REPORT_LABELS))
     predictions = pd.DataFrame({"label": sorted(REPORT_LABELS), "predicted": sorted(REPORT_LABELS)})
-    _, confusion, _ = reporting.multiclass_tables(predictions, sorted(REPORT_LABELS))
-    pngs = [reporting.plot_pair_heatmap(metrics, sorted(REPORT_LABELS)), reporting.plot_confusion_matrix(confusion),
-            *(reporting.plot_accuracy_vs_split(metrics, label) for label in REPORT_LABELS)]
+    _, confusion, _ = report_tables.multiclass_tables(predictions, sorted(REPORT_LABELS))
+    pngs = [report_tables.plot_pair_heatmap(metrics, sorted(REPORT_LABELS)),
+            report_tables.plot_confusion_matrix(confusion),
+            *(report_tables.plot_accuracy_vs_split(metrics, label) for label in REPORT_LABELS)]
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000 for png in pngs)
 
 
@@ -58,27 +59,27 @@ def test_dollar_signs_in_class_names_are_not_mathtext():
         with pytest.raises(ValueError, match="Unknown symbol"):
             fig.savefig(io.BytesIO(), format="png")
         plt.close(fig)
-    metrics = reporting.metrics_table(results_frame(REPORT_LABELS))
-    assert reporting.plot_accuracy_vs_split(metrics, r"$\notacommand$").startswith(b"\x89PNG")
+    metrics = report_tables.metrics_table(results_frame(REPORT_LABELS))
+    assert report_tables.plot_accuracy_vs_split(metrics, r"$\notacommand$").startswith(b"\x89PNG")
 
 
 def test_unrenderable_names_the_classes_no_installed_font_can_draw():
-    assert reporting.unrenderable(["chat noir é", "a;rm -rf x", "it's \"quoted\""]) == []
-    has_cjk_font = reporting.unrenderable(["柴犬"]) == []
-    assert has_cjk_font == any(name in reporting.FALLBACK_FONTS for name in reporting._fonts())
+    assert report_tables.unrenderable(["chat noir é", "a;rm -rf x", "it's \"quoted\""]) == []
+    has_cjk_font = report_tables.unrenderable(["柴犬"]) == []
+    assert has_cjk_font == any(name in report_tables.FALLBACK_FONTS for name in report_tables._fonts())
 
 
 def test_csv_summary_and_report_md_keep_class_names_exactly(tmp_path):
     from markdown_it import MarkdownIt
 
     labels = sorted(REPORT_LABELS)
-    metrics = reporting.metrics_table(results_frame(labels))
-    pairs = reporting.pair_accuracy(metrics)
+    metrics = report_tables.metrics_table(results_frame(labels))
+    pairs = report_tables.pair_accuracy(metrics)
     (tmp_path / "metrics.csv").write_text(metrics.to_csv(index=False))
     summary = {"run_key": "r", "backbone": "mobilenet_v2", "classes": labels,
                "image_counts": {label: 10 for label in labels}, "multiclass": {"accuracy": 0.9, "macro_f1": 0.9},
                "hardest_pairs": pairs.head(10).to_dict(orient="records"), "seconds_per_step": {},
-               "plots": [f"accuracy_vs_split_{reporting.plot_file_stem(label)}.png" for label in labels]}
+               "plots": [f"accuracy_vs_split_{report_tables.plot_file_stem(label)}.png" for label in labels]}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
 
     publish(f"file://{tmp_path}", 0.5)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from image_pipeline.sample_images import CLASS_NAMES, class_styles, main, write_sample_images
+from image_tools.sample_images import CLASS_NAMES, class_styles, main, write_sample_images
 
 
 def _digest(paths):

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from test_emr import ARTIFACTS, validate
 
-from image_pipeline.emr import emr_steps, job_flow_overrides, load_emr_settings
-from image_pipeline.plan import PlanError
-from image_pipeline.scoring import build_scoring_plan, photo_key, unscored_photos
-from image_pipeline.settings import load_settings
-from image_pipeline.steps import step_by_name, steps_for
+from image_pipeline.compute.emr.requests import emr_steps, job_flow_overrides, load_emr_settings
+from image_pipeline.compute.steps import step_by_name, steps_for
+from image_pipeline.planning.run_plan import PlanError
+from image_pipeline.planning.scoring_plan import build_scoring_plan, photo_key, unscored_photos
+from image_pipeline.wiring.settings import load_settings
 
 WHEN = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 PARAMS = {"batch_size": 16, "local_workers": 1, "local_worker_cores": 2, "local_worker_memory_gb": 3}

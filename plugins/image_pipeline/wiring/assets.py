@@ -16,7 +16,7 @@ def model_asset(root_uri: str):
     """The latest-successful-model Asset of a storage root (file:// or s3://)."""
     from airflow.sdk import Asset
 
-    from image_pipeline.latest import latest_uri
+    from image_pipeline.publishing.latest_model import latest_uri
 
     return Asset(name=model_asset_name(root_uri), uri=latest_uri(root_uri), group="model")
 

@@ -1,8 +1,8 @@
 """Predict the class of photos with a trained run's model, on this machine: no Spark, no network.
 
-    python -m image_pipeline.predict --model file:///data/runs/<run_key>/models photo1.jpg photo2.png
-    python -m image_pipeline.predict --model latest --json inbox/*.jpg
-    python -m image_pipeline.predict --model s3://bucket/prefix/runs/<run_key>/models --top 5 photo.jpg
+    python -m image_pipeline.predict_photos --model file:///data/runs/<run_key>/models photo1.jpg photo2.png
+    python -m image_pipeline.predict_photos --model latest --json inbox/*.jpg
+    python -m image_pipeline.predict_photos --model s3://bucket/prefix/runs/<run_key>/models --top 5 photo.jpg
 
 ``--model`` takes the models URI of a run (``<root>/runs/<run_key>/models``; file://, s3:// or a plain
 local path), a run URI, a storage root (its ``models/latest.json`` is followed), a model.json or
@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from image_pipeline.objects import object_path, to_uri
+from image_pipeline.planning.objects import object_path, to_uri
 
 EXIT_OK, EXIT_NOT_SCORED, EXIT_MODEL_ERROR = 0, 1, 2
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "image-pipeline" / "weights"
@@ -42,12 +42,12 @@ class ResolvedModel:
 
     model_uri: str  # the model.json it was read from
     via_latest: str | None  # the latest.json followed to get there, if any
-    model: object  # image_jobs.predict.MulticlassModel
+    model: object  # image_jobs.predictor.MulticlassModel
 
 
 def use_job_library() -> None:
     """Make ``image_jobs`` (the Spark jobs' library, in the project's spark_jobs/) importable."""
-    from image_pipeline.jobs_archive import SPARK_JOBS_DIR
+    from image_pipeline.compute.jobs_archive import SPARK_JOBS_DIR
 
     if str(SPARK_JOBS_DIR) not in sys.path:
         sys.path.insert(0, str(SPARK_JOBS_DIR))
@@ -64,8 +64,14 @@ def _read_text(uri: str, conn_id: str | None) -> str:
 def resolve_model(spec: str, root_uri: str, conn_id: str | None) -> ResolvedModel:
     """Find and validate the model.json that ``spec`` designates; CliModelError says why not."""
     use_job_library()
-    from image_jobs.predict import ModelError, load_model_json
-    from image_pipeline.latest import NoModelError, latest_uri, model_json_uri, parse_latest, read_latest
+    from image_jobs.predictor import ModelError, load_model_json
+    from image_pipeline.publishing.latest_model import (
+        NoModelError,
+        latest_uri,
+        model_json_uri,
+        parse_latest,
+        read_latest,
+    )
 
     via_latest = None
     try:
@@ -187,10 +193,10 @@ def render_table(results: list[dict], top: int) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from image_pipeline.settings import load_settings
+    from image_pipeline.wiring.settings import load_settings
 
     settings = load_settings()
-    parser = argparse.ArgumentParser(prog="python -m image_pipeline.predict",
+    parser = argparse.ArgumentParser(prog="python -m image_pipeline.predict_photos",
                                      description="Predict the class of photos with a trained run's model.")
     parser.add_argument("--model", required=True,
                         help="models URI of a run (file://, s3:// or a local path), a storage root, "
@@ -222,7 +228,7 @@ def load_predictor(args: argparse.Namespace):
 
     configure_threads(os.cpu_count() or 1)  # before TensorFlow's import: all of this machine's cores
     from image_jobs.backbones import WeightsUnavailableError
-    from image_jobs.predict import ModelError, Predictor
+    from image_jobs.predictor import ModelError, Predictor
 
     try:
         predictor = Predictor.load(model, weights_path, args.batch_size)

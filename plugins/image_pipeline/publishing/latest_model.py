@@ -17,8 +17,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from image_pipeline.layout import join
-from image_pipeline.objects import object_path, write_text_atomically
+from image_pipeline.planning.layout import join
+from image_pipeline.planning.objects import object_path, write_text_atomically
 
 LATEST_FILE = ("models", "latest.json")
 REQUIRED_KEYS = ("run_key", "models_uri", "model_uri", "backbone", "multiclass_accuracy", "modified_before")
@@ -113,7 +113,7 @@ def publish_run(plan: dict, conn_id: str | None = None, now: datetime | None = N
     The quality gate raises ``report.QualityGateError`` before latest.json is touched, so a failed
     run never becomes the latest successful model. Returns the headline with a ``latest`` entry.
     """
-    from image_pipeline.report import publish
+    from image_pipeline.publishing.run_report import publish
 
     headline = publish(plan["report_uri"], plan["min_accuracy"], conn_id)
     headline["latest"] = publish_latest(plan, headline, conn_id, now)

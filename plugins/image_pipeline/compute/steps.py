@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from image_pipeline.layout import join
+from image_pipeline.planning.layout import join
 
 STEP_NAMES = ("extract_features", "train_models", "evaluate_models")
 SCORING_STEP_NAMES = ("score_inbox",)

@@ -4,7 +4,7 @@ Each class has its own shape, colour and texture; every image varies position, s
 background, lighting, noise and size (not all 224x224). Most files are JPEG, some PNG, some
 grayscale. The output is a pure function of the arguments: same seed, same bytes.
 
-Command: ``python -m image_pipeline.sample_images --out data/images --classes 6 --per-class 40 --seed 0``
+Command: ``python -m image_tools.sample_images --out data/images --classes 6 --per-class 40 --seed 0``
 """
 
 from __future__ import annotations

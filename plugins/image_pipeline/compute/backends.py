@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from image_pipeline.settings import Settings
+from image_pipeline.wiring.settings import Settings
 
 
 def compute_steps(plan, step_names: Sequence[str], settings: Settings, emr=None, dag_id: str = ""):
@@ -28,6 +28,12 @@ def compute_steps(plan, step_names: Sequence[str], settings: Settings, emr=None,
     return local_backend(plan, step_names, settings)
 
 
+def log_staged(staged: dict) -> dict:
+    """Log where the code was staged and what was written now; returns ``staged`` unchanged."""
+    print(f"staged under {staged['entry_dir_uri']}; written now: {len(staged['uploaded']) or 'nothing'}")
+    return staged
+
+
 def local_backend(plan, step_names: Sequence[str], settings: Settings):
     """A Spark standalone cluster of local processes: start, one spark-submit per step, stop.
 
@@ -35,14 +41,14 @@ def local_backend(plan, step_names: Sequence[str], settings: Settings):
     """
     from airflow.sdk import chain, task
 
-    from image_pipeline.local_operators import LocalSparkStepOperator
+    from image_pipeline.compute.local.operators import LocalSparkStepOperator
 
     @task
     def stage_artifacts(plan: dict) -> dict:
         """Put the Spark jobs' code where the cluster reads it (skipped when already there)."""
-        from image_pipeline.artifacts import stage_local
+        from image_pipeline.compute.staging import stage_local
 
-        return stage_local(plan["artifacts_uri"])
+        return log_staged(stage_local(plan["artifacts_uri"]))
 
     @task(retries=0)
     def create_cluster(plan: dict) -> dict:
@@ -50,21 +56,24 @@ def local_backend(plan, step_names: Sequence[str], settings: Settings):
         from dataclasses import asdict
         from pathlib import Path
 
-        from image_pipeline.java import ensure_java_home
-        from image_pipeline.local_cluster import start_cluster
+        from image_pipeline.compute.local.cluster import start_cluster
+        from image_pipeline.compute.local.java import require_java_home
 
         info = start_cluster(
             Path(plan["cluster_uri"].removeprefix("file://")), plan["local_workers"], plan["local_worker_cores"],
-            plan["local_worker_memory_gb"], settings.python, ensure_java_home(),
+            plan["local_worker_memory_gb"], settings.python, require_java_home(),
         )
         return asdict(info)
 
     @task
-    def terminate_cluster(plan: dict) -> list[int]:
+    def terminate_cluster(plan: dict) -> dict:
         """Stop every process of the run's cluster (teardown: runs even when a step failed)."""
-        from image_pipeline.local_cluster import stop_cluster
+        from image_pipeline.compute.contract import cluster_summary_line
+        from image_pipeline.compute.local.cluster import terminate_local_cluster
 
-        return stop_cluster(plan["cluster_uri"].removeprefix("file://"))
+        summary = terminate_local_cluster(plan["cluster_uri"].removeprefix("file://"))
+        print(cluster_summary_line(summary))
+        return summary
 
     artifacts = stage_artifacts(plan)
     cluster = create_cluster(plan)
@@ -84,7 +93,7 @@ def emr_backend(plan, step_names: Sequence[str], settings: Settings, emr, dag_id
     from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator
     from airflow.sdk import chain, task
 
-    from image_pipeline.emr_operators import (
+    from image_pipeline.compute.emr.operators import (
         EmrAddNamedStepsOperator,
         EmrStepWithLogsSensor,
         EmrTerminateWithCostOperator,
@@ -93,16 +102,14 @@ def emr_backend(plan, step_names: Sequence[str], settings: Settings, emr, dag_id
     @task
     def stage_artifacts(plan: dict) -> dict:
         """Upload code, entry scripts, bootstrap, EMR requirements, weights to artifacts/<hash>/ once."""
-        from image_pipeline.artifacts import stage_s3
+        from image_pipeline.compute.staging import stage_s3
 
-        staged = stage_s3(plan["artifacts_uri"], plan["weights_uri"], settings.aws_conn_id)
-        print(f"staged under {staged['entry_dir_uri']}; uploaded now: {staged.pop('uploaded') or 'nothing'}")
-        return staged
+        return log_staged(stage_s3(plan["artifacts_uri"], plan["weights_uri"], settings.aws_conn_id))
 
     @task(multiple_outputs=True)
     def emr_requests(plan: dict, artifacts: dict) -> dict:
         """The RunJobFlow body and the steps, built from the plan by pure functions."""
-        from image_pipeline.emr import emr_steps, job_flow_overrides
+        from image_pipeline.compute.emr.requests import emr_steps, job_flow_overrides
 
         return {"job_flow": job_flow_overrides(plan, plan["emr"], artifacts, dag_id),
                 "steps": emr_steps(plan, artifacts)}

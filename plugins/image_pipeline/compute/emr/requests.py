@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from image_pipeline.layout import join
-from image_pipeline.steps import steps_for
+from image_pipeline.compute.steps import steps_for
+from image_pipeline.planning.layout import join
 
 DEFAULT_RELEASE = "emr-7.13.0"  # Spark 3.5.6, Python 3.11 on the nodes
 NODE_PYTHON = "/usr/bin/python3.11"

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from image_pipeline.layout import join, run_key_for, scoring_layout
-from image_pipeline.plan import IMAGE_SUFFIXES, PlanError, emr_choices, info_mtime, int_param
-from image_pipeline.settings import Settings
+from image_pipeline.planning.layout import join, run_key_for, scoring_layout
+from image_pipeline.planning.run_plan import IMAGE_SUFFIXES, PlanError, emr_choices, info_mtime, int_param
+from image_pipeline.wiring.settings import Settings
 
 SCORING_KIND = "scoring"
 
@@ -99,7 +99,7 @@ def unscored_photos(inbox_uri: str, predictions_uri: str, modified_before: datet
 
     A best-effort pre-check: the scoring job decides exactly. An inbox that does not exist holds 0.
     """
-    from image_pipeline.objects import object_path
+    from image_pipeline.planning.objects import object_path
 
     inbox = object_path(inbox_uri, conn_id)
     if not inbox.exists():

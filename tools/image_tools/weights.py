@@ -12,7 +12,7 @@ The saved model takes RGB pixels in [0, 255] (224x224, resized the torchvision w
 centre crop 224) and has two named outputs of interest: layer ``avg_pool`` (1280-d features) and
 ``predictions`` (1000 ImageNet logits).
 
-Command: ``python -m image_pipeline.weights --out data/weights/mobilenet_v2_imagenet.keras``
+Command: ``python -m image_tools.weights --out data/weights/mobilenet_v2_imagenet.keras``
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from image_pipeline.torch_legacy import load_legacy_state_dict
+from image_tools.checkpoint_reader import load_legacy_state_dict
 
 log = logging.getLogger(__name__)
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from image_pipeline.plan import BACKBONES, DEFAULT_SPLIT_RATIOS, PAIR_MODES
-from image_pipeline.settings import Settings
+from image_pipeline.planning.run_plan import BACKBONES, DEFAULT_SPLIT_RATIOS, PAIR_MODES
+from image_pipeline.wiring.settings import Settings
 
 
 def emr_params(emr) -> dict:
     """EMR choices of the trigger form, defaulting to the deployment's settings (EMR backend only)."""
     from airflow.sdk import Param
 
-    from image_pipeline.emr import INSTANCE_SPECS
+    from image_pipeline.compute.emr.requests import INSTANCE_SPECS
 
     return {
         "emr_release_label": Param(emr.release_label, type="string", pattern=r"^emr-\d+\.\d+\.\d+$",

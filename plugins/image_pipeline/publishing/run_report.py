@@ -165,3 +165,22 @@ def publish(report_uri: str, min_accuracy: float, conn_id: str | None = None) ->
             f"(report: {headline['report_md']})"
         )
     return headline
+
+
+def headline_lines(headline: dict[str, Any], run_key: str) -> list[str]:
+    """What ``publish_report`` logs: accuracy, hardest pairs, seconds per step, the report, the latest model."""
+    latest = headline["latest"]
+    if latest["replaced"]:
+        model = f"latest successful model is now run {run_key} ({latest['uri']})"
+    else:
+        model = (f"latest successful model stays run {latest['record']['run_key']}: its data is more recent "
+                 f"than this run's ({latest['uri']})")
+    return [
+        f"multiclass accuracy {100 * headline['multiclass_accuracy']:.1f}% on {headline['classes']} classes, "
+        f"{headline['images']} images ({headline['rejects']} rejected), {headline['pairwise_models']} pairwise models",
+        "hardest pairs: " + ", ".join(
+            f"{p['class_1']} vs {p['class_2']} {p['mean_pct']:.1f}%" for p in headline["hardest_pairs"]),
+        f"seconds per step: {json.dumps(headline['seconds_per_step'])}",
+        f"report: {headline['report_md']}",
+        model,
+    ]

@@ -1,4 +1,10 @@
-"""What the Spark steps run: the jobs' library zip and entry scripts, named by their content hash."""
+"""What the Spark steps run: the jobs' library zip and entry scripts, named by their content hash.
+
+Both backends' staging returns the same keys (``STAGED_KEYS``): the content hash, the zip's and the
+entry scripts' folder's URIs, the bootstrap and requirements URIs (None locally: the local cluster
+runs on this machine's environment), the weights URI staging put where the cluster reads it (None:
+the plan's own), and what was written now.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,28 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from image_pipeline.jobs_archive import SPARK_JOBS_DIR, build_jobs_zip, content_hash
-from image_pipeline.steps import SCORING_STEP_NAMES, STEP_NAMES
+from image_pipeline.compute.jobs_archive import SPARK_JOBS_DIR, build_jobs_zip, content_hash
+from image_pipeline.compute.steps import SCORING_STEP_NAMES, STEP_NAMES
 
 ENTRY_SCRIPTS = tuple(f"{name}.py" for name in (*STEP_NAMES, *SCORING_STEP_NAMES))
+
+
+STAGED_KEYS = ("content_hash", "jobs_zip_uri", "entry_dir_uri", "bootstrap_uri", "requirements_uri", "weights_uri",
+               "uploaded")
+
+
+def staged(content_hash: str, entry_dir_uri: str, *, bootstrap_uri: str | None = None,
+           requirements_uri: str | None = None, weights_uri: str | None = None,
+           uploaded: list[str] | None = None) -> dict:
+    """The staging result both backends return, with every key of ``STAGED_KEYS``."""
+    return {"content_hash": content_hash, "jobs_zip_uri": f"{entry_dir_uri}/image_jobs.zip",
+            "entry_dir_uri": entry_dir_uri, "bootstrap_uri": bootstrap_uri, "requirements_uri": requirements_uri,
+            "weights_uri": weights_uri, "uploaded": list(uploaded or [])}
+
+
+def local_path(uri: str) -> str:
+    """The local file system path of a ``file://`` URI (or of a plain path)."""
+    return uri.removeprefix("file://")
 
 
 def entry_script_paths(spark_jobs_dir: Path = SPARK_JOBS_DIR) -> list[Path]:
@@ -27,12 +51,14 @@ def build_local_artifacts(work_dir: Path) -> tuple[str, list[Path]]:
     return digest.hexdigest()[:16], files
 
 
-def stage_local(artifacts_uri: str) -> dict[str, str]:
+def stage_local(artifacts_uri: str) -> dict:
     """Copy the code to ``<artifacts>/<hash>/`` on the local file system (skipped when already there).
 
-    Returns the zip's path and the folder of the entry scripts.
+    Returns ``staged(...)``: the zip's and the entry scripts' ``file://`` URIs; the weights stay where
+    the plan says (the local cluster reads them in place).
     """
-    root = Path(artifacts_uri.removeprefix("file://"))
+    root = Path(local_path(artifacts_uri))
+    uploaded: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         artifacts_hash, files = build_local_artifacts(Path(tmp))
         target = root / artifacts_hash
@@ -44,24 +70,25 @@ def stage_local(artifacts_uri: str) -> dict[str, str]:
                 shutil.copy2(path, staging / path.name)
             try:
                 staging.rename(target)  # atomic: readers see all files or none
+                uploaded = [str(target / path.name) for path in files]
             except OSError:
                 if not (target / "image_jobs.zip").exists():
                     raise
             finally:
                 shutil.rmtree(staging, ignore_errors=True)  # another run staged the same content first
-    return {"content_hash": artifacts_hash, "jobs_zip": str(target / "image_jobs.zip"), "entry_dir": str(target)}
+    return staged(artifacts_hash, f"file://{target}", uploaded=uploaded)
 
 
 BOOTSTRAP_DIR = SPARK_JOBS_DIR.parent / "bootstrap"
 BOOTSTRAP_FILES = ("install_python_deps.sh", "requirements-emr.txt")
 
 
-def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -> dict[str, str]:
+def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -> dict:
     """Upload code, entry scripts, bootstrap, EMR requirements and weights under ``artifacts/<hash>/``.
 
     Each object is uploaded only when its key is missing, so re-runs and retries upload nothing new.
     Weights live under their own content hash (they change far less often than the code). Returns
-    the staged URIs the EMR requests refer to.
+    ``staged(...)``: the URIs the EMR requests refer to.
     """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
@@ -83,21 +110,16 @@ def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -
         for path in files[-len(BOOTSTRAP_FILES):]:
             digest.update(path.read_bytes())
         artifacts_hash = digest.hexdigest()[:16]
-        staged = {path.name: put(path, f"{prefix}/{artifacts_hash}/{path.name}") for path in files}
-    result = {
-        "content_hash": artifacts_hash,
-        "jobs_zip_uri": staged["image_jobs.zip"],
-        "entry_dir_uri": f"s3://{bucket}/{prefix}/{artifacts_hash}",
-        "bootstrap_uri": staged["install_python_deps.sh"],
-        "requirements_uri": staged["requirements-emr.txt"],
-    }
+        uris = {path.name: put(path, f"{prefix}/{artifacts_hash}/{path.name}") for path in files}
+    staged_weights = None
     if weights_uri and weights_uri != "random":
         if weights_uri.startswith("s3://"):
-            result["weights_uri"] = weights_uri  # already where the cluster reads it
+            staged_weights = weights_uri  # already where the cluster reads it
         else:
-            local = Path(weights_uri.removeprefix("file://"))
+            local = Path(local_path(weights_uri))
             if not local.exists():
                 raise FileNotFoundError(f"weights file {weights_uri} does not exist")
-            result["weights_uri"] = put(local, f"{prefix}/weights-{content_hash(local)}/{local.name}")
-    result["uploaded"] = uploaded
-    return result
+            staged_weights = put(local, f"{prefix}/weights-{content_hash(local)}/{local.name}")
+    return staged(artifacts_hash, f"s3://{bucket}/{prefix}/{artifacts_hash}",
+                  bootstrap_uri=uris["install_python_deps.sh"], requirements_uri=uris["requirements-emr.txt"],
+                  weights_uri=staged_weights, uploaded=uploaded)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from image_pipeline.settings import PROJECT_ROOT
+from image_pipeline.wiring.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class ClusterInfo:
     cores_per_worker: int = 1
     memory_gb_per_worker: int = 1
     processes: list[dict] = field(default_factory=list)  # {"role", "pid", "pgid", "log"}
+    started_unix: float = 0.0
 
     def save(self) -> None:
         path = Path(self.cluster_dir) / CLUSTER_FILE
@@ -169,7 +170,8 @@ def start_cluster(cluster_dir: Path, workers: int, cores: int, memory_gb: int, p
     cluster_dir.mkdir(parents=True, exist_ok=True)
     env = cluster_env(cluster_dir, python, java_home)
     spark_class = str(Path(env["SPARK_HOME"]) / "bin" / "spark-class")
-    info = ClusterInfo(str(cluster_dir), workers=workers, cores_per_worker=cores, memory_gb_per_worker=memory_gb)
+    info = ClusterInfo(str(cluster_dir), workers=workers, cores_per_worker=cores, memory_gb_per_worker=memory_gb,
+                       started_unix=time.time())
     try:
         for attempt in range(1, START_ATTEMPTS + 1):
             port, webui_port = free_port(), free_port()
@@ -261,6 +263,17 @@ def stop_cluster(cluster_dir: str | Path) -> list[int]:
     return stopped
 
 
+def terminate_local_cluster(cluster_dir: str | Path) -> dict:
+    """The local teardown: stop the cluster, return the backends' cluster summary (cost 0, its pids)."""
+    from image_pipeline.compute.contract import cluster_summary
+
+    info = ClusterInfo.load(cluster_dir)
+    hours = (time.time() - info.started_unix) / 3600 if info and info.started_unix else 0.0
+    stopped = stop_cluster(cluster_dir)
+    return cluster_summary(Path(cluster_dir).name, "local", hours, process_ids=stopped,
+                           console_link=info.master_webui if info else "")
+
+
 def cluster_processes_alive(cluster_dir: str | Path) -> list[int]:
     """Pids of the cluster's process groups that are still running (empty once stopped)."""
     info = ClusterInfo.load(cluster_dir)
@@ -299,7 +312,7 @@ class StepProcess:
     """
 
     def __init__(self, argv: list[str], env: dict[str, str], emit: Callable[[str], None], tail_lines: int = 40):
-        from image_pipeline.failures import FailureScanner
+        from image_pipeline.compute.diagnosis import FailureScanner
 
         self.argv, self.env, self.emit = argv, env, emit
         self.tail: deque[str] = deque(maxlen=tail_lines)

@@ -16,7 +16,8 @@ from typing import Any
 from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrTerminateJobFlowOperator
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 
-from image_pipeline.emr import cluster_cost, console_link, step_log_uri
+from image_pipeline.compute.contract import cluster_summary, cluster_summary_line
+from image_pipeline.compute.emr.requests import cluster_cost, console_link, step_log_uri
 
 LOG_TAIL_LINES = 40
 
@@ -44,7 +45,7 @@ class EmrStepWithLogsSensor(EmrStepSensor):
         """Failure reason, message, log path and the stderr tail of the step (best effort)."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from image_pipeline.failures import diagnose_text
+        from image_pipeline.compute.diagnosis import diagnose_text
 
         step = self.hook.conn.describe_step(ClusterId=self.job_flow_id, StepId=self.step_id)["Step"]
         details = step["Status"].get("FailureDetails", {})
@@ -95,9 +96,7 @@ class EmrTerminateWithCostOperator(EmrTerminateJobFlowOperator):
         conn = EmrHook(aws_conn_id=self.aws_conn_id).conn
         describe = conn.describe_cluster(ClusterId=self.job_flow_id)
         groups = conn.list_instance_groups(ClusterId=self.job_flow_id).get("InstanceGroups", [])
-        summary = {**cluster_cost(describe, self.prices, groups),
-                   "console_link": console_link(self.region, self.job_flow_id)}
-        self.log.info("cluster %s terminated: %.3f h, %s normalized instance hours, about $%.2f (%s)",
-                      summary["cluster_id"], summary["hours"], summary["normalized_instance_hours"],
-                      summary["estimated_cost_usd"], summary["console_link"])
+        summary = cluster_summary(backend="emr", console_link=console_link(self.region, self.job_flow_id),
+                                  **cluster_cost(describe, self.prices, groups))
+        self.log.info("%s", cluster_summary_line(summary))
         return summary

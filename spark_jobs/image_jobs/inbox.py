@@ -53,7 +53,7 @@ def predictor_for(model, weights: str, batch_size: int, max_pixels: int):
         from dataclasses import replace
 
         from image_jobs.featurize import local_weights_file
-        from image_jobs.predict import Predictor
+        from image_jobs.predictor import Predictor
 
         model = replace(model, weights_uri=None if weights == "imagenet" else weights)
         _PREDICTORS[key] = Predictor.load(model, local_weights_file(weights), batch_size, max_pixels)
@@ -62,7 +62,7 @@ def predictor_for(model, weights: str, batch_size: int, max_pixels: int):
 
 def score_batch(pdf: pd.DataFrame, predictor, top: int = TOP) -> pd.DataFrame:
     """Score one pandas batch of (path, length, modificationTime, content) rows."""
-    from image_jobs.predict import top_as_json
+    from image_jobs.predictor import top_as_json
 
     predictions = predictor.predict(list(pdf["content"].to_numpy()), top)
     return pd.DataFrame({

@@ -3,7 +3,7 @@
 The zip's bytes depend only on the files' paths and contents (sorted entries, fixed timestamps),
 so its content hash names it in the object store and an unchanged library is never uploaded twice.
 
-Command: ``python -m image_pipeline.jobs_archive --out dist`` prints the zip's path.
+Command: ``python -m image_pipeline.compute.jobs_archive --out dist`` prints the zip's path.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import hashlib
 import zipfile
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from image_pipeline.wiring.settings import PROJECT_ROOT
+
 SPARK_JOBS_DIR = PROJECT_ROOT / "spark_jobs"
 LIBRARY_PACKAGE = "image_jobs"
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)

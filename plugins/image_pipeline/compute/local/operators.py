@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +25,24 @@ class LocalSparkStepOperator(BaseOperator):
         self._process = None
 
     def execute(self, context) -> dict:
-        from image_pipeline.java import find_java_home
-        from image_pipeline.local_cluster import (
+        from image_pipeline.compute.local.cluster import (
             ClusterInfo,
             StepFailedError,
             StepProcess,
             cluster_env,
             spark_submit_argv,
         )
-        from image_pipeline.steps import step_by_name
+        from image_pipeline.compute.local.java import require_java_home
+        from image_pipeline.compute.staging import local_path
+        from image_pipeline.compute.steps import step_by_name
 
         spec = step_by_name(self.plan, self.step)
         info = ClusterInfo(**self.cluster)
         argv = spark_submit_argv(
-            info, str(Path(self.artifacts["entry_dir"]) / spec.entry_script), list(spec.args),
-            self.artifacts["jobs_zip"], self.python, f"{spec.name} {self.plan['run_key']}",
+            info, str(Path(local_path(self.artifacts["entry_dir_uri"])) / spec.entry_script), list(spec.args),
+            local_path(self.artifacts["jobs_zip_uri"]), self.python, f"{spec.name} {self.plan['run_key']}",
         )
-        env = cluster_env(Path(info.cluster_dir), self.python, find_java_home() or os.environ.get("JAVA_HOME", ""))
+        env = cluster_env(Path(info.cluster_dir), self.python, require_java_home())
         self.log.info("submitting %s to %s: %s", spec.name, info.master_url, argv)
         self._process = StepProcess(argv, env, lambda line: self.log.info("%s", line))
         code = self._process.run()

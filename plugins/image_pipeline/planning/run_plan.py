@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from image_pipeline.layout import run_key_for, run_layout
-from image_pipeline.settings import Settings
+from image_pipeline.planning.layout import run_key_for, run_layout
+from image_pipeline.wiring.settings import Settings
 
 BACKBONES = ("mobilenet_v2", "vgg16")
 PAIR_MODES = ("all_pairs", "one_vs_each", "one_vs_rest")
@@ -139,7 +139,7 @@ def emr_choices(params: dict, emr_settings) -> dict[str, Any]:
     """The run's EMR choices: trigger-form params over the deployment's defaults, validated."""
     import re
 
-    from image_pipeline.emr import INSTANCE_SPECS
+    from image_pipeline.compute.emr.requests import INSTANCE_SPECS
 
     merged = {
         "emr_release_label": emr_settings.release_label, "emr_instance_type": emr_settings.instance_type,

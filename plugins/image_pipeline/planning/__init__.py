@@ -1,0 +1,2 @@
+"""Planning: one explicit plan per run (training or scoring), the storage layout it writes under,
+the listing of input images, and the object-store paths every task reads and writes through."""

@@ -19,7 +19,8 @@ from image_pipeline.compute.emr.requests import (
     step_log_uri,
 )
 from image_pipeline.compute.steps import build_steps
-from image_pipeline.planning.run_plan import DEFAULT_SPLIT_RATIOS, build_run_plan
+from image_pipeline.planning.run_plan import build_run_plan
+from image_pipeline.wiring.params import DEFAULT_SPLIT_RATIOS
 from image_pipeline.wiring.settings import load_settings
 
 SETTINGS = load_settings({"IMAGE_PIPELINE_ROOT_URI": "s3://bucket/prefix", "IMAGE_PIPELINE_COMPUTE": "emr"})

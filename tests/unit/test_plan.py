@@ -6,7 +6,6 @@ from bad_images import HOSTILE_LABELS
 from image_pipeline.compute.steps import build_steps
 from image_pipeline.planning.layout import run_key_for, run_layout
 from image_pipeline.planning.run_plan import (
-    DEFAULT_SPLIT_RATIOS,
     PlanError,
     build_run_plan,
     discover_labels,
@@ -14,6 +13,7 @@ from image_pipeline.planning.run_plan import (
     min_images_per_class,
     scan_images,
 )
+from image_pipeline.wiring.params import BOUNDS, DEFAULT_SPLIT_RATIOS, dag_params
 from image_pipeline.wiring.settings import load_settings
 
 SETTINGS = load_settings({"IMAGE_PIPELINE_ROOT_URI": "file:///data/root"})
@@ -199,3 +199,22 @@ def test_settings():
     assert load_settings({"IMAGE_PIPELINE_SCHEDULE": "none"}).schedule is None
     with pytest.raises(ValueError, match="IMAGE_PIPELINE_COMPUTE"):
         load_settings({"IMAGE_PIPELINE_COMPUTE": "mainframe"})
+
+
+@pytest.mark.parametrize("name", [n for n in BOUNDS if not n.startswith("emr_")])
+def test_each_bound_is_declared_once_for_the_form_and_the_plan(name):
+    """The trigger form's schema and the plan's check come from the same BOUNDS entry: the form offers
+    exactly the values the plan accepts, and the plan names the param one step outside them."""
+    rule = BOUNDS[name]
+    schema = dag_params(SETTINGS)[name].schema
+    assert schema["type"] == rule.kind
+    assert (schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")) == ((rule.low, rule.high) if rule.open
+                                                                                else (None, None))
+    assert (schema.get("minimum"), schema.get("maximum")) == ((None, None) if rule.open else (rule.low, rule.high))
+    step = 1 if rule.kind == "integer" else 0.01
+    edges = [rule.low + step, rule.high - step] if rule.open else [rule.low, rule.high]
+    for value in edges:
+        build_run_plan(params(**{name: value}), "r", WHEN, SETTINGS, LABELS)  # accepted at the form's edges
+    for value in ([rule.low, rule.high] if rule.open else [rule.low - step, rule.high + step]):
+        with pytest.raises(PlanError, match=f"param '{name}'"):
+            build_run_plan(params(**{name: value}), "r", WHEN, SETTINGS, LABELS)

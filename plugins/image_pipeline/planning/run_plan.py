@@ -17,11 +17,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from image_pipeline.planning.layout import run_key_for, run_layout
+from image_pipeline.wiring.params import (
+    BACKBONES,
+    BOUNDS,
+    PAIR_MODES,
+    RELEASE_LABEL_PATTERN,
+    SUBNET_ID_PATTERN,
+)
 from image_pipeline.wiring.settings import Settings
-
-BACKBONES = ("mobilenet_v2", "vgg16")
-PAIR_MODES = ("all_pairs", "one_vs_each", "one_vs_rest")
-DEFAULT_SPLIT_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
 class PlanError(ValueError):
@@ -91,6 +94,14 @@ def _number(params: dict, name: str, low: float, high: float, *, open_interval: 
     return float(value)
 
 
+def bounded(params: dict, name: str) -> int | float:
+    """The param ``name`` checked against its one declaration in ``wiring.params.BOUNDS``."""
+    rule = BOUNDS[name]
+    if rule.kind == "integer":
+        return int_param(params, name, int(rule.low), int(rule.high))
+    return _number(params, name, rule.low, rule.high, open_interval=rule.open)
+
+
 def _choice(params: dict, name: str, choices: tuple[str, ...]) -> str:
     value = params.get(name)
     if value not in choices:
@@ -147,20 +158,20 @@ def emr_choices(params: dict, emr_settings) -> dict[str, Any]:
         "emr_idle_timeout_minutes": emr_settings.idle_timeout_minutes, "emr_subnet_id": emr_settings.subnet_id,
     }
     merged.update({k: v for k, v in params.items() if k.startswith("emr_") and v is not None})
-    if not re.fullmatch(r"emr-\d+\.\d+\.\d+", str(merged["emr_release_label"])):
+    if not re.fullmatch(RELEASE_LABEL_PATTERN, str(merged["emr_release_label"])):
         raise PlanError(f"param 'emr_release_label' must look like emr-7.13.0, got {merged['emr_release_label']!r}")
     _choice(merged, "emr_instance_type", tuple(sorted(INSTANCE_SPECS)))
     if not isinstance(merged["emr_use_spot"], bool):
         raise PlanError(f"param 'emr_use_spot' must be true or false, got {merged['emr_use_spot']!r}")
     subnet = str(merged["emr_subnet_id"] or "").strip()
-    if subnet and not re.fullmatch(r"subnet-[0-9a-f]{8,17}", subnet):
+    if subnet and not re.fullmatch(SUBNET_ID_PATTERN, subnet):
         raise PlanError(f"param 'emr_subnet_id' must be a subnet id like subnet-0123abcd, got {subnet!r}")
     return {
         "release_label": merged["emr_release_label"],
         "instance_type": merged["emr_instance_type"],
-        "core_instance_count": int_param(merged, "emr_core_instance_count", 1, 100),
+        "core_instance_count": bounded(merged, "emr_core_instance_count"),
         "use_spot": merged["emr_use_spot"],
-        "idle_timeout_minutes": int_param(merged, "emr_idle_timeout_minutes", 5, 1440),
+        "idle_timeout_minutes": bounded(merged, "emr_idle_timeout_minutes"),
         "subnet_id": subnet,
         "job_flow_role": emr_settings.job_flow_role,
         "service_role": emr_settings.service_role,
@@ -199,7 +210,7 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
     outside = [r for r in ratios if not 0 < r < 1]
     if outside:
         raise PlanError(f"param 'split_ratios' must all be in (0, 1), got {outside}")
-    test_fraction = _number(params, "test_fraction", 0.0, 1.0, open_interval=True)
+    test_fraction = bounded(params, "test_fraction")
     if isinstance(available_labels, dict):
         need = min_images_per_class(ratios, test_fraction)
         too_few = {label: available_labels[label] for label in labels if available_labels[label] < need}
@@ -232,16 +243,16 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
         pair_mode=pair_mode,
         focus_class=focus,
         split_ratios=sorted({round(float(r), 6) for r in ratios}),
-        max_per_class=int_param(params, "max_per_class", 2, 100_000),
-        iterations=int_param(params, "iterations", 1, 100_000),
-        pca_components=int_param(params, "pca_components", 2, 4096),
+        max_per_class=bounded(params, "max_per_class"),
+        iterations=bounded(params, "iterations"),
+        pca_components=bounded(params, "pca_components"),
         test_fraction=test_fraction,
-        min_accuracy=_number(params, "min_accuracy", 0.0, 1.0),
-        batch_size=int_param(params, "batch_size", 1, 1024),
-        seed=int_param(params, "seed", 0, 2**31 - 1),
-        local_workers=int_param(params, "local_workers", 1, 16),
-        local_worker_cores=int_param(params, "local_worker_cores", 1, 256),
-        local_worker_memory_gb=int_param(params, "local_worker_memory_gb", 1, 1024),
+        min_accuracy=bounded(params, "min_accuracy"),
+        batch_size=bounded(params, "batch_size"),
+        seed=bounded(params, "seed"),
+        local_workers=bounded(params, "local_workers"),
+        local_worker_cores=bounded(params, "local_worker_cores"),
+        local_worker_memory_gb=bounded(params, "local_worker_memory_gb"),
         emr=emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
     )
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from image_pipeline.planning.layout import join, run_key_for, scoring_layout
-from image_pipeline.planning.run_plan import IMAGE_SUFFIXES, PlanError, emr_choices, info_mtime, int_param
+from image_pipeline.planning.run_plan import IMAGE_SUFFIXES, PlanError, bounded, emr_choices, info_mtime
 from image_pipeline.wiring.settings import Settings
 
 SCORING_KIND = "scoring"
@@ -76,10 +76,10 @@ def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, set
         backbone=latest["backbone"],
         weights_uri=latest.get("weights_uri"),
         labels=list(latest.get("labels") or []),
-        batch_size=int_param(params, "batch_size", 1, 1024),
-        local_workers=int_param(params, "local_workers", 1, 16),
-        local_worker_cores=int_param(params, "local_worker_cores", 1, 256),
-        local_worker_memory_gb=int_param(params, "local_worker_memory_gb", 1, 1024),
+        batch_size=bounded(params, "batch_size"),
+        local_workers=bounded(params, "local_workers"),
+        local_worker_cores=bounded(params, "local_worker_cores"),
+        local_worker_memory_gb=bounded(params, "local_worker_memory_gb"),
         emr=emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
     )
 

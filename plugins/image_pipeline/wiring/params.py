@@ -1,9 +1,53 @@
-"""The DAG's params: one Param per setting, typed and bounded, with a description for the trigger form."""
+"""The DAG's params: one Param per setting, typed and bounded, with a description for the trigger form.
+
+Each rule is declared here once: the choices (``BACKBONES``, ``PAIR_MODES``), the patterns and the
+numeric bounds (``BOUNDS``). The trigger form's ``Param`` schemas and the plans' validation
+(``planning.run_plan.bounded``) both read them. Nothing here imports Airflow at module import.
+"""
 
 from __future__ import annotations
 
-from image_pipeline.planning.run_plan import BACKBONES, DEFAULT_SPLIT_RATIOS, PAIR_MODES
+from dataclasses import dataclass
+
 from image_pipeline.wiring.settings import Settings
+
+BACKBONES = ("mobilenet_v2", "vgg16")
+PAIR_MODES = ("all_pairs", "one_vs_each", "one_vs_rest")
+DEFAULT_SPLIT_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+RELEASE_LABEL_PATTERN = r"emr-\d+\.\d+\.\d+"
+SUBNET_ID_PATTERN = r"subnet-[0-9a-f]{8,17}"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A numeric param's type and interval: closed ``[low, high]``, or open ``(low, high)``."""
+
+    kind: str  # "integer" or "number"
+    low: float
+    high: float
+    open: bool = False
+
+    def schema(self) -> dict:
+        """The JSON-schema keywords of the trigger form's Param."""
+        if self.open:
+            return {"type": self.kind, "exclusiveMinimum": self.low, "exclusiveMaximum": self.high}
+        return {"type": self.kind, "minimum": self.low, "maximum": self.high}
+
+
+BOUNDS = {
+    "max_per_class": Bounds("integer", 2, 100_000),
+    "iterations": Bounds("integer", 1, 100_000),
+    "pca_components": Bounds("integer", 2, 4096),
+    "test_fraction": Bounds("number", 0.0, 1.0, open=True),
+    "min_accuracy": Bounds("number", 0.0, 1.0),
+    "batch_size": Bounds("integer", 1, 1024),
+    "seed": Bounds("integer", 0, 2**31 - 1),
+    "local_workers": Bounds("integer", 1, 16),
+    "local_worker_cores": Bounds("integer", 1, 256),
+    "local_worker_memory_gb": Bounds("integer", 1, 1024),
+    "emr_core_instance_count": Bounds("integer", 1, 100),
+    "emr_idle_timeout_minutes": Bounds("integer", 5, 1440),
+}
 
 
 def emr_params(emr) -> dict:
@@ -13,15 +57,15 @@ def emr_params(emr) -> dict:
     from image_pipeline.compute.emr.requests import INSTANCE_SPECS
 
     return {
-        "emr_release_label": Param(emr.release_label, type="string", pattern=r"^emr-\d+\.\d+\.\d+$",
+        "emr_release_label": Param(emr.release_label, type="string", pattern=f"^{RELEASE_LABEL_PATTERN}$",
                                    title="EMR release", description="EMR release label (emr-7.x runs Spark 3.5)."),
         "emr_instance_type": Param(emr.instance_type, type="string", enum=sorted(INSTANCE_SPECS),
                                    title="Instance type", description="EC2 type of the primary and core nodes."),
-        "emr_core_instance_count": Param(emr.core_instance_count, type="integer", minimum=1, maximum=100,
+        "emr_core_instance_count": Param(emr.core_instance_count, **BOUNDS["emr_core_instance_count"].schema(),
                                          title="Core nodes", description="Number of core (worker) nodes."),
         "emr_use_spot": Param(emr.use_spot, type="boolean", title="Spot core nodes",
                               description="Run the core nodes on spot capacity (the primary stays on-demand)."),
-        "emr_idle_timeout_minutes": Param(emr.idle_timeout_minutes, type="integer", minimum=5, maximum=1440,
+        "emr_idle_timeout_minutes": Param(emr.idle_timeout_minutes, **BOUNDS["emr_idle_timeout_minutes"].schema(),
                                           title="Idle timeout (minutes)",
                                           description="Auto-termination backstop should the teardown be lost."),
         "emr_subnet_id": Param(emr.subnet_id or None, type=["null", "string"], title="Subnet",
@@ -69,41 +113,41 @@ def dag_params(settings: Settings, emr=None) -> dict:
             description="Training shares of the pairwise train/test splits, each in (0, 1).",
         ),
         "max_per_class": Param(
-            200, type="integer", minimum=2, maximum=100000, title="Max images per class",
+            200, **BOUNDS["max_per_class"].schema(), title="Max images per class",
             description="Balanced sample size per class of each pair (the study used 200).",
         ),
         "iterations": Param(
-            100, type="integer", minimum=1, maximum=100000, title="SVM iterations",
+            100, **BOUNDS["iterations"].schema(), title="SVM iterations",
             description="Iteration budget of each linear SVM (the study used 100).",
         ),
         "pca_components": Param(
-            128, type="integer", minimum=2, maximum=4096, title="PCA components",
+            128, **BOUNDS["pca_components"].schema(), title="PCA components",
             description="Dimensions kept after standardise + PCA (fitted on training images only).",
         ),
         "test_fraction": Param(
-            0.2, type="number", exclusiveMinimum=0, exclusiveMaximum=1, title="Test fraction",
+            0.2, **BOUNDS["test_fraction"].schema(), title="Test fraction",
             description="Share of each class held out to test the multiclass model.",
         ),
         "min_accuracy": Param(
-            0.5, type="number", minimum=0, maximum=1, title="Minimum accuracy",
+            0.5, **BOUNDS["min_accuracy"].schema(), title="Minimum accuracy",
             description="Quality gate: the run fails when multiclass test accuracy is below this.",
         ),
         "batch_size": Param(
-            32, type="integer", minimum=1, maximum=1024, title="Inference batch size",
+            32, **BOUNDS["batch_size"].schema(), title="Inference batch size",
             description="Images per forward pass of the CNN during feature extraction.",
         ),
-        "seed": Param(0, type="integer", minimum=0, title="Seed",
+        "seed": Param(0, **BOUNDS["seed"].schema(), title="Seed",
                       description="Seed of every sample and split: same seed, same metrics."),
         "local_workers": Param(
-            1, type="integer", minimum=1, maximum=16, title="Local workers",
+            1, **BOUNDS["local_workers"].schema(), title="Local workers",
             description="Spark workers of the local cluster (local backend only).",
         ),
         "local_worker_cores": Param(
-            2, type="integer", minimum=1, maximum=256, title="Cores per local worker",
+            2, **BOUNDS["local_worker_cores"].schema(), title="Cores per local worker",
             description="Cores each local worker offers (local backend only).",
         ),
         "local_worker_memory_gb": Param(
-            4, type="integer", minimum=1, maximum=1024, title="Memory per local worker (GB)",
+            4, **BOUNDS["local_worker_memory_gb"].schema(), title="Memory per local worker (GB)",
             description="Memory each local worker offers; executors get 1 GB less (local backend only).",
         ),
         **(emr_params(emr) if emr is not None else {}),
@@ -119,7 +163,7 @@ def scoring_params(settings: Settings, emr=None) -> dict:
               if name.startswith(("local_", "emr_"))}
     return {
         "batch_size": Param(
-            32, type="integer", minimum=1, maximum=1024, title="Inference batch size",
+            32, **BOUNDS["batch_size"].schema(), title="Inference batch size",
             description="Photos per forward pass of the CNN while scoring.",
         ),
         **params,

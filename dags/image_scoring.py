@@ -66,11 +66,12 @@ def image_scoring():
             raise AirflowFailException(str(exc)) from exc
         print(f"model: run {plan.model_run_key} ({plan.backbone}, {len(plan.labels)} classes, "
               f"accuracy {latest['multiclass_accuracy']:.3f}) from {plan.models_uri}")
-        listed, unscored = unscored_photos(plan.inbox_uri, plan.predictions_uri, modified_before, SETTINGS.aws_conn_id)
-        print(f"inbox {plan.inbox_uri}: {listed} photo(s) modified before {plan.modified_before}, "
+        listed, unscored = unscored_photos(plan.layout.inbox_uri, plan.layout.predictions_uri, modified_before,
+                                           SETTINGS.aws_conn_id)
+        print(f"inbox {plan.layout.inbox_uri}: {listed} photo(s) modified before {plan.modified_before}, "
               f"{unscored} without a prediction from this model")
         if unscored == 0:
-            raise AirflowSkipException(f"nothing new to score in {plan.inbox_uri}: no cluster started")
+            raise AirflowSkipException(f"nothing new to score in {plan.layout.inbox_uri}: no cluster started")
         plan = plan.as_dict()
         print(f"scoring plan: {plan}")
         return plan

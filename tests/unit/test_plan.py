@@ -49,10 +49,10 @@ def test_plan_resolves_everything_and_is_json_serialisable():
     import json
 
     plan = build_run_plan(params(), "scheduled__2026-03-01T00:00:00+00:00", WHEN, SETTINGS, LABELS)
-    assert plan.labels == sorted(LABELS) and plan.run_key == "scheduled__2026-03-01T00_00_00_00_00"
+    assert plan.labels == sorted(LABELS) and plan.layout.run_key == "scheduled__2026-03-01T00_00_00_00_00"
     assert plan.modified_before == "2026-03-01T12:00:00Z"
     assert plan.weights_uri == "file:///data/root/weights/mobilenet_v2_imagenet.keras"
-    assert plan.report_uri == f"file:///data/root/runs/{plan.run_key}/report"
+    assert plan.layout.report_uri == f"file:///data/root/runs/{plan.layout.run_key}/report"
     assert json.loads(json.dumps(plan.as_dict()))["labels"] == sorted(LABELS)
 
 
@@ -218,3 +218,16 @@ def test_each_bound_is_declared_once_for_the_form_and_the_plan(name):
     for value in ([rule.low, rule.high] if rule.open else [rule.low - step, rule.high + step]):
         with pytest.raises(PlanError, match=f"param '{name}'"):
             build_run_plan(params(**{name: value}), "r", WHEN, SETTINGS, LABELS)
+
+
+def test_plans_say_their_kind_and_carry_their_layout():
+    from image_pipeline.compute.steps import STEP_NAMES, steps_for
+
+    plan = build_run_plan(params(), "r", WHEN, SETTINGS, LABELS)
+    flat = plan.as_dict()
+    assert flat["kind"] == "training" and "layout" not in flat
+    assert {k: flat[k] for k in plan.layout.as_dict()} == plan.layout.as_dict()  # the layout's URIs, as they are
+    assert [s.name for s in steps_for(flat)] == list(STEP_NAMES)
+    assert [s.entry_script for s in steps_for(flat)] == [f"{name}.py" for name in STEP_NAMES]
+    with pytest.raises(ValueError, match="plan kind None is not one of training, scoring"):
+        steps_for({k: v for k, v in flat.items() if k != "kind"})

@@ -1,7 +1,8 @@
 """The Spark steps of a run, backend-neutral: entry script + arguments from the run plan.
 
-A training run (``image_classification``) has three steps; a scoring run (``image_scoring``, a plan
-with ``kind == "scoring"``) has one. The local backend passes these arguments to ``spark-submit``
+A training run (``image_classification``, a plan of ``kind == "training"``) has three steps; a scoring
+run (``image_scoring``, ``kind == "scoring"``) has one. Step names, task ids and entry scripts are one
+name each, declared here. The local backend passes these arguments to ``spark-submit``
 against its standalone master; the EMR backend wraps exactly the same ones in
 ``command-runner.jar spark-submit`` steps.
 """
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 
 from image_pipeline.planning.layout import join
 
-STEP_NAMES = ("extract_features", "train_models", "evaluate_models")
-SCORING_STEP_NAMES = ("score_inbox",)
+EXTRACT, TRAIN, EVALUATE, SCORE = "extract_features", "train_models", "evaluate_models", "score_inbox"
+STEP_NAMES = (EXTRACT, TRAIN, EVALUATE)  # a training run's steps, in order
+SCORING_STEP_NAMES = (SCORE,)
 
 
 @dataclass(frozen=True)
@@ -22,8 +24,12 @@ class StepSpec:
     """One Spark step: a name (also its task id), the entry script, its arguments."""
 
     name: str
-    entry_script: str
     args: tuple[str, ...]
+
+    @property
+    def entry_script(self) -> str:
+        """Each step's entry script is named after it (``spark_jobs/<name>.py``)."""
+        return f"{self.name}.py"
 
 
 def _weights_args(plan: dict) -> list[str]:
@@ -41,7 +47,7 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
     if staged_weights_uri:
         plan = {**plan, "weights_uri": staged_weights_uri}
     labels = json.dumps(plan["labels"])
-    extract_summary = join(plan["steps_uri"], "extract_features.json")
+    extract_summary = join(plan["steps_uri"], f"{EXTRACT}.json")
     extract = [
         "--images-uri", plan["images_uri"], "--features-uri", plan["features_uri"],
         "--rejects-uri", plan["rejects_uri"], "--backbone", plan["backbone"],
@@ -69,11 +75,7 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
         "--modified-before", plan["modified_before"], "--labels-json", labels,
         "--extract-summary-uri", extract_summary,
     ]
-    return [
-        StepSpec("extract_features", "extract_features.py", tuple(extract)),
-        StepSpec("train_models", "train_models.py", tuple(train)),
-        StepSpec("evaluate_models", "evaluate_models.py", tuple(evaluate)),
-    ]
+    return [StepSpec(EXTRACT, tuple(extract)), StepSpec(TRAIN, tuple(train)), StepSpec(EVALUATE, tuple(evaluate))]
 
 
 def build_scoring_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepSpec]:
@@ -85,16 +87,17 @@ def build_scoring_steps(plan: dict, staged_weights_uri: str | None = None) -> li
         "--model-uri", plan["models_uri"], "--run-key", plan["run_key"],
         "--modified-before", plan["modified_before"], "--batch-size", str(plan["batch_size"]),
         *(["--weights-uri", weights] if weights and weights != "random" else []),
-        "--summary-uri", join(plan["steps_uri"], "score_inbox.json"),
+        "--summary-uri", join(plan["steps_uri"], f"{SCORE}.json"),
     ]
-    return [StepSpec("score_inbox", "score_inbox.py", tuple(score))]
+    return [StepSpec(SCORE, tuple(score))]
 
 
 def steps_for(plan: dict, staged_weights_uri: str | None = None) -> list[StepSpec]:
-    """The steps of any plan: scoring plans say ``kind == "scoring"``; training plans have no kind."""
-    if plan.get("kind") == "scoring":
-        return build_scoring_steps(plan, staged_weights_uri)
-    return build_steps(plan, staged_weights_uri)
+    """The steps of any plan, by the kind the plan says it is (``training`` or ``scoring``)."""
+    builders = {"training": build_steps, "scoring": build_scoring_steps}
+    if plan.get("kind") not in builders:
+        raise ValueError(f"plan kind {plan.get('kind')!r} is not one of {', '.join(builders)}")
+    return builders[plan["kind"]](plan, staged_weights_uri)
 
 
 def step_by_name(plan: dict, name: str) -> StepSpec:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from image_pipeline.planning.layout import run_key_for, run_layout
+from image_pipeline.planning.layout import RunLayout, run_key_for, run_layout
 from image_pipeline.wiring.params import (
     BACKBONES,
     BOUNDS,
@@ -26,30 +26,42 @@ from image_pipeline.wiring.params import (
 )
 from image_pipeline.wiring.settings import Settings
 
+TRAINING_KIND = "training"
+
 
 class PlanError(ValueError):
     """A param or input that makes the run impossible; the message names it."""
 
 
+def flat_plan(plan) -> dict[str, Any]:
+    """A plan as the flat dict that crosses XCom: its own fields, with its layout's URIs in place of
+    the layout (every task reads ``plan["report_uri"]``, whichever kind of plan it got)."""
+    fields = asdict(plan)
+    return {**fields.pop("layout"), **fields}
+
+
+def utc_instant(moment: datetime) -> str:
+    """An instant as ISO-8601 UTC with a Z (a naive datetime is taken as UTC)."""
+    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def require_local_uris(uris: dict[str, str], compute: str) -> None:
+    """The local backend reads and writes the local file system only: name any URI that is not."""
+    not_local = [k for k, v in uris.items() if k.endswith("_uri") and v and not v.startswith("file://")]
+    if compute == "local" and not_local:
+        raise PlanError(f"the local backend works on file:// URIs; not local: {not_local} "
+                        f"(set IMAGE_PIPELINE_ROOT_URI, or use IMAGE_PIPELINE_COMPUTE=emr)")
+
+
 @dataclass(frozen=True)
 class RunPlan:
-    """Everything one run does, as plain values (what crosses XCom)."""
+    """Everything one training run does, as plain values; ``as_dict`` is what crosses XCom."""
 
     run_id: str
-    run_key: str
     compute: str
     modified_before: str  # ISO-8601 UTC: the run sees images modified before it
-    root_uri: str
-    images_uri: str
-    features_uri: str
-    rejects_uri: str
-    run_uri: str
-    models_uri: str
-    report_uri: str
-    steps_uri: str
-    cluster_uri: str
-    artifacts_uri: str
-    logs_uri: str
+    layout: RunLayout
     labels: list[str]
     backbone: str
     weights_uri: str | None
@@ -67,9 +79,10 @@ class RunPlan:
     local_worker_cores: int
     local_worker_memory_gb: int
     emr: dict[str, Any] | None = None  # the EMR backend's cluster choices
+    kind: str = TRAINING_KIND  # steps.steps_for builds the training steps from such a plan
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return flat_plan(self)
 
 
 def int_param(params: dict, name: str, low: int, high: int) -> int:
@@ -223,20 +236,14 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
     weights_uri = (params.get("weights_uri") or "").strip() or None
     if weights_uri is None and backbone == "mobilenet_v2":
         weights_uri = settings.default_weights_uri
-    modified_before = modified_before.astimezone(UTC) if modified_before.tzinfo else modified_before.replace(
-        tzinfo=UTC)
     images_uri = (params.get("images_uri") or "").strip() or None
     layout = run_layout(settings.root_uri, run_key_for(run_id), images_uri)
-    if settings.compute == "local":
-        not_local = [k for k, v in layout.as_dict().items() if k.endswith("_uri") and not v.startswith("file://")]
-        if not_local:
-            raise PlanError(f"the local backend works on file:// URIs; not local: {not_local} "
-                            f"(set IMAGE_PIPELINE_ROOT_URI, or use IMAGE_PIPELINE_COMPUTE=emr)")
+    require_local_uris(layout.as_dict(), settings.compute)
     return RunPlan(
         run_id=run_id,
         compute=settings.compute,
-        modified_before=modified_before.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        **layout.as_dict(),
+        modified_before=utc_instant(modified_before),
+        layout=layout,
         labels=labels,
         backbone=backbone,
         weights_uri=weights_uri,

@@ -11,12 +11,20 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from image_pipeline.planning.layout import join, run_key_for, scoring_layout
-from image_pipeline.planning.run_plan import IMAGE_SUFFIXES, PlanError, bounded, emr_choices, info_mtime
+from image_pipeline.planning.layout import ScoringLayout, join, run_key_for, scoring_layout
+from image_pipeline.planning.run_plan import (
+    IMAGE_SUFFIXES,
+    bounded,
+    emr_choices,
+    flat_plan,
+    info_mtime,
+    require_local_uris,
+    utc_instant,
+)
 from image_pipeline.wiring.settings import Settings
 
 SCORING_KIND = "scoring"
@@ -27,17 +35,9 @@ class ScoringPlan:
     """Everything one scoring run does, as plain values (what crosses XCom)."""
 
     run_id: str
-    run_key: str
     compute: str
     modified_before: str  # ISO-8601 UTC: the run scores photos modified before it
-    root_uri: str
-    inbox_uri: str
-    predictions_uri: str
-    run_uri: str
-    steps_uri: str
-    cluster_uri: str
-    artifacts_uri: str
-    logs_uri: str
+    layout: ScoringLayout
     model_run_key: str
     models_uri: str
     backbone: str
@@ -51,26 +51,19 @@ class ScoringPlan:
     kind: str = SCORING_KIND  # steps.steps_for builds the scoring step from such a plan
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return flat_plan(self)
 
 
 def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, settings: Settings, latest: dict,
                        emr_settings=None) -> ScoringPlan:
     """Validate params and resolve them with the latest successful model into a ScoringPlan."""
-    modified_before = modified_before.astimezone(UTC) if modified_before.tzinfo else modified_before.replace(
-        tzinfo=UTC)
     layout = scoring_layout(settings.root_uri, run_key_for(run_id), latest["run_key"])
-    uris = {**layout.as_dict(), "models_uri": latest["models_uri"]}
-    if settings.compute == "local":
-        not_local = [k for k, v in uris.items() if k.endswith("_uri") and not v.startswith("file://")]
-        if not_local:
-            raise PlanError(f"the local backend works on file:// URIs; not local: {not_local} "
-                            f"(set IMAGE_PIPELINE_ROOT_URI, or use IMAGE_PIPELINE_COMPUTE=emr)")
+    require_local_uris({**layout.as_dict(), "models_uri": latest["models_uri"]}, settings.compute)
     return ScoringPlan(
         run_id=run_id,
         compute=settings.compute,
-        modified_before=modified_before.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        **layout.as_dict(),
+        modified_before=utc_instant(modified_before),
+        layout=layout,
         model_run_key=latest["run_key"],
         models_uri=latest["models_uri"],
         backbone=latest["backbone"],

@@ -27,10 +27,10 @@ import numpy as np
 
 from image_jobs import storage
 from image_jobs.cli import parse_labels_json, run_job
+from image_jobs.conventions import DEFAULT_SPLIT_RATIOS, MODEL_FORMAT, PAIR_MODES
 from image_jobs.extraction import spark_timestamp
 from image_jobs.session import job_logger
 from image_jobs.training import (
-    PAIR_MODES,
     TrainingInputError,
     best_per_pair,
     check_inputs,
@@ -45,12 +45,10 @@ from image_jobs.training import (
 
 log = job_logger("train_models")
 
-DEFAULT_SPLIT_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 # 128 components: 10x fewer dimensions than MobileNetV2's 1280 (32x fewer than VGG16's 4096), so
 # every one of the thousands of pairwise fits is cheap, while keeping most of the variance (96.3%
 # on the sample images). A run with fewer training images gets fewer (PCA cannot exceed the sample).
 DEFAULT_PCA_COMPONENTS = 128
-MODEL_FORMAT = "image-pipeline-multiclass/1"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 from urllib.parse import unquote
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff")
+from image_jobs.conventions import IMAGE_EXTENSIONS
+
 IMAGE_KEY = ["path", "length", "modificationTime"]
 IMAGES_PER_PARTITION = 200
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # larger files are rejected unread (a record holds one file)

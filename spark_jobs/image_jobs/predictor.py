@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from image_jobs.conventions import MODEL_FORMAT
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 
-MODEL_FORMAT = "image-pipeline-multiclass/1"
 DEFAULT_TOP = 3
 
 

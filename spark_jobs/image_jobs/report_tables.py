@@ -16,14 +16,12 @@ import re
 import numpy as np
 import pandas as pd
 
-from image_jobs.training import STUDY_COLUMNS
-
-METRICS_COLUMNS = [*STUDY_COLUMNS, "model_type", "fit_seconds", "best_of_pair"]
+from image_jobs.conventions import METRICS_COLUMNS
 
 
 def metrics_table(results: pd.DataFrame) -> pd.DataFrame:
     """metrics.csv: one row per pairwise model, the study's columns first, in a stable order."""
-    return results.sort_values(["class_1", "class_2", "split"], kind="stable")[METRICS_COLUMNS].reset_index(drop=True)
+    return results.sort_values(["class_1", "class_2", "split"], kind="stable")[list(METRICS_COLUMNS)].reset_index(drop=True)
 
 
 def pair_accuracy(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -9,7 +9,6 @@ are many and small: the PCA-reduced feature matrix is broadcast once per executo
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,13 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-PAIR_MODES = ("all_pairs", "one_vs_each", "one_vs_rest")
+from image_jobs.conventions import PAIR_MODES, min_images_for_fraction
+
 REST = "rest"  # class_2 of a one_vs_rest model: every other class pooled
 SVM_MODEL_TYPE = "linear_svm"
 
-# Columns of the study's metrics.csv first, then what this product adds.
-STUDY_COLUMNS = ["class_1", "class_2", "split", "iteration", "num_model", "predict_pct", "nb_train", "nb_test",
-                 "nb_correct"]
 
 
 class TrainingInputError(ValueError):
@@ -57,11 +54,6 @@ def restrict_run(df, labels: list[str], modified_before_utc: str):
 
     df = df.filter(F.col("modificationTime") < F.to_timestamp(F.lit(modified_before_utc)))
     return df.filter(F.col("label").isin(list(labels))) if labels else df
-
-
-def min_images_for_fraction(fraction: float) -> int:
-    """Fewest images a class needs so a ``fraction`` split leaves at least one image on each side."""
-    return max(2, math.ceil(1 / min(fraction, 1 - fraction) - 1e-9))
 
 
 def check_inputs(counts: dict[str, int], requested: list[str], split_ratios: list[float], test_fraction: float,

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from image_pipeline.conventions import IMAGE_SUFFIXES, min_images_per_class
 from image_pipeline.planning.layout import RunLayout, run_key_for, run_layout
 from image_pipeline.wiring.params import (
     BACKBONES,
@@ -150,15 +151,6 @@ def _labels(params: dict) -> list[str]:
     return sorted(set(value))
 
 
-def min_images_per_class(split_ratios: list[float], test_fraction: float) -> int:
-    """Fewest images a class needs so every split leaves at least one image on each side.
-
-    The same rule as the training job's check (``image_jobs.training.min_images_for_fraction``),
-    applied here to the files found so a run that cannot train fails before any cluster starts.
-    """
-    return max(max(2, math.ceil(1 / min(f, 1 - f) - 1e-9)) for f in [*split_ratios, test_fraction])
-
-
 def emr_choices(params: dict, emr_settings) -> dict[str, Any]:
     """The run's EMR choices: trigger-form params over the deployment's defaults, validated."""
     import re
@@ -264,7 +256,6 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
     )
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def info_mtime(info: dict) -> datetime | None:

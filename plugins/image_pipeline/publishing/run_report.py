@@ -13,10 +13,11 @@ import json
 import string
 from typing import Any
 
+from image_pipeline.conventions import STUDY_COLUMNS
+
 REQUIRED_SUMMARY_KEYS = ("run_key", "backbone", "classes", "image_counts", "multiclass", "hardest_pairs",
                          "seconds_per_step", "plots")
-METRICS_HEADER_START = ["class_1", "class_2", "split", "iteration", "num_model", "predict_pct", "nb_train",
-                        "nb_test", "nb_correct"]
+METRICS_HEADER_START = list(STUDY_COLUMNS)
 
 
 class ReportError(RuntimeError):

@@ -1,6 +1,6 @@
 """The DAG's params: one Param per setting, typed and bounded, with a description for the trigger form.
 
-Each rule is declared here once: the choices (``BACKBONES``, ``PAIR_MODES``), the patterns and the
+Each rule is declared once: the choices (from ``image_pipeline.conventions``), the patterns and the
 numeric bounds (``BOUNDS``). The trigger form's ``Param`` schemas and the plans' validation
 (``planning.run_plan.bounded``) both read them. Nothing here imports Airflow at module import.
 """
@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from image_pipeline.conventions import BACKBONE_NAMES, DEFAULT_SPLIT_RATIOS, PAIR_MODES
 from image_pipeline.wiring.settings import Settings
 
-BACKBONES = ("mobilenet_v2", "vgg16")
-PAIR_MODES = ("all_pairs", "one_vs_each", "one_vs_rest")
-DEFAULT_SPLIT_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+BACKBONES = BACKBONE_NAMES
 RELEASE_LABEL_PATTERN = r"emr-\d+\.\d+\.\d+"
 SUBNET_ID_PATTERN = r"subnet-[0-9a-f]{8,17}"
 

@@ -1,0 +1,32 @@
+"""What the Airflow side and the Spark jobs agree on, in one dependency-free module both import.
+
+Standard library only: the Airflow side loads this file from the DAG processor (where neither Spark
+nor numpy need be installed), the jobs import it from their zip on the cluster.
+"""
+
+from __future__ import annotations
+
+import math
+
+BACKBONE_NAMES = ("mobilenet_v2", "vgg16")
+PAIR_MODES = ("all_pairs", "one_vs_each", "one_vs_rest")
+DEFAULT_SPLIT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# what the extraction job reads (Spark's pathGlobFilter, case-insensitive) and the listings count
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff")
+IMAGE_SUFFIXES = tuple(f".{extension}" for extension in IMAGE_EXTENSIONS)
+# metrics.csv: the original study's columns first (its users compare with them), then this product's
+STUDY_COLUMNS = ("class_1", "class_2", "split", "iteration", "num_model", "predict_pct", "nb_train", "nb_test",
+                 "nb_correct")
+METRICS_COLUMNS = (*STUDY_COLUMNS, "model_type", "fit_seconds", "best_of_pair")
+# the multiclass model's model.json (train_models writes it, predictions read it)
+MODEL_FORMAT = "image-pipeline-multiclass/1"
+
+
+def min_images_for_fraction(fraction: float) -> int:
+    """Fewest images a class needs so a ``fraction`` split leaves at least one image on each side."""
+    return max(2, math.ceil(1 / min(fraction, 1 - fraction) - 1e-9))
+
+
+def min_images_per_class(split_ratios, test_fraction: float) -> int:
+    """Fewest images a class needs so every train/test split and the test hold-out have both sides."""
+    return max(min_images_for_fraction(f) for f in [*split_ratios, test_fraction])

@@ -1,0 +1,28 @@
+"""One home for what the Airflow side and the Spark jobs share: the jobs' conventions module."""
+
+from image_jobs import conventions
+from image_pipeline import conventions as airflow_side
+from image_pipeline.publishing.run_report import METRICS_HEADER_START
+from image_pipeline.wiring.params import BACKBONES, PAIR_MODES, dag_params
+from image_pipeline.wiring.settings import load_settings
+
+
+def test_the_airflow_side_reads_the_jobs_own_file():
+    assert airflow_side.CONVENTIONS_FILE.resolve() == __import__("pathlib").Path(conventions.__file__).resolve()
+    for name in ("BACKBONE_NAMES", "PAIR_MODES", "DEFAULT_SPLIT_RATIOS", "IMAGE_SUFFIXES", "STUDY_COLUMNS"):
+        assert getattr(airflow_side, name) == getattr(conventions, name), name
+    assert airflow_side.min_images_per_class([0.1, 0.5], 0.2) == conventions.min_images_per_class([0.1, 0.5], 0.2)
+
+
+def test_the_form_the_report_check_and_the_jobs_use_the_same_values():
+    from image_jobs.backbones import BACKBONES as REGISTRY
+    from image_jobs.report_tables import METRICS_COLUMNS
+    from image_jobs.training import PAIR_MODES as JOB_PAIR_MODES
+
+    params = dag_params(load_settings({}))
+    assert params["pair_mode"].schema["enum"] == list(conventions.PAIR_MODES) == list(PAIR_MODES)
+    assert params["backbone"].schema["enum"] == list(BACKBONES) == sorted(REGISTRY)
+    assert params["split_ratios"].value == list(conventions.DEFAULT_SPLIT_RATIOS)
+    assert JOB_PAIR_MODES is conventions.PAIR_MODES
+    assert list(METRICS_COLUMNS[:9]) == METRICS_HEADER_START == list(conventions.STUDY_COLUMNS)
+    assert tuple(f".{e}" for e in conventions.IMAGE_EXTENSIONS) == conventions.IMAGE_SUFFIXES

@@ -184,6 +184,53 @@ def emr_choices(params: dict, emr_settings) -> dict[str, Any]:
     }
 
 
+def _run_labels(params: dict, available_labels: list[str] | dict[str, int]) -> list[str]:
+    """The run's classes: the requested ones (each must have a folder), else every folder found; 2 at least."""
+    requested = _labels(params)
+    missing = [label for label in requested if label not in available_labels]
+    if missing:
+        raise PlanError(f"param 'labels': no class folder with images for {missing} under the images URI "
+                        f"(found: {sorted(available_labels)})")
+    labels = requested or sorted(available_labels)
+    if len(labels) < 2:
+        raise PlanError(f"param 'labels': need at least 2 classes, the run would have {labels}")
+    return labels
+
+
+def _focus_class(params: dict, pair_mode: str, labels: list[str]) -> str | None:
+    """The focus class: required by one_vs_each and one_vs_rest, and one of the run's labels."""
+    focus = (params.get("focus_class") or "").strip() or None
+    if pair_mode != "all_pairs" and focus is None:
+        raise PlanError(f"param 'focus_class' is required with pair_mode {pair_mode}")
+    if focus is not None and focus not in labels:
+        raise PlanError(f"param 'focus_class' {focus!r} is not among the run's labels {labels}")
+    return focus
+
+
+def _split_ratios(params: dict) -> list[float]:
+    """The pairwise splits' training shares: a non-empty list of numbers, each in (0, 1)."""
+    ratios = params.get("split_ratios")
+    if not isinstance(ratios, list) or not ratios or not all(
+            isinstance(r, int | float) and not isinstance(r, bool) for r in ratios):
+        raise PlanError(f"param 'split_ratios' must be a non-empty list of numbers, got {ratios!r}")
+    outside = [r for r in ratios if not 0 < r < 1]
+    if outside:
+        raise PlanError(f"param 'split_ratios' must all be in (0, 1), got {outside}")
+    return ratios
+
+
+def _check_class_sizes(counts: dict[str, int], labels: list[str], ratios: list[float], test_fraction: float) -> None:
+    """Fail the plan, naming the classes, when a class has too few images for the splits."""
+    need = min_images_per_class(ratios, test_fraction)
+    too_few = {label: counts[label] for label in labels if counts[label] < need}
+    if too_few:
+        raise PlanError(
+            f"param 'labels': too few images in {', '.join(repr(k) for k in too_few)} ({too_few}): with "
+            f"split_ratios {sorted(ratios)} and test_fraction {test_fraction} every class needs at least "
+            f"{need} images (one on each side of every train/test split); add photos, leave the class out "
+            f"with param 'labels', or change split_ratios/test_fraction")
+
+
 def build_run_plan(params: dict, run_id: str, modified_before: datetime, settings: Settings,
                    available_labels: list[str] | dict[str, int], emr_settings=None) -> RunPlan:
     """Validate params and resolve them into a RunPlan.
@@ -195,36 +242,12 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
     """
     backbone = _choice(params, "backbone", BACKBONES)
     pair_mode = _choice(params, "pair_mode", PAIR_MODES)
-    requested = _labels(params)
-    missing = [label for label in requested if label not in available_labels]
-    if missing:
-        raise PlanError(f"param 'labels': no class folder with images for {missing} under the images URI "
-                        f"(found: {sorted(available_labels)})")
-    labels = requested or sorted(available_labels)
-    if len(labels) < 2:
-        raise PlanError(f"param 'labels': need at least 2 classes, the run would have {labels}")
-    focus = (params.get("focus_class") or "").strip() or None
-    if pair_mode != "all_pairs" and focus is None:
-        raise PlanError(f"param 'focus_class' is required with pair_mode {pair_mode}")
-    if focus is not None and focus not in labels:
-        raise PlanError(f"param 'focus_class' {focus!r} is not among the run's labels {labels}")
-    ratios = params.get("split_ratios")
-    if not isinstance(ratios, list) or not ratios or not all(
-            isinstance(r, int | float) and not isinstance(r, bool) for r in ratios):
-        raise PlanError(f"param 'split_ratios' must be a non-empty list of numbers, got {ratios!r}")
-    outside = [r for r in ratios if not 0 < r < 1]
-    if outside:
-        raise PlanError(f"param 'split_ratios' must all be in (0, 1), got {outside}")
+    labels = _run_labels(params, available_labels)
+    focus = _focus_class(params, pair_mode, labels)
+    ratios = _split_ratios(params)
     test_fraction = bounded(params, "test_fraction")
     if isinstance(available_labels, dict):
-        need = min_images_per_class(ratios, test_fraction)
-        too_few = {label: available_labels[label] for label in labels if available_labels[label] < need}
-        if too_few:
-            raise PlanError(
-                f"param 'labels': too few images in {', '.join(repr(k) for k in too_few)} ({too_few}): with "
-                f"split_ratios {sorted(ratios)} and test_fraction {test_fraction} every class needs at least "
-                f"{need} images (one on each side of every train/test split); add photos, leave the class out "
-                f"with param 'labels', or change split_ratios/test_fraction")
+        _check_class_sizes(available_labels, labels, ratios, test_fraction)
     weights_uri = (params.get("weights_uri") or "").strip() or None
     if weights_uri is None and backbone == "mobilenet_v2":
         weights_uri = settings.default_weights_uri

@@ -74,6 +74,12 @@ def emr_params(emr) -> dict:
 
 def dag_params(settings: Settings, emr=None) -> dict:
     """Params of ``image_classification``; the trigger form shows them in this order."""
+    return {**input_params(settings), **training_params(), **local_params(),
+            **(emr_params(emr) if emr is not None else {})}
+
+
+def input_params(settings: Settings) -> dict:
+    """What the run reads: the images, the classes, the backbone and its weights."""
     from airflow.sdk import Param
 
     # Optional settings are typed ["null", ...]: the trigger form requires every field whose type has no null.
@@ -96,6 +102,14 @@ def dag_params(settings: Settings, emr=None) -> dict:
             description="Backbone weights file (.keras or .h5; file:// or s3://). Empty: the prepared "
                         "ImageNet weights for mobilenet_v2, Keras' cache for vgg16. 'random' for timing runs.",
         ),
+    }
+
+
+def training_params() -> dict:
+    """How the run trains and judges: pair mode, splits, sizes, the quality gate, batch and seed."""
+    from airflow.sdk import Param
+
+    return {
         "pair_mode": Param(
             "all_pairs", type="string", enum=list(PAIR_MODES), title="Pair mode",
             description="all_pairs: every pair of classes; one_vs_each: the focus class against each other "
@@ -137,6 +151,14 @@ def dag_params(settings: Settings, emr=None) -> dict:
         ),
         "seed": Param(0, **BOUNDS["seed"].schema(), title="Seed",
                       description="Seed of every sample and split: same seed, same metrics."),
+    }
+
+
+def local_params() -> dict:
+    """The local cluster's size (local backend only)."""
+    from airflow.sdk import Param
+
+    return {
         "local_workers": Param(
             1, **BOUNDS["local_workers"].schema(), title="Local workers",
             description="Spark workers of the local cluster (local backend only).",
@@ -149,7 +171,6 @@ def dag_params(settings: Settings, emr=None) -> dict:
             4, **BOUNDS["local_worker_memory_gb"].schema(), title="Memory per local worker (GB)",
             description="Memory each local worker offers; executors get 1 GB less (local backend only).",
         ),
-        **(emr_params(emr) if emr is not None else {}),
     }
 
 
@@ -157,13 +178,11 @@ def scoring_params(settings: Settings, emr=None) -> dict:
     """Params of ``image_scoring``: the cluster's size and the inference batch (the model is the latest)."""
     from airflow.sdk import Param
 
-    shared = dag_params(settings, emr)
-    params = {name: param for name, param in shared.items()
-              if name.startswith(("local_", "emr_"))}
     return {
         "batch_size": Param(
             32, **BOUNDS["batch_size"].schema(), title="Inference batch size",
             description="Photos per forward pass of the CNN while scoring.",
         ),
-        **params,
+        **local_params(),
+        **(emr_params(emr) if emr is not None else {}),
     }

@@ -173,52 +173,69 @@ def start_cluster(cluster_dir: Path, workers: int, cores: int, memory_gb: int, p
     info = ClusterInfo(str(cluster_dir), workers=workers, cores_per_worker=cores, memory_gb_per_worker=memory_gb,
                        started_unix=time.time())
     try:
-        for attempt in range(1, START_ATTEMPTS + 1):
-            port, webui_port = free_port(), free_port()
-            master = _spawn("master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                                       "--port", str(port), "--webui-port", str(webui_port)],
-                            env, cluster_dir / "logs" / f"master-{attempt}.log")
-            info.processes.append(master)
-            info.master_url, info.master_webui = f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{webui_port}"
-            info.save()
-            master_pid = master["pid"]
-            if _wait(lambda: _master_status(info.master_webui) is not None, lambda: _alive(master_pid), 60):  # noqa: B023
-                break
-            log.warning("master attempt %d did not come up (port taken?):\n%s", attempt, _tail(master["log"]))
-            _stop_processes([master])
-            info.processes.remove(master)
-        else:
-            raise RuntimeError(f"the Spark master did not start after {START_ATTEMPTS} attempts; "
-                               f"see {cluster_dir}/logs")
-        log.info("master %s up (web UI %s)", info.master_url, info.master_webui)
-        for i in range(workers):
-            info.processes.append(_spawn(
-                f"worker-{i}",
-                # port 0: the worker binds whatever port is free when it starts, so two runs starting
-                # at the same time cannot race for one (the master's port is retried instead, above)
-                [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                 "--port", "0", "--webui-port", "0", "--cores", str(cores),
-                 "--memory", f"{memory_gb}g", "--work-dir", str(cluster_dir / "work"), info.master_url],
-                env, cluster_dir / "logs" / f"worker-{i}.log"))
-            info.save()
-
-        def registered() -> bool:
-            status = _master_status(info.master_webui) or {}
-            return int(status.get("aliveworkers", 0)) >= workers
-
-        def all_alive() -> bool:
-            return all(_alive(p["pid"]) for p in info.processes)
-
-        if not _wait(registered, all_alive, timeout):
-            dead = [p for p in info.processes if not _alive(p["pid"])]
-            detail = "\n".join(f"--- {p['role']} ({p['log']}):\n{_tail(p['log'])}" for p in (dead or info.processes))
-            raise RuntimeError(f"{workers} worker(s) did not register with {info.master_url} "
-                               f"within {timeout:.0f} s:\n{detail}")
-        log.info("%d worker(s) registered, %d core(s) and %d GB each", workers, cores, memory_gb)
+        _start_master(info, spark_class, env)
+        _start_workers(info, spark_class, env)
+        _wait_for_workers(info, timeout)
         return info
     except BaseException:
         stop_cluster(cluster_dir)
         raise
+
+
+def _start_master(info: ClusterInfo, spark_class: str, env: dict[str, str]) -> None:
+    """Start the master on free ports, retrying when a port was taken in between; record it in ``info``."""
+    cluster_dir = Path(info.cluster_dir)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port, webui_port = free_port(), free_port()
+        master = _spawn("master", [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                                   "--port", str(port), "--webui-port", str(webui_port)],
+                        env, cluster_dir / "logs" / f"master-{attempt}.log")
+        info.processes.append(master)
+        info.master_url, info.master_webui = f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{webui_port}"
+        info.save()
+        master_pid = master["pid"]
+        if _wait(lambda: _master_status(info.master_webui) is not None, lambda: _alive(master_pid), 60):  # noqa: B023
+            break
+        log.warning("master attempt %d did not come up (port taken?):\n%s", attempt, _tail(master["log"]))
+        _stop_processes([master])
+        info.processes.remove(master)
+    else:
+        raise RuntimeError(f"the Spark master did not start after {START_ATTEMPTS} attempts; "
+                           f"see {cluster_dir}/logs")
+    log.info("master %s up (web UI %s)", info.master_url, info.master_webui)
+
+
+def _start_workers(info: ClusterInfo, spark_class: str, env: dict[str, str]) -> None:
+    """Start the workers against the master; each is recorded in ``info`` as soon as it is spawned."""
+    cluster_dir = Path(info.cluster_dir)
+    for i in range(info.workers):
+        info.processes.append(_spawn(
+            f"worker-{i}",
+            # port 0: the worker binds whatever port is free when it starts, so two runs starting
+            # at the same time cannot race for one (the master's port is retried instead, above)
+            [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+             "--port", "0", "--webui-port", "0", "--cores", str(info.cores_per_worker),
+             "--memory", f"{info.memory_gb_per_worker}g", "--work-dir", str(cluster_dir / "work"), info.master_url],
+            env, cluster_dir / "logs" / f"worker-{i}.log"))
+        info.save()
+
+
+def _wait_for_workers(info: ClusterInfo, timeout: float) -> None:
+    """Return once every worker registered with the master; fail with the dead processes' log tails."""
+    def registered() -> bool:
+        status = _master_status(info.master_webui) or {}
+        return int(status.get("aliveworkers", 0)) >= info.workers
+
+    def all_alive() -> bool:
+        return all(_alive(p["pid"]) for p in info.processes)
+
+    if not _wait(registered, all_alive, timeout):
+        dead = [p for p in info.processes if not _alive(p["pid"])]
+        detail = "\n".join(f"--- {p['role']} ({p['log']}):\n{_tail(p['log'])}" for p in (dead or info.processes))
+        raise RuntimeError(f"{info.workers} worker(s) did not register with {info.master_url} "
+                           f"within {timeout:.0f} s:\n{detail}")
+    log.info("%d worker(s) registered, %d core(s) and %d GB each", info.workers, info.cores_per_worker,
+             info.memory_gb_per_worker)
 
 
 def _wait(condition: Callable[[], bool], still_alive: Callable[[], bool], timeout: float) -> bool:

@@ -21,7 +21,8 @@ from image_jobs.conventions import METRICS_COLUMNS
 
 def metrics_table(results: pd.DataFrame) -> pd.DataFrame:
     """metrics.csv: one row per pairwise model, the study's columns first, in a stable order."""
-    return results.sort_values(["class_1", "class_2", "split"], kind="stable")[list(METRICS_COLUMNS)].reset_index(drop=True)
+    ordered = results.sort_values(["class_1", "class_2", "split"], kind="stable")
+    return ordered[list(METRICS_COLUMNS)].reset_index(drop=True)
 
 
 def pair_accuracy(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -24,12 +25,16 @@ from image_jobs.cli import run_job
 from image_jobs.extraction import REASON_KIND_PATTERN, spark_timestamp
 from image_jobs.session import job_logger
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 log = job_logger("evaluate_models")
 
 HARDEST_PAIRS = 10
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The job's command line, parsed and checked (errors exit through argparse)."""
     parser = argparse.ArgumentParser(description="Write the report of a run: metrics, summary and plots.")
     parser.add_argument("--models-uri", required=True)
     parser.add_argument("--report-uri", required=True)
@@ -59,21 +64,22 @@ def count_rejects(spark, args: argparse.Namespace, labels: list[str]) -> dict:
     return {"count": int(sum(by_reason.values())), "by_reason": by_reason}
 
 
-def run(spark, args: argparse.Namespace) -> dict:
-    """Write the report; returns summary.json's content."""
-    started = time.perf_counter()
+def read_training_results(spark: SparkSession,
+                          args: argparse.Namespace) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Read what train_models wrote: its summary, the pairwise results and the multiclass test predictions."""
     training = json.loads(storage.read_text(spark, storage.join_uri(args.models_uri, "training_summary.json")))
-    labels = training["classes"]
     results = spark.read.parquet(storage.join_uri(args.models_uri, "pairwise_results")).toPandas()
     predictions = spark.read.parquet(
         storage.join_uri(args.models_uri, "multiclass", "test_predictions")).select("label", "predicted").toPandas()
+    return training, results, predictions
 
-    metrics = report_tables.metrics_table(results)
-    pairs = report_tables.pair_accuracy(metrics)
-    per_class, confusion, overall = report_tables.multiclass_tables(predictions, labels)
-    report = args.report_uri
+
+def write_tables(spark: SparkSession, report: str, metrics: pd.DataFrame, pairs: pd.DataFrame,
+                 per_class: pd.DataFrame, confusion: pd.DataFrame) -> None:
+    """Write the report's CSV tables."""
 
     def write_csv(name: str, frame: pd.DataFrame, index: bool = False) -> None:
+        """Write one table as CSV under the report folder."""
         storage.write_text(spark, storage.join_uri(report, name), frame.to_csv(index=index))
 
     write_csv("metrics.csv", metrics)
@@ -81,6 +87,10 @@ def run(spark, args: argparse.Namespace) -> dict:
     write_csv("multiclass.csv", per_class)
     write_csv("confusion_matrix.csv", confusion, index=True)
 
+
+def render_plots(training: dict, labels: list[str], metrics: pd.DataFrame,
+                 confusion: pd.DataFrame) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The report's PNG plots by file name, and the per-class plot's file name of each focus class."""
     plots = {
         "accuracy_vs_split.png": report_tables.plot_accuracy_vs_split(metrics),
         "pairwise_accuracy_heatmap.png": report_tables.plot_pair_heatmap(metrics, labels),
@@ -94,6 +104,11 @@ def run(spark, args: argparse.Namespace) -> dict:
     for focus in focus_classes:
         class_plots[focus] = f"accuracy_vs_split_{report_tables.plot_file_stem(focus)}.png"
         plots[class_plots[focus]] = report_tables.plot_accuracy_vs_split(metrics, focus)
+    return plots, class_plots
+
+
+def write_plots(spark: SparkSession, report: str, plots: dict[str, bytes], labels: list[str]) -> None:
+    """Warn when no font can draw the class names, then write the plots under ``plots/``."""
     missing_glyphs = report_tables.unrenderable(labels)
     if missing_glyphs:
         log.warning("no installed font can draw every character of %s: the plots show boxes there (install a "
@@ -102,11 +117,21 @@ def run(spark, args: argparse.Namespace) -> dict:
     for name, png in plots.items():
         storage.write_bytes(spark, storage.join_uri(report, "plots", name), png)
 
+
+def step_seconds(spark: SparkSession, args: argparse.Namespace, training: dict, started: float) -> dict:
+    """The seconds each pipeline step took: training, extraction (when its summary exists), this one."""
     seconds = {"train_models": training["seconds"]["total"]}
     if args.extract_summary_uri and storage.exists(spark, args.extract_summary_uri):
         seconds["extract_features"] = json.loads(storage.read_text(spark, args.extract_summary_uri))["seconds"]
     seconds["evaluate_models"] = round(time.perf_counter() - started, 2)
-    summary = {
+    return seconds
+
+
+def report_summary(args: argparse.Namespace, training: dict, labels: list[str], rejects: dict,
+                   overall: dict, metrics: pd.DataFrame, pairs: pd.DataFrame, seconds: dict,
+                   plots: dict[str, bytes], class_plots: dict[str, str]) -> dict:
+    """summary.json's content, from the training summary and the report's tables (no I/O)."""
+    return {
         "run_key": args.run_key,
         "backbone": args.backbone,
         "feature_dim": training["feature_dim"],
@@ -115,15 +140,34 @@ def run(spark, args: argparse.Namespace) -> dict:
         "classes": labels,
         "image_counts": training["image_counts"],
         "images": int(sum(training["image_counts"].values())),
-        "rejects": count_rejects(spark, args, labels),
+        "rejects": rejects,
         "multiclass": {**overall, "model": training["multiclass"]["model"]},
         "pairwise": {**training["pairwise"], "mean_accuracy_pct": round(float(metrics["predict_pct"].mean()), 4)},
         "hardest_pairs": pairs.head(HARDEST_PAIRS).round(4).to_dict(orient="records"),
         "seconds_per_step": seconds,
-        "report_uri": report,
+        "report_uri": args.report_uri,
         "plots": sorted(plots),
         "class_plots": class_plots,
     }
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict:
+    """Write the report; returns summary.json's content."""
+    started = time.perf_counter()
+    training, results, predictions = read_training_results(spark, args)
+    labels = training["classes"]
+
+    metrics = report_tables.metrics_table(results)
+    pairs = report_tables.pair_accuracy(metrics)
+    per_class, confusion, overall = report_tables.multiclass_tables(predictions, labels)
+    report = args.report_uri
+    write_tables(spark, report, metrics, pairs, per_class, confusion)
+    plots, class_plots = render_plots(training, labels, metrics, confusion)
+    write_plots(spark, report, plots, labels)
+
+    seconds = step_seconds(spark, args, training, started)
+    rejects = count_rejects(spark, args, labels)
+    summary = report_summary(args, training, labels, rejects, overall, metrics, pairs, seconds, plots, class_plots)
     storage.write_text(spark, storage.join_uri(report, "summary.json"), json.dumps(summary, indent=2))
     log.info("report written to %s: multiclass accuracy %.2f%%, macro-F1 %.3f, %d pairwise models, %d plots",
              report, 100 * overall["accuracy"], overall["macro_f1"], len(metrics), len(plots))
@@ -131,6 +175,7 @@ def run(spark, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse the arguments and write the report under run_job; returns the exit code."""
     return run_job("evaluate_models", parse_args(argv), run, (), log)
 
 

@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from image_jobs import storage
 from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
@@ -51,10 +52,15 @@ from image_jobs.featurize import (
 from image_jobs.progress import ProgressLogger
 from image_jobs.session import job_logger
 
+if TYPE_CHECKING:
+    from pyspark import Accumulator, SparkContext
+    from pyspark.sql import SparkSession
+
 log = job_logger("extract_features")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The job's command line, parsed and checked (errors exit through argparse)."""
     parser = argparse.ArgumentParser(description="Extract CNN features from images into Parquet.")
     parser.add_argument("--images-uri", required=True, help="root with one folder per class")
     parser.add_argument("--features-uri", required=True, help="feature dataset root (partitioned by backbone, run)")
@@ -140,11 +146,8 @@ def select_new_images(spark, args: argparse.Namespace, images_root: str) -> tupl
     return len(listing), todo
 
 
-def run(spark, args: argparse.Namespace) -> dict:
-    """Extract features for the new images; returns the counts and timings it logged."""
-    from pyspark.sql import functions as F
-
-    started = time.perf_counter()
+def prepare_run(spark: SparkSession, args: argparse.Namespace) -> tuple[str, str, str]:
+    """Check the inputs and ship the weights; returns (images root, features output, rejects output)."""
     if not storage.exists(spark, args.images_uri):
         raise FileNotFoundError(f"--images-uri {args.images_uri} does not exist")
     images_root = storage.qualify(spark, args.images_uri)
@@ -154,45 +157,57 @@ def run(spark, args: argparse.Namespace) -> dict:
     check_weights_available(spark, args.backbone, args.weights)
     if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
         spark.sparkContext.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
+    return images_root, out_features, out_rejects
 
-    sc = spark.sparkContext
-    counters = {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
-                "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0),
-                "outcomes": sc.accumulator({}, OutcomesParam())}
-    n_seen, todo = select_new_images(spark, args, images_root)
-    phases = {"list": time.perf_counter() - started}
-    to_read, rejected = split_readable(
-        todo, lambda image: precheck_reason(image.label, image.length, DEFAULT_MAX_FILE_BYTES))
+
+def extract_counters(sc: SparkContext) -> dict[str, Accumulator]:
+    """The accumulators the featurizing tasks report progress, model loads and outcomes to."""
+    return {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
+            "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0),
+            "outcomes": sc.accumulator({}, OutcomesParam())}
+
+
+def write_features(spark: SparkSession, args: argparse.Namespace, images_root: str, to_read: list[ListedImage],
+                   counters: dict[str, Accumulator], out_features: str) -> None:
+    """Featurize the readable images and write their feature rows, in one logged pass."""
+    from pyspark.sql import functions as F
+
     featurized = featurize_new_images(spark, args, images_root, to_read, counters)
     with ProgressLogger(spark, log, len(to_read), counters):  # one pass: read, featurize, write
         (featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS).write.mode("overwrite")
          .option("parquet.enable.dictionary#features.list.element", "false")  # CNN outputs never repeat
          .parquet(out_features))
-    precheck_rejects = [(*image, reason) for image, reason in rejected]  # (path, length, mtime_ms, label, reason)
+
+
+def content_rejects(spark: SparkSession, to_read: list[ListedImage],
+                    outcomes: dict[str, str | None]) -> tuple[list[tuple], list[tuple]]:
+    """The reject rows of the content pass: (rejected by the model step, changed or vanished since listed)."""
     # what the content pass did with each image it read: its features, or the reason the model step
     # rejected it (from the successful tasks only, so a retried task counts once)
-    outcomes = counters["outcomes"].value
     model_rejects = [(*image, outcomes[image.path]) for image in to_read if outcomes.get(image.path)]
     # files deleted or rewritten since the listing: the content pass has no row for them (it skips
     # missing files and drops changed keys); a reject row each, never a silent gap
     unread = [(*image, CHANGED if storage.exists(spark, image.path) else VANISHED)
               for image in to_read if image.path not in outcomes]
-    phases["featurize"] = time.perf_counter() - started - sum(phases.values())
+    return model_rejects, unread
 
-    reject_rows = model_rejects + precheck_rejects + unread  # (path, length, mtime_ms, label, reason)
+
+def write_rejects(spark: SparkSession, reject_rows: list[tuple], out_rejects: str) -> None:
+    """Write this run's reject rows (path, length, mtime_ms, label, reason) as one Parquet file."""
     image_frame(spark, reject_rows, "label", "reason").select(*REJECT_COLUMNS).coalesce(1).write.mode(
         "overwrite").parquet(out_rejects)
-    n_processed = len(to_read) - len(unread)
-    n_features = n_processed - len(model_rejects)
-    phases["write"] = time.perf_counter() - started - sum(phases.values())
 
-    seconds = time.perf_counter() - started
+
+def extraction_summary(args: argparse.Namespace, n_seen: int, n_todo: int, n_processed: int, n_features: int,
+                       reject_rows: list[tuple], phases: dict[str, float], counters: dict[str, Accumulator],
+                       seconds: float, out_features: str, out_rejects: str) -> dict:
+    """The job's counts and timings, from what the phases produced (no I/O)."""
     by_reason = Counter(reason_kind(row[4]) for row in reject_rows)
-    summary = {
+    return {
         "run_key": args.run_key,
         "backbone": args.backbone,
         "images_seen": n_seen,
-        "skipped_done_earlier": n_seen - len(todo),
+        "skipped_done_earlier": n_seen - n_todo,
         "processed": n_processed,
         "features_written": n_features,
         "rejected": len(reject_rows),
@@ -206,6 +221,11 @@ def run(spark, args: argparse.Namespace) -> dict:
         "features_uri": out_features,
         "rejects_uri": out_rejects,
     }
+
+
+def report(spark: SparkSession, args: argparse.Namespace, summary: dict, reject_rows: list[tuple],
+           out_rejects: str) -> None:
+    """Log the first rejects, write the summary to ``--summary-uri`` (if given) and log it."""
     for row in reject_rows[:20]:
         log.warning("rejected %s: %s", row[0], row[4])
     if len(reject_rows) > 20:
@@ -213,10 +233,37 @@ def run(spark, args: argparse.Namespace) -> dict:
     if args.summary_uri:
         storage.write_text(spark, args.summary_uri, json.dumps(summary, indent=2))
     log.info("done: %s", json.dumps(summary))
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict:
+    """Extract features for the new images; returns the counts and timings it logged."""
+    started = time.perf_counter()
+    images_root, out_features, out_rejects = prepare_run(spark, args)
+    counters = extract_counters(spark.sparkContext)
+    n_seen, todo = select_new_images(spark, args, images_root)
+    phases = {"list": time.perf_counter() - started}
+
+    to_read, rejected = split_readable(
+        todo, lambda image: precheck_reason(image.label, image.length, DEFAULT_MAX_FILE_BYTES))
+    write_features(spark, args, images_root, to_read, counters, out_features)
+    precheck_rejects = [(*image, reason) for image, reason in rejected]  # (path, length, mtime_ms, label, reason)
+    model_rejects, unread = content_rejects(spark, to_read, counters["outcomes"].value)
+    phases["featurize"] = time.perf_counter() - started - sum(phases.values())
+
+    reject_rows = model_rejects + precheck_rejects + unread  # (path, length, mtime_ms, label, reason)
+    write_rejects(spark, reject_rows, out_rejects)
+    n_processed = len(to_read) - len(unread)
+    n_features = n_processed - len(model_rejects)
+    phases["write"] = time.perf_counter() - started - sum(phases.values())
+
+    summary = extraction_summary(args, n_seen, len(todo), n_processed, n_features, reject_rows, phases, counters,
+                                 time.perf_counter() - started, out_features, out_rejects)
+    report(spark, args, summary, reject_rows, out_rejects)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse the arguments and extract the features under run_job; returns the exit code."""
     return run_job("extract_features", parse_args(argv), run, (), log)
 
 

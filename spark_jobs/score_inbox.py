@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from image_jobs import storage
 from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
@@ -32,6 +33,7 @@ from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import (
     DEFAULT_MAX_FILE_BYTES,
     IMAGE_KEY,
+    ListedImage,
     done_keys,
     image_frame,
     list_image_rows,
@@ -41,14 +43,20 @@ from image_jobs.extraction import (
     split_readable,
 )
 from image_jobs.inbox import first_score_per_photo, make_scorer, precheck_rejects, predictions_csv, scored_schema
-from image_jobs.predictor import ModelError, load_model_json
+from image_jobs.predictor import ModelError, MulticlassModel, load_model_json
 from image_jobs.progress import ProgressLogger
 from image_jobs.session import job_logger
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark import Accumulator, SparkContext
+    from pyspark.sql import DataFrame, SparkSession
 
 log = job_logger("score_inbox")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The job's command line, parsed and checked (errors exit through argparse)."""
     parser = argparse.ArgumentParser(description="Score inbox photos with a trained run's multiclass model.")
     parser.add_argument("--inbox-uri", required=True, help="folder of photos to score (any sub-folders)")
     parser.add_argument("--predictions-uri", required=True, help="this model's predictions folder")
@@ -89,20 +97,17 @@ def load_model(spark, args: argparse.Namespace):
     return uri, model, weights
 
 
-def run(spark, args: argparse.Namespace) -> dict:
-    """Score the new inbox photos, append them as this run's batch, rewrite predictions.csv."""
-    from pyspark.sql import functions as F
-
-    started = time.perf_counter()
+def prepare_model(spark: SparkSession, args: argparse.Namespace) -> tuple[str, MulticlassModel, str]:
+    """Load and check the run's model, ship its weights to the executors; returns (uri, model, weights)."""
     model_uri, model, weights = load_model(spark, args)
     if weights not in (RANDOM_WEIGHTS, "imagenet"):
         spark.sparkContext.addFile(weights)  # shipped once to every executor, from file://, s3:// or hdfs://
-    batches_uri = storage.join_uri(args.predictions_uri, "batches")
-    out_batch = storage.join_uri(batches_uri, f"run={args.run_key}")
-    csv_uri = storage.join_uri(args.predictions_uri, "predictions.csv")
-    log.info("model of run %s (%s, %d classes: %s) from %s", model.run_key, model.backbone, len(model.labels),
-             ", ".join(model.labels), model_uri)
+    return model_uri, model, weights
 
+
+def select_new_photos(spark: SparkSession, args: argparse.Namespace,
+                      batches_uri: str) -> tuple[int, list[ListedImage]]:
+    """The listing and the incremental selection, on the driver: photos seen, and the ones to score."""
     # the listing and the incremental selection, on the driver (as extraction does)
     if storage.exists(spark, args.inbox_uri):
         listing = list_image_rows(spark, args.inbox_uri, args.modified_before)
@@ -114,32 +119,63 @@ def run(spark, args: argparse.Namespace) -> dict:
     n_seen, n_todo = len(listing), len(todo)
     log.info("photos in the inbox: %d (modified before %s), scored earlier with this model: %d, to score: %d",
              n_seen, args.modified_before, n_seen - n_todo, n_todo)
+    return n_seen, todo
 
-    sc = spark.sparkContext
-    counters = {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
-                "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
-    n_new = 0
-    if n_todo:
-        to_read, rejected = split_readable(todo, lambda image: size_reason(image.length, DEFAULT_MAX_FILE_BYTES))
-        scored = precheck_rejects(spark, [(*image.key, reason) for image, reason in rejected])
-        if to_read:
-            size_image_scan(spark, len(to_read), sum(image.length for image in to_read), args.batch_size)
-            oldest_new = min(image.mtime_ms for image in to_read)
-            # binaryFile applies modificationTime filters before reading a file's bytes: photos older
-            # than the oldest new one (most of a long-lived inbox) are listed but never read
-            content = (read_images(spark, [args.inbox_uri], args.modified_before, with_content=True)
-                       .filter(F.col("modificationTime") >= F.timestamp_millis(F.lit(oldest_new)))
-                       .join(F.broadcast(image_frame(spark, [image.key for image in to_read])), IMAGE_KEY, "left_semi"))
-            scorer = make_scorer(model, weights, args.batch_size, args.max_pixels, counters)
-            scored = content.mapInPandas(scorer, scored_schema()).unionByName(scored)
-        batch = scored.withColumn("scored_by_run", F.lit(args.run_key)).persist()
-        with ProgressLogger(spark, log, len(to_read), counters):
-            n_new = batch.count()
-        batch.coalesce(max(1, sc.defaultParallelism)).write.mode("overwrite").parquet(out_batch)
-        batch.unpersist()
-    elif storage.delete(spark, out_batch):
-        log.info("removed %s: an earlier attempt of this run wrote it, nothing is new now", out_batch)
-    phase_score = time.perf_counter() - started
+
+def score_counters(sc: SparkContext) -> dict[str, Accumulator]:
+    """The accumulators the scoring tasks report their progress and model loads to."""
+    return {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
+            "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
+
+
+def scored_rows(spark: SparkSession, args: argparse.Namespace, model: MulticlassModel, weights: str,
+                todo: list[ListedImage], counters: dict[str, Accumulator]) -> tuple[DataFrame, int]:
+    """The scored rows (``inbox.scored_schema``) of the photos to score, and how many are read."""
+    from pyspark.sql import functions as F
+
+    to_read, rejected = split_readable(todo, lambda image: size_reason(image.length, DEFAULT_MAX_FILE_BYTES))
+    scored = precheck_rejects(spark, [(*image.key, reason) for image, reason in rejected])
+    if to_read:
+        size_image_scan(spark, len(to_read), sum(image.length for image in to_read), args.batch_size)
+        oldest_new = min(image.mtime_ms for image in to_read)
+        # binaryFile applies modificationTime filters before reading a file's bytes: photos older
+        # than the oldest new one (most of a long-lived inbox) are listed but never read
+        content = (read_images(spark, [args.inbox_uri], args.modified_before, with_content=True)
+                   .filter(F.col("modificationTime") >= F.timestamp_millis(F.lit(oldest_new)))
+                   .join(F.broadcast(image_frame(spark, [image.key for image in to_read])), IMAGE_KEY, "left_semi"))
+        scorer = make_scorer(model, weights, args.batch_size, args.max_pixels, counters)
+        scored = content.mapInPandas(scorer, scored_schema()).unionByName(scored)
+    return scored, len(to_read)
+
+
+def write_batch(spark: SparkSession, args: argparse.Namespace, scored: DataFrame, n_read: int,
+                counters: dict[str, Accumulator], out_batch: str) -> int:
+    """Score and write this run's batch in one pass, logging progress; returns its row count."""
+    from pyspark.sql import functions as F
+
+    batch = scored.withColumn("scored_by_run", F.lit(args.run_key)).persist()
+    with ProgressLogger(spark, log, n_read, counters):
+        n_new = batch.count()
+    batch.coalesce(max(1, spark.sparkContext.defaultParallelism)).write.mode("overwrite").parquet(out_batch)
+    batch.unpersist()
+    return n_new
+
+
+def score_new_photos(spark: SparkSession, args: argparse.Namespace, model: MulticlassModel, weights: str,
+                     todo: list[ListedImage], counters: dict[str, Accumulator], out_batch: str) -> int:
+    """Write this run's batch of new rows (or remove a stale one when nothing is new); returns its rows."""
+    if not todo:
+        if storage.delete(spark, out_batch):
+            log.info("removed %s: an earlier attempt of this run wrote it, nothing is new now", out_batch)
+        return 0
+    scored, n_read = scored_rows(spark, args, model, weights, todo, counters)
+    return write_batch(spark, args, scored, n_read, counters, out_batch)
+
+
+def rewrite_predictions_csv(spark: SparkSession, args: argparse.Namespace, batches_uri: str,
+                            csv_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rewrite predictions.csv from every batch; returns all its rows and this run's unscored ones."""
+    from pyspark.sql import functions as F
 
     batches = storage.read_committed(spark, batches_uri, log=log)
     if batches is not None:
@@ -150,30 +186,62 @@ def run(spark, args: argparse.Namespace) -> dict:
     not_scored = every[every["scored_by_run"].eq(args.run_key) & every["reason"].notna()]
     for row in not_scored.head(20).itertuples():
         log.warning("not scored %s: %s", row.path, row.reason)
+    return every, not_scored
 
-    summary = {
+
+def scoring_summary(args: argparse.Namespace, model: MulticlassModel, n_seen: int, n_todo: int, n_new: int,
+                    n_not_scored: int, n_total: int, counters: dict[str, Accumulator], seconds: float,
+                    phase_score: float, csv_uri: str, out_batch: str) -> dict:
+    """The job's summary, from what the phases produced (no I/O)."""
+    return {
         "run_key": args.run_key,
         "model_run_key": model.run_key,
         "photos_seen": n_seen,
         "skipped_scored_earlier": n_seen - n_todo,
-        "scored_now": n_new - len(not_scored),
-        "not_scored_now": len(not_scored),
-        "predictions_total": len(every),
+        "scored_now": n_new - n_not_scored,
+        "not_scored_now": n_not_scored,
+        "predictions_total": n_total,
         "model_loads": counters["model_loads"].value,
         "model_load_seconds": round(counters["load_seconds"].value, 2),
         "score_task_seconds": round(counters["seconds"].value, 2),
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(seconds, 2),
         "score_phase_seconds": round(phase_score, 2),
         "predictions_csv": csv_uri,
         "batch_uri": out_batch if n_new else None,
     }
+
+
+def write_summary(spark: SparkSession, args: argparse.Namespace, summary: dict) -> None:
+    """Write the summary to ``--summary-uri`` (if given) and log it."""
     if args.summary_uri:
         storage.write_text(spark, args.summary_uri, json.dumps(summary, indent=2))
     log.info("done: %s", json.dumps(summary))
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict:
+    """Score the new inbox photos, append them as this run's batch, rewrite predictions.csv."""
+    started = time.perf_counter()
+    model_uri, model, weights = prepare_model(spark, args)
+    batches_uri = storage.join_uri(args.predictions_uri, "batches")
+    out_batch = storage.join_uri(batches_uri, f"run={args.run_key}")
+    csv_uri = storage.join_uri(args.predictions_uri, "predictions.csv")
+    log.info("model of run %s (%s, %d classes: %s) from %s", model.run_key, model.backbone, len(model.labels),
+             ", ".join(model.labels), model_uri)
+
+    n_seen, todo = select_new_photos(spark, args, batches_uri)
+    counters = score_counters(spark.sparkContext)
+    n_new = score_new_photos(spark, args, model, weights, todo, counters, out_batch)
+    phase_score = time.perf_counter() - started
+
+    every, not_scored = rewrite_predictions_csv(spark, args, batches_uri, csv_uri)
+    summary = scoring_summary(args, model, n_seen, len(todo), n_new, len(not_scored), len(every), counters,
+                              time.perf_counter() - started, phase_score, csv_uri, out_batch)
+    write_summary(spark, args, summary)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse the arguments and score the inbox under run_job; returns the exit code."""
     return run_job("score_inbox", parse_args(argv), run, (ModelError, WeightsUnavailableError), log)
 
 

@@ -22,6 +22,8 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +45,11 @@ from image_jobs.training import (
     stratified_test_mask,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark import Broadcast
+    from pyspark.sql import DataFrame, SparkSession
+
 log = job_logger("train_models")
 
 # 128 components: 10x fewer dimensions than MobileNetV2's 1280 (32x fewer than VGG16's 4096), so
@@ -52,6 +59,7 @@ DEFAULT_PCA_COMPONENTS = 128
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The job's command line, parsed and checked (errors exit through argparse)."""
     parser = argparse.ArgumentParser(description="Train pairwise SVMs and a multiclass model on CNN features.")
     parser.add_argument("--features-uri", required=True, help="feature dataset root (partitioned by backbone, run)")
     parser.add_argument("--backbone", required=True)
@@ -142,19 +150,34 @@ def portable_model(scaler, pca, classifier, labels: list[str], args: argparse.Na
     }
 
 
-def run(spark, args: argparse.Namespace) -> dict:
-    """Train everything for one run; returns the training summary it wrote."""
-    from pyspark.sql import functions as F
+@dataclass
+class ReducedRun:
+    """The run's rows after the multiclass split and the PCA: what every model is trained on."""
 
-    started = time.perf_counter()
+    x: np.ndarray  # PCA-reduced features, float32, in path order
+    y: np.ndarray  # label indices
+    test: np.ndarray  # the multiclass test mask
+    scaler: Any
+    pca: Any
+    feature_dim: int
+    n_train: int
+    k: int
+
+
+def read_training_frame(spark: SparkSession,
+                        args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, int], list[str]]:
+    """Read the run's features to the driver (path order) and check its classes: frame, counts, labels."""
     # one read: the run's features (path order, so the split is reproducible) to the driver
     frame = load_run_features(spark, args).orderBy("path").toPandas()
     counts = {str(label): int(n) for label, n in frame["label"].value_counts().items()}
     labels = check_inputs(counts, args.labels, args.split_ratios, args.test_fraction, args.pair_mode,
                           args.focus_class)
-    label_index = {label: i for i, label in enumerate(labels)}
     log.info("training on %d images of %d classes: %s", sum(counts.values()), len(labels), counts)
+    return frame, counts, labels
 
+
+def split_and_reduce(frame: pd.DataFrame, label_index: dict[str, int], args: argparse.Namespace) -> ReducedRun:
+    """Split the rows for the multiclass test (stratified) and fit the PCA on the training rows."""
     # the multiclass train/test split, stratified and reproducible
     test = stratified_test_mask(frame["label"].to_numpy(), args.test_fraction, args.seed)
     features = np.stack(frame.pop("features").to_numpy()).astype(np.float32)  # held once, not twice
@@ -165,21 +188,24 @@ def run(spark, args: argparse.Namespace) -> dict:
         log.warning("PCA components reduced from %d to %d (feature dim %d, %d training images)",
                     args.pca_components, k, feature_dim, n_train)
     scaler, pca = fit_reduction(features[~test], k, args.seed)
-    explained = pca.explained_variance_ratio_
-    log.info("PCA: %d -> %d dimensions, %.1f%% of the variance kept", feature_dim, k, 100 * explained.sum())
+    log.info("PCA: %d -> %d dimensions, %.1f%% of the variance kept", feature_dim, k,
+             100 * pca.explained_variance_ratio_.sum())
     x = reduce(scaler, pca, features)
     del features
     y = frame["label"].map(label_index).to_numpy()
-    reduce_seconds = time.perf_counter() - started
+    return ReducedRun(x=x, y=y, test=test, scaler=scaler, pca=pca, feature_dim=feature_dim, n_train=n_train, k=k)
 
-    # multiclass model: the one that answers "which class is this photo"
-    mc_started = time.perf_counter()
+
+def train_multiclass(spark: SparkSession, args: argparse.Namespace, frame: pd.DataFrame, labels: list[str],
+                     reduced: ReducedRun) -> float:
+    """Fit the multiclass model, write it and its test predictions; returns its test accuracy."""
+    x, y, test = reduced.x, reduced.y, reduced.test
     classifier = fit_multiclass(x[~test], y[~test], args.seed)
     proba = classifier.predict_proba(x[test])
     predicted = proba.argmax(axis=1)
     accuracy = float((predicted == y[test]).mean())
-    storage.write_text(spark, storage.join_uri(args.models_uri, "multiclass", "model.json"),
-                       json.dumps(portable_model(scaler, pca, classifier, labels, args, feature_dim)))
+    model = portable_model(reduced.scaler, reduced.pca, classifier, labels, args, reduced.feature_dim)
+    storage.write_text(spark, storage.join_uri(args.models_uri, "multiclass", "model.json"), json.dumps(model))
     predictions = frame.loc[test, ["path", "label"]].assign(
         predicted=[labels[i] for i in predicted],
         probability=proba.max(axis=1).astype(float),
@@ -188,63 +214,110 @@ def run(spark, args: argparse.Namespace) -> dict:
     spark.createDataFrame(predictions).coalesce(1).write.mode("overwrite").parquet(
         storage.join_uri(args.models_uri, "multiclass", "test_predictions"))
     log.info("multiclass: accuracy %.2f%% on %d test images", 100 * accuracy, int(test.sum()))
-    mc_seconds = time.perf_counter() - mc_started
+    return accuracy
 
+
+def fit_pairs(spark: SparkSession, args: argparse.Namespace, tasks: list, label_index: dict[str, int],
+              broadcast: Broadcast) -> DataFrame:
+    """The pairwise results (every model, the best of each pair flagged), fitted on the executors."""
+    partitions = max(1, min(len(tasks), spark.sparkContext.defaultParallelism * 4))
+    task_df = spark.createDataFrame(
+        [(t.pair_index, t.class_1, t.class_2, t.split, t.num_model) for t in tasks],
+        "pair_index int, class_1 string, class_2 string, split double, num_model int",
+    ).repartition(partitions, "pair_index")
+    return best_per_pair(task_df.mapInPandas(
+        make_pair_fitter(broadcast, label_index, args.max_per_class, args.iterations, args.seed),
+        pair_result_schema(),
+    ))
+
+
+def write_pairwise(results: DataFrame, models_uri: str) -> None:
+    """Write every pairwise model's results, and the best model of each pair in its own partition."""
+    from pyspark.sql import functions as F
+
+    results.drop("coef", "intercept").orderBy("pair_index", "num_model").coalesce(1).write.mode(
+        "overwrite").parquet(storage.join_uri(models_uri, "pairwise_results"))
+    (results.filter("best_of_pair")
+     .withColumn("pair", F.concat_ws("_VS_", "class_1", "class_2"))
+     .select("pair", "class_1", "class_2", "split", "predict_pct", "nb_test", "coef", "intercept", "model_type")
+     .repartition("pair").write.mode("overwrite").partitionBy("pair")
+     .parquet(storage.join_uri(models_uri, "pairwise")))
+
+
+def pairwise_sweep(spark: SparkSession, args: argparse.Namespace, labels: list[str], label_index: dict[str, int],
+                   reduced: ReducedRun) -> tuple[int, int, float]:
+    """Fit and write the pairwise models of the run's pair mode; returns (pairs, models, seconds)."""
     # pairwise sweep: the reduced matrix goes to every executor once; the task table spreads the fits
     sweep_started = time.perf_counter()
     tasks = pair_tasks(labels, args.pair_mode, args.focus_class, args.split_ratios)
     n_pairs = len({t.pair_index for t in tasks})
     log.info("pairwise sweep (%s): %d pairs x %d splits = %d models", args.pair_mode, n_pairs,
              len(args.split_ratios), len(tasks))
-    broadcast = spark.sparkContext.broadcast((x, y))
-    partitions = max(1, min(len(tasks), spark.sparkContext.defaultParallelism * 4))
-    task_df = spark.createDataFrame(
-        [(t.pair_index, t.class_1, t.class_2, t.split, t.num_model) for t in tasks],
-        "pair_index int, class_1 string, class_2 string, split double, num_model int",
-    ).repartition(partitions, "pair_index")
-    results = best_per_pair(task_df.mapInPandas(
-        make_pair_fitter(broadcast, label_index, args.max_per_class, args.iterations, args.seed),
-        pair_result_schema(),
-    )).cache()
-    results.drop("coef", "intercept").orderBy("pair_index", "num_model").coalesce(1).write.mode(
-        "overwrite").parquet(storage.join_uri(args.models_uri, "pairwise_results"))
-    (results.filter("best_of_pair")
-     .withColumn("pair", F.concat_ws("_VS_", "class_1", "class_2"))
-     .select("pair", "class_1", "class_2", "split", "predict_pct", "nb_test", "coef", "intercept", "model_type")
-     .repartition("pair").write.mode("overwrite").partitionBy("pair")
-     .parquet(storage.join_uri(args.models_uri, "pairwise")))
+    broadcast = spark.sparkContext.broadcast((reduced.x, reduced.y))
+    results = fit_pairs(spark, args, tasks, label_index, broadcast).cache()
+    write_pairwise(results, args.models_uri)
     n_models = results.count()
     results.unpersist()
     broadcast.unpersist()
     sweep_seconds = time.perf_counter() - sweep_started
     log.info("pairwise sweep: %d models in %.1f s (%.0f models/s)", n_models, sweep_seconds,
              n_models / max(sweep_seconds, 1e-9))
+    return n_pairs, n_models, sweep_seconds
 
-    summary = {
+
+def training_summary(args: argparse.Namespace, reduced: ReducedRun, labels: list[str], counts: dict[str, int],
+                     accuracy: float, n_pairs: int, n_models: int, seconds: dict[str, float]) -> dict:
+    """The training summary of the run, from what the phases produced (no I/O)."""
+    explained = reduced.pca.explained_variance_ratio_
+    return {
         "run_key": args.run_key,
         "backbone": args.backbone,
-        "feature_dim": feature_dim,
-        "pca_components": k,
+        "feature_dim": reduced.feature_dim,
+        "pca_components": reduced.k,
         "pca_explained_variance": [round(float(v), 6) for v in explained],
         "pca_explained_variance_total": round(float(explained.sum()), 6),
         "classes": labels,
         "image_counts": {label: int(counts[label]) for label in labels},
-        "multiclass": {"accuracy": accuracy, "train_images": n_train, "test_images": int(test.sum()),
+        "multiclass": {"accuracy": accuracy, "train_images": reduced.n_train, "test_images": int(reduced.test.sum()),
                        "test_fraction": args.test_fraction, "model": "standardise + PCA + logistic regression"},
         "pairwise": {"pair_mode": args.pair_mode, "focus_class": args.focus_class, "pairs": n_pairs,
                      "models": n_models, "split_ratios": args.split_ratios, "max_per_class": args.max_per_class,
                      "iterations": args.iterations},
         "seed": args.seed,
-        "seconds": {"reduce": round(reduce_seconds, 2), "multiclass": round(mc_seconds, 2),
-                    "pairwise": round(sweep_seconds, 2), "total": round(time.perf_counter() - started, 2)},
+        "seconds": {name: round(value, 2) for name, value in seconds.items()},
     }
+
+
+def write_summary(spark: SparkSession, args: argparse.Namespace, summary: dict) -> None:
+    """Write training_summary.json and log it (without the per-component variances)."""
     storage.write_text(spark, storage.join_uri(args.models_uri, "training_summary.json"),
                        json.dumps(summary, indent=2))
     log.info("done: %s", json.dumps({k: v for k, v in summary.items() if k != "pca_explained_variance"}))
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict:
+    """Train everything for one run; returns the training summary it wrote."""
+    started = time.perf_counter()
+    frame, counts, labels = read_training_frame(spark, args)
+    label_index = {label: i for i, label in enumerate(labels)}
+    reduced = split_and_reduce(frame, label_index, args)
+    reduce_seconds = time.perf_counter() - started
+
+    mc_started = time.perf_counter()
+    accuracy = train_multiclass(spark, args, frame, labels, reduced)
+    mc_seconds = time.perf_counter() - mc_started
+
+    n_pairs, n_models, sweep_seconds = pairwise_sweep(spark, args, labels, label_index, reduced)
+
+    seconds = {"reduce": reduce_seconds, "multiclass": mc_seconds, "pairwise": sweep_seconds,
+               "total": time.perf_counter() - started}
+    summary = training_summary(args, reduced, labels, counts, accuracy, n_pairs, n_models, seconds)
+    write_summary(spark, args, summary)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse the arguments and train the run under run_job; returns the exit code."""
     return run_job("train_models", parse_args(argv), run, (TrainingInputError,), log)
 
 

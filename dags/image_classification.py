@@ -49,7 +49,8 @@ def image_classification():
     def plan_run(**context) -> dict:
         """Validate params and resolve them with the data interval into the run plan."""
         from image_pipeline.planning.layout import run_key_for, run_layout
-        from image_pipeline.planning.run_plan import build_run_plan, scan_images
+        from image_pipeline.planning.listing import scan_images
+        from image_pipeline.planning.run_plan import build_run_plan
 
         dag_run = context["dag_run"]
         modified_before = context.get("data_interval_end") or dag_run.run_after  # manual runs: trigger time

@@ -82,7 +82,8 @@ def test_publish_reads_the_report_from_s3_and_writes_report_md(s3):
 
 
 def test_images_uri_the_connection_cannot_read_fails_the_plan_naming_the_param(s3, monkeypatch):
-    from image_pipeline.planning.run_plan import PlanError, discover_labels
+    from image_pipeline.planning.listing import discover_labels
+    from image_pipeline.planning.run_plan import PlanError
 
     s3.put_object(Bucket=BUCKET, Key="prod/images/cat/a.jpg", Body=b"jpeg")
     s3.put_object(Bucket=BUCKET, Key="prod/images/dog/b.jpg", Body=b"jpeg")

@@ -5,14 +5,8 @@ import pytest
 from bad_images import HOSTILE_LABELS
 from image_pipeline.compute.steps import build_steps
 from image_pipeline.planning.layout import run_key_for, run_layout
-from image_pipeline.planning.run_plan import (
-    PlanError,
-    build_run_plan,
-    discover_labels,
-    hidden_to_spark,
-    min_images_per_class,
-    scan_images,
-)
+from image_pipeline.planning.listing import discover_labels, hidden_to_spark, scan_images
+from image_pipeline.planning.run_plan import PlanError, build_run_plan, min_images_per_class
 from image_pipeline.wiring.params import BOUNDS, DEFAULT_SPLIT_RATIOS, dag_params
 from image_pipeline.wiring.settings import load_settings
 

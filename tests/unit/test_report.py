@@ -85,7 +85,7 @@ def test_both_backends_summarise_a_terminated_cluster_in_one_shape():
 
     local = cluster_summary("run-cluster", "local", 0.25, process_ids=[11, 12], console_link="")
     assert tuple(local) == CLUSTER_SUMMARY_KEYS and local["estimated_cost_usd"] == 0.0
-    assert cluster_summary_line(local) == ("cluster run-cluster (local): 0.250 h, 0 normalized instance hours, "
+    assert cluster_summary_line(local) == ("cluster run-cluster: local, 0.250 h, 0 normalized instance hours, "
                                            "about $0.00")
     from datetime import UTC, datetime
     describe = {"Cluster": {"Id": "j-1", "NormalizedInstanceHours": 16, "Status": {"Timeline": {
@@ -95,5 +95,5 @@ def test_both_backends_summarise_a_terminated_cluster_in_one_shape():
     emr = cluster_summary(backend="emr", console_link="https://console/j-1", **cluster_cost(describe,
                           {"m5.xlarge": 0.2}, groups))
     assert tuple(emr) == CLUSTER_SUMMARY_KEYS and emr["estimated_cost_usd"] == 0.3 and emr["process_ids"] == []
-    assert cluster_summary_line(emr) == ("cluster j-1 (emr): 0.500 h, 16 normalized instance hours, about $0.30 "
+    assert cluster_summary_line(emr) == ("cluster j-1: emr, 0.500 h, 16 normalized instance hours, about $0.30 "
                                          "(https://console/j-1)")

@@ -24,7 +24,7 @@ def cluster_summary(cluster_id: str, backend: str, hours: float, *, normalized_i
 
 def cluster_summary_line(summary: dict) -> str:
     """One log line on the terminated cluster: id, backend, hours, normalized instance hours, cost, link."""
-    line = (f"cluster {summary['cluster_id']} ({summary['backend']}): {summary['hours']:.3f} h, "
+    line = (f"cluster {summary['cluster_id']}: {summary['backend']}, {summary['hours']:.3f} h, "
             f"{summary['normalized_instance_hours']} normalized instance hours, "
             f"about ${summary['estimated_cost_usd']:.2f}")
     return line + (f" ({summary['console_link']})" if summary["console_link"] else "")

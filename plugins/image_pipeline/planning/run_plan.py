@@ -6,18 +6,20 @@ exists. Labels default to every class folder found under the images URI.
 
 Class folder names are taken literally (spaces, accents, CJK, quotes, ';', '$(...)'): they travel as
 JSON and as single arguments of an argument list, never through a shell. Names starting with '.' or
-'_' are hidden to Spark's file sources, so they are not classes here either (see ``hidden_to_spark``).
+'_' are hidden to Spark's file sources, so they are not classes here either (see ``listing.hidden_to_spark``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from image_pipeline.conventions import IMAGE_SUFFIXES, min_images_per_class
+from image_pipeline.conventions import min_images_per_class
+from image_pipeline.planning import PlanError
 from image_pipeline.planning.layout import RunLayout, run_key_for, run_layout
+from image_pipeline.planning.listing import hidden_to_spark
 from image_pipeline.wiring.params import (
     BACKBONES,
     BOUNDS,
@@ -28,10 +30,6 @@ from image_pipeline.wiring.params import (
 from image_pipeline.wiring.settings import Settings
 
 TRAINING_KIND = "training"
-
-
-class PlanError(ValueError):
-    """A param or input that makes the run impossible; the message names it."""
 
 
 def flat_plan(plan) -> dict[str, Any]:
@@ -121,17 +119,6 @@ def _choice(params: dict, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise PlanError(f"param {name!r} must be one of {', '.join(choices)}, got {value!r}")
     return value
-
-
-def hidden_to_spark(name: str) -> bool:
-    """Whether Spark's file sources skip a file or folder of this name (Hadoop's hidden-file rule).
-
-    The rule of Spark's ``HadoopFSUtils.shouldFilterOutPathName``: names starting with '.', names
-    starting with '_' unless they contain '=', and half-copied ``._COPYING_`` files. Extraction never
-    sees such files, so the plan must not count them either.
-    """
-    excluded = (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
-    return excluded and not name.startswith(("_common_metadata", "_metadata"))
 
 
 def _labels(params: dict) -> list[str]:
@@ -236,7 +223,7 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
     """Validate params and resolve them into a RunPlan.
 
     ``available_labels`` are the class folders found under the images URI (see ``discover_labels``),
-    or their image counts (``scan_images(...).counts``): with counts, a class with too few images for
+    or their image counts (``listing.scan_images(...).counts``): with counts, a class with too few images for
     the splits fails the plan, naming the class; ``emr_settings`` (an ``emr.EmrSettings``) gives the
     EMR defaults when the backend is EMR.
     """
@@ -277,84 +264,3 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
         local_worker_memory_gb=bounded(params, "local_worker_memory_gb"),
         emr=emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
     )
-
-
-
-
-def info_mtime(info: dict) -> datetime | None:
-    """Modification time from an fsspec info dict (local: 'mtime' seconds; S3: 'LastModified')."""
-    value = info.get("mtime", info.get("LastModified"))
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, tz=UTC)
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return None
-
-
-@dataclass(frozen=True)
-class ImageScan:
-    """What one listing of the images URI found: images per class, and the files no class gets."""
-
-    counts: dict[str, int]  # class folder -> image files (nested sub-folders included)
-    loose: list[str] = field(default_factory=list)  # image files directly under the root: rejected later
-    hidden: list[str] = field(default_factory=list)  # image files under names Spark skips ('.', '_')
-
-    def warnings(self, limit: int = 10) -> list[str]:
-        """Plain sentences for the plan's log about the files the run leaves out."""
-        out = []
-        if self.loose:
-            out.append(f"{len(self.loose)} image file(s) directly under the images URI belong to no class "
-                       f"folder; extraction records them as rejects: {self.loose[:limit]}")
-        if self.hidden:
-            out.append(f"{len(self.hidden)} image file(s) under names starting with '.' or '_' are skipped "
-                       f"(Spark's file sources treat them as hidden); rename them to include them: "
-                       f"{self.hidden[:limit]}")
-        return out
-
-
-def scan_images(images_uri: str, conn_id: str | None = None, modified_before: datetime | None = None) -> ImageScan:
-    """Image files per class folder under ``images_uri``, modified before ``modified_before``.
-
-    Goes through Airflow's object storage (file://, s3://) with one recursive listing, so a backfill of
-    a past interval does not pick up classes whose photos arrived later. A class is the first folder
-    under the root, with its nested sub-folders; an empty folder is no class. Files and folders
-    Spark's file sources skip (``hidden_to_spark``) are left out the same way and reported in
-    ``hidden``. Raises PlanError naming the images URI when it does not exist or cannot be read.
-    """
-    from airflow.sdk import ObjectStoragePath
-
-    root = ObjectStoragePath(images_uri, conn_id=conn_id) if images_uri.startswith("s3://") else \
-        ObjectStoragePath(images_uri)
-    try:
-        if not root.exists() or not root.is_dir():
-            raise PlanError(f"param 'images_uri': {images_uri} does not exist or is not a folder")
-        base = root.path.rstrip("/") + "/"
-        counts: dict[str, int] = {}
-        loose, hidden = [], []
-        for path, info in sorted(root.fs.find(root.path, detail=True).items()):
-            relative = path[len(base):] if path.startswith(base) else path
-            if not relative.lower().endswith(IMAGE_SUFFIXES):
-                continue
-            mtime = info_mtime(info)
-            if modified_before is not None and mtime is not None and mtime >= modified_before:
-                continue
-            if any(hidden_to_spark(part) for part in relative.split("/")):
-                hidden.append(relative)
-            elif "/" not in relative:
-                loose.append(relative)
-            else:
-                label = relative.split("/", 1)[0]
-                counts[label] = counts.get(label, 0) + 1
-        return ImageScan(dict(sorted(counts.items())), loose, hidden)
-    except PlanError:
-        raise
-    except (OSError, PermissionError) as exc:
-        raise PlanError(f"param 'images_uri': {images_uri} cannot be read: {exc}") from exc
-
-
-def discover_labels(images_uri: str, conn_id: str | None = None, modified_before: datetime | None = None) -> list[str]:
-    """Class folders under ``images_uri`` holding at least one image modified before ``modified_before``.
-
-    See ``scan_images``; raises PlanError naming the images URI when it does not exist or cannot be read.
-    """
-    return sorted(scan_images(images_uri, conn_id, modified_before).counts)

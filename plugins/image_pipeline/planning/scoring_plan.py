@@ -15,16 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from image_pipeline.conventions import IMAGE_SUFFIXES
 from image_pipeline.planning.layout import ScoringLayout, join, run_key_for, scoring_layout
-from image_pipeline.planning.run_plan import (
-    IMAGE_SUFFIXES,
-    bounded,
-    emr_choices,
-    flat_plan,
-    info_mtime,
-    require_local_uris,
-    utc_instant,
-)
+from image_pipeline.planning.listing import info_mtime
+from image_pipeline.planning.run_plan import bounded, emr_choices, flat_plan, require_local_uris, utc_instant
 from image_pipeline.wiring.settings import Settings
 
 SCORING_KIND = "scoring"

@@ -1,0 +1,105 @@
+"""The image listing: which photos each class folder holds, as Spark's file sources will see them.
+
+One recursive listing through Airflow's object storage (file://, s3://) counts image files per class
+folder, with the files no class gets (loose files under the root, names Spark treats as hidden). A
+modification-time cut-off keeps a backfill of a past interval to the photos that had arrived by then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from image_pipeline.conventions import IMAGE_SUFFIXES
+from image_pipeline.planning import PlanError
+
+
+def hidden_to_spark(name: str) -> bool:
+    """Whether Spark's file sources skip a file or folder of this name (Hadoop's hidden-file rule).
+
+    The rule of Spark's ``HadoopFSUtils.shouldFilterOutPathName``: names starting with '.', names
+    starting with '_' unless they contain '=', and half-copied ``._COPYING_`` files. Extraction never
+    sees such files, so the plan must not count them either.
+    """
+    excluded = (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
+    return excluded and not name.startswith(("_common_metadata", "_metadata"))
+
+
+
+def info_mtime(info: dict) -> datetime | None:
+    """Modification time from an fsspec info dict (local: 'mtime' seconds; S3: 'LastModified')."""
+    value = info.get("mtime", info.get("LastModified"))
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, tz=UTC)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
+
+
+@dataclass(frozen=True)
+class ImageScan:
+    """What one listing of the images URI found: images per class, and the files no class gets."""
+
+    counts: dict[str, int]  # class folder -> image files (nested sub-folders included)
+    loose: list[str] = field(default_factory=list)  # image files directly under the root: rejected later
+    hidden: list[str] = field(default_factory=list)  # image files under names Spark skips ('.', '_')
+
+    def warnings(self, limit: int = 10) -> list[str]:
+        """Plain sentences for the plan's log about the files the run leaves out."""
+        out = []
+        if self.loose:
+            out.append(f"{len(self.loose)} image file(s) directly under the images URI belong to no class "
+                       f"folder; extraction records them as rejects: {self.loose[:limit]}")
+        if self.hidden:
+            out.append(f"{len(self.hidden)} image file(s) under names starting with '.' or '_' are skipped "
+                       f"(Spark's file sources treat them as hidden); rename them to include them: "
+                       f"{self.hidden[:limit]}")
+        return out
+
+
+def scan_images(images_uri: str, conn_id: str | None = None, modified_before: datetime | None = None) -> ImageScan:
+    """Image files per class folder under ``images_uri``, modified before ``modified_before``.
+
+    Goes through Airflow's object storage (file://, s3://) with one recursive listing, so a backfill of
+    a past interval does not pick up classes whose photos arrived later. A class is the first folder
+    under the root, with its nested sub-folders; an empty folder is no class. Files and folders
+    Spark's file sources skip (``hidden_to_spark``) are left out the same way and reported in
+    ``hidden``. Raises PlanError naming the images URI when it does not exist or cannot be read.
+    """
+    from airflow.sdk import ObjectStoragePath
+
+    root = ObjectStoragePath(images_uri, conn_id=conn_id) if images_uri.startswith("s3://") else \
+        ObjectStoragePath(images_uri)
+    try:
+        if not root.exists() or not root.is_dir():
+            raise PlanError(f"param 'images_uri': {images_uri} does not exist or is not a folder")
+        base = root.path.rstrip("/") + "/"
+        counts: dict[str, int] = {}
+        loose, hidden = [], []
+        for path, info in sorted(root.fs.find(root.path, detail=True).items()):
+            relative = path[len(base):] if path.startswith(base) else path
+            if not relative.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            mtime = info_mtime(info)
+            if modified_before is not None and mtime is not None and mtime >= modified_before:
+                continue
+            if any(hidden_to_spark(part) for part in relative.split("/")):
+                hidden.append(relative)
+            elif "/" not in relative:
+                loose.append(relative)
+            else:
+                label = relative.split("/", 1)[0]
+                counts[label] = counts.get(label, 0) + 1
+        return ImageScan(dict(sorted(counts.items())), loose, hidden)
+    except PlanError:
+        raise
+    except (OSError, PermissionError) as exc:
+        raise PlanError(f"param 'images_uri': {images_uri} cannot be read: {exc}") from exc
+
+
+def discover_labels(images_uri: str, conn_id: str | None = None, modified_before: datetime | None = None) -> list[str]:
+    """Class folders under ``images_uri`` holding at least one image modified before ``modified_before``.
+
+    See ``scan_images``; raises PlanError naming the images URI when it does not exist or cannot be read.
+    """
+    return sorted(scan_images(images_uri, conn_id, modified_before).counts)

@@ -30,6 +30,11 @@ os.environ.update({
 })
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked ``after_other_runs`` go last, so they see what every other test's runs left."""
+    items.sort(key=lambda item: item.get_closest_marker("after_other_runs") is not None)
+
+
 @pytest.fixture(scope="session")
 def java_home() -> str:
     from image_pipeline.compute.local.java import find_java_home
@@ -61,6 +66,12 @@ def spark(java_home, tmp_path_factory):
     session.sparkContext.addPyFile(str(build_jobs_zip(tmp_path_factory.mktemp("dist"))))
     yield session
     session.stop()
+    # close py4j's connections now, while the log streams are open, not in finalizers at exit
+    from pyspark import SparkContext
+
+    if SparkContext._gateway is not None:
+        SparkContext._gateway.shutdown()
+        SparkContext._gateway = SparkContext._jvm = None
 
 
 @pytest.fixture(scope="session")

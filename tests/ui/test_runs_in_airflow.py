@@ -5,7 +5,8 @@
 - (two runs at the same time: the trigger-form test submits its run during another one);
 - a step marked failed from outside (UI "mark failed"): Airflow kills the task (``on_kill`` stops
   spark-submit), the teardown still stops the cluster, no process of the run survives, the run fails;
-- the fake AWS secret of the server's environment and connection is in no log, XCom or output file.
+- the fake AWS secret of the server's environment and connection is in no log, XCom or output file
+  (searched after the other tests' runs; run alone, the test makes a run of its own).
 """
 
 from __future__ import annotations
@@ -121,11 +122,27 @@ def test_a_step_marked_failed_from_outside_is_killed_and_the_cluster_stopped(air
     assert not (root / "features" / "backbone=mobilenet_v2" / f"run={run_key}" / "_SUCCESS").exists()
 
 
-def test_no_secret_in_any_log_xcom_or_output(airflow_server):
+@pytest.fixture
+def finished_run(airflow_server) -> str:
+    """A run of the server that went through every task: one the other tests made, else one of its own."""
+    runs = http_json(f"{airflow_server['base']}/api/v2/dags/{DAG_ID}/dagRuns", airflow_server["token"])
+    done = [r["dag_run_id"] for r in runs["dag_runs"] if r["state"] == "success"]
+    if done:
+        return done[0]
+    run_id = trigger(airflow_server, SMALL)
+    assert wait_finished(airflow_server, run_id) == "success"
+    return run_id
+
+
+@pytest.mark.after_other_runs
+def test_no_secret_in_any_log_xcom_or_output(airflow_server, finished_run):
     home, root = Path(airflow_server["home"]), Path(airflow_server["root"])
+    run_key = run_key_for(finished_run)
     searched = [p for folder in (home / "logs", root / "runs", root / "features", root / "rejects")
                 for p in folder.rglob("*") if p.is_file()]
     searched.append(home / "airflow.db")  # XComs (the run plans), run confs, task states
-    assert len(searched) > 5
+    # the searched files include the finished run's task logs, report and features
+    assert any(f"run_id={finished_run}" in str(p) for p in searched)
+    assert any(run_key in str(p) and p.name == "report.md" for p in searched)
     for secret in (UI_FAKE_SECRET, "AKIAUITESTKEY"):
         assert [str(p) for p in searched if secret.encode() in p.read_bytes()] == []

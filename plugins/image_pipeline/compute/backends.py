@@ -62,6 +62,7 @@ def local_backend(plan, step_names: Sequence[str], settings: Settings):
         info = start_cluster(
             Path(plan["cluster_uri"].removeprefix("file://")), plan["local_workers"], plan["local_worker_cores"],
             plan["local_worker_memory_gb"], settings.python, require_java_home(),
+            idle_timeout_minutes=settings.local_idle_timeout_minutes,
         )
         return asdict(info)
 

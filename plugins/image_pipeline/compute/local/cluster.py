@@ -5,6 +5,9 @@ on free ports (so two runs never collide), waits until every worker has register
 ports and log files in ``<cluster_dir>/cluster.json`` as it goes; ``submit_step`` runs spark-submit
 against the master with an argument list (never a shell); ``stop_cluster`` stops every process of
 the cluster (executors and Python workers included: each daemon leads its own process group).
+Like EMR's auto-termination policy, a watchdog started with the cluster (``watchdog.py``, in a session
+of its own) stops the master and workers once no application ran for the idle timeout, so a cluster
+whose owner was killed does not run on forever.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from image_pipeline.wiring.settings import PROJECT_ROOT
+from image_pipeline.wiring.settings import DEFAULT_LOCAL_IDLE_TIMEOUT_MINUTES, PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
 CLUSTER_FILE = "cluster.json"
 SPARK_CONF_DIR = PROJECT_ROOT / "conf"
 START_ATTEMPTS = 3
+WATCHDOG_ROLE = "watchdog"
 
 
 class StepFailedError(RuntimeError):
@@ -48,6 +52,7 @@ class ClusterInfo:
     memory_gb_per_worker: int = 1
     processes: list[dict] = field(default_factory=list)  # {"role", "pid", "pgid", "log"}
     started_unix: float = 0.0
+    idle_timeout_minutes: float = 0.0  # the watchdog stops the cluster after this long idle; 0: no watchdog
 
     def save(self) -> None:
         path = Path(self.cluster_dir) / CLUSTER_FILE
@@ -162,18 +167,23 @@ def _tail(path: str, lines: int = 30) -> str:
 
 
 def start_cluster(cluster_dir: Path, workers: int, cores: int, memory_gb: int, python: str, java_home: str,
-                  timeout: float = 120.0) -> ClusterInfo:
+                  timeout: float = 120.0,
+                  idle_timeout_minutes: float = DEFAULT_LOCAL_IDLE_TIMEOUT_MINUTES) -> ClusterInfo:
     """Start a master and ``workers`` workers; return once all have registered with the master.
 
-    On any failure, whatever was started is stopped again before the error propagates.
+    With ``idle_timeout_minutes`` > 0 a watchdog started with the master stops the cluster once no
+    application ran for that long. On any failure, whatever was started is stopped again before the
+    error propagates.
     """
     cluster_dir.mkdir(parents=True, exist_ok=True)
     env = cluster_env(cluster_dir, python, java_home)
     spark_class = str(Path(env["SPARK_HOME"]) / "bin" / "spark-class")
     info = ClusterInfo(str(cluster_dir), workers=workers, cores_per_worker=cores, memory_gb_per_worker=memory_gb,
-                       started_unix=time.time())
+                       started_unix=time.time(), idle_timeout_minutes=idle_timeout_minutes)
     try:
         _start_master(info, spark_class, env)
+        if idle_timeout_minutes > 0:
+            _start_watchdog(info, python, env, start_grace=timeout)
         _start_workers(info, spark_class, env)
         _wait_for_workers(info, timeout)
         return info
@@ -203,6 +213,22 @@ def _start_master(info: ClusterInfo, spark_class: str, env: dict[str, str]) -> N
         raise RuntimeError(f"the Spark master did not start after {START_ATTEMPTS} attempts; "
                            f"see {cluster_dir}/logs")
     log.info("master %s up (web UI %s)", info.master_url, info.master_webui)
+
+
+def _start_watchdog(info: ClusterInfo, python: str, env: dict[str, str], start_grace: float) -> None:
+    """Start the idle-timeout watchdog in a session of its own, so it outlives whoever started the cluster.
+
+    Started right after the master, so a cluster whose owner dies while the workers start is covered
+    too; it counts no idle time before the workers registered or ``start_grace`` seconds passed.
+    """
+    package_parent = str(Path(__file__).resolve().parents[3])  # the folder holding image_pipeline/
+    watchdog_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))}
+    info.processes.append(_spawn(
+        WATCHDOG_ROLE,
+        [python, "-m", "image_pipeline.compute.local.watchdog", info.cluster_dir,
+         "--idle-timeout-minutes", repr(float(info.idle_timeout_minutes)), "--start-grace-seconds", repr(start_grace)],
+        watchdog_env, Path(info.cluster_dir) / "logs" / "watchdog.log"))
+    info.save()
 
 
 def _start_workers(info: ClusterInfo, spark_class: str, env: dict[str, str]) -> None:
@@ -266,18 +292,29 @@ def _stop_processes(processes: list[dict], grace: float = 15.0) -> list[int]:
 
 
 def stop_cluster(cluster_dir: str | Path) -> list[int]:
-    """Stop every process recorded for the cluster in ``cluster_dir`` (workers first); returns their pids.
+    """Stop every process recorded for the cluster in ``cluster_dir``; returns their pids.
 
-    Safe to call twice, and on a cluster that only partly started.
+    The watchdog first (so it does not race the teardown), then the workers, then the master. Safe to
+    call twice, and on a cluster that only partly started.
     """
     info = ClusterInfo.load(cluster_dir)
     if info is None:
         log.info("no cluster recorded in %s: nothing to stop", cluster_dir)
         return []
-    workers_first = sorted(info.processes, key=lambda p: p["role"] == "master")
-    stopped = _stop_processes(workers_first)
+    stopped = _stop_processes([p for p in info.processes if p["role"] == WATCHDOG_ROLE]) + _stop_daemons(info)
     log.info("stopped %d cluster process group(s) of %s", len(stopped), cluster_dir)
     return stopped
+
+
+def stop_spark_daemons(cluster_dir: str | Path) -> list[int]:
+    """Stop the cluster's master and workers but not its watchdog: how the watchdog stops an idle cluster."""
+    info = ClusterInfo.load(cluster_dir)
+    return _stop_daemons(info) if info is not None else []
+
+
+def _stop_daemons(info: ClusterInfo) -> list[int]:
+    daemons = [p for p in info.processes if p["role"] != WATCHDOG_ROLE]
+    return _stop_processes(sorted(daemons, key=lambda p: p["role"] == "master"))  # workers first
 
 
 def terminate_local_cluster(cluster_dir: str | Path) -> dict:

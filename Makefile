@@ -21,7 +21,7 @@ AIRFLOW_ENV = AIRFLOW_HOME="$(DATA)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDI
 	AIRFLOW__CORE__PLUGINS_FOLDER="$(CURDIR)/plugins" AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: setup run extract test test-spark35 system-deps lint sample-data weights airflow-db airflow bench-extract bench-sweep bench-predict clean
+.PHONY: setup run extract test test-spark35 system-deps lint sample-data weights airflow-db airflow bench-extract bench-sweep bench-predict clean wheelhouse
 
 $(STAMP): requirements.txt constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,13 @@ airflow: setup sample-data weights airflow-db
 		AIRFLOW__API__BASE_URL=http://127.0.0.1:$(AIRFLOW_PORT) AIRFLOW__CORE__EXECUTOR=LocalExecutor \
 		$(VENV)/bin/airflow standalone
 
+# The EMR nodes' wheelhouse: every wheel of bootstrap/requirements-emr.txt (dependencies included) for
+# CPython 3.11 on manylinux x86_64 (Amazon Linux 2023), in .wheelhouse/<requirements hash>/ (git-ignored;
+# IMAGE_PIPELINE_WHEELHOUSE_DIR moves it). stage_artifacts uploads it so nodes without internet bootstrap
+# offline; the tests install it. Skipped when already built; needs PyPI only to build.
+wheelhouse: setup
+	PYTHONPATH=plugins $(PY) -m image_pipeline.compute.emr.wheelhouse
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
@@ -80,7 +87,7 @@ system-deps:
 		else echo "note: docker-compose/chromium missing and apt-get unavailable: their tests will skip"; fi; \
 	fi
 
-test: setup lint system-deps
+test: setup lint system-deps wheelhouse
 	$(SPARK_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-spark35
 

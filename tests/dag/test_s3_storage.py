@@ -22,10 +22,21 @@ CONN_ID = "seaweed_s3"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
+    import zipfile
+
+    from image_pipeline.compute.emr.wheelhouse import requirements_hash, write_manifest
+
     with seaweed_s3(tmp_path_factory.mktemp("seaweed")) as endpoint, pytest.MonkeyPatch.context() as mp:
         mp.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({
             "conn_type": "aws", "login": ACCESS_KEY, "password": SECRET_KEY,
             "extra": {"region_name": "us-east-1", "endpoint_url": endpoint}}))
+        # a small wheelhouse of the current requirements for staging (tests/dag/test_bootstrap.py stages the real one)
+        wheelhouse = tmp_path_factory.mktemp("wheelhouses") / requirements_hash()
+        wheelhouse.mkdir()
+        with zipfile.ZipFile(wheelhouse / "tiny-1.0-py3-none-any.whl", "w") as wheel:
+            wheel.writestr("tiny/__init__.py", "")
+        write_manifest(wheelhouse)
+        mp.setenv("IMAGE_PIPELINE_WHEELHOUSE_DIR", str(wheelhouse.parent))
         client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
                               aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
@@ -51,9 +62,11 @@ def test_staging_uploads_once_and_is_idempotent(s3, converted_weights):
     assert set(first) == set(STAGED_KEYS)  # the same keys as the local backend's staging
     assert {u.rsplit("/", 1)[-1] for u in first["uploaded"]} == {
         "image_jobs.zip", "extract_features.py", "train_models.py", "evaluate_models.py", "score_inbox.py",
-        "install_python_deps.sh", "requirements-emr.txt", converted_weights.name}
+        "install_python_deps.sh", "requirements-emr.txt", converted_weights.name, "tiny-1.0-py3-none-any.whl",
+        "manifest.json"}
     staged = keys(s3, "prod/artifacts/")
-    assert len(staged) == 8 and first["weights_uri"].startswith(f"s3://{BUCKET}/prod/artifacts/weights-")
+    assert len(staged) == 10 and first["weights_uri"].startswith(f"s3://{BUCKET}/prod/artifacts/weights-")
+    assert f"{first['wheelhouse_uri']}/manifest.json".removeprefix(f"s3://{BUCKET}/") in staged
     body = s3.get_object(Bucket=BUCKET, Key=first["jobs_zip_uri"].removeprefix(f"s3://{BUCKET}/"))["Body"].read()
     assert body[:2] == b"PK"
     second = stage_s3(f"s3://{BUCKET}/prod/artifacts", f"file://{converted_weights}", CONN_ID)

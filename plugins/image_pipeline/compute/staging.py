@@ -1,35 +1,40 @@
 """What the Spark steps run: the jobs' library zip and entry scripts, named by their content hash.
 
 Both backends' staging returns the same keys (``STAGED_KEYS``): the content hash, the zip's and the
-entry scripts' folder's URIs, the bootstrap and requirements URIs (None locally: the local cluster
-runs on this machine's environment), the weights URI staging put where the cluster reads it (None:
-the plan's own), and what was written now.
+entry scripts' folder's URIs, the bootstrap, requirements and wheelhouse URIs (None locally: the
+local cluster runs on this machine's environment), the weights URI staging put where the cluster
+reads it (None: the plan's own), and what was written now.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+from image_pipeline.compute.emr.wheelhouse import MANIFEST, ensure_wheelhouse, read_manifest, requirements_hash
 from image_pipeline.compute.jobs_archive import SPARK_JOBS_DIR, build_jobs_zip, content_hash
 from image_pipeline.compute.steps import SCORING_STEP_NAMES, STEP_NAMES
+
+log = logging.getLogger(__name__)
 
 ENTRY_SCRIPTS = tuple(f"{name}.py" for name in (*STEP_NAMES, *SCORING_STEP_NAMES))
 
 
-STAGED_KEYS = ("content_hash", "jobs_zip_uri", "entry_dir_uri", "bootstrap_uri", "requirements_uri", "weights_uri",
-               "uploaded")
+STAGED_KEYS = ("content_hash", "jobs_zip_uri", "entry_dir_uri", "bootstrap_uri", "requirements_uri",
+               "wheelhouse_uri", "weights_uri", "uploaded")
 
 
 def staged(content_hash: str, entry_dir_uri: str, *, bootstrap_uri: str | None = None,
-           requirements_uri: str | None = None, weights_uri: str | None = None,
+           requirements_uri: str | None = None, wheelhouse_uri: str | None = None, weights_uri: str | None = None,
            uploaded: list[str] | None = None) -> dict:
     """The staging result both backends return, with every key of ``STAGED_KEYS``."""
     return {"content_hash": content_hash, "jobs_zip_uri": f"{entry_dir_uri}/image_jobs.zip",
             "entry_dir_uri": entry_dir_uri, "bootstrap_uri": bootstrap_uri, "requirements_uri": requirements_uri,
-            "weights_uri": weights_uri, "uploaded": list(uploaded or [])}
+            "wheelhouse_uri": wheelhouse_uri, "weights_uri": weights_uri, "uploaded": list(uploaded or [])}
 
 
 def local_path(uri: str) -> str:
@@ -81,14 +86,18 @@ def stage_local(artifacts_uri: str) -> dict:
 
 BOOTSTRAP_DIR = SPARK_JOBS_DIR.parent / "bootstrap"
 BOOTSTRAP_FILES = ("install_python_deps.sh", "requirements-emr.txt")
+EMR_REQUIREMENTS = BOOTSTRAP_DIR / "requirements-emr.txt"
 
 
 def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -> dict:
-    """Upload code, entry scripts, bootstrap, EMR requirements and weights under ``artifacts/<hash>/``.
+    """Upload code, entry scripts, bootstrap, EMR requirements, the nodes' wheelhouse and weights to ``artifacts/``.
 
     Each object is uploaded only when its key is missing, so re-runs and retries upload nothing new.
-    Weights live under their own content hash (they change far less often than the code). Returns
-    ``staged(...)``: the URIs the EMR requests refer to.
+    The wheelhouse goes to ``wheelhouse-<requirements hash>/`` and is skipped whole when its manifest
+    is staged already; otherwise the local one is needed (built now when missing): when it can be
+    neither found nor built, staging fails with ``WheelhouseError`` (naming ``make wheelhouse``)
+    before anything is uploaded. Weights live under their own content hash (they change far less
+    often than the code). Returns ``staged(...)``: the URIs the EMR requests refer to.
     """
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
@@ -103,6 +112,9 @@ def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -
             uploaded.append(key)
         return f"s3://{bucket}/{key}"
 
+    wheelhouse_prefix = f"{prefix}/wheelhouse-{requirements_hash(EMR_REQUIREMENTS)}"
+    staged_already = s3.check_for_key(f"{wheelhouse_prefix}/{MANIFEST}", bucket)
+    wheelhouse = None if staged_already else ensure_wheelhouse(EMR_REQUIREMENTS)
     with tempfile.TemporaryDirectory() as tmp:
         code_hash, files = build_local_artifacts(Path(tmp))
         files += [BOOTSTRAP_DIR / name for name in BOOTSTRAP_FILES]
@@ -111,15 +123,31 @@ def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -
             digest.update(path.read_bytes())
         artifacts_hash = digest.hexdigest()[:16]
         uris = {path.name: put(path, f"{prefix}/{artifacts_hash}/{path.name}") for path in files}
-    staged_weights = None
-    if weights_uri and weights_uri != "random":
-        if weights_uri.startswith("s3://"):
-            staged_weights = weights_uri  # already where the cluster reads it
-        else:
-            local = Path(local_path(weights_uri))
-            if not local.exists():
-                raise FileNotFoundError(f"weights file {weights_uri} does not exist")
-            staged_weights = put(local, f"{prefix}/weights-{content_hash(local)}/{local.name}")
+    if wheelhouse is not None:
+        stage_wheelhouse(wheelhouse, wheelhouse_prefix, put)
     return staged(artifacts_hash, f"s3://{bucket}/{prefix}/{artifacts_hash}",
                   bootstrap_uri=uris["install_python_deps.sh"], requirements_uri=uris["requirements-emr.txt"],
-                  weights_uri=staged_weights, uploaded=uploaded)
+                  wheelhouse_uri=f"s3://{bucket}/{wheelhouse_prefix}",
+                  weights_uri=stage_weights(weights_uri, prefix, put), uploaded=uploaded)
+
+
+def stage_wheelhouse(folder: Path, key_prefix: str, put: Callable[[Path, str], str]) -> None:
+    """Upload every wheel of a finished wheelhouse, then its manifest: a staged manifest means all wheels are there."""
+    wheels = read_manifest(folder)["wheels"]
+    log.info("staging the wheelhouse %s: %d wheels, %.0f MB, under %s/", folder, len(wheels),
+             sum(w["size"] for w in wheels) / 1e6, key_prefix)
+    for wheel in wheels:
+        put(folder / wheel["file"], f"{key_prefix}/{wheel['file']}")
+    put(folder / MANIFEST, f"{key_prefix}/{MANIFEST}")
+
+
+def stage_weights(weights_uri: str | None, prefix: str, put: Callable[[Path, str], str]) -> str | None:
+    """Where the cluster reads the weights: an s3:// URI as it is, a local file uploaded under its content hash."""
+    if not weights_uri or weights_uri == "random":
+        return None
+    if weights_uri.startswith("s3://"):
+        return weights_uri  # already where the cluster reads it
+    local = Path(local_path(weights_uri))
+    if not local.exists():
+        raise FileNotFoundError(f"weights file {weights_uri} does not exist")
+    return put(local, f"{prefix}/weights-{content_hash(local)}/{local.name}")

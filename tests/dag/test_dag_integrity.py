@@ -75,7 +75,7 @@ def test_emr_task_graph():
     assert tasks["extract_features"]["max_attempts"] * tasks["extract_features"]["poke_interval"] >= 6 * 3600
     assert "evaluate_models" in tasks["terminate_cluster"]["upstream"]
     assert parsed["params"]["emr_instance_type"]["schema"]["enum"]
-    for name in ("emr_release_label", "emr_core_instance_count", "emr_use_spot", "emr_idle_timeout_minutes",
+    for name in ("emr_release_label", "emr_core_instance_count", "emr_spot_task_count", "emr_idle_timeout_minutes",
                  "emr_subnet_id"):
         assert parsed["params"][name]["description"], name
 

@@ -1,8 +1,10 @@
 """The whole DAG with the EMR backend against a moto server on 127.0.0.1 (no AWS account needed).
 
 moto creates the cluster and records the steps but never runs them: a simulator thread plays the
-cluster's part, completing each step in order (the evaluation step writes the report to S3) or
-failing one with a stderr log under the LogUri, as EMR would.
+cluster's part, completing each step in order (the evaluation step writes the report to S3), failing
+one with a stderr log under the LogUri, or ending the cluster in its bootstrap, as EMR would.
+moto has no instance fleets, so these runs use instance groups (IMAGE_PIPELINE_EMR_CAPACITY=groups);
+the fleets request is checked against botocore's model in tests/unit/test_emr.py.
 """
 
 from __future__ import annotations
@@ -39,11 +41,23 @@ def moto_server():
 
 
 @pytest.fixture(scope="module")
-def aws(moto_server):
+def aws(moto_server, tmp_path_factory):
+    import zipfile
+
+    from image_pipeline.compute.emr.wheelhouse import requirements_hash, write_manifest
+
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {"AWS_ACCESS_KEY_ID": FAKE_KEY_ID, "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
                            "AWS_DEFAULT_REGION": REGION}.items():
             mp.setenv(key, value)
+        # a small wheelhouse of the current requirements (the simulated cluster installs nothing): staging
+        # uploads it instead of the real ~470 MB one
+        wheelhouse = tmp_path_factory.mktemp("wheelhouses") / requirements_hash()
+        wheelhouse.mkdir()
+        with zipfile.ZipFile(wheelhouse / "tiny-1.0-py3-none-any.whl", "w") as wheel:
+            wheel.writestr("tiny/__init__.py", "")
+        write_manifest(wheelhouse)
+        mp.setenv("IMAGE_PIPELINE_WHEELHOUSE_DIR", str(wheelhouse.parent))
         mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
             "conn_type": "aws", "login": FAKE_KEY_ID, "password": FAKE_SECRET,
             "extra": {"region_name": REGION, "endpoint_url": moto_server}}))
@@ -102,15 +116,31 @@ def fake_predictions(s3, args: list[str]) -> None:
 class ClusterSimulator(threading.Thread):
     """Completes (or fails) the moto cluster's steps in order, like EMR running them."""
 
-    def __init__(self, s3, fail_step: str | None = None):
+    def __init__(self, s3, fail_step: str | None = None, fail_bootstrap: bool = False):
         super().__init__(daemon=True)
         self.s3, self.fail_step, self.stop_event, self.seen_args = s3, fail_step, threading.Event(), {}
+        self.fail_bootstrap = fail_bootstrap
+
+    def end_in_bootstrap(self, cluster) -> None:
+        """A bootstrap action fails on the primary node: EMR ends the cluster and cancels its steps."""
+        instance = sorted(cluster.ec2_instances, key=lambda i: i.id)[0].ec2_instance.id
+        log = "ERROR: No matching distribution found for tensorflow-cpu==2.21.0\nbootstrap: pip failed"
+        self.s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/logs/{cluster.id}/node/{instance}/bootstrap-actions/1/"
+                           "stderr.gz", Body=gzip.compress(log.encode()))
+        cluster.state = "TERMINATED_WITH_ERRORS"
+        cluster.last_state_change_reason = "Master instance failed attempting to run bootstrap action 1"
+        for step in cluster.steps:
+            step.state = "CANCELLED"
 
     def run(self) -> None:
         from moto.emr.models import emr_backends
 
         while not self.stop_event.wait(0.2):
             for cluster in list(emr_backends[ACCOUNT][REGION].clusters.values()):
+                if self.fail_bootstrap and cluster.steps and cluster.state != "TERMINATED_WITH_ERRORS":
+                    time.sleep(1.5)  # the first sensor sees its step pending first
+                    self.end_in_bootstrap(cluster)
+                    continue
                 for step in cluster.steps:
                     if step.state in ("COMPLETED", "FAILED", "CANCELLED"):
                         continue
@@ -143,7 +173,7 @@ def emr_dag(aws, airflow_db, moto_server):
         for key, value in {"IMAGE_PIPELINE_COMPUTE": "emr", "IMAGE_PIPELINE_ROOT_URI": ROOT,
                            "IMAGE_PIPELINE_RETRIES": "0", "IMAGE_PIPELINE_EMR_DEFERRABLE": "false",
                            "IMAGE_PIPELINE_EMR_POKE_SECONDS": "1", "IMAGE_PIPELINE_EMR_STEP_TIMEOUT_HOURS": "0.05",
-                           "IMAGE_PIPELINE_SCHEDULE": "none"}.items():
+                           "IMAGE_PIPELINE_SCHEDULE": "none", "IMAGE_PIPELINE_EMR_CAPACITY": "groups"}.items():
             mp.setenv(key, value)
         bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "image_classification.py"))
         assert not bag.import_errors, bag.import_errors
@@ -166,11 +196,11 @@ def states(dag_run) -> dict[str, str]:
     return task_states(dag_run)
 
 
-def run_with_simulator(dag, s3, fail_step=None, run_conf=None):
-    simulator = ClusterSimulator(s3, fail_step)
+def run_with_simulator(dag, s3, fail_step=None, run_conf=None, fail_bootstrap=False):
+    simulator = ClusterSimulator(s3, fail_step, fail_bootstrap)
     simulator.start()
     try:
-        dag_run = dag.test(run_conf=run_conf or {"emr_core_instance_count": 3, "emr_use_spot": True})
+        dag_run = dag.test(run_conf=run_conf or {"emr_core_instance_count": 3, "emr_spot_task_count": 2})
     finally:
         simulator.stop_event.set()
         simulator.join()
@@ -216,13 +246,17 @@ def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_serve
     assert cluster["ReleaseLabel"] == "emr-7.13.0"
     assert {t["Key"]: t["Value"] for t in cluster["Tags"]}["dag_id"] == "image_classification"
     groups = {g["InstanceGroupType"]: g for g in emr.list_instance_groups(ClusterId=cluster_id)["InstanceGroups"]}
-    assert groups["CORE"]["RequestedInstanceCount"] == 3 and groups["CORE"]["Market"] == "SPOT"
+    assert groups["CORE"]["RequestedInstanceCount"] == 3 and groups["CORE"]["Market"] == "ON_DEMAND"
+    assert groups["TASK"]["RequestedInstanceCount"] == 2 and groups["TASK"]["Market"] == "SPOT"  # spot: task nodes only
     steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert sorted(s["Name"] for s in steps) == sorted(STEP_ORDER) and len(steps) == 3  # added once
     assert arg(simulator.seen_args["train_models"], "--labels-json") == '["cat", "dog"]'
     staged = [o["Key"] for o in aws.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/artifacts/")["Contents"]]
     assert {k.rsplit("/", 1)[-1] for k in staged} >= {"image_jobs.zip", "extract_features.py",
                                                        "install_python_deps.sh", "requirements-emr.txt"}
+    from image_pipeline.compute.emr.wheelhouse import requirements_hash
+
+    assert f"{PREFIX}/artifacts/wheelhouse-{requirements_hash()}/manifest.json" in staged  # the nodes' wheelhouse
     report_uri = arg(simulator.seen_args["evaluate_models"], "--report-uri")
     report_md = aws.get_object(Bucket=BUCKET, Key=report_uri.removeprefix(f"s3://{BUCKET}/") + "/report.md")
     assert b"Multiclass accuracy" in report_md["Body"].read()
@@ -234,6 +268,7 @@ def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_serve
     captured = capfd.readouterr()
     logged = captured.out
     assert f"cluster {cluster_id}:" in logged and "normalized instance hours" in logged
+    assert "4 x m5.xlarge on-demand, 2 x m5.xlarge spot" in logged  # the instances that ran
     assert f"clusterDetails/{cluster_id}" in logged
     assert_no_secret_anywhere(dag_run, captured.out + captured.err, aws, emr, cluster_id)
 
@@ -290,3 +325,19 @@ def test_emr_scoring_scores_the_inbox_with_the_latest_model_then_skips(emr_dag, 
     assert str(getattr(dag_run.state, "value", dag_run.state)) == "success"
     assert states(dag_run)["plan_scoring"] == "skipped" and states(dag_run)["create_cluster"] == "skipped"
     assert {c["Id"] for c in only_cluster(emr)} == before
+
+
+def test_a_cluster_that_never_reaches_its_steps_fails_the_first_sensor_with_its_reason(emr_dag, aws, moto_server,
+                                                                                         capfd):
+    emr = boto3.client("emr", endpoint_url=moto_server, region_name=REGION)
+    before = {c["Id"] for c in only_cluster(emr)}
+    dag_run, _ = run_with_simulator(emr_dag, aws, fail_bootstrap=True)
+    assert str(getattr(dag_run.state, "value", dag_run.state)) == "failed"
+    s = states(dag_run)
+    assert s["extract_features"] == "failed" and s["train_models"] == "upstream_failed"
+    assert s["terminate_cluster"] == "success"  # the teardown still runs (and costs the cluster)
+    (cluster_id,) = {c["Id"] for c in only_cluster(emr)} - before
+    logged = "".join(capfd.readouterr())
+    assert f"cluster {cluster_id} TERMINATED_WITH_ERRORS" in logged
+    assert "Master instance failed attempting to run bootstrap action 1" in logged
+    assert f"logs/{cluster_id}/node/" in logged and "No matching distribution found for tensorflow-cpu" in logged

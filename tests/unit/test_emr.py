@@ -10,13 +10,20 @@ import pytest
 from botocore.exceptions import ParamValidationError
 from botocore.validate import validate_parameters
 
+from image_pipeline.compute.emr.capacity import (
+    INSTANCE_TYPES,
+    NODE_TYPES,
+    SAME_SIZE,
+    container_mib,
+    executor_layout,
+    spark_defaults,
+)
+from image_pipeline.compute.emr.explain import step_log_uri
 from image_pipeline.compute.emr.requests import (
     cluster_cost,
     emr_steps,
     job_flow_overrides,
     load_emr_settings,
-    spark_defaults,
-    step_log_uri,
 )
 from image_pipeline.compute.steps import build_steps
 from image_pipeline.planning.run_plan import build_run_plan
@@ -29,6 +36,7 @@ ARTIFACTS = {
     "entry_dir_uri": "s3://bucket/prefix/artifacts/abc",
     "bootstrap_uri": "s3://bucket/prefix/artifacts/abc/install_python_deps.sh",
     "requirements_uri": "s3://bucket/prefix/artifacts/abc/requirements-emr.txt",
+    "wheelhouse_uri": "s3://bucket/prefix/artifacts/wheelhouse-123/",
 }
 
 
@@ -44,7 +52,8 @@ def plan() -> dict:
 def emr_choices(**overrides) -> dict:
     s = load_emr_settings({})
     choices = {"release_label": s.release_label, "instance_type": s.instance_type,
-               "core_instance_count": s.core_instance_count, "use_spot": s.use_spot,
+               "core_instance_count": s.core_instance_count, "spot_task_count": s.spot_task_count,
+               "capacity": s.capacity,
                "idle_timeout_minutes": s.idle_timeout_minutes, "subnet_id": "", "job_flow_role": s.job_flow_role,
                "service_role": s.service_role, "security_configuration": ""}
     choices.update(overrides)
@@ -56,6 +65,10 @@ def validate(operation: str, params: dict) -> None:
     validate_parameters(params, model.input_shape)
 
 
+def fleets(body: dict) -> dict:
+    return {f["InstanceFleetType"]: f for f in body["Instances"]["InstanceFleets"]}
+
+
 def test_run_job_flow_body_is_valid_and_complete():
     body = job_flow_overrides(plan(), emr_choices(), ARTIFACTS, "image_classification")
     validate("RunJobFlow", body)
@@ -64,33 +77,72 @@ def test_run_job_flow_body_is_valid_and_complete():
     assert body["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
     assert body["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
     assert body["LogUri"].startswith("s3://bucket/prefix/logs")
-    assert {t["Key"]: t["Value"] for t in body["Tags"]}["run_key"] == "scheduled__2026-03-01T00_00_00_00_00"
+    tags = {t["Key"]: t["Value"] for t in body["Tags"]}
+    assert tags["run_key"] == "scheduled__2026-03-01T00_00_00_00_00"
+    assert tags["for-use-with-amazon-emr-managed-policies"] == "true"  # AmazonEMRServicePolicy_v2 needs it
+    assert body["ServiceRole"] == "EMR_DefaultRole_V2" and body["JobFlowRole"] == "EMR_EC2_DefaultRole"
+    assert "VisibleToAllUsers" not in body  # no longer supported by EMR
     env = body["Configurations"][0]["Configurations"][0]["Properties"]
     assert env["PYSPARK_PYTHON"] == "/usr/bin/python3.11"
     defaults = body["Configurations"][1]["Properties"]
     assert all(isinstance(v, str) for v in defaults.values())
     assert defaults["spark.sql.execution.arrow.maxRecordsPerBatch"] == "32"
-    assert body["BootstrapActions"][0]["ScriptBootstrapAction"]["Path"] == ARTIFACTS["bootstrap_uri"]
-    groups = {g["InstanceRole"]: g for g in body["Instances"]["InstanceGroups"]}
-    assert groups["CORE"]["InstanceCount"] == 2 and groups["CORE"]["Market"] == "ON_DEMAND"
-    assert "Ec2SubnetId" not in body["Instances"] and "SecurityConfiguration" not in body
+    assert len(body["Configurations"]) == 2  # no task nodes: no node labels
+    bootstrap = body["BootstrapActions"][0]["ScriptBootstrapAction"]
+    assert bootstrap["Path"] == ARTIFACTS["bootstrap_uri"] and ARTIFACTS["wheelhouse_uri"] in bootstrap["Args"]
+    by_type = fleets(body)
+    assert set(by_type) == {"MASTER", "CORE"}
+    assert by_type["MASTER"]["TargetOnDemandCapacity"] == 1 and by_type["CORE"]["TargetOnDemandCapacity"] == 2
+    assert "TargetSpotCapacity" not in by_type["CORE"]
+    assert [c["InstanceType"] for c in by_type["CORE"]["InstanceTypeConfigs"]] == list(SAME_SIZE["m5.xlarge"])
+    assert body["EbsRootVolumeSize"] >= 30
+    volume = by_type["CORE"]["InstanceTypeConfigs"][0]["EbsConfiguration"]["EbsBlockDeviceConfigs"][0]
+    assert volume["VolumeSpecification"]["SizeInGB"] >= 64
+    assert "Ec2SubnetIds" not in body["Instances"] and "SecurityConfiguration" not in body
 
 
-def test_spot_subnet_and_security_configuration():
-    body = job_flow_overrides(plan(), emr_choices(use_spot=True, subnet_id="subnet-123",
+def test_spot_task_fleet_subnet_and_security_configuration():
+    body = job_flow_overrides(plan(), emr_choices(spot_task_count=4, subnet_id="subnet-123",
                                                   security_configuration="sec", core_instance_count=5),
                               ARTIFACTS, "image_classification")
     validate("RunJobFlow", body)
+    by_type = fleets(body)
+    task = by_type["TASK"]
+    assert task["TargetSpotCapacity"] == 4 and "TargetOnDemandCapacity" not in task
+    assert task["LaunchSpecifications"]["SpotSpecification"]["AllocationStrategy"] == "price-capacity-optimized"
+    types = [c["InstanceType"] for c in task["InstanceTypeConfigs"]]
+    assert len(types) >= 2 and len({NODE_TYPES[t] for t in types}) == 1  # several types, one size
+    assert "TargetSpotCapacity" not in by_type["CORE"] and "TargetSpotCapacity" not in by_type["MASTER"]
+    yarn = next(c for c in body["Configurations"] if c["Classification"] == "yarn-site")["Properties"]
+    assert yarn["yarn.node-labels.am.default-node-label-expression"] == "CORE"  # the driver stays off spot
+    defaults = body["Configurations"][1]["Properties"]
+    assert defaults["spark.executor.instances"] == str(executor_layout("m5.xlarge").per_node * 9)
+    assert body["Instances"]["Ec2SubnetIds"] == ["subnet-123"] and body["SecurityConfiguration"] == "sec"
+
+
+def test_instance_groups_remain_an_option_and_the_v1_role_still_works():
+    body = job_flow_overrides(plan(), emr_choices(capacity="groups", spot_task_count=2, subnet_id="subnet-9",
+                                                  service_role="EMR_DefaultRole"), ARTIFACTS, "d")
+    validate("RunJobFlow", body)
     groups = {g["InstanceRole"]: g for g in body["Instances"]["InstanceGroups"]}
-    assert groups["CORE"]["Market"] == "SPOT" and groups["MASTER"]["Market"] == "ON_DEMAND"
-    assert body["Instances"]["Ec2SubnetId"] == "subnet-123" and body["SecurityConfiguration"] == "sec"
+    assert groups["MASTER"]["Market"] == "ON_DEMAND" and groups["CORE"]["Market"] == "ON_DEMAND"
+    assert groups["TASK"]["Market"] == "SPOT" and groups["TASK"]["InstanceCount"] == 2
+    assert body["Instances"]["Ec2SubnetId"] == "subnet-9" and body["ServiceRole"] == "EMR_DefaultRole"
+
+
+def test_settings_refuse_the_old_spot_switch_and_unknown_capacity():
+    with pytest.raises(ValueError, match="IMAGE_PIPELINE_EMR_SPOT_TASK_COUNT"):
+        load_emr_settings({"IMAGE_PIPELINE_EMR_SPOT": "true"})
+    with pytest.raises(ValueError, match="IMAGE_PIPELINE_EMR_CAPACITY='pools'"):
+        load_emr_settings({"IMAGE_PIPELINE_EMR_CAPACITY": "pools"})
+    assert load_emr_settings({}).capacity == "fleets" and load_emr_settings({}).spot_task_count == 0
 
 
 def test_builders_return_fresh_dicts():
     p = plan()
     a = job_flow_overrides(p, emr_choices(), ARTIFACTS, "d")
     snapshot = copy.deepcopy(a)
-    a["Instances"]["InstanceGroups"][0]["InstanceCount"] = 99
+    a["Instances"]["InstanceFleets"][0]["TargetOnDemandCapacity"] = 99
     a["Configurations"][1]["Properties"]["spark.executor.cores"] = "99"
     assert job_flow_overrides(p, emr_choices(), ARTIFACTS, "d") == snapshot
 
@@ -112,44 +164,113 @@ def test_steps_are_valid_and_carry_the_local_arguments():
 
 def test_invalid_bodies_are_caught_by_botocore():
     body = job_flow_overrides(plan(), emr_choices(), ARTIFACTS, "d")
-    body["Instances"]["InstanceGroups"][1]["InstanceCount"] = "two"
+    body["Instances"]["InstanceFleets"][1]["TargetOnDemandCapacity"] = "two"
     with pytest.raises(ParamValidationError):
         validate("RunJobFlow", body)
 
 
 def test_spark_defaults_follow_the_instance_type():
-    small, big = spark_defaults("m5.xlarge", 2, 32), spark_defaults("m5.4xlarge", 2, 32)
+    small, big = spark_defaults("m5.xlarge", 2, 0, 32), spark_defaults("m5.4xlarge", 2, 0, 32)
     assert small["spark.executor.instances"] == "2" and big["spark.executor.instances"] == "8"
     assert int(small["spark.executor.memoryOverhead"][:-1]) > int(small["spark.executor.memory"][:-1])
 
 
+@pytest.mark.parametrize("instance_type", INSTANCE_TYPES)
+def test_driver_and_executors_fit_in_yarn_on_every_offered_type(instance_type):
+    """YARN's default resource calculator allocates by memory: a core node holds its executors and the driver."""
+    for core, task in ((1, 0), (2, 0), (3, 4), (20, 10)):
+        defaults = spark_defaults(instance_type, core, task, 32)
+        layout = executor_layout(instance_type)
+        executor, driver = container_mib(defaults, "executor"), container_mib(defaults, "driver")
+        for node_type in SAME_SIZE[instance_type]:  # any type a fleet may launch
+            node = NODE_TYPES[node_type]
+            assert layout.per_node * executor + driver <= node.yarn_mib, (node_type, defaults)
+            assert layout.per_node * int(defaults["spark.executor.cores"]) <= node.vcpus
+        assert int(defaults["spark.executor.instances"]) == layout.per_node * (core + task)
+        assert executor % 32 == 0 and int(defaults["spark.executor.memory"][:-1]) >= 1024
+        # and little is left idle: the driver's room and YARN's rounding
+        assert NODE_TYPES[instance_type].yarn_mib - driver - layout.per_node * executor < 32 * layout.per_node
+
+
 def test_log_uri_and_cost():
     assert step_log_uri("s3://b/p/logs", "j-1", "s-2") == "s3://b/p/logs/j-1/steps/s-2/stderr.gz"
+    start, end = datetime(2026, 3, 1, 10, 0, tzinfo=UTC), datetime(2026, 3, 1, 11, 30, tzinfo=UTC)
     describe = {"Cluster": {"Id": "j-1", "NormalizedInstanceHours": 24, "Status": {"Timeline": {
-        "CreationDateTime": datetime(2026, 3, 1, 10, 0, tzinfo=UTC),
-        "EndDateTime": datetime(2026, 3, 1, 11, 30, tzinfo=UTC)}}}}
-    groups = [{"InstanceType": "m5.xlarge", "RequestedInstanceCount": 1, "RunningInstanceCount": 1},
-              {"InstanceType": "m5.xlarge", "RequestedInstanceCount": 2, "RunningInstanceCount": 2}]
-    cost = cluster_cost(describe, {"m5.xlarge": 0.24}, groups)
+        "CreationDateTime": start, "EndDateTime": end}}}}
+    def instance(kind, market, begin=None, until=None):
+        return {"InstanceType": kind, "Market": market,
+                "Status": {"Timeline": {"CreationDateTime": begin or start, "EndDateTime": until or end}}}
+    instances = [instance("m5.xlarge", "ON_DEMAND"), instance("m5.xlarge", "ON_DEMAND"),
+                 instance("m5a.xlarge", "ON_DEMAND"),  # a fleet's other type, not in the price table
+                 instance("m5.xlarge", "SPOT", start, datetime(2026, 3, 1, 10, 0, 10, tzinfo=UTC))]  # 10 s: 1 min
+    cost = cluster_cost(describe, {"m5.xlarge": 0.24}, instances)
     assert cost == {"cluster_id": "j-1", "normalized_instance_hours": 24, "hours": 1.5,
-                    "estimated_cost_usd": 1.08, "hourly_price_usd": 0.72}
+                    "estimated_cost_usd": round(0.24 * 1.5 * 2 + 0.24 / 60, 2), "hourly_price_usd": 0.72,
+                    "instances": {"m5.xlarge on-demand": 2, "m5.xlarge spot": 1, "m5a.xlarge on-demand": 1},
+                    "unpriced_types": ["m5a.xlarge"]}
 
 
 def test_iam_policy_is_least_privilege():
     import json
 
     from conftest import PROJECT_ROOT
+    from image_pipeline.compute.emr.iam import iam_policy
 
     policy = json.loads((PROJECT_ROOT / "docs" / "iam-policy.json").read_text())
+    assert policy == iam_policy()  # the documented policy is the generator's for the default roles
     actions = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     used = {"elasticmapreduce:RunJobFlow", "elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:DescribeStep",
-            "elasticmapreduce:DescribeCluster", "elasticmapreduce:ListInstanceGroups",
+            "elasticmapreduce:DescribeCluster", "elasticmapreduce:ListInstances", "elasticmapreduce:AddTags",
             "elasticmapreduce:TerminateJobFlows", "iam:PassRole", "s3:GetObject", "s3:PutObject", "s3:ListBucket"}
     assert used <= actions
     assert not [a for a in actions if a.endswith("*")]  # no wildcard actions
-    pass_role = next(s for s in policy["Statement"] if s["Action"] == "iam:PassRole")
-    assert len(pass_role["Resource"]) == 2 and all(":role/EMR_" in r for r in pass_role["Resource"])
+    passed = {s["Resource"]: s["Condition"]["StringEquals"]["iam:PassedToService"]
+              for s in policy["Statement"] if s["Action"] == "iam:PassRole"}
+    assert passed == {"arn:aws:iam::<account-id>:role/EMR_DefaultRole_V2": "elasticmapreduce.amazonaws.com",
+                      "arn:aws:iam::<account-id>:role/EMR_EC2_DefaultRole": "ec2.amazonaws.com"}
     s3_resources = [r for s in policy["Statement"] if str(s["Action"]).startswith("s3:")
                     for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])]
     assert all(r.startswith("arn:aws:s3:::<bucket>") for r in s3_resources)
     assert not any(r.endswith(":::<bucket>/*") for r in s3_resources)  # objects only under the prefix
+
+
+def test_iam_policy_passes_exactly_the_configured_roles(capsys):
+    import json
+
+    from image_pipeline.compute.emr.iam import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IMAGE_PIPELINE_EMR_SERVICE_ROLE", "TeamEmrService")
+        mp.setenv("IMAGE_PIPELINE_EMR_JOB_FLOW_ROLE", "TeamEmrNodes")
+        main(["--account-id", "111122223333", "--bucket", "b", "--prefix", "/team/images/"])
+    policy = json.loads(capsys.readouterr().out)
+    passed = sorted(s["Resource"] for s in policy["Statement"] if s["Action"] == "iam:PassRole")
+    assert passed == ["arn:aws:iam::111122223333:role/TeamEmrNodes", "arn:aws:iam::111122223333:role/TeamEmrService"]
+    assert "arn:aws:s3:::b/team/images/artifacts/*" in policy["Statement"][-1]["Resource"]
+
+
+def test_the_nodes_role_reads_the_prefix_and_writes_only_the_jobs_outputs():
+    import json
+
+    from conftest import PROJECT_ROOT
+    from image_pipeline.compute.emr.iam import NODE_WRITES, node_role_policy
+
+    policy = json.loads((PROJECT_ROOT / "docs" / "node-role-policy.json").read_text())
+    assert policy == node_role_policy()
+    writes = next(s for s in policy["Statement"] if "s3:PutObject" in s["Action"])["Resource"]
+    assert writes == [f"arn:aws:s3:::<bucket>/<prefix>/{f}/*" for f in NODE_WRITES]
+    assert not any("/artifacts/" in r or "/models/" in r or "/images/" in r for r in writes)  # never the inputs
+    assert not [a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str)
+                                                        else s["Action"]) if a.endswith("*")]
+
+
+def test_unknown_emr_params_are_refused_by_name():
+    from image_pipeline.planning.run_plan import PlanError
+    from image_pipeline.planning.run_plan import emr_choices as run_emr_choices
+
+    with pytest.raises(PlanError, match="emr_use_spot"):  # the old switch: spot now runs task nodes only
+        run_emr_choices({"emr_use_spot": True}, load_emr_settings({}))
+    choices = run_emr_choices({"emr_spot_task_count": 3}, load_emr_settings({"IMAGE_PIPELINE_EMR_CAPACITY": "groups"}))
+    assert choices["spot_task_count"] == 3 and choices["capacity"] == "groups"
+    with pytest.raises(PlanError, match="emr_spot_task_count"):
+        run_emr_choices({"emr_spot_task_count": -1}, load_emr_settings({}))

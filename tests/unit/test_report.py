@@ -91,9 +91,10 @@ def test_both_backends_summarise_a_terminated_cluster_in_one_shape():
     describe = {"Cluster": {"Id": "j-1", "NormalizedInstanceHours": 16, "Status": {"Timeline": {
         "CreationDateTime": datetime(2026, 1, 1, 10, 0, tzinfo=UTC),
         "EndDateTime": datetime(2026, 1, 1, 10, 30, tzinfo=UTC)}}}}
-    groups = [{"InstanceType": "m5.xlarge", "RunningInstanceCount": 3}]
-    emr = cluster_summary(backend="emr", console_link="https://console/j-1", **cluster_cost(describe,
-                          {"m5.xlarge": 0.2}, groups))
+    instances = [{"InstanceType": "m5.xlarge", "Market": "ON_DEMAND"}] * 3  # no timeline: the cluster's
+    cost = cluster_cost(describe, {"m5.xlarge": 0.2}, instances)
+    assert cost.pop("unpriced_types") == []
+    emr = cluster_summary(backend="emr", console_link="https://console/j-1", **cost)
     assert tuple(emr) == CLUSTER_SUMMARY_KEYS and emr["estimated_cost_usd"] == 0.3 and emr["process_ids"] == []
-    assert cluster_summary_line(emr) == ("cluster j-1: emr, 0.500 h, 16 normalized instance hours, about $0.30 "
-                                         "(https://console/j-1)")
+    assert cluster_summary_line(emr) == ("cluster j-1: emr, 0.500 h on 3 x m5.xlarge on-demand, 16 normalized "
+                                         "instance hours, about $0.30 (https://console/j-1)")

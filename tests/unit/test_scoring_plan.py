@@ -64,7 +64,8 @@ def test_emr_runs_the_same_step_with_the_staged_weights_and_a_valid_request():
     assert args[8:] == local_args and "s3://bucket/prefix/artifacts/weights-1/mnv2.keras" in local_args
     body = job_flow_overrides(plan, plan["emr"], staged, "image_scoring")
     validate("RunJobFlow", body)
-    assert body["Instances"]["InstanceGroups"][1]["InstanceCount"] == 1
+    core = next(f for f in body["Instances"]["InstanceFleets"] if f["InstanceFleetType"] == "CORE")
+    assert core["TargetOnDemandCapacity"] == 1
     assert {t["Key"]: t["Value"] for t in body["Tags"]}["dag_id"] == "image_scoring"
 
 

@@ -2,29 +2,30 @@
 
 - staging returns ``staging.staged(...)`` (keys ``staging.STAGED_KEYS``);
 - the teardown returns ``cluster_summary(...)``: the cluster's id, the backend, hours up, EMR's
-  normalized instance hours and estimated cost (0 for the local cluster), the console link (EMR) and
-  the stopped process ids (local).
+  normalized instance hours and estimated cost (0 for the local cluster), the console link (EMR), the
+  stopped process ids (local) and the instances that ran, per type and market (EMR).
 """
 
 from __future__ import annotations
 
 CLUSTER_SUMMARY_KEYS = ("cluster_id", "backend", "hours", "normalized_instance_hours", "estimated_cost_usd",
-                        "hourly_price_usd", "console_link", "process_ids")
+                        "hourly_price_usd", "console_link", "process_ids", "instances")
 
 
 def cluster_summary(cluster_id: str, backend: str, hours: float, *, normalized_instance_hours: int = 0,
                     estimated_cost_usd: float = 0.0, hourly_price_usd: float = 0.0, console_link: str = "",
-                    process_ids: list[int] | None = None) -> dict:
+                    process_ids: list[int] | None = None, instances: dict[str, int] | None = None) -> dict:
     """The teardown's summary of a terminated cluster, with every key of ``CLUSTER_SUMMARY_KEYS``."""
     return {"cluster_id": cluster_id, "backend": backend, "hours": round(hours, 3),
             "normalized_instance_hours": normalized_instance_hours, "estimated_cost_usd": estimated_cost_usd,
             "hourly_price_usd": hourly_price_usd, "console_link": console_link,
-            "process_ids": list(process_ids or [])}
+            "process_ids": list(process_ids or []), "instances": dict(instances or {})}
 
 
 def cluster_summary_line(summary: dict) -> str:
     """One log line on the terminated cluster: id, backend, hours, normalized instance hours, cost, link."""
-    line = (f"cluster {summary['cluster_id']}: {summary['backend']}, {summary['hours']:.3f} h, "
-            f"{summary['normalized_instance_hours']} normalized instance hours, "
+    ran = ", ".join(f"{n} x {kind}" for kind, n in summary["instances"].items())
+    line = (f"cluster {summary['cluster_id']}: {summary['backend']}, {summary['hours']:.3f} h"
+            f"{f' on {ran}' if ran else ''}, {summary['normalized_instance_hours']} normalized instance hours, "
             f"about ${summary['estimated_cost_usd']:.2f}")
     return line + (f" ({summary['console_link']})" if summary["console_link"] else "")

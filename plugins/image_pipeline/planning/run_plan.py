@@ -142,19 +142,21 @@ def emr_choices(params: dict, emr_settings) -> dict[str, Any]:
     """The run's EMR choices: trigger-form params over the deployment's defaults, validated."""
     import re
 
-    from image_pipeline.compute.emr.requests import INSTANCE_SPECS
+    from image_pipeline.compute.emr.capacity import INSTANCE_TYPES
 
     merged = {
         "emr_release_label": emr_settings.release_label, "emr_instance_type": emr_settings.instance_type,
-        "emr_core_instance_count": emr_settings.core_instance_count, "emr_use_spot": emr_settings.use_spot,
+        "emr_core_instance_count": emr_settings.core_instance_count,
+        "emr_spot_task_count": emr_settings.spot_task_count,
         "emr_idle_timeout_minutes": emr_settings.idle_timeout_minutes, "emr_subnet_id": emr_settings.subnet_id,
     }
+    unknown = sorted(k for k in params if k.startswith("emr_") and k not in merged)
+    if unknown:
+        raise PlanError(f"unknown EMR param(s) {unknown}: the EMR params are {', '.join(merged)}")
     merged.update({k: v for k, v in params.items() if k.startswith("emr_") and v is not None})
     if not re.fullmatch(RELEASE_LABEL_PATTERN, str(merged["emr_release_label"])):
         raise PlanError(f"param 'emr_release_label' must look like emr-7.13.0, got {merged['emr_release_label']!r}")
-    _choice(merged, "emr_instance_type", tuple(sorted(INSTANCE_SPECS)))
-    if not isinstance(merged["emr_use_spot"], bool):
-        raise PlanError(f"param 'emr_use_spot' must be true or false, got {merged['emr_use_spot']!r}")
+    _choice(merged, "emr_instance_type", INSTANCE_TYPES)
     subnet = str(merged["emr_subnet_id"] or "").strip()
     if subnet and not re.fullmatch(SUBNET_ID_PATTERN, subnet):
         raise PlanError(f"param 'emr_subnet_id' must be a subnet id like subnet-0123abcd, got {subnet!r}")
@@ -162,7 +164,8 @@ def emr_choices(params: dict, emr_settings) -> dict[str, Any]:
         "release_label": merged["emr_release_label"],
         "instance_type": merged["emr_instance_type"],
         "core_instance_count": bounded(merged, "emr_core_instance_count"),
-        "use_spot": merged["emr_use_spot"],
+        "spot_task_count": bounded(merged, "emr_spot_task_count"),
+        "capacity": emr_settings.capacity,
         "idle_timeout_minutes": bounded(merged, "emr_idle_timeout_minutes"),
         "subnet_id": subnet,
         "job_flow_role": emr_settings.job_flow_role,

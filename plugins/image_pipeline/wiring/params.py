@@ -45,6 +45,7 @@ BOUNDS = {
     "local_worker_cores": Bounds("integer", 1, 256),
     "local_worker_memory_gb": Bounds("integer", 1, 1024),
     "emr_core_instance_count": Bounds("integer", 1, 100),
+    "emr_spot_task_count": Bounds("integer", 0, 100),
     "emr_idle_timeout_minutes": Bounds("integer", 5, 1440),
 }
 
@@ -53,17 +54,21 @@ def emr_params(emr) -> dict:
     """EMR choices of the trigger form, defaulting to the deployment's settings (EMR backend only)."""
     from airflow.sdk import Param
 
-    from image_pipeline.compute.emr.requests import INSTANCE_SPECS
+    from image_pipeline.compute.emr.capacity import INSTANCE_TYPES
 
     return {
         "emr_release_label": Param(emr.release_label, type="string", pattern=f"^{RELEASE_LABEL_PATTERN}$",
                                    title="EMR release", description="EMR release label (emr-7.x runs Spark 3.5)."),
-        "emr_instance_type": Param(emr.instance_type, type="string", enum=sorted(INSTANCE_SPECS),
-                                   title="Instance type", description="EC2 type of the primary and core nodes."),
+        "emr_instance_type": Param(emr.instance_type, type="string", enum=list(INSTANCE_TYPES),
+                                   title="Instance type",
+                                   description="EC2 type of every node; a fleet may also take types of the same "
+                                               "size (m5 -> m5a, m5d; c5 -> c5d)."),
         "emr_core_instance_count": Param(emr.core_instance_count, **BOUNDS["emr_core_instance_count"].schema(),
                                          title="Core nodes", description="Number of core (worker) nodes."),
-        "emr_use_spot": Param(emr.use_spot, type="boolean", title="Spot core nodes",
-                              description="Run the core nodes on spot capacity (the primary stays on-demand)."),
+        "emr_spot_task_count": Param(emr.spot_task_count, **BOUNDS["emr_spot_task_count"].schema(),
+                                     title="Spot task nodes",
+                                     description="Extra executors on spot capacity (task nodes: never HDFS or the "
+                                                 "driver); 0 for none."),
         "emr_idle_timeout_minutes": Param(emr.idle_timeout_minutes, **BOUNDS["emr_idle_timeout_minutes"].schema(),
                                           title="Idle timeout (minutes)",
                                           description="Auto-termination backstop should the teardown be lost."),

@@ -11,10 +11,13 @@
 | IMAGE_PIPELINE_PYTHON | the interpreter running Airflow | Python of the local Spark driver and workers |
 | IMAGE_PIPELINE_RETRIES | 1 | retries of the idempotent tasks (steps, planning, staging, teardown) |
 | IMAGE_PIPELINE_RETRY_DELAY_SECONDS | 60 | wait before a retry |
+| IMAGE_PIPELINE_WHEELHOUSE_DIR | <project>/.wheelhouse | where the EMR nodes' wheelhouse is built and staged from |
+| IMAGE_PIPELINE_LOCAL_IDLE_TIMEOUT_MINUTES | 60 | the local cluster stops itself after this long idle (0: never) |
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 COMPUTE_BACKENDS = ("local", "emr")
+# the same default as the EMR backend's idle timeout (IMAGE_PIPELINE_EMR_IDLE_TIMEOUT_MINUTES)
+DEFAULT_LOCAL_IDLE_TIMEOUT_MINUTES = 60.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class Settings:
     retries: int
     retry_delay_seconds: int
     scoring_schedule: str | None = "@hourly"
+    local_idle_timeout_minutes: float = DEFAULT_LOCAL_IDLE_TIMEOUT_MINUTES
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -58,4 +64,19 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         retries=int(env.get("IMAGE_PIPELINE_RETRIES", "1")),
         retry_delay_seconds=int(env.get("IMAGE_PIPELINE_RETRY_DELAY_SECONDS", "60")),
         scoring_schedule=None if scoring_schedule.lower() in ("", "none") else scoring_schedule,
+        local_idle_timeout_minutes=local_idle_timeout_minutes(env),
     )
+
+
+def local_idle_timeout_minutes(env) -> float:
+    """IMAGE_PIPELINE_LOCAL_IDLE_TIMEOUT_MINUTES: minutes, fractions allowed; 0 disables; else fails naming it."""
+    name = "IMAGE_PIPELINE_LOCAL_IDLE_TIMEOUT_MINUTES"
+    raw = env.get(name, f"{DEFAULT_LOCAL_IDLE_TIMEOUT_MINUTES:g}").strip()
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = math.nan
+    if not math.isfinite(minutes) or minutes < 0:
+        raise ValueError(f"{name}={raw!r}: give a number of minutes >= 0 (fractions allowed; 0 disables the idle "
+                         f"timeout)")
+    return minutes

@@ -2,24 +2,28 @@
 
 - ``EmrAddNamedStepsOperator`` also pushes each step id under the step's name, so each sensor is
   wired with ``add_steps.output["<step name>"]``.
-- ``EmrStepWithLogsSensor`` explains a failed step in its own log: EMR's failure reason and
-  message, the tail of the step's stderr fetched from the cluster's LogUri, and the full log's path.
-- ``EmrTerminateWithCostOperator`` terminates and reports the cluster id, its console link,
-  normalized instance hours and an estimated cost.
+- ``EmrStepWithLogsSensor`` explains a step that did not complete in its own log (``explain.explain_step``:
+  EMR's reasons, the cluster's state-change reason when it ended, the step's, the driver's and the
+  bootstrap's log paths and tails) and re-raises the provider's own exception with the explanation as a
+  note. A transient API error (throttling, a 5xx) during a poke is logged and the sensor pokes again.
+  While its step is pending it watches the cluster: one that ends before the step runs (bootstrap
+  failure, capacity, a role it cannot use) fails the sensor at once, with the cluster's reason.
+- ``EmrTerminateWithCostOperator`` terminates, waits for ``TERMINATED`` (synchronously, or deferred when
+  ``deferrable``), then reports the cluster id, its console link, the instances that ran, normalized
+  instance hours and an estimated cost.
 """
 
 from __future__ import annotations
 
-import gzip
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrTerminateJobFlowOperator
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
 from image_pipeline.compute.contract import cluster_summary, cluster_summary_line
-from image_pipeline.compute.emr.requests import cluster_cost, console_link, step_log_uri
-
-LOG_TAIL_LINES = 40
+from image_pipeline.compute.emr.explain import TERMINAL_CLUSTER_STATES, cluster_line, explain_step, s3_log_store
+from image_pipeline.compute.emr.requests import cluster_cost, console_link
 
 
 class EmrAddNamedStepsOperator(EmrAddStepsOperator):
@@ -32,71 +36,134 @@ class EmrAddNamedStepsOperator(EmrAddStepsOperator):
         return step_ids
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether an AWS API error is worth another poke: botocore's own throttling and transient rules."""
+    from botocore.retries.standard import RetryContext, ThrottledRetryableChecker, TransientRetryableChecker
+
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return True
+    if not isinstance(exc, ClientError):
+        return False
+    context = RetryContext(attempt_number=1, parsed_response=exc.response)
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return ThrottledRetryableChecker().is_retryable(context) or TransientRetryableChecker().is_retryable(context) \
+        or status >= 500
+
+
 class EmrStepWithLogsSensor(EmrStepSensor):
-    """Wait for one step; when it fails, log why, with the tail of its stderr from LogUri."""
+    """Wait for one step; explain in the log why it did not complete, without masking the error."""
 
     template_fields = (*EmrStepSensor.template_fields, "logs_uri")
 
     def __init__(self, *, logs_uri: str, **kwargs):
         super().__init__(**kwargs)
         self.logs_uri = logs_uri
+        self._step_state = ""
 
-    def explain_failure(self) -> str:
-        """Failure reason, message, log path and the stderr tail of the step (best effort)."""
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    def get_emr_response(self, context) -> dict[str, Any]:
+        response = super().get_emr_response(context)
+        self._step_state = response["Step"]["Status"]["State"]
+        return response
 
-        from image_pipeline.compute.diagnosis import diagnose_text
-
-        step = self.hook.conn.describe_step(ClusterId=self.job_flow_id, StepId=self.step_id)["Step"]
-        details = step["Status"].get("FailureDetails", {})
-        log_uri = step_log_uri(self.logs_uri, self.job_flow_id, self.step_id)
-        lines = [f"step {step.get('Name')} ({self.step_id}) {step['Status']['State']}: "
-                 f"{details.get('Reason', 'no reason given')}; {details.get('Message', '')}".rstrip("; "),
-                 f"full log: {details.get('LogFile') or log_uri}"]
+    def explain(self) -> str:
+        """The explanation (never raises: what cannot be read is said so), logged as an error."""
         try:
-            s3 = S3Hook(aws_conn_id=self.aws_conn_id)
-            bucket, key = S3Hook.parse_s3_url(log_uri)
-            data = s3.get_key(key, bucket).get()["Body"].read()
-            text = gzip.decompress(data).decode(errors="replace") if log_uri.endswith(".gz") else data.decode()
-            diagnosis = diagnose_text(text)
-            if diagnosis:
-                lines.insert(1, diagnosis)
-            tail = text.splitlines()[-LOG_TAIL_LINES:]
-            lines += [f"last {len(tail)} lines of {log_uri}:", *tail]
-        except Exception as exc:  # the log may not have been shipped yet: say so, keep the reason
-            lines.append(f"stderr not readable at {log_uri} yet ({type(exc).__name__}: {exc})")
-        message = "\n".join(lines)
+            message = explain_step(self.hook.conn, s3_log_store(self.aws_conn_id), self.logs_uri,
+                                   self.job_flow_id, self.step_id)
+        except Exception as exc:  # the explanation must never hide the failure it explains
+            message = f"no explanation: {type(exc).__name__}: {exc}"
         self.log.error("%s", message)
         return message
 
-    def poke(self, context) -> bool:
+    def _fail_with_explanation(self, exc: BaseException) -> None:
+        exc.add_note(self.explain())
+        raise exc
+
+    def _check_cluster(self) -> None:
+        """While the step is pending: fail now, with the cluster's reason, if the cluster has ended."""
+        from airflow.exceptions import AirflowException
+
         try:
-            return super().poke(context)
-        except Exception as exc:
-            raise type(exc)(f"{exc}\n{self.explain_failure()}") from exc
+            describe = self.hook.conn.describe_cluster(ClusterId=self.job_flow_id)
+        except (ClientError, ConnectionError, HTTPClientError) as exc:
+            if not is_transient(exc):
+                raise
+            self.log.warning("transient AWS error while checking cluster %s: %s", self.job_flow_id, exc)
+            return
+        state = describe["Cluster"]["Status"]["State"]
+        if state in TERMINAL_CLUSTER_STATES:
+            self._fail_with_explanation(AirflowException(
+                f"{cluster_line(describe)} (before step {self.step_id} ran)"))
+        self.log.info("step %s pending; cluster %s is %s (provisioning and bootstrap come before the first step)",
+                      self.step_id, self.job_flow_id, state)
+
+    def poke(self, context) -> bool:
+        from airflow.exceptions import AirflowException
+
+        try:
+            done = super().poke(context)
+        except (ClientError, ConnectionError, HTTPClientError) as exc:
+            if not is_transient(exc):
+                raise
+            self.log.warning("transient AWS error while polling step %s, polling again: %s", self.step_id, exc)
+            return False
+        except AirflowException as exc:  # the step ended in a failed state
+            self._fail_with_explanation(exc)
+        if not done and self._step_state == "PENDING":
+            self._check_cluster()
+        return done
 
     def execute_complete(self, context, event: dict[str, Any] | None = None) -> None:
         try:
             super().execute_complete(context, event)
         except Exception as exc:
-            raise type(exc)(f"{exc}\n{self.explain_failure()}") from exc
+            self._fail_with_explanation(exc)
 
 
 class EmrTerminateWithCostOperator(EmrTerminateJobFlowOperator):
-    """Terminate the cluster (teardown), then log and return what it cost."""
+    """Terminate the cluster (teardown), wait until it is terminated, then log and return what it cost."""
 
     def __init__(self, *, prices: dict[str, float], region: str, **kwargs):
         super().__init__(**kwargs)
         self.prices, self.region = prices, region
 
-    def execute(self, context) -> dict:
-        from airflow.providers.amazon.aws.hooks.emr import EmrHook
+    def _wait_terminated(self) -> None:
+        from airflow.exceptions import AirflowException
+        from airflow.providers.amazon.aws.utils.waiter_with_logging import wait
 
-        super().execute(context)
-        conn = EmrHook(aws_conn_id=self.aws_conn_id).conn
+        try:
+            wait(waiter=self.hook.get_waiter("job_flow_terminated"), waiter_delay=self.waiter_delay,
+                 waiter_max_attempts=self.waiter_max_attempts, args={"ClusterId": self.job_flow_id},
+                 failure_message="the cluster ended with errors", status_message="cluster state",
+                 status_args=["Cluster.Status.State"])
+        except AirflowException:
+            if self._state() != "TERMINATED_WITH_ERRORS":  # ended with errors is ended: its cost still counts
+                raise
+
+    def _state(self) -> str:
+        return self.hook.conn.describe_cluster(ClusterId=self.job_flow_id)["Cluster"]["Status"]["State"]
+
+    def summary(self) -> dict:
+        """The cost summary of the terminated cluster, logged as one line."""
+        conn = self.hook.conn
         describe = conn.describe_cluster(ClusterId=self.job_flow_id)
-        groups = conn.list_instance_groups(ClusterId=self.job_flow_id).get("InstanceGroups", [])
-        summary = cluster_summary(backend="emr", console_link=console_link(self.region, self.job_flow_id),
-                                  **cluster_cost(describe, self.prices, groups))
+        instances = conn.get_paginator("list_instances").paginate(ClusterId=self.job_flow_id)
+        cost = cluster_cost(describe, self.prices, [i for page in instances for i in page["Instances"]])
+        if unpriced := cost.pop("unpriced_types"):
+            self.log.warning("no price for %s: not in the estimate (set IMAGE_PIPELINE_EMR_PRICES_JSON)", unpriced)
+        summary = cluster_summary(backend="emr", console_link=console_link(self.region, self.job_flow_id), **cost)
         self.log.info("%s", cluster_summary_line(summary))
         return summary
+
+    def execute(self, context) -> dict:
+        super().execute(context)  # deferrable: this defers, and execute_complete continues
+        self._wait_terminated()
+        return self.summary()
+
+    def execute_complete(self, context, event: dict[str, Any] | None = None) -> dict:
+        try:
+            super().execute_complete(context, event)
+        except Exception:
+            if self._state() not in ("TERMINATED", "TERMINATED_WITH_ERRORS"):
+                raise
+        return self.summary()

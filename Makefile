@@ -21,7 +21,7 @@ AIRFLOW_ENV = AIRFLOW_HOME="$(DATA)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDI
 	AIRFLOW__CORE__PLUGINS_FOLDER="$(CURDIR)/plugins" AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: setup run extract test test-spark35 system-deps lint sample-data weights airflow-db airflow bench-extract bench-sweep bench-predict clean wheelhouse
+.PHONY: setup run extract test test-spark35 system-deps lint sample-data weights airflow-db airflow bench-extract bench-sweep bench-predict clean wheelhouse mwaa-bundle
 
 $(STAMP): requirements.txt constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -87,7 +87,31 @@ system-deps:
 		else echo "note: docker-compose/chromium missing and apt-get unavailable: their tests will skip"; fi; \
 	fi
 
-test: setup lint system-deps wheelhouse
+# Amazon MWAA: the bundle for the environment's bucket (dags/, plugins.zip, requirements.txt, startup.sh)
+# in dist/mwaa/, from the settings file MWAA_SETTINGS (see mwaa/settings.env.example and docs/aws.md).
+MWAA_SETTINGS ?= mwaa/settings.env
+mwaa-bundle: setup
+	PYTHONPATH=plugins:tools $(PY) -m image_tools.mwaa_bundle --settings $(MWAA_SETTINGS)
+
+# The MWAA-like test environment (tests/mwaa): Python 3.12 with MWAA's Airflow 3.3.1 and requirements-mwaa.txt
+# under MWAA's constraints, plus mwaa/requirements-test.txt; built once, cached like .venv-spark35. Without
+# a Python 3.12 (PATH or pyenv) it is not built and its tests skip, saying why.
+PYTHON312 ?= $(shell for p in python3.12 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { command -v "$$p"; break; }; done)
+VENV_MWAA := .venv-mwaa
+MWAA_CONSTRAINTS := mwaa/airflow-3.3.1-constraints.txt
+MWAA_PIP = $(VENV_MWAA)/bin/python -m pip install --quiet --disable-pip-version-check -c $(MWAA_CONSTRAINTS)
+$(VENV_MWAA)/.installed: requirements-mwaa.txt mwaa/requirements-test.txt $(MWAA_CONSTRAINTS)
+	@if [ -z "$(PYTHON312)" ]; then \
+		mkdir -p $(VENV_MWAA) && echo "no Python 3.12 on this machine (PATH or pyenv)" > $(VENV_MWAA)/.unavailable; \
+		echo "note: no Python 3.12: the MWAA-like environment is not built and its tests skip"; exit 0; fi; \
+	set -e; test -x $(VENV_MWAA)/bin/python || $(PYTHON312) -m venv $(VENV_MWAA); \
+	$(MWAA_PIP) apache-airflow==3.3.1; \
+	$(MWAA_PIP) -r requirements-mwaa.txt; \
+	$(MWAA_PIP) -r mwaa/requirements-test.txt; \
+	rm -f $(VENV_MWAA)/.unavailable; touch $@
+
+test: setup lint system-deps wheelhouse $(VENV_MWAA)/.installed
 	$(SPARK_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) test-spark35
 

@@ -21,10 +21,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 for _key in [k for k in os.environ if k.startswith("AIRFLOW")]:
     del os.environ[_key]
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-home-"))
+# the DAG files and plugins a test session runs: the checkout's, or a deployment laid out elsewhere
+# (the MWAA bundle unpacked like MWAA does: tests/mwaa/test_mwaa.py)
+DEPLOYED = os.environ.get("IMAGE_PIPELINE_TEST_DEPLOYMENT")
+DAGS_DIR = Path(DEPLOYED) / "dags" if DEPLOYED else PROJECT_ROOT / "dags"
+PLUGINS_DIR = Path(DEPLOYED) / "plugins" if DEPLOYED else PROJECT_ROOT / "plugins"
 os.environ.update({
     "AIRFLOW_HOME": str(AIRFLOW_HOME),
-    "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-    "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_DIR),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
 })

@@ -41,7 +41,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 @contextmanager
-def seaweed_s3(data_dir: Path, timeout: float = 60.0):
+def seaweed_s3(data_dir: Path, timeout: float = 60.0, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY):
     """Run `weed mini` with S3 credentials; yields the endpoint URL."""
     binary = weed_binary()
     if binary is None:
@@ -49,7 +49,7 @@ def seaweed_s3(data_dir: Path, timeout: float = 60.0):
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "s3.json"
     config.write_text(json.dumps({"identities": [{
-        "name": "pipeline", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        "name": "pipeline", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
     ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
     argv = [binary, "mini", f"-dir={data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -62,8 +62,8 @@ def seaweed_s3(data_dir: Path, timeout: float = 60.0):
     try:
         import boto3
 
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
-                              aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access_key,
+                              aws_secret_access_key=secret_key, region_name="us-east-1")
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:

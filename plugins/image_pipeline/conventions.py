@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 from types import ModuleType
 
-from image_pipeline.compute.jobs_archive import SPARK_JOBS_DIR
+from image_pipeline.shipped import SPARK_JOBS_DIR
 
 CONVENTIONS_FILE = SPARK_JOBS_DIR / "image_jobs" / "conventions.py"
 

@@ -20,6 +20,7 @@ import pytest
 
 from bad_images import rejected_files
 from conftest import PROJECT_ROOT
+from dag_runs import task_states
 from image_pipeline.compute.local.cluster import cluster_processes_alive
 from image_tools.sample_images import write_sample_images
 
@@ -72,16 +73,6 @@ def dags(root, converted_weights, java_home, airflow_db):
 @pytest.fixture(scope="module")
 def dag(dags):
     return dags[0]
-
-
-def task_states(dag_run) -> dict[str, str]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_run.dag_id,
-                                                 TaskInstance.run_id == dag_run.run_id).all()
-        return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in tis}
 
 
 def leftover_processes(marker: str) -> list[str]:

@@ -1,5 +1,9 @@
 """The whole DAG with the EMR backend against a moto server on 127.0.0.1 (no AWS account needed).
 
+S3 is moto's too, or a real S3-compatible server (SeaweedFS) with IMAGE_PIPELINE_TEST_S3=seaweedfs: the
+connection then sends each service to its own endpoint (the Amazon provider's ``service_config``), as
+tests/mwaa/test_mwaa.py runs it.
+
 moto creates the cluster and records the steps but never runs them: a simulator thread plays the
 cluster's part, completing each step in order (the evaluation step writes the report to S3), failing
 one with a stderr log under the LogUri, or ending the cluster in its bootstrap, as EMR would.
@@ -9,15 +13,17 @@ the fleets request is checked against botocore's model in tests/unit/test_emr.py
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import os
 import threading
 import time
 
 import boto3
 import pytest
 
-from conftest import PROJECT_ROOT
+from conftest import DAGS_DIR
 from image_pipeline.compute.local.cluster import free_port
 
 pytestmark = pytest.mark.spark  # slow-ish: parses the DAG and runs it with dag.test()
@@ -40,13 +46,25 @@ def moto_server():
     server.stop()
 
 
+@contextlib.contextmanager
+def s3_endpoint(moto_server: str, tmp_path_factory):
+    """moto's own S3, or SeaweedFS taking the connection's fake credentials (IMAGE_PIPELINE_TEST_S3=seaweedfs)."""
+    if os.environ.get("IMAGE_PIPELINE_TEST_S3") != "seaweedfs":
+        yield moto_server
+        return
+    from s3_server import seaweed_s3
+
+    with seaweed_s3(tmp_path_factory.mktemp("seaweed"), access_key=FAKE_KEY_ID, secret_key=FAKE_SECRET) as endpoint:
+        yield endpoint
+
+
 @pytest.fixture(scope="module")
 def aws(moto_server, tmp_path_factory):
     import zipfile
 
     from image_pipeline.compute.emr.wheelhouse import requirements_hash, write_manifest
 
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, s3_endpoint(moto_server, tmp_path_factory) as s3_url:
         for key, value in {"AWS_ACCESS_KEY_ID": FAKE_KEY_ID, "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
                            "AWS_DEFAULT_REGION": REGION}.items():
             mp.setenv(key, value)
@@ -60,8 +78,9 @@ def aws(moto_server, tmp_path_factory):
         mp.setenv("IMAGE_PIPELINE_WHEELHOUSE_DIR", str(wheelhouse.parent))
         mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
             "conn_type": "aws", "login": FAKE_KEY_ID, "password": FAKE_SECRET,
-            "extra": {"region_name": REGION, "endpoint_url": moto_server}}))
-        s3 = boto3.client("s3", endpoint_url=moto_server, region_name=REGION)
+            "extra": {"region_name": REGION, "endpoint_url": moto_server,
+                      "service_config": {"s3": {"endpoint_url": s3_url}}}}))
+        s3 = boto3.client("s3", endpoint_url=s3_url, region_name=REGION)
         s3.create_bucket(Bucket=BUCKET)
         # 10 per class: the default split ratios need one image on each side of a 0.1 / 0.9 split
         for key in [*(f"images/cat/{i}.jpg" for i in range(10)), *(f"images/dog/{i}.jpg" for i in range(9)),
@@ -175,7 +194,7 @@ def emr_dag(aws, airflow_db, moto_server):
                            "IMAGE_PIPELINE_EMR_POKE_SECONDS": "1", "IMAGE_PIPELINE_EMR_STEP_TIMEOUT_HOURS": "0.05",
                            "IMAGE_PIPELINE_SCHEDULE": "none", "IMAGE_PIPELINE_EMR_CAPACITY": "groups"}.items():
             mp.setenv(key, value)
-        bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "image_classification.py"))
+        bag = DagBag(dag_folder=str(DAGS_DIR / "image_classification.py"))
         assert not bag.import_errors, bag.import_errors
         yield bag.get_dag("image_classification")
 
@@ -185,13 +204,13 @@ def emr_scoring_dag(emr_dag):
     """image_scoring with the same EMR settings (emr_dag's environment is still in place)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "image_scoring.py"))
+    bag = DagBag(dag_folder=str(DAGS_DIR / "image_scoring.py"))
     assert not bag.import_errors, bag.import_errors
     return bag.get_dag("image_scoring")
 
 
 def states(dag_run) -> dict[str, str]:
-    from test_dag_end_to_end import task_states
+    from dag_runs import task_states
 
     return task_states(dag_run)
 

@@ -13,9 +13,9 @@ import hashlib
 import zipfile
 from pathlib import Path
 
+from image_pipeline.shipped import SPARK_JOBS_DIR
 from image_pipeline.wiring.settings import PROJECT_ROOT
 
-SPARK_JOBS_DIR = PROJECT_ROOT / "spark_jobs"
 LIBRARY_PACKAGE = "image_jobs"
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 

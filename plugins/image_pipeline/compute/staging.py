@@ -18,6 +18,7 @@ from pathlib import Path
 from image_pipeline.compute.emr.wheelhouse import MANIFEST, ensure_wheelhouse, read_manifest, requirements_hash
 from image_pipeline.compute.jobs_archive import SPARK_JOBS_DIR, build_jobs_zip, content_hash
 from image_pipeline.compute.steps import SCORING_STEP_NAMES, STEP_NAMES
+from image_pipeline.shipped import BOOTSTRAP_DIR
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,6 @@ def stage_local(artifacts_uri: str) -> dict:
     return staged(artifacts_hash, f"file://{target}", uploaded=uploaded)
 
 
-BOOTSTRAP_DIR = SPARK_JOBS_DIR.parent / "bootstrap"
 BOOTSTRAP_FILES = ("install_python_deps.sh", "requirements-emr.txt")
 EMR_REQUIREMENTS = BOOTSTRAP_DIR / "requirements-emr.txt"
 
@@ -151,3 +151,26 @@ def stage_weights(weights_uri: str | None, prefix: str, put: Callable[[Path, str
     if not local.exists():
         raise FileNotFoundError(f"weights file {weights_uri} does not exist")
     return put(local, f"{prefix}/weights-{content_hash(local)}/{local.name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stage the EMR artifacts (code, bootstrap, wheelhouse, weights) from this machine, e.g. one that reaches
+    PyPI when the Airflow workers do not: later runs find everything staged and upload nothing."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("artifacts_uri", help="s3://<bucket>/<prefix>/artifacts")
+    parser.add_argument("--weights-uri", default=None, help="a weights file to stage too (local or s3://)")
+    parser.add_argument("--aws-conn-id", default=None,
+                        help="an Airflow connection id; default: boto3's own credentials")
+    args = parser.parse_args(argv)
+    if not args.artifacts_uri.startswith("s3://"):
+        parser.error(f"artifacts_uri must be an s3:// URI, got {args.artifacts_uri!r}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    print(json.dumps(stage_s3(args.artifacts_uri, args.weights_uri, args.aws_conn_id), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -26,11 +26,12 @@ import time
 import zipfile
 from pathlib import Path
 
+from image_pipeline.shipped import BOOTSTRAP_DIR
 from image_pipeline.wiring.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
-REQUIREMENTS = PROJECT_ROOT / "bootstrap" / "requirements-emr.txt"
+REQUIREMENTS = BOOTSTRAP_DIR / "requirements-emr.txt"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "image-pipeline-wheelhouse/1"
 NODE_PYTHON_VERSION, NODE_IMPLEMENTATION, NODE_ABI = "3.11", "cp", "cp311"

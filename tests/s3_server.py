@@ -84,3 +84,36 @@ def seaweed_s3(data_dir: Path, timeout: float = 60.0, access_key: str = ACCESS_K
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+@contextmanager
+def seaweed_bucket(data_dir: Path, conn_id: str, bucket: str, monkeypatch):
+    """SeaweedFS with an Airflow AWS connection ``conn_id`` on it and ``bucket`` created; yields a boto3 client."""
+    import boto3
+
+    with seaweed_s3(data_dir) as endpoint:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({
+            "conn_type": "aws", "login": ACCESS_KEY, "password": SECRET_KEY,
+            "extra": {"region_name": "us-east-1", "endpoint_url": endpoint}}))
+        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
+                              aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+        client.create_bucket(Bucket=bucket)
+        yield client
+
+
+def tiny_wheelhouse(root: Path) -> Path:
+    """A wheelhouse of the current EMR requirements holding one tiny wheel, under ``root``; returns ``root``.
+
+    Staging uploads it instead of the real ~470 MB one where the cluster installs nothing (simulated or
+    staging-only tests); tests/dag/test_bootstrap.py stages and installs the real one.
+    """
+    import zipfile
+
+    from image_pipeline.compute.emr.wheelhouse import requirements_hash, write_manifest
+
+    folder = root / requirements_hash()
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(folder / "tiny-1.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("tiny/__init__.py", "")
+    write_manifest(folder)
+    return root

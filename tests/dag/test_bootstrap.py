@@ -20,7 +20,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import airflow.sdk  # noqa: F401  Airflow binds its logging to the streams of its first import
-import boto3
 import pytest
 
 from image_pipeline.compute.emr.requests import job_flow_overrides, load_emr_settings
@@ -33,7 +32,7 @@ from image_pipeline.compute.emr.wheelhouse import (
     write_manifest,
 )
 from image_pipeline.compute.staging import EMR_REQUIREMENTS, stage_s3
-from s3_server import ACCESS_KEY, SECRET_KEY, seaweed_s3
+from s3_server import seaweed_bucket
 
 pytestmark = pytest.mark.slow  # installs TensorFlow and the rest into a fresh venv (a minute or two)
 
@@ -136,13 +135,8 @@ def wheelhouse() -> Path:
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    with seaweed_s3(tmp_path_factory.mktemp("seaweed")) as endpoint, pytest.MonkeyPatch.context() as mp:
-        mp.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({
-            "conn_type": "aws", "login": ACCESS_KEY, "password": SECRET_KEY,
-            "extra": {"region_name": "us-east-1", "endpoint_url": endpoint}}))
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
-                              aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
+    with pytest.MonkeyPatch.context() as mp, \
+            seaweed_bucket(tmp_path_factory.mktemp("seaweed"), CONN_ID, BUCKET, mp) as client:
         yield client
 
 

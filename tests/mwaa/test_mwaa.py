@@ -141,7 +141,9 @@ heavy = sorted(m for m in ("pyspark", "tensorflow", "keras", "pandas", "numpy") 
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dag_ids),
                   "spark_jobs": str(shipped.SPARK_JOBS_DIR), "bootstrap": str(shipped.BOOTSTRAP_DIR), "heavy": heavy}))
 """
-    env = {**mwaa_env(deployment), "AIRFLOW_HOME": str(tmp_path), "IMAGE_PIPELINE_COMPUTE": "emr",
+    # no PYTHONPATH: Airflow itself puts the plugins folder on sys.path, as on MWAA
+    env = {**{k: v for k, v in mwaa_env(deployment).items() if k != "PYTHONPATH"}, "AIRFLOW_HOME": str(tmp_path),
+           "IMAGE_PIPELINE_COMPUTE": "emr",
            "IMAGE_PIPELINE_ROOT_URI": "s3://pipeline/prod", "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__CORE__DAGS_FOLDER": str(deployment / "dags"),
            "AIRFLOW__CORE__PLUGINS_FOLDER": str(deployment / "plugins")}

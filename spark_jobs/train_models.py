@@ -332,8 +332,8 @@ def train_multiclass(spark: SparkSession, args: argparse.Namespace, frame: pd.Da
                      reduced: ReducedRun, selection: Selection) -> dict:
     """Refit the chosen setting on the whole training split, set its threshold, write it and its test
     predictions; returns the multiclass part of the training summary."""
-    x, y, test, chosen = features_of(reduced.matrices(), selection.chosen.components), reduced.y, reduced.test, \
-        selection.chosen
+    chosen, y, test = selection.chosen, reduced.y, reduced.test
+    x = features_of(reduced.matrices(), chosen.components)
     classifier = fit_logistic(x[~test], y[~test], chosen.c, args.seed)
     proba = classifier.predict_proba(x[test])
     predicted = proba.argmax(axis=1)

@@ -288,9 +288,10 @@ def pick_threshold(confidence: np.ndarray, correct: np.ndarray, target: float) -
     else:
         best = precision[candidates].max()
         cut, met = int(candidates[precision[candidates] >= best - 1e-12].max()), False
-    threshold = 0.0 if cut == len(order) - 1 else float(sorted_conf[cut])
+    # stored with 6 decimals, rounded down so the photo at the cut stays answered
+    threshold = 0.0 if cut == len(order) - 1 else math.floor(float(sorted_conf[cut]) * 1e6) / 1e6
     achieved, coverage, answered = precision_coverage(confidence, correct, threshold)
-    return {"threshold": round(threshold, 6), "target_precision": target, "target_met": met,
+    return {"threshold": threshold, "target_precision": target, "target_met": met,
             "precision": round(achieved, 6), "coverage": round(coverage, 6), "answered": answered,
             "photos": len(confidence)}
 

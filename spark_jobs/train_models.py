@@ -40,13 +40,13 @@ from image_jobs.selection import (
     SELECTION_RULE,
     SelectionInputError,
     Setting,
-    check_folds,
     choose_setting,
     curve,
     cv_result_schema,
     cv_table,
     features_of,
     fit_logistic,
+    fold_count,
     make_cv_fitter,
     out_of_fold,
     parse_c_grid,
@@ -288,17 +288,21 @@ def cross_validate(spark: SparkSession, args: argparse.Namespace, reduced: Reduc
     started = time.perf_counter()
     train = ~reduced.test
     y_train = reduced.y[train]
-    check_folds(y_train, labels, args.cv_folds)
+    folds = fold_count(y_train, labels, args.cv_folds)
+    if folds < args.cv_folds:
+        counts = np.bincount(y_train, minlength=len(labels))
+        log.warning("cross-validation with %d folds instead of %d: class %s has only %d training images", folds,
+                    args.cv_folds, labels[int(counts.argmin())], int(counts.min()))
     settings, sizes = settings_grid(args.reductions, args.c_grid, reduced.k_fit)
     if sorted(sizes) != sorted(args.reductions):
         log.warning("reductions %s capped to %s (feature dim %d, %d training images)",
                     [reduction_name(k) for k in args.reductions], [reduction_name(k) for k in sizes],
                     reduced.feature_dim, reduced.n_train)
-    fold = stratified_folds(y_train, args.cv_folds, args.seed)
+    fold = stratified_folds(y_train, folds, args.seed)
     broadcast = spark.sparkContext.broadcast({**reduced.matrices(train), "y": y_train, "fold": fold})
     log.info("model selection: %d settings (%s x C %s) x %d folds = %d fits", len(settings),
-             ", ".join(reduction_name(k) for k in sizes), args.c_grid, args.cv_folds, len(settings) * args.cv_folds)
-    task_frame = cv_task_frame(spark, settings, args.cv_folds, reduced.feature_dim)
+             ", ".join(reduction_name(k) for k in sizes), args.c_grid, folds, len(settings) * folds)
+    task_frame = cv_task_frame(spark, settings, folds, reduced.feature_dim)
     results = (task_frame.mapInPandas(make_cv_fitter(broadcast, settings, args.seed), cv_result_schema())
                .toPandas().sort_values(["setting_index", "fold"], kind="stable"))
     broadcast.unpersist()
@@ -311,7 +315,7 @@ def cross_validate(spark: SparkSession, args: argparse.Namespace, reduced: Reduc
                  100 * row.cv_accuracy, 100 * row.fold_accuracy_std, "  <- chosen" if row.setting_index ==
                  chosen.index else "")
     log.info("model selection: %s, C=%g chosen in %.1f s", chosen.reduction, chosen.c, seconds)
-    return Selection(table, chosen, confidence, correct, args.cv_folds, seconds)
+    return Selection(table, chosen, confidence, correct, folds, seconds)
 
 
 def answer_threshold(args: argparse.Namespace, selection: Selection, test_confidence: np.ndarray,
@@ -372,7 +376,7 @@ def multiclass_summary(args: argparse.Namespace, reduced: ReducedRun, selection:
         "test_fraction": args.test_fraction,
         "model": f"standardise + {reduction}logistic regression (C={chosen.c:g})",
         "selection": {
-            "folds": selection.folds, "seed": args.seed, "rule": SELECTION_RULE,
+            "folds": selection.folds, "folds_requested": args.cv_folds, "seed": args.seed, "rule": SELECTION_RULE,
             "chosen": {"reduction": chosen.reduction, "components": chosen.components, "c": chosen.c,
                        "cv_accuracy": round(float(chosen_row["cv_accuracy"]), 6)},
             "table": [{**row, "chosen": row["setting_index"] == chosen.index}

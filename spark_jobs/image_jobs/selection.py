@@ -119,15 +119,17 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def check_folds(y: np.ndarray, labels: list[str], folds: int) -> None:
-    """Every class needs at least ``folds`` training photos (one per fold); the error names the classes."""
-    if folds < 2:
-        raise SelectionInputError(f"cross-validation needs at least 2 folds, got {folds}")
+def fold_count(y: np.ndarray, labels: list[str], requested: int) -> int:
+    """The folds the training split allows: ``requested``, or fewer when a class has fewer training
+    images (each fold needs one of every class). Fewer than 2 is an error naming the classes."""
+    if requested < 2:
+        raise SelectionInputError(f"cross-validation needs at least 2 folds, got {requested}")
     counts = np.bincount(y, minlength=len(labels))
-    too_few = {labels[i]: int(n) for i, n in enumerate(counts) if n < folds}
+    too_few = {labels[i]: int(n) for i, n in enumerate(counts) if n < 2}
     if too_few:
-        raise SelectionInputError(f"{folds}-fold cross-validation needs at least {folds} training images per class; "
-                                  f"classes with fewer: {too_few}")
+        raise SelectionInputError("cross-validation needs at least 2 training images per class (after the test "
+                                  f"split); classes with fewer: {too_few}")
+    return int(min(requested, counts.min()))
 
 
 def cv_result_schema():

@@ -111,13 +111,18 @@ def test_model_json_holds_the_chosen_model_and_its_threshold(spark, noisy_root, 
     assert info["test_precision"] > selected["multiclass"]["accuracy"]  # answering less, right more often
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--cv-folds", "80"], "80-fold cross-validation needs at least 80 training images per class"),
-])
-def test_too_few_images_for_the_folds_is_a_clear_error(spark, noisy_root, extra, message):
-    with pytest.raises(SelectionInputError, match=message):
-        train(spark, noisy_root, "bad", *extra)
-    assert not (noisy_root / "runs" / "bad" / "models" / "multiclass" / "model.json").exists()
+def test_a_small_class_gets_fewer_folds_and_a_single_training_image_is_a_clear_error(spark, tmp_path):
+    small = sample_feature_frame(["big", "small"], per_class=12, dim=16, seed=2)
+    small = small[(small["label"] == "big") | small["path"].str.endswith(("0000.jpg", "0001.jpg", "0002.jpg",
+                                                                          "0003.jpg"))]
+    write_sample_features(spark, f"file://{tmp_path}/features", "synthetic", "r1", small)
+    summary = train(spark, tmp_path, "fewer")  # small: 4 images, 1 for the test split, 3 to train
+    selection = summary["multiclass"]["selection"]
+    assert (selection["folds"], selection["folds_requested"]) == (3, 5)
+    assert {row["folds"] for row in selection["table"]} == {3}
+    with pytest.raises(SelectionInputError, match=r"at least 2 training images per class .*\{'small': 1\}"):
+        train(spark, tmp_path, "bad", "--test-fraction", "0.75")  # small: 3 test images, 1 to train
+    assert not (tmp_path / "runs" / "bad" / "models" / "multiclass" / "model.json").exists()
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -8,9 +8,9 @@ import pytest
 
 from image_jobs.selection import (
     SelectionInputError,
-    check_folds,
     choose_setting,
     curve,
+    fold_count,
     parse_c_grid,
     parse_reductions,
     pick_threshold,
@@ -55,11 +55,13 @@ def test_folds_are_stratified_balanced_and_seeded():
         assert per_fold.max() - per_fold.min() <= 1
 
 
-def test_too_few_images_for_the_folds_names_the_classes():
-    with pytest.raises(SelectionInputError, match=r"5-fold cross-validation needs at least 5 .*\{'pug': 3\}"):
-        check_folds(np.array([0] * 6 + [1] * 3), ["beagle", "pug"], 5)
+def test_folds_are_fewer_for_a_small_class_and_an_error_under_2():
+    assert fold_count(np.array([0] * 6 + [1] * 7), ["beagle", "pug"], 5) == 5
+    assert fold_count(np.array([0] * 6 + [1] * 3), ["beagle", "pug"], 5) == 3  # pug has 3 training images
+    with pytest.raises(SelectionInputError, match=r"at least 2 training images per class .*\{'pug': 1\}"):
+        fold_count(np.array([0] * 6 + [1]), ["beagle", "pug"], 5)
     with pytest.raises(SelectionInputError, match="at least 2 folds, got 1"):
-        check_folds(np.array([0, 1]), ["a", "b"], 1)
+        fold_count(np.array([0, 0, 1, 1]), ["a", "b"], 1)
 
 
 def test_choice_is_the_best_accuracy_ties_to_smaller_c_then_fewer_dimensions():

@@ -200,3 +200,22 @@ def test_photos_under_the_threshold_are_uncertain_and_keep_their_classes():
     assert bad.uncertain is None and not bad.scored
     assert [p.uncertain for p in predictor.predict([sure, mixed], threshold=0.0)] == [False, False]
     assert [p.uncertain for p in predictor.predict([sure, mixed], threshold=1.0)] == [True, True]
+
+
+def test_predictions_csv_writes_the_uncertain_mark_and_leaves_it_empty_for_older_batches():
+    import pandas as pd
+
+    from image_jobs.inbox import CSV_COLUMNS, predictions_csv
+
+    when = pd.Timestamp("2026-03-01T10:00:00.123456Z")
+    old = {"path": "file:/inbox/a.jpg", "length": 10, "modificationTime": when, "top1_class": "pug",
+           "top1_probability": 0.9, "top3": "[]", "reason": None, "scored_by_run": "s1"}
+    rows = pd.DataFrame([old, {**old, "path": "file:/inbox/b.jpg", "top1_probability": 0.4},
+                         {**old, "path": "file:/inbox/c.jpg", "top1_class": None, "top1_probability": None,
+                          "reason": "empty file (0 bytes)"}])
+    before = pd.read_csv(io.StringIO(predictions_csv(rows)))  # batches written before the columns existed
+    assert list(before.columns) == CSV_COLUMNS and before[["uncertain", "threshold"]].isna().all().all()
+    rows = rows.assign(uncertain=[False, True, None], threshold=[0.5, 0.5, None])
+    text = predictions_csv(rows)
+    assert [line.split(",")[-2:] for line in text.splitlines()[1:]] == [["false", "0.5"], ["true", "0.5"], ["", ""]]
+    assert text.splitlines()[1].split(",")[6] == "2026-03-01T10:00:00.123Z"

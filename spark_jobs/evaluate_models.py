@@ -138,14 +138,14 @@ def step_seconds(spark: SparkSession, args: argparse.Namespace, training: dict, 
 
 def multiclass_summary(trained: dict, overall: dict) -> dict:
     """summary.json's multiclass part: test accuracy with its 95% interval, what was chosen and why, the
-    answer threshold (the tables are in model_selection.csv and precision_coverage.csv)."""
+    answer threshold and its curve (also in model_selection.csv and precision_coverage.csv)."""
     correct = round(overall["accuracy"] * overall["test_images"])
     low, high = wilson_interval(correct, overall["test_images"])
     selection = trained["selection"]
     return {**overall, "accuracy_ci95": [round(low, 6), round(high, 6)],
             "accuracy_ci95_method": "Wilson score interval", "model": trained["model"],
             "selection": {key: selection[key] for key in ("folds", "seed", "rule", "chosen", "table")},
-            "answer_threshold": {k: v for k, v in trained["answer_threshold"].items() if k != "curve"}}
+            "answer_threshold": trained["answer_threshold"]}
 
 
 def report_summary(args: argparse.Namespace, training: dict, labels: list[str], rejects: dict,

@@ -109,7 +109,11 @@ SELECTED = {**SUMMARY, "multiclass": {
         {"reduction": "pca128", "c": 1.0, "cv_accuracy": 0.74, "fold_accuracy_std": 0.03, "chosen": False}]},
     "answer_threshold": {"threshold": 0.61, "target_precision": 0.95, "target_met": True, "precision": 0.952,
                          "coverage": 0.7, "test_precision": 0.94, "test_coverage": 0.72,
-                         "held_out": "out-of-fold predictions"}}}
+                         "held_out": "out-of-fold predictions", "curve": [
+                             {"threshold": 0.0, "chosen": False, "held_out_precision": 0.8, "held_out_coverage": 1.0,
+                              "test_precision": 0.8, "test_coverage": 1.0},
+                             {"threshold": 0.61, "chosen": True, "held_out_precision": 0.952,
+                              "held_out_coverage": 0.7, "test_precision": 0.94, "test_coverage": 0.72}]}}}
 
 
 def test_report_md_says_which_model_was_chosen_and_its_threshold(tmp_path):
@@ -121,6 +125,8 @@ def test_report_md_says_which_model_was_chosen_and_its_threshold(tmp_path):
     assert "| none | 0.01 | 82.0% | 2.0% | **chosen** |" in markdown and "| pca128 | 1 | 74.0% | 3.0% |  |" in markdown
     assert "under **0.610** are answered \"not sure\"" in markdown
     assert "95.2% precision at 70.0% coverage, for a target of 95.0%; on the test split 94.0% precision" in markdown
+    assert "| 0.000 | 80.0% | 100.0% | 80.0% | 100.0% |" in markdown
+    assert "| **0.610** | 95.2% | 70.0% | 94.0% | 72.0% |" in markdown
     write(tmp_path, SUMMARY)  # a summary from before model selection: no such sections, no error
     publish(f"file://{tmp_path}", 0.5)
     assert "Multiclass model selection" not in (tmp_path / "report.md").read_text()

@@ -146,8 +146,13 @@ def threshold_lines(multiclass: dict) -> list[str]:
         f"classes still listed). On the held-out photos ({info.get('held_out', 'held-out')}) it gives "
         f"{_percent(info['precision'])} precision at {_percent(info['coverage'])} coverage, for a target of "
         f"{_percent(info['target_precision'])}{met}; on the test split {_percent(info['test_precision'])} precision "
-        f"at {_percent(info['test_coverage'])} coverage. The whole curve: "
-        "[precision_coverage.csv](precision_coverage.csv), plots/precision_coverage.png.",
+        f"at {_percent(info['test_coverage'])} coverage.",
+        "",
+        "| threshold | held-out precision | held-out coverage | test precision | test coverage |",
+        "|---|---|---|---|---|",
+        *[f"| {'**' if r['chosen'] else ''}{r['threshold']:.3f}{'**' if r['chosen'] else ''} | "
+          f"{_percent(r['held_out_precision'])} | {_percent(r['held_out_coverage'])} | "
+          f"{_percent(r['test_precision'])} | {_percent(r['test_coverage'])} |" for r in info.get("curve", [])],
         "",
     ]
 

@@ -87,7 +87,9 @@ def image_scoring():
 
         summary = json.loads(object_path(join(plan["steps_uri"], "score_inbox.json"), SETTINGS.aws_conn_id)
                              .read_text())
-        print(f"scored {summary['scored_now']} new photo(s) with run {plan['model_run_key']}'s model; "
+        print(f"scored {summary['scored_now']} new photo(s) with run {plan['model_run_key']}'s model, "
+              f"{summary.get('uncertain_now', 0)} of them uncertain (answer threshold "
+              f"{summary.get('threshold_source', 'none')}); "
               f"{summary['not_scored_now']} could not be scored (reasons in predictions.csv); "
               f"{summary['skipped_scored_earlier']} scored earlier")
         print(f"predictions: {summary['predictions_csv']} ({summary['predictions_total']} rows)")

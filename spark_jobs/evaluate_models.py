@@ -6,8 +6,9 @@
         --modified-before 2026-11-21T10:00:00Z [--extract-summary-uri .../steps/extract_features.json]
 
 Writes under ``--report-uri``: metrics.csv (one row per pairwise model, the study's columns first),
-multiclass.csv, confusion_matrix.csv, hardest_pairs.csv, summary.json and plots/*.png. A retry
-overwrites the same files.
+multiclass.csv, confusion_matrix.csv, hardest_pairs.csv, model_selection.csv (cross-validated accuracy
+per setting of the multiclass model), precision_coverage.csv (the answer threshold's curve),
+summary.json and plots/*.png. A retry overwrites the same files.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pandas as pd
 from image_jobs import report_tables, storage
 from image_jobs.cli import run_job
 from image_jobs.extraction import REASON_KIND_PATTERN, spark_timestamp
+from image_jobs.selection import wilson_interval
 from image_jobs.session import job_logger
 
 if TYPE_CHECKING:
@@ -75,8 +77,8 @@ def read_training_results(spark: SparkSession,
 
 
 def write_tables(spark: SparkSession, report: str, metrics: pd.DataFrame, pairs: pd.DataFrame,
-                 per_class: pd.DataFrame, confusion: pd.DataFrame) -> None:
-    """Write the report's CSV tables."""
+                 per_class: pd.DataFrame, confusion: pd.DataFrame, multiclass: dict) -> None:
+    """Write the report's CSV tables (``multiclass``: the training summary's multiclass part)."""
 
     def write_csv(name: str, frame: pd.DataFrame, index: bool = False) -> None:
         """Write one table as CSV under the report folder."""
@@ -86,6 +88,8 @@ def write_tables(spark: SparkSession, report: str, metrics: pd.DataFrame, pairs:
     write_csv("hardest_pairs.csv", pairs)
     write_csv("multiclass.csv", per_class)
     write_csv("confusion_matrix.csv", confusion, index=True)
+    write_csv("model_selection.csv", report_tables.selection_table(multiclass["selection"]))
+    write_csv("precision_coverage.csv", report_tables.precision_coverage_table(multiclass["answer_threshold"]))
 
 
 def render_plots(training: dict, labels: list[str], metrics: pd.DataFrame,
@@ -96,6 +100,11 @@ def render_plots(training: dict, labels: list[str], metrics: pd.DataFrame,
         "pairwise_accuracy_heatmap.png": report_tables.plot_pair_heatmap(metrics, labels),
         "confusion_matrix.png": report_tables.plot_confusion_matrix(confusion),
         "pca_explained_variance.png": report_tables.plot_explained_variance(training["pca_explained_variance"]),
+        "model_selection.png": report_tables.plot_model_selection(
+            report_tables.selection_table(training["multiclass"]["selection"])),
+        "precision_coverage.png": report_tables.plot_precision_coverage(
+            report_tables.precision_coverage_table(training["multiclass"]["answer_threshold"]),
+            training["multiclass"]["answer_threshold"]),
     }
     focus_classes = sorted(set(metrics["class_1"]))
     if training["pairwise"]["pair_mode"] == "all_pairs":
@@ -127,6 +136,18 @@ def step_seconds(spark: SparkSession, args: argparse.Namespace, training: dict, 
     return seconds
 
 
+def multiclass_summary(trained: dict, overall: dict) -> dict:
+    """summary.json's multiclass part: test accuracy with its 95% interval, what was chosen and why, the
+    answer threshold and its curve (also in model_selection.csv and precision_coverage.csv)."""
+    correct = round(overall["accuracy"] * overall["test_images"])
+    low, high = wilson_interval(correct, overall["test_images"])
+    selection = trained["selection"]
+    return {**overall, "accuracy_ci95": [round(low, 6), round(high, 6)],
+            "accuracy_ci95_method": "Wilson score interval", "model": trained["model"],
+            "selection": {key: selection[key] for key in ("folds", "seed", "rule", "chosen", "table")},
+            "answer_threshold": trained["answer_threshold"]}
+
+
 def report_summary(args: argparse.Namespace, training: dict, labels: list[str], rejects: dict,
                    overall: dict, metrics: pd.DataFrame, pairs: pd.DataFrame, seconds: dict,
                    plots: dict[str, bytes], class_plots: dict[str, str]) -> dict:
@@ -141,7 +162,7 @@ def report_summary(args: argparse.Namespace, training: dict, labels: list[str], 
         "image_counts": training["image_counts"],
         "images": int(sum(training["image_counts"].values())),
         "rejects": rejects,
-        "multiclass": {**overall, "model": training["multiclass"]["model"]},
+        "multiclass": multiclass_summary(training["multiclass"], overall),
         "pairwise": {**training["pairwise"], "mean_accuracy_pct": round(float(metrics["predict_pct"].mean()), 4)},
         "hardest_pairs": pairs.head(HARDEST_PAIRS).round(4).to_dict(orient="records"),
         "seconds_per_step": seconds,
@@ -161,7 +182,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     pairs = report_tables.pair_accuracy(metrics)
     per_class, confusion, overall = report_tables.multiclass_tables(predictions, labels)
     report = args.report_uri
-    write_tables(spark, report, metrics, pairs, per_class, confusion)
+    write_tables(spark, report, metrics, pairs, per_class, confusion, training["multiclass"])
     plots, class_plots = render_plots(training, labels, metrics, confusion)
     write_plots(spark, report, plots, labels)
 

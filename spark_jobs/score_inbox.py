@@ -7,12 +7,14 @@
 
 Reads every photo under ``--inbox-uri`` (recursive, image extensions, modified before the run's time)
 that has no row yet in this model's predictions (same path, length and modification time), scores it
-with the model's backbone, PCA and multiclass classifier, and writes:
+with the model's backbone, PCA and multiclass classifier, marks the photos whose top probability is
+under the answer threshold as uncertain (the model's, or ``--threshold``), and writes:
 
   <predictions-uri>/batches/run=<run-key>/   Parquet: this run's new rows (overwritten by a retry)
   <predictions-uri>/predictions.csv          every photo scored with this model: path, top1_class,
                                              top1_probability, top3 (JSON), reason, length,
-                                             modification_time, scored_by_run; replaced whole
+                                             modification_time, scored_by_run, uncertain,
+                                             threshold; replaced whole
 
 A photo that cannot be scored (corrupt, empty, not an image...) gets a row with its reason. A second
 run with no new photos adds no rows; a photo never gets two rows for the same model.
@@ -43,7 +45,7 @@ from image_jobs.extraction import (
     split_readable,
 )
 from image_jobs.inbox import first_score_per_photo, make_scorer, precheck_rejects, predictions_csv, scored_schema
-from image_jobs.predictor import ModelError, MulticlassModel, load_model_json
+from image_jobs.predictor import ModelError, MulticlassModel, check_threshold, load_model_json
 from image_jobs.progress import ProgressLogger
 from image_jobs.session import job_logger
 
@@ -69,7 +71,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--summary-uri", default=None, help="also write the job's JSON summary to this file")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="decompression-bomb guard: photos with more pixels are not scored")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="answer threshold in [0, 1] for this run: photos whose top probability is under it "
+                             "are uncertain (default: the model's own; 0 for a model without one)")
     args = parser.parse_args(argv)
+    if args.threshold is not None:
+        try:
+            check_threshold(args.threshold, "--threshold")
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if "/" in args.run_key or ":" in args.run_key:
@@ -143,7 +153,7 @@ def scored_rows(spark: SparkSession, args: argparse.Namespace, model: Multiclass
         content = (read_images(spark, [args.inbox_uri], args.modified_before, with_content=True)
                    .filter(F.col("modificationTime") >= F.timestamp_millis(F.lit(oldest_new)))
                    .join(F.broadcast(image_frame(spark, [image.key for image in to_read])), IMAGE_KEY, "left_semi"))
-        scorer = make_scorer(model, weights, args.batch_size, args.max_pixels, counters)
+        scorer = make_scorer(model, weights, args.batch_size, args.max_pixels, counters, args.threshold)
         scored = content.mapInPandas(scorer, scored_schema()).unionByName(scored)
     return scored, len(to_read)
 
@@ -177,7 +187,7 @@ def rewrite_predictions_csv(spark: SparkSession, args: argparse.Namespace, batch
     """Rewrite predictions.csv from every batch; returns all its rows and this run's unscored ones."""
     from pyspark.sql import functions as F
 
-    batches = storage.read_committed(spark, batches_uri, log=log)
+    batches = storage.read_committed(spark, batches_uri, log=log, merge_schema=True)
     if batches is not None:
         every = first_score_per_photo(batches.drop("run")).toPandas()
     else:
@@ -189,10 +199,18 @@ def rewrite_predictions_csv(spark: SparkSession, args: argparse.Namespace, batch
     return every, not_scored
 
 
+def threshold_in_use(args: argparse.Namespace, model: MulticlassModel) -> tuple[float, str]:
+    """The threshold this run scores with, and where it comes from (for the log and the summary)."""
+    if args.threshold is not None:
+        return args.threshold, f"{args.threshold:g} from --threshold (the model's: {model.threshold_note})"
+    return model.threshold, model.threshold_note
+
+
 def scoring_summary(args: argparse.Namespace, model: MulticlassModel, n_seen: int, n_todo: int, n_new: int,
                     n_not_scored: int, n_total: int, counters: dict[str, Accumulator], seconds: float,
-                    phase_score: float, csv_uri: str, out_batch: str) -> dict:
+                    phase_score: float, csv_uri: str, out_batch: str, n_uncertain: int) -> dict:
     """The job's summary, from what the phases produced (no I/O)."""
+    threshold, source = threshold_in_use(args, model)
     return {
         "run_key": args.run_key,
         "model_run_key": model.run_key,
@@ -200,6 +218,9 @@ def scoring_summary(args: argparse.Namespace, model: MulticlassModel, n_seen: in
         "skipped_scored_earlier": n_seen - n_todo,
         "scored_now": n_new - n_not_scored,
         "not_scored_now": n_not_scored,
+        "uncertain_now": n_uncertain,
+        "threshold": threshold,
+        "threshold_source": source,
         "predictions_total": n_total,
         "model_loads": counters["model_loads"].value,
         "model_load_seconds": round(counters["load_seconds"].value, 2),
@@ -227,6 +248,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     csv_uri = storage.join_uri(args.predictions_uri, "predictions.csv")
     log.info("model of run %s (%s, %d classes: %s) from %s", model.run_key, model.backbone, len(model.labels),
              ", ".join(model.labels), model_uri)
+    log.info("answer threshold: %s; photos under it are marked uncertain", threshold_in_use(args, model)[1])
 
     n_seen, todo = select_new_photos(spark, args, batches_uri)
     counters = score_counters(spark.sparkContext)
@@ -234,8 +256,10 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     phase_score = time.perf_counter() - started
 
     every, not_scored = rewrite_predictions_csv(spark, args, batches_uri, csv_uri)
+    this_run = every[every["scored_by_run"].eq(args.run_key)]
+    n_uncertain = int(this_run["uncertain"].eq(True).sum()) if "uncertain" in this_run else 0
     summary = scoring_summary(args, model, n_seen, len(todo), n_new, len(not_scored), len(every), counters,
-                              time.perf_counter() - started, phase_score, csv_uri, out_batch)
+                              time.perf_counter() - started, phase_score, csv_uri, out_batch, n_uncertain)
     write_summary(spark, args, summary)
     return summary
 

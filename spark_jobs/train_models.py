@@ -1,4 +1,4 @@
-"""Spark job: reduce the run's features with PCA, run the pairwise SVM sweep, fit the multiclass model.
+"""Spark job: reduce the run's features with PCA, run the pairwise SVM sweep, select and fit the multiclass model.
 
     spark-submit --py-files image_jobs.zip train_models.py \
         --features-uri file:///data/features --backbone mobilenet_v2 \
@@ -6,13 +6,14 @@
         --modified-before 2026-11-21T10:00:00Z --labels-json '[]' --pair-mode all_pairs
 
 Writes under ``--models-uri``:
-  multiclass/model.json           standardise + PCA + multinomial logistic regression, with its labels,
-                                  as plain arrays: loadable without Spark (numpy is enough)
-  multiclass/test_predictions/    Parquet: path, label, predicted, probability, probabilities
+  multiclass/model.json           standardise (+ PCA) + multinomial logistic regression, with its labels
+                                  and its answer threshold, as plain arrays: loadable without Spark
+  multiclass/test_predictions/    Parquet: path, label, predicted, probability, probabilities, uncertain
   pairwise_results/               Parquet: one row per pairwise model (the study's columns, the model)
   pairwise/pair=<c1>_VS_<c2>/     Parquet: the best model of each pair (highest accuracy, ties to the
                                   larger test set)
-  training_summary.json           classes, image counts, PCA explained variance, accuracy, seconds
+  training_summary.json           classes, image counts, PCA explained variance, the model selection's
+                                  table and choice, accuracy with its 95% interval, the threshold, seconds
 Every output is overwritten by a retry of the same run; nothing else is touched.
 """
 
@@ -31,12 +32,37 @@ from image_jobs import storage
 from image_jobs.cli import parse_labels_json, run_job
 from image_jobs.conventions import DEFAULT_SPLIT_RATIOS, MODEL_FORMAT, PAIR_MODES
 from image_jobs.extraction import spark_timestamp
+from image_jobs.selection import (
+    DEFAULT_C_GRID,
+    DEFAULT_CV_FOLDS,
+    DEFAULT_REDUCTIONS,
+    DEFAULT_TARGET_PRECISION,
+    SELECTION_RULE,
+    SelectionInputError,
+    Setting,
+    choose_setting,
+    curve,
+    cv_result_schema,
+    cv_table,
+    features_of,
+    fit_logistic,
+    fold_count,
+    make_cv_fitter,
+    out_of_fold,
+    parse_c_grid,
+    parse_reductions,
+    pick_threshold,
+    precision_coverage,
+    reduction_name,
+    settings_grid,
+    stratified_folds,
+    wilson_interval,
+)
 from image_jobs.session import job_logger
 from image_jobs.training import (
     TrainingInputError,
     best_per_pair,
     check_inputs,
-    fit_multiclass,
     latest_features,
     make_pair_fitter,
     pair_result_schema,
@@ -73,10 +99,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated train fractions of the pairwise splits, each in (0, 1)")
     parser.add_argument("--max-per-class", type=int, default=200, help="images per class in a pair's sample")
     parser.add_argument("--iterations", type=int, default=100, help="SVM iterations (the study used 100)")
-    parser.add_argument("--pca-components", type=int, default=DEFAULT_PCA_COMPONENTS)
+    parser.add_argument("--pca-components", type=int, default=DEFAULT_PCA_COMPONENTS,
+                        help="PCA components of the pairwise sweep")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="multiclass test share, stratified")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights-uri", default=None, help="recorded in the model, for prediction")
+    parser.add_argument("--cv-folds", type=int, default=DEFAULT_CV_FOLDS,
+                        help="folds of the multiclass model's cross-validation (on the training split)")
+    parser.add_argument("--c-grid", default=",".join(str(c) for c in DEFAULT_C_GRID),
+                        help="comma-separated regularisation strengths C of the multiclass model to compare")
+    parser.add_argument("--reductions", default=",".join(reduction_name(k) for k in DEFAULT_REDUCTIONS),
+                        help="comma-separated reductions to compare: none, or PCA sizes (64 or pca64)")
+    parser.add_argument("--target-precision", type=float, default=DEFAULT_TARGET_PRECISION,
+                        help="precision the answered photos must reach: sets the model's answer threshold")
     args = parser.parse_args(argv)
     args.labels = parse_labels_json(parser, args.labels_json)
     try:
@@ -86,6 +121,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("max_per_class", "iterations", "pca_components"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    try:
+        args.c_grid = parse_c_grid(args.c_grid)
+        args.reductions = parse_reductions(args.reductions)
+    except SelectionInputError as exc:
+        parser.error(str(exc))
+    if args.cv_folds < 2:
+        parser.error(f"--cv-folds must be >= 2, got {args.cv_folds}")
+    if not 0 < args.target_precision <= 1:
+        parser.error(f"--target-precision must be in (0, 1], got {args.target_precision}")
     return args
 
 
@@ -123,45 +167,69 @@ def reduce(scaler, pca, x: np.ndarray) -> np.ndarray:
     return pca.transform(scaler.transform(x)).astype(np.float32)
 
 
-def portable_model(scaler, pca, classifier, labels: list[str], args: argparse.Namespace, feature_dim: int) -> dict:
-    """The multiclass pipeline as plain arrays: what a prediction step needs, without Spark.
+def portable_model(reduced: ReducedRun, setting: Setting, classifier, labels: list[str], args: argparse.Namespace,
+                   threshold: dict) -> dict:
+    """The chosen multiclass pipeline as plain arrays: what a prediction step needs, without Spark.
 
-    ``z = (x - scaler_mean) / scaler_std`` (0 where the std is 0), then ``z @ pca_components.T``: the
-    PCA's own centring (the training mean of z, ~0) is folded into ``scaler_mean``, so the arrays give
-    exactly scikit-learn's transform.
+    ``z = (x - scaler_mean) / scaler_std`` (0 where the std is 0), then ``z @ pca_components.T`` (no
+    PCA when the chosen reduction is none: ``pca_components`` is null). The PCA's own centring (the
+    training mean of z, ~0) is folded into ``scaler_mean``, so the arrays give exactly scikit-learn's
+    transform.
     """
+    scaler, pca, k = reduced.scaler, reduced.pca, setting.components
     constant = scaler.var_ == 0
     std = np.where(constant, 0.0, scaler.scale_)
-    mean = np.where(constant, scaler.mean_, scaler.mean_ + pca.mean_ * scaler.scale_)
+    mean = np.where(constant, scaler.mean_, scaler.mean_ + pca.mean_ * scaler.scale_) if k else scaler.mean_
     return {
         "format": MODEL_FORMAT,
         "run_key": args.run_key,
         "backbone": args.backbone,
         "weights_uri": args.weights_uri,
-        "feature_dim": feature_dim,
+        "feature_dim": reduced.feature_dim,
         "labels": labels,
         "scaler_mean": mean.tolist(),
         "scaler_std": std.tolist(),
-        "pca_components": pca.components_.tolist(),  # k x feature_dim
-        "explained_variance_ratio": pca.explained_variance_ratio_.tolist(),
+        "reduction": setting.reduction,
+        "pca_components": pca.components_[:k].tolist() if k else None,  # k x feature_dim
+        "explained_variance_ratio": pca.explained_variance_ratio_[:k].tolist() if k else None,
         "classifier": "multinomial_logistic_regression",
+        "classifier_c": setting.c,
         "coef": classifier.coef_.tolist(),
         "intercept": classifier.intercept_.tolist(),
+        "answer_threshold": threshold,
     }
 
 
 @dataclass
 class ReducedRun:
-    """The run's rows after the multiclass split and the PCA: what every model is trained on."""
+    """The run's rows after the multiclass split, the standardisation and the PCA."""
 
-    x: np.ndarray  # PCA-reduced features, float32, in path order
+    x: np.ndarray  # the first ``k_fit`` principal components, float32, in path order
+    z: np.ndarray | None  # the standardised features (float32), when a setting uses no reduction
     y: np.ndarray  # label indices
     test: np.ndarray  # the multiclass test mask
     scaler: Any
     pca: Any
     feature_dim: int
     n_train: int
-    k: int
+    k: int  # the pairwise sweep's components: x[:, :k]
+    k_fit: int  # components fitted: the most any use
+
+    def matrices(self, rows: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray | None]:
+        """The matrices ``selection.features_of`` picks a reduction's features from, for ``rows``."""
+        return {"standardised": None if self.z is None else self.z[rows], "pca": self.x[rows]}
+
+
+@dataclass
+class Selection:
+    """What the cross-validation found: the table, the chosen setting, its held-out answers."""
+
+    table: pd.DataFrame
+    chosen: Setting
+    confidence: np.ndarray  # out-of-fold top probability of every training row, chosen setting
+    correct: np.ndarray  # out-of-fold correctness of the same rows
+    folds: int
+    seconds: float
 
 
 def read_training_frame(spark: SparkSession,
@@ -176,45 +244,147 @@ def read_training_frame(spark: SparkSession,
     return frame, counts, labels
 
 
+def components_to_fit(args: argparse.Namespace, feature_dim: int, n_train: int) -> tuple[int, int]:
+    """(the sweep's components, the components to fit): PCA cannot exceed the dimension or the sample."""
+    cap = min(feature_dim, n_train - 1)
+    k = min(args.pca_components, cap)
+    if k < args.pca_components:
+        log.warning("PCA components reduced from %d to %d (feature dim %d, %d training images)",
+                    args.pca_components, k, feature_dim, n_train)
+    return k, max(k, min(max(args.reductions), cap))
+
+
 def split_and_reduce(frame: pd.DataFrame, label_index: dict[str, int], args: argparse.Namespace) -> ReducedRun:
-    """Split the rows for the multiclass test (stratified) and fit the PCA on the training rows."""
+    """Split the rows for the multiclass test (stratified), fit the standardisation and PCA on the training rows."""
     # the multiclass train/test split, stratified and reproducible
     test = stratified_test_mask(frame["label"].to_numpy(), args.test_fraction, args.seed)
     features = np.stack(frame.pop("features").to_numpy()).astype(np.float32)  # held once, not twice
     feature_dim = features.shape[1]
     n_train = int((~test).sum())
-    k = min(args.pca_components, feature_dim, n_train - 1)
-    if k < args.pca_components:
-        log.warning("PCA components reduced from %d to %d (feature dim %d, %d training images)",
-                    args.pca_components, k, feature_dim, n_train)
-    scaler, pca = fit_reduction(features[~test], k, args.seed)
-    log.info("PCA: %d -> %d dimensions, %.1f%% of the variance kept", feature_dim, k,
-             100 * pca.explained_variance_ratio_.sum())
+    k, k_fit = components_to_fit(args, feature_dim, n_train)
+    # one exact decomposition: its first k components are the k-component PCA, for every k used
+    scaler, pca = fit_reduction(features[~test], k_fit, args.seed)
+    log.info("PCA: %d -> %d dimensions, %.1f%% of the variance kept (%d fitted for the model selection)",
+             feature_dim, k, 100 * pca.explained_variance_ratio_[:k].sum(), k_fit)
     x = reduce(scaler, pca, features)
+    z = scaler.transform(features).astype(np.float32) if 0 in args.reductions else None
     del features
     y = frame["label"].map(label_index).to_numpy()
-    return ReducedRun(x=x, y=y, test=test, scaler=scaler, pca=pca, feature_dim=feature_dim, n_train=n_train, k=k)
+    return ReducedRun(x=x, z=z, y=y, test=test, scaler=scaler, pca=pca, feature_dim=feature_dim, n_train=n_train,
+                      k=k, k_fit=k_fit)
+
+
+def cv_task_frame(spark: SparkSession, settings: list[Setting], folds: int, feature_dim: int) -> DataFrame:
+    """The (setting, fold) task table, one Spark task each, the costliest first (most dimensions, largest C)."""
+    tasks = sorted(((s.index, f) for s in settings for f in range(folds)),
+                   key=lambda t: (-(settings[t[0]].components or feature_dim), -settings[t[0]].c, t))
+    rdd = spark.sparkContext.parallelize(tasks, len(tasks))
+    return spark.createDataFrame(rdd, "setting_index int, fold int")
+
+
+def cross_validate(spark: SparkSession, args: argparse.Namespace, reduced: ReducedRun,
+                   labels: list[str]) -> Selection:
+    """Cross-validate every (reduction, C) setting on the training split, on the executors; choose one."""
+    started = time.perf_counter()
+    train = ~reduced.test
+    y_train = reduced.y[train]
+    folds = fold_count(y_train, labels, args.cv_folds)
+    if folds < args.cv_folds:
+        counts = np.bincount(y_train, minlength=len(labels))
+        log.warning("cross-validation with %d folds instead of %d: class %s has only %d training images", folds,
+                    args.cv_folds, labels[int(counts.argmin())], int(counts.min()))
+    settings, sizes = settings_grid(args.reductions, args.c_grid, reduced.k_fit)
+    if sorted(sizes) != sorted(args.reductions):
+        log.warning("reductions %s capped to %s (feature dim %d, %d training images)",
+                    [reduction_name(k) for k in args.reductions], [reduction_name(k) for k in sizes],
+                    reduced.feature_dim, reduced.n_train)
+    fold = stratified_folds(y_train, folds, args.seed)
+    broadcast = spark.sparkContext.broadcast({**reduced.matrices(train), "y": y_train, "fold": fold})
+    log.info("model selection: %d settings (%s x C %s) x %d folds = %d fits", len(settings),
+             ", ".join(reduction_name(k) for k in sizes), args.c_grid, folds, len(settings) * folds)
+    task_frame = cv_task_frame(spark, settings, folds, reduced.feature_dim)
+    results = (task_frame.mapInPandas(make_cv_fitter(broadcast, settings, args.seed), cv_result_schema())
+               .toPandas().sort_values(["setting_index", "fold"], kind="stable"))
+    broadcast.unpersist()
+    table = cv_table(results, settings)
+    chosen = settings[choose_setting(table, reduced.feature_dim)]
+    confidence, correct = out_of_fold(results, chosen.index, len(y_train))
+    seconds = time.perf_counter() - started
+    for row in table.itertuples(index=False):
+        log.info("  %-8s C=%-7g cv accuracy %.2f%% (+/- %.2f over folds)%s", row.reduction, row.c,
+                 100 * row.cv_accuracy, 100 * row.fold_accuracy_std, "  <- chosen" if row.setting_index ==
+                 chosen.index else "")
+    log.info("model selection: %s, C=%g chosen in %.1f s", chosen.reduction, chosen.c, seconds)
+    return Selection(table, chosen, confidence, correct, folds, seconds)
+
+
+def answer_threshold(args: argparse.Namespace, selection: Selection, test_confidence: np.ndarray,
+                     test_correct: np.ndarray) -> dict:
+    """The threshold for the target precision on the held-out answers, and what it gives on the test split."""
+    threshold = pick_threshold(selection.confidence, selection.correct, args.target_precision)
+    if not threshold["target_met"]:
+        log.warning("no threshold reaches %.1f%% precision on the held-out photos: using the most precise one "
+                    "(%.1f%% precision, %.1f%% coverage)", 100 * args.target_precision,
+                    100 * threshold["precision"], 100 * threshold["coverage"])
+    test_precision, test_coverage, _ = precision_coverage(test_confidence, test_correct, threshold["threshold"])
+    return {**threshold, "held_out": f"out-of-fold predictions of the {selection.folds}-fold cross-validation "
+                                     "on the training split",
+            "test_precision": round(test_precision, 6), "test_coverage": round(test_coverage, 6)}
 
 
 def train_multiclass(spark: SparkSession, args: argparse.Namespace, frame: pd.DataFrame, labels: list[str],
-                     reduced: ReducedRun) -> float:
-    """Fit the multiclass model, write it and its test predictions; returns its test accuracy."""
-    x, y, test = reduced.x, reduced.y, reduced.test
-    classifier = fit_multiclass(x[~test], y[~test], args.seed)
+                     reduced: ReducedRun, selection: Selection) -> dict:
+    """Refit the chosen setting on the whole training split, set its threshold, write it and its test
+    predictions; returns the multiclass part of the training summary."""
+    chosen, y, test = selection.chosen, reduced.y, reduced.test
+    x = features_of(reduced.matrices(), chosen.components)
+    classifier = fit_logistic(x[~test], y[~test], chosen.c, args.seed)
     proba = classifier.predict_proba(x[test])
     predicted = proba.argmax(axis=1)
-    accuracy = float((predicted == y[test]).mean())
-    model = portable_model(reduced.scaler, reduced.pca, classifier, labels, args, reduced.feature_dim)
+    correct = predicted == y[test]
+    threshold = answer_threshold(args, selection, proba.max(axis=1), correct)
+    model = portable_model(reduced, chosen, classifier, labels, args, threshold)
     storage.write_text(spark, storage.join_uri(args.models_uri, "multiclass", "model.json"), json.dumps(model))
     predictions = frame.loc[test, ["path", "label"]].assign(
         predicted=[labels[i] for i in predicted],
         probability=proba.max(axis=1).astype(float),
         probabilities=list(proba.astype(np.float32)),
+        uncertain=proba.max(axis=1) < threshold["threshold"],
     )
     spark.createDataFrame(predictions).coalesce(1).write.mode("overwrite").parquet(
         storage.join_uri(args.models_uri, "multiclass", "test_predictions"))
-    log.info("multiclass: accuracy %.2f%% on %d test images", 100 * accuracy, int(test.sum()))
-    return accuracy
+    n_correct, n_test = int(correct.sum()), int(test.sum())
+    low, high = wilson_interval(n_correct, n_test)
+    log.info("multiclass: accuracy %.2f%% (95%% interval %.1f-%.1f%%) on %d test images; threshold %.3f answers "
+             "%.1f%% of them at %.1f%% precision", 100 * n_correct / n_test, 100 * low, 100 * high, n_test,
+             threshold["threshold"], 100 * threshold["test_coverage"], 100 * threshold["test_precision"])
+    return multiclass_summary(args, reduced, selection, (n_correct, n_test, low, high), threshold,
+                              curve((selection.confidence, selection.correct), (proba.max(axis=1), correct),
+                                    threshold["threshold"]))
+
+
+def multiclass_summary(args: argparse.Namespace, reduced: ReducedRun, selection: Selection,
+                       test: tuple[int, int, float, float], threshold: dict, pr_curve: list[dict]) -> dict:
+    """The multiclass part of the training summary: the model, its selection, accuracy and threshold."""
+    n_correct, n_test, low, high = test
+    chosen = selection.chosen
+    reduction = "" if chosen.components == 0 else f"PCA {chosen.components} + "
+    chosen_row = selection.table[selection.table["setting_index"] == chosen.index].iloc[0]
+    return {
+        "accuracy": n_correct / n_test, "correct": n_correct, "accuracy_ci95": [round(low, 6), round(high, 6)],
+        "accuracy_ci95_method": "Wilson score interval", "train_images": reduced.n_train, "test_images": n_test,
+        "test_fraction": args.test_fraction,
+        "model": f"standardise + {reduction}logistic regression (C={chosen.c:g})",
+        "selection": {
+            "folds": selection.folds, "folds_requested": args.cv_folds, "seed": args.seed, "rule": SELECTION_RULE,
+            "chosen": {"reduction": chosen.reduction, "components": chosen.components, "c": chosen.c,
+                       "cv_accuracy": round(float(chosen_row["cv_accuracy"]), 6)},
+            "table": [{**row, "chosen": row["setting_index"] == chosen.index}
+                      for row in selection.table.round(6).to_dict(orient="records")],
+            "seconds": round(selection.seconds, 2),
+        },
+        "answer_threshold": {**threshold, "curve": pr_curve},
+    }
 
 
 def fit_pairs(spark: SparkSession, args: argparse.Namespace, tasks: list, label_index: dict[str, int],
@@ -253,7 +423,7 @@ def pairwise_sweep(spark: SparkSession, args: argparse.Namespace, labels: list[s
     n_pairs = len({t.pair_index for t in tasks})
     log.info("pairwise sweep (%s): %d pairs x %d splits = %d models", args.pair_mode, n_pairs,
              len(args.split_ratios), len(tasks))
-    broadcast = spark.sparkContext.broadcast((reduced.x, reduced.y))
+    broadcast = spark.sparkContext.broadcast((np.ascontiguousarray(reduced.x[:, :reduced.k]), reduced.y))
     results = fit_pairs(spark, args, tasks, label_index, broadcast).cache()
     write_pairwise(results, args.models_uri)
     n_models = results.count()
@@ -266,9 +436,9 @@ def pairwise_sweep(spark: SparkSession, args: argparse.Namespace, labels: list[s
 
 
 def training_summary(args: argparse.Namespace, reduced: ReducedRun, labels: list[str], counts: dict[str, int],
-                     accuracy: float, n_pairs: int, n_models: int, seconds: dict[str, float]) -> dict:
+                     multiclass: dict, n_pairs: int, n_models: int, seconds: dict[str, float]) -> dict:
     """The training summary of the run, from what the phases produced (no I/O)."""
-    explained = reduced.pca.explained_variance_ratio_
+    explained = reduced.pca.explained_variance_ratio_[:reduced.k]  # the sweep's PCA
     return {
         "run_key": args.run_key,
         "backbone": args.backbone,
@@ -278,8 +448,7 @@ def training_summary(args: argparse.Namespace, reduced: ReducedRun, labels: list
         "pca_explained_variance_total": round(float(explained.sum()), 6),
         "classes": labels,
         "image_counts": {label: int(counts[label]) for label in labels},
-        "multiclass": {"accuracy": accuracy, "train_images": reduced.n_train, "test_images": int(reduced.test.sum()),
-                       "test_fraction": args.test_fraction, "model": "standardise + PCA + logistic regression"},
+        "multiclass": multiclass,
         "pairwise": {"pair_mode": args.pair_mode, "focus_class": args.focus_class, "pairs": n_pairs,
                      "models": n_models, "split_ratios": args.split_ratios, "max_per_class": args.max_per_class,
                      "iterations": args.iterations},
@@ -292,7 +461,11 @@ def write_summary(spark: SparkSession, args: argparse.Namespace, summary: dict) 
     """Write training_summary.json and log it (without the per-component variances)."""
     storage.write_text(spark, storage.join_uri(args.models_uri, "training_summary.json"),
                        json.dumps(summary, indent=2))
-    log.info("done: %s", json.dumps({k: v for k, v in summary.items() if k != "pca_explained_variance"}))
+    multiclass = {k: v for k, v in summary["multiclass"].items() if k not in ("selection", "answer_threshold")}
+    multiclass["chosen"] = summary["multiclass"]["selection"]["chosen"]
+    multiclass["threshold"] = summary["multiclass"]["answer_threshold"]["threshold"]
+    log.info("done: %s", json.dumps({**{k: v for k, v in summary.items() if k != "pca_explained_variance"},
+                                     "multiclass": multiclass}))
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
@@ -303,15 +476,16 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     reduced = split_and_reduce(frame, label_index, args)
     reduce_seconds = time.perf_counter() - started
 
+    selection = cross_validate(spark, args, reduced, labels)
     mc_started = time.perf_counter()
-    accuracy = train_multiclass(spark, args, frame, labels, reduced)
+    multiclass = train_multiclass(spark, args, frame, labels, reduced, selection)
     mc_seconds = time.perf_counter() - mc_started
 
     n_pairs, n_models, sweep_seconds = pairwise_sweep(spark, args, labels, label_index, reduced)
 
-    seconds = {"reduce": reduce_seconds, "multiclass": mc_seconds, "pairwise": sweep_seconds,
-               "total": time.perf_counter() - started}
-    summary = training_summary(args, reduced, labels, counts, accuracy, n_pairs, n_models, seconds)
+    seconds = {"reduce": reduce_seconds, "selection": selection.seconds, "multiclass": mc_seconds,
+               "pairwise": sweep_seconds, "total": time.perf_counter() - started}
+    summary = training_summary(args, reduced, labels, counts, multiclass, n_pairs, n_models, seconds)
     write_summary(spark, args, summary)
     return summary
 

@@ -11,8 +11,10 @@ The run's backbone is built with the run's own weights (``weights_uri`` in model
 are copied once into a local cache) and resize policy, then the run's PCA and multiclass classifier.
 
 Prints, for each photo, the top classes with probabilities: a table, or a JSON list with ``--json``.
-Exit codes: 0 every photo scored; 1 some photo not scored (its row says why); 2 the model cannot be
-used (unknown URI, malformed model.json, weights not available): one error line naming it.
+A photo whose top probability is under the model's answer threshold (``--threshold`` overrides it;
+a model trained before thresholds has none: 0) is marked "not sure", its top classes still listed.
+Exit codes: 0 every photo scored (sure or not); 1 some photo not scored (its row says why); 2 the
+model cannot be used (unknown URI, malformed model.json, weights not available): one error line naming it.
 """
 
 from __future__ import annotations
@@ -157,10 +159,13 @@ def read_photo(location: str, conn_id: str | None) -> tuple[bytes | None, str | 
         return None, f"cannot read: {type(exc).__name__}: {exc}"
 
 
-def predict_photos(predictor, photos: list[str], top: int, conn_id: str | None) -> list[dict]:
-    """One result per photo, in order: ``{"photo", "top": [{"class", "probability"}] | None, "reason"}``."""
+def predict_photos(predictor, photos: list[str], top: int, conn_id: str | None,
+                   threshold: float | None = None) -> list[dict]:
+    """One result per photo, in order: ``{"photo", "top": [{"class", "probability"}] | None, "reason",
+    "uncertain", "threshold"}``; ``threshold`` None: the model's."""
+    threshold = predictor.model.threshold if threshold is None else threshold
     contents, read_reasons = zip(*(read_photo(p, conn_id) for p in photos), strict=True) if photos else ((), ())
-    predictions = predictor.predict([c if c is not None else b"" for c in contents], top)
+    predictions = predictor.predict([c if c is not None else b"" for c in contents], top, threshold)
     results = []
     for photo, prediction, read_reason in zip(photos, predictions, read_reasons, strict=True):
         results.append({
@@ -168,15 +173,23 @@ def predict_photos(predictor, photos: list[str], top: int, conn_id: str | None) 
             "top": [{"class": label, "probability": round(p, 6)} for label, p in prediction.top]
             if prediction.scored else None,
             "reason": read_reason or prediction.reason,
+            "uncertain": prediction.uncertain,
+            "threshold": threshold,
         })
     return results
+
+
+def _classes(result: dict) -> list[str]:
+    cells = [f"{t['class']} {100 * t['probability']:.1f}%" for t in result["top"]]
+    if result["uncertain"]:
+        cells[0] = f"not sure: {cells[0]}"
+    return cells
 
 
 def render_table(results: list[dict], top: int) -> str:
     """A table a person reads: one row per photo, the top classes with percentages, or why not."""
     header = ["photo", *[f"class {i}" for i in range(1, top + 1)]]
-    scored = [[r["photo"], *[f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"]]]
-              for r in results if r["top"] is not None]
+    scored = [[r["photo"], *_classes(r)] for r in results if r["top"] is not None]
     widths = [max([len(header[i])] + [len(row[i]) for row in scored if i < len(row)]) for i in range(len(header))]
     widths[0] = max([widths[0]] + [len(r["photo"]) for r in results])
 
@@ -188,7 +201,7 @@ def render_table(results: list[dict], top: int) -> str:
         if r["top"] is None:
             lines.append(f"{r['photo'].ljust(widths[0])}  not scored: {r['reason']}")
         else:
-            lines.append(line([r["photo"], *[f"{t['class']} {100 * t['probability']:.1f}%" for t in r["top"]]]))
+            lines.append(line([r["photo"], *_classes(r)]))
     return "\n".join(lines)
 
 
@@ -205,6 +218,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     parser.add_argument("--top", type=int, default=3, help="classes shown per photo (default 3)")
     parser.add_argument("--batch-size", type=int, default=16, help="photos per forward pass")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="answer threshold in [0, 1]: photos whose top probability is under it are marked "
+                             "'not sure' (default: the model's own; 0 for a model without one)")
     parser.add_argument("--aws-conn-id", default=settings.aws_conn_id,
                         help=f"Airflow connection for s3:// URIs (default {settings.aws_conn_id})")
     parser.add_argument("--root-uri", default=settings.root_uri,
@@ -216,6 +232,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--top must be >= 1, got {args.top}")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        parser.error(f"--threshold must be a probability in [0, 1], got {args.threshold}")
     return args
 
 
@@ -249,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: run {model.run_key} ({model.backbone}, {len(model.labels)} classes) from {resolved.model_uri}"
           + (f" via {resolved.via_latest}" if resolved.via_latest else "")
           + f", loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    results = predict_photos(predictor, args.photos, args.top, args.aws_conn_id)
+    threshold = model.threshold_note if args.threshold is None else \
+        f"{args.threshold:g} from --threshold (the model's: {model.threshold_note})"
+    print(f"answer threshold: {threshold}; photos under it are marked 'not sure'", file=sys.stderr)
+    results = predict_photos(predictor, args.photos, args.top, args.aws_conn_id, args.threshold)
     print(json.dumps(results, indent=2) if args.json else render_table(results, min(args.top, len(model.labels))))
     return EXIT_NOT_SCORED if any(r["top"] is None for r in results) else EXIT_OK
 

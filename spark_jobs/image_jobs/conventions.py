@@ -18,8 +18,11 @@ IMAGE_SUFFIXES = tuple(f".{extension}" for extension in IMAGE_EXTENSIONS)
 STUDY_COLUMNS = ("class_1", "class_2", "split", "iteration", "num_model", "predict_pct", "nb_train", "nb_test",
                  "nb_correct")
 METRICS_COLUMNS = (*STUDY_COLUMNS, "model_type", "fit_seconds", "best_of_pair")
-# the multiclass model's model.json (train_models writes it, predictions read it)
-MODEL_FORMAT = "image-pipeline-multiclass/1"
+# the multiclass model's model.json (train_models writes it, predictions read it). /2: the PCA may be
+# absent (``pca_components`` null) and ``answer_threshold`` holds the "not sure" threshold; /1 files
+# (always a PCA, no threshold) are still read, with threshold 0
+MODEL_FORMAT = "image-pipeline-multiclass/2"
+MODEL_FORMATS_READ = ("image-pipeline-multiclass/1", MODEL_FORMAT)
 
 
 def min_images_for_fraction(fraction: float) -> int:

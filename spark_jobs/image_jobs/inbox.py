@@ -2,7 +2,8 @@
 
 ``make_scorer`` returns a ``mapInPandas`` function: the run's model (backbone + PCA + classifier,
 ``predict.Predictor``) is built once per Python worker and reused across tasks; photos are decoded
-and run in batches by the same code as extraction. A photo that cannot be scored gets a reason.
+and run in batches by the same code as extraction. A photo that cannot be scored gets a reason; a
+photo whose top probability is under the threshold is marked ``uncertain`` (its top classes are kept).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import pandas as pd
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 
 TOP = 3
-# predictions.csv, in this order
+# predictions.csv, in this order (the columns added later come last, so readers by position keep working)
 CSV_COLUMNS = ["path", "top1_class", "top1_probability", "top3", "reason", "length", "modification_time",
-               "scored_by_run"]
+               "scored_by_run", "uncertain", "threshold"]
 
 # (model URI, weights) -> Predictor; lives as long as the Python worker
 _PREDICTORS: dict[tuple[str, str], object] = {}
@@ -24,7 +25,7 @@ _PREDICTORS: dict[tuple[str, str], object] = {}
 
 def scored_schema():
     """Schema of ``make_scorer``'s output: one row per photo, its top classes or the reason it has none."""
-    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
+    from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
     return StructType([
         StructField("path", StringType(), False),
@@ -34,6 +35,8 @@ def scored_schema():
         StructField("top1_probability", DoubleType(), True),
         StructField("top3", StringType(), True),  # JSON: [{"class": ..., "probability": ...}, ...] best first
         StructField("reason", StringType(), True),
+        StructField("uncertain", BooleanType(), True),  # top1_probability < threshold; null when not scored
+        StructField("threshold", DoubleType(), True),  # the threshold the photo was scored with
     ])
 
 
@@ -60,11 +63,11 @@ def predictor_for(model, weights: str, batch_size: int, max_pixels: int):
     return _PREDICTORS[key]
 
 
-def score_batch(pdf: pd.DataFrame, predictor, top: int = TOP) -> pd.DataFrame:
-    """Score one pandas batch of (path, length, modificationTime, content) rows."""
+def score_batch(pdf: pd.DataFrame, predictor, threshold: float, top: int = TOP) -> pd.DataFrame:
+    """Score one pandas batch of (path, length, modificationTime, content) rows with ``threshold``."""
     from image_jobs.predictor import top_as_json
 
-    predictions = predictor.predict(list(pdf["content"].to_numpy()), top)
+    predictions = predictor.predict(list(pdf["content"].to_numpy()), top, threshold)
     return pd.DataFrame({
         "path": pdf["path"].to_numpy(),
         "length": pdf["length"].to_numpy(),
@@ -73,18 +76,24 @@ def score_batch(pdf: pd.DataFrame, predictor, top: int = TOP) -> pd.DataFrame:
         "top1_probability": [p.top[0][1] if p.scored else None for p in predictions],
         "top3": [top_as_json(p.top) for p in predictions],
         "reason": [p.reason for p in predictions],
+        "uncertain": pd.array([p.uncertain for p in predictions], dtype="boolean"),
+        "threshold": [threshold if p.scored else None for p in predictions],
     })
 
 
 def make_scorer(model, weights: str, batch_size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
-                counters: dict | None = None) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+                counters: dict | None = None,
+                threshold: float | None = None) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function: (path, length, modificationTime, content) -> ``scored_schema()``.
 
     ``model`` is the run's validated ``predict.MulticlassModel``; ``weights`` the weights URI the
-    driver shipped with ``SparkContext.addFile`` (or ``imagenet``, ``random``). ``counters`` may hold
+    driver shipped with ``SparkContext.addFile`` (or ``imagenet``, ``random``); ``threshold`` overrides
+    the model's answer threshold (None: the model's, 0 for a model without one). ``counters`` may hold
     accumulators ``done``, ``rejected``, ``seconds``, ``model_loads`` and ``load_seconds``, as for
     extraction.
     """
+
+    applied = model.threshold if threshold is None else threshold
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from image_jobs.featurize import counted_batches
@@ -93,7 +102,7 @@ def make_scorer(model, weights: str, batch_size: int, max_pixels: int = DEFAULT_
             batches, counters,
             lambda: (not predictor_is_loaded(model, weights),
                      predictor_for(model, weights, batch_size, max_pixels)),
-            score_batch,
+            lambda pdf, predictor: score_batch(pdf, predictor, applied),
         )
 
     return score
@@ -108,7 +117,8 @@ def precheck_rejects(spark, rows):
 
     return image_frame(spark, rows, "reason").select(
         "path", "length", "modificationTime", F.lit(None).cast("string").alias("top1_class"),
-        F.lit(None).cast("double").alias("top1_probability"), F.lit(None).cast("string").alias("top3"), "reason")
+        F.lit(None).cast("double").alias("top1_probability"), F.lit(None).cast("string").alias("top3"), "reason",
+        F.lit(None).cast("boolean").alias("uncertain"), F.lit(None).cast("double").alias("threshold"))
 
 
 def first_score_per_photo(df):
@@ -130,5 +140,8 @@ def predictions_csv(rows: pd.DataFrame) -> str:
         times = pd.to_datetime(out["modification_time"], utc=True)
         out = out.assign(modification_time=times.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(
             r"\.(\d{3})\d{3}Z$", r".\1Z", regex=True), top1_probability=out["top1_probability"].round(6))
+        if "uncertain" in out:  # batches scored before thresholds existed have neither column: empty cells
+            out = out.assign(uncertain=out["uncertain"].map({True: "true", False: "false"}),
+                             threshold=out["threshold"].round(6))
     out = out.sort_values(["path", "modification_time"], kind="stable") if len(out) else out
     return out.reindex(columns=CSV_COLUMNS).to_csv(index=False)

@@ -1,11 +1,15 @@
 """Prediction with a trained run's multiclass model: photo bytes -> the top classes with probabilities.
 
 The model is the run's ``multiclass/model.json`` (written by ``train_models.portable_model``): scaler
-mean/std, PCA components (k x feature_dim), multinomial logistic regression coefficients, labels,
-backbone and weights URI, as plain arrays. Photos go through exactly the extraction job's code path
-(``featurize.featurize_contents``: same decoding, same resize policy, same backbone and weights), then
+mean/std, PCA components (k x feature_dim, or null when the run chose no reduction), multinomial
+logistic regression coefficients, labels, backbone and weights URI, as plain arrays, and the answer
+threshold. Photos go through exactly the extraction job's code path (``featurize.featurize_contents``:
+same decoding, same resize policy, same backbone and weights), then
 
-    standardise -> PCA -> softmax(coef . x + intercept) -> top k
+    standardise -> PCA (if any) -> softmax(coef . x + intercept) -> top k -> uncertain if top 1 < threshold
+
+A model.json without a threshold (format /1, trained before thresholds) answers every photo:
+threshold 0 (``MulticlassModel.threshold_note`` says so).
 
 Runs anywhere numpy, PIL and Keras run: the CLI on a laptop, a Python worker on the cluster. It
 never imports Spark or Airflow. A photo that cannot be decoded gets a reason, never an exception.
@@ -20,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from image_jobs.conventions import MODEL_FORMAT
+from image_jobs.conventions import MODEL_FORMAT as MODEL_FORMAT  # re-exported: what this reader writes
+from image_jobs.conventions import MODEL_FORMATS_READ
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 
 DEFAULT_TOP = 3
@@ -41,9 +46,21 @@ class MulticlassModel:
     labels: tuple[str, ...]
     mean: np.ndarray  # (feature_dim,)
     std: np.ndarray  # (feature_dim,)
-    components: np.ndarray  # (k, feature_dim)
-    coef: np.ndarray  # (n_classes, k); a binary model's single row is expanded to two
+    components: np.ndarray | None  # (k, feature_dim); None: no reduction
+    coef: np.ndarray  # (n_classes, k or feature_dim); a binary model's single row is expanded to two
     intercept: np.ndarray  # (n_classes,)
+    threshold: float = 0.0  # photos whose top probability is under it are uncertain
+    threshold_info: dict | None = None  # the model's answer_threshold (None: the model has none)
+
+    @property
+    def threshold_note(self) -> str:
+        """Where the threshold comes from, in a sentence for the user."""
+        info = self.threshold_info
+        if info is None:
+            return "0: this model has none (trained before answer thresholds), every photo is answered"
+        return (f"{self.threshold:.3f}, the model's ({100 * info['precision']:.1f}% precision at "
+                f"{100 * info['coverage']:.1f}% coverage on held-out photos; target "
+                f"{100 * info['target_precision']:.0f}%{'' if info['target_met'] else ', not reached'})")
 
     @property
     def feature_dim(self) -> int:
@@ -64,7 +81,8 @@ class MulticlassModel:
             raise ValueError(f"features of shape {x.shape}, the model of {self.source} expects (n, {self.feature_dim})")
         safe_std = np.where(self.std > 0, self.std, 1.0)
         z = np.where(self.std > 0, (x - self.mean) / safe_std, 0.0)
-        logits = (z @ self.components.T) @ self.coef.T + self.intercept
+        reduced = z if self.components is None else z @ self.components.T
+        logits = reduced @ self.coef.T + self.intercept
         logits -= logits.max(axis=1, keepdims=True)  # numerically stable softmax
         e = np.exp(logits)
         return e / e.sum(axis=1, keepdims=True)
@@ -97,8 +115,9 @@ def model_from_dict(model: object, source: str) -> MulticlassModel:
     """
     if not isinstance(model, dict):
         raise ModelError(f"{source}: holds a {type(model).__name__}, not a model object")
-    if model.get("format") != MODEL_FORMAT:
-        raise ModelError(f"{source}: field 'format' is {model.get('format')!r}, this reader knows {MODEL_FORMAT!r}")
+    if model.get("format") not in MODEL_FORMATS_READ:
+        raise ModelError(f"{source}: field 'format' is {model.get('format')!r}, this reader knows "
+                         f"{' and '.join(repr(f) for f in MODEL_FORMATS_READ)}")
     labels = model.get("labels")
     if (not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(v, str) and v for v in labels)
             or len(set(labels)) != len(labels)):
@@ -111,7 +130,7 @@ def model_from_dict(model: object, source: str) -> MulticlassModel:
         raise ModelError(f"{source}: field 'weights_uri' must be a URI or null, got {weights_uri!r}")
     mean = _array(model, "scaler_mean", source, 1)
     std = _array(model, "scaler_std", source, 1)
-    components = _array(model, "pca_components", source, 2)
+    components = None if model.get("pca_components", 0) is None else _array(model, "pca_components", source, 2)
     coef = _array(model, "coef", source, 2)
     intercept = _array(model, "intercept", source, 1)
     dim = mean.shape[0]
@@ -119,12 +138,13 @@ def model_from_dict(model: object, source: str) -> MulticlassModel:
         raise ModelError(f"{source}: field 'feature_dim' is {model['feature_dim']}, scaler_mean has {dim} values")
     if std.shape != (dim,):
         raise ModelError(f"{source}: field 'scaler_std' has {std.shape[0]} values, scaler_mean {dim}")
-    if components.shape[1] != dim:
+    if components is not None and components.shape[1] != dim:
         raise ModelError(f"{source}: field 'pca_components' is {components.shape[0]} x {components.shape[1]}, "
                          f"expected k x {dim} (the feature dimension)")
-    k, n = components.shape[0], len(labels)
+    k, n = dim if components is None else components.shape[0], len(labels)
     if coef.shape[1] != k:
-        raise ModelError(f"{source}: field 'coef' has {coef.shape[1]} columns, expected {k} (the PCA components)")
+        raise ModelError(f"{source}: field 'coef' has {coef.shape[1]} columns, expected {k} "
+                         + ("(the feature dimension: no PCA)" if components is None else "(the PCA components)"))
     if coef.shape[0] == 1 and n == 2:
         # scikit-learn keeps one row for two classes: P(labels[1]) = sigmoid(coef . x + b), which is
         # the softmax of the logits (0, coef . x + b)
@@ -137,9 +157,35 @@ def model_from_dict(model: object, source: str) -> MulticlassModel:
     if intercept.shape != (n,):
         raise ModelError(f"{source}: field 'intercept' has {intercept.shape[0]} values, expected {n} (one per label)")
     run_key = model.get("run_key")
+    info = answer_threshold(model, source)
     return MulticlassModel(source=source, run_key=run_key if isinstance(run_key, str) else None,
                            backbone=backbone, weights_uri=weights_uri, labels=tuple(labels), mean=mean, std=std,
-                           components=components, coef=coef, intercept=intercept)
+                           components=components, coef=coef, intercept=intercept,
+                           threshold=0.0 if info is None else info["threshold"], threshold_info=info)
+
+
+def answer_threshold(model: dict, source: str) -> dict | None:
+    """The model's validated ``answer_threshold`` (None when the model has none: an older model)."""
+    info = model.get("answer_threshold")
+    if info is None:
+        return None
+    if not isinstance(info, dict):
+        raise ModelError(f"{source}: field 'answer_threshold' must be an object, got {type(info).__name__}")
+    for key in ("threshold", "precision", "coverage", "target_precision"):
+        value = info.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ModelError(f"{source}: field 'answer_threshold.{key}' must be a number in [0, 1], got {value!r}")
+    if not isinstance(info.get("target_met"), bool):
+        raise ModelError(f"{source}: field 'answer_threshold.target_met' must be true or false, "
+                         f"got {info.get('target_met')!r}")
+    return {**info, "threshold": float(info["threshold"])}
+
+
+def check_threshold(value: float, what: str) -> float:
+    """A threshold override, checked: a number in [0, 1]; the error names ``what`` gave it."""
+    if not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 1):
+        raise ValueError(f"{what} must be a probability in [0, 1], got {value!r}")
+    return float(value)
 
 
 def load_model_json(text: str, source: str) -> MulticlassModel:
@@ -161,6 +207,7 @@ class Prediction:
     reason: str | None = None
     width: int | None = None
     height: int | None = None
+    uncertain: bool | None = None  # scored, but the top probability is under the threshold (None: not scored)
 
     @property
     def scored(self) -> bool:
@@ -207,9 +254,15 @@ class Predictor:
         feature_model, policy = load_model(model.backbone, model.weights, local_weights_path)
         return cls(model, feature_model, policy, batch_size, max_pixels)
 
-    def predict(self, contents: Sequence[bytes | None], k: int = DEFAULT_TOP) -> list[Prediction]:
-        """One Prediction per photo's bytes (None: unreadable), in order; decoded and run in batches."""
+    def predict(self, contents: Sequence[bytes | None], k: int = DEFAULT_TOP,
+                threshold: float | None = None) -> list[Prediction]:
+        """One Prediction per photo's bytes (None: unreadable), in order; decoded and run in batches.
+
+        A photo whose top probability is under ``threshold`` (default: the model's) is ``uncertain``.
+        """
         from image_jobs.featurize import featurize_contents
+
+        threshold = self.model.threshold if threshold is None else threshold
 
         features, widths, heights, reasons = featurize_contents(
             list(contents), self.feature_model, self.policy, self.batch_size, self.max_pixels)
@@ -222,5 +275,6 @@ class Predictor:
                     tops[i] = top
                 else:
                     reasons[i] = "model produced non-finite probabilities"
-        return [Prediction(tops.get(i), None if i in tops else (reasons[i] or "not scored"), widths[i], heights[i])
+        return [Prediction(tops.get(i), None if i in tops else (reasons[i] or "not scored"), widths[i], heights[i],
+                           tops[i][0][1] < threshold if i in tops else None)
                 for i in range(len(features))]

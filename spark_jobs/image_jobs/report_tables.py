@@ -218,3 +218,55 @@ def plot_explained_variance(ratios: list[float]) -> bytes:
     ax.legend(loc="center left")
     twin.legend(loc="center right")
     return _png(fig)
+
+
+SELECTION_COLUMNS = ["reduction", "components", "c", "cv_accuracy", "fold_accuracy_std", "folds", "max_iterations",
+                     "fit_seconds", "chosen"]
+CURVE_COLUMNS = ["threshold", "chosen", "held_out_precision", "held_out_coverage", "test_precision", "test_coverage"]
+
+
+def selection_table(selection: dict) -> pd.DataFrame:
+    """model_selection.csv: the cross-validated accuracy of every (reduction, C) setting, the chosen one marked."""
+    return pd.DataFrame(selection["table"]).reindex(columns=SELECTION_COLUMNS)
+
+
+def precision_coverage_table(answer_threshold: dict) -> pd.DataFrame:
+    """precision_coverage.csv: precision and coverage of the answered photos by threshold, held-out and test."""
+    return pd.DataFrame(answer_threshold["curve"]).reindex(columns=CURVE_COLUMNS)
+
+
+def plot_model_selection(table: pd.DataFrame) -> bytes:
+    """Cross-validated accuracy against C (log scale), one line per reduction, the chosen setting starred."""
+    fig, ax = _figure(8, 4.5)
+    for reduction, rows in table.groupby("reduction", sort=False):
+        rows = rows.sort_values("c")
+        ax.errorbar(rows["c"], 100 * rows["cv_accuracy"], yerr=100 * rows["fold_accuracy_std"], marker="o",
+                    capsize=3, label=reduction)
+    chosen = table[table["chosen"]].iloc[0]
+    ax.plot([chosen["c"]], [100 * chosen["cv_accuracy"]], marker="*", markersize=18, color="black", linestyle="none",
+            label=f"chosen: {chosen['reduction']}, C={chosen['c']:g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("C (inverse regularisation strength)")
+    ax.set_ylabel("cross-validated accuracy (%)")
+    ax.set_title(f"Multiclass model selection ({int(chosen['folds'])}-fold cross-validation, training split)")
+    ax.grid(alpha=0.3)
+    ax.legend(title="reduction")
+    return _png(fig)
+
+
+def plot_precision_coverage(curve: pd.DataFrame, threshold: dict) -> bytes:
+    """Precision of the answered photos against coverage as the threshold moves, held-out and test."""
+    fig, ax = _figure(8, 4.5)
+    for which, style in (("held_out", "-"), ("test", "--")):
+        ax.plot(100 * curve[f"{which}_coverage"], 100 * curve[f"{which}_precision"], marker=".", linestyle=style,
+                label=which.replace("_", "-") + " photos")
+    ax.axhline(100 * threshold["target_precision"], color="grey", linewidth=1, label="target precision")
+    ax.plot([100 * threshold["coverage"]], [100 * threshold["precision"]], marker="*", markersize=16, color="black",
+            linestyle="none", label=f"chosen threshold {threshold['threshold']:.3f}")
+    ax.set_xlabel("coverage: photos answered (%)")
+    ax.set_ylabel("precision of the answered photos (%)")
+    ax.set_xlim(0, 102)
+    ax.set_title("Answering only when sure: precision vs coverage")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    return _png(fig)

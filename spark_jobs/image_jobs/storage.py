@@ -117,10 +117,11 @@ def partitions(spark, base_uri: str, column: str = "run") -> tuple[list[str], li
     return sorted(committed), sorted(uncommitted)
 
 
-def read_committed(spark, base_uri: str, column: str = "run", log=None):
+def read_committed(spark, base_uri: str, column: str = "run", log=None, merge_schema: bool = False):
     """The Parquet dataset under ``base_uri`` (partitioned by ``column``), committed partitions only.
 
-    Returns None when there is none. Skipped partitions are logged: a killed attempt's leftovers are
+    ``merge_schema``: partitions written before a column was added read it as null. Returns None when
+    there is none. Skipped partitions are logged: a killed attempt's leftovers are
     overwritten by its retry, a concurrent run's partition is read once it is committed.
     """
     if not exists(spark, base_uri):
@@ -131,7 +132,8 @@ def read_committed(spark, base_uri: str, column: str = "run", log=None):
                     len(uncommitted), ", ".join(uncommitted))
     if not committed:
         return None
-    return spark.read.option("basePath", qualify(spark, base_uri)).parquet(*committed)
+    reader = spark.read.option("basePath", qualify(spark, base_uri))
+    return (reader.option("mergeSchema", "true") if merge_schema else reader).parquet(*committed)
 
 
 def delete(spark, uri: str) -> bool:

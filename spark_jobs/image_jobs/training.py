@@ -1,4 +1,4 @@
-"""Training: which images a run sees, input checks, the pairwise sweep and the multiclass model.
+"""Training: which images a run sees, input checks and the pairwise sweep (the multiclass model: ``selection``).
 
 The pairwise sweep follows the original study: for every pair of classes (or a focus class against
 each other class, or against all others pooled), a balanced sample of up to ``max_per_class``
@@ -238,11 +238,3 @@ def best_per_pair(results):
         "best_of_pair", F.col("_rank") == 1
     ).drop("_rank")
 
-
-def fit_multiclass(x_train: np.ndarray, y_train: np.ndarray, seed: int):
-    """Multinomial logistic regression on the PCA-reduced features (scikit-learn, on the driver)."""
-    from sklearn.linear_model import LogisticRegression
-
-    model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
-    model.fit(x_train, y_train)
-    return model

@@ -94,16 +94,29 @@ def test_the_command_answers_like_the_library(trained, predictor, capsys):
     assert [r["top"][0]["probability"] for r in results] == pytest.approx([p.top[0][1] for p in expected], abs=1e-5)
 
 
-def inbox_args(root: Path, run_key: str, modified_before: str = FAR_FUTURE, models_uri: str | None = None):
+def inbox_args(root: Path, run_key: str, modified_before: str = FAR_FUTURE, models_uri: str | None = None,
+               folder: str = "train1", *extra: str):
     return score_inbox.parse_args([
-        "--inbox-uri", f"file://{root}/inbox", "--predictions-uri", f"file://{root}/predictions/train1",
+        "--inbox-uri", f"file://{root}/inbox", "--predictions-uri", f"file://{root}/predictions/{folder}",
         "--model-uri", models_uri or f"file://{root}/runs/train1/models", "--run-key", run_key,
         "--modified-before", modified_before, "--batch-size", "4",
-        "--summary-uri", f"file://{root}/scoring/{run_key}/score_inbox.json"])
+        "--summary-uri", f"file://{root}/scoring/{run_key}/score_inbox.json", *extra])
 
 
-def predictions(root: Path) -> pd.DataFrame:
-    return pd.read_csv(root / "predictions" / "train1" / "predictions.csv")
+def predictions(root: Path, folder: str = "train1") -> pd.DataFrame:
+    return pd.read_csv(root / "predictions" / folder / "predictions.csv")
+
+
+def model_threshold(root: Path) -> float:
+    model = json.loads((root / "runs" / "train1" / "models" / "multiclass" / "model.json").read_text())
+    return model["answer_threshold"]["threshold"]
+
+
+def threshold_between(probabilities) -> float:
+    """A threshold with about half the photos under it, away from every probability (they are rounded in the CSV)."""
+    values = sorted(set(probabilities))
+    middle = len(values) // 2
+    return round((values[middle - 1] + values[middle]) / 2, 9)
 
 
 def drop(root: Path, photo: Path, name: str) -> Path:
@@ -129,7 +142,7 @@ def test_inbox_photos_are_scored_and_bad_ones_get_a_reason(trained, first_scorin
     root = trained["root"]
     rows = predictions(root)
     assert list(rows.columns) == ["path", "top1_class", "top1_probability", "top3", "reason", "length",
-                                  "modification_time", "scored_by_run"]
+                                  "modification_time", "scored_by_run", "uncertain", "threshold"]
     assert len(rows) == 10 and rows["path"].is_unique and set(rows["scored_by_run"]) == {"score1"}
     assert first_scoring["photos_seen"] == 10 and first_scoring["scored_now"] == 8
     assert first_scoring["not_scored_now"] == 2
@@ -137,6 +150,12 @@ def test_inbox_photos_are_scored_and_bad_ones_get_a_reason(trained, first_scorin
     assert reasons["not_a_photo.jpg"] == "not an image (unrecognised format)"
     assert reasons["empty.png"] == "empty file (0 bytes)"
     good = rows[rows["reason"].isna()]
+    # the model's own threshold: uncertain exactly when the top probability is under it
+    assert (good["threshold"] == model_threshold(root)).all()
+    assert good["uncertain"].astype(bool).tolist() == (good["top1_probability"] < model_threshold(root)).tolist()
+    assert rows.loc[rows["reason"].notna(), ["uncertain", "threshold"]].isna().all().all()
+    assert first_scoring["uncertain_now"] == int(good["uncertain"].astype(bool).sum())
+    assert first_scoring["threshold"] == model_threshold(root) and "the model's" in first_scoring["threshold_source"]
     truth = good["path"].map(lambda p: Path(p).name.split("__")[0])
     assert (good["top1_class"] == truth).mean() >= MIN_HELD_OUT_ACCURACY
     for row in good.itertuples():
@@ -201,3 +220,48 @@ def test_predictions_csv_is_replaced_whole(trained, first_scoring):
     folder = trained["root"] / "predictions" / "train1"
     assert sorted(p.name for p in folder.iterdir()) == ["batches", "predictions.csv"]  # no temporary file left
     assert pd.read_csv(io.StringIO((folder / "predictions.csv").read_text()))["path"].notna().all()
+
+
+def test_a_per_run_threshold_marks_photos_under_it_uncertain_and_keeps_their_classes(spark, trained, first_scoring):
+    root = trained["root"]
+    good = predictions(root).query("reason.isna()")
+    cut = threshold_between(good["top1_probability"])
+    summary = score_inbox.run(spark, inbox_args(root, "strict", FAR_FUTURE, None, "strict", "--threshold", str(cut)))
+    rows = predictions(root, "strict")
+    scored = rows[rows["reason"].isna()]
+    uncertain = scored["uncertain"].astype(bool)
+    assert len(scored) == len(good) and scored["threshold"].tolist() == pytest.approx([cut] * len(scored), abs=1e-6)
+    assert uncertain.tolist() == (scored["top1_probability"] < cut).tolist()
+    assert 0 < uncertain.sum() < len(scored)  # some photos each side
+    # an uncertain photo still lists its top classes, the same as with the model's threshold
+    assert scored.set_index("path")["top1_class"].to_dict() == good.set_index("path")["top1_class"].to_dict()
+    assert all(len(json.loads(top3)) == 3 for top3 in scored.loc[uncertain, "top3"])
+    assert summary["uncertain_now"] == int(uncertain.sum()) and summary["threshold"] == cut
+    assert summary["threshold_source"].startswith(f"{cut:g} from --threshold")
+
+
+def test_bad_threshold_override_is_named(capsys):
+    with pytest.raises(SystemExit):
+        score_inbox.parse_args(["--inbox-uri", "file:///i", "--predictions-uri", "file:///p", "--model-uri",
+                                "file:///m", "--run-key", "k", "--modified-before", FAR_FUTURE, "--threshold", "1.2"])
+    assert "--threshold must be a probability in [0, 1], got 1.2" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(cli is None, reason="the prediction command needs Airflow (not in the Spark 3.5 environment)")
+def test_the_command_marks_uncertain_photos_with_the_models_or_a_given_threshold(trained, predictor, capsys):
+    photos = [str(p) for p in trained["held_out"]]
+    threshold = model_threshold(trained["root"])
+    code = cli.main(["--model", trained["models_uri"], "--json", *photos])
+    out = capsys.readouterr()
+    results = json.loads(out.out)
+    assert code == 0 and all(r["threshold"] == threshold for r in results)
+    assert [r["uncertain"] for r in results] == [r["top"][0]["probability"] < threshold for r in results]
+    assert f"answer threshold: {threshold:.3f}, the model's (" in out.err
+    cut = threshold_between([r["top"][0]["probability"] for r in results])
+    code = cli.main(["--model", trained["models_uri"], "--threshold", str(cut), *photos])
+    out = capsys.readouterr()
+    lines = out.out.splitlines()[1:]
+    under = [r["top"][0]["probability"] < cut for r in results]
+    assert code == 0 and 0 < sum(under) < len(under)
+    assert [line.split(None, 1)[1].startswith("not sure: ") for line in lines] == under
+    assert f"answer threshold: {cut:g} from --threshold" in out.err

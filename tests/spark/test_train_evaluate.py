@@ -94,13 +94,17 @@ def test_best_model_of_each_pair_is_saved(spark, features_root, trained):
 def test_multiclass_model_is_portable_and_matches_its_predictions(spark, features_root, trained):
     models = features_root / "runs" / "r1" / "models"
     model = json.loads((models / "multiclass" / "model.json").read_text())
-    assert model["labels"] == LABELS and len(model["pca_components"]) == 16
+    assert model["labels"] == LABELS
+    chosen = trained[0]["multiclass"]["selection"]["chosen"]
+    assert model["reduction"] == chosen["reduction"] and model["classifier_c"] == chosen["c"]
+    assert (model["pca_components"] is None) == (chosen["components"] == 0)
     predictions = spark.read.parquet(f"file://{models}/multiclass/test_predictions").toPandas()
     frame = sample_feature_frame(LABELS, 40, 64, seed=1, noise=2.0, same_as={"dog_twin": "dog_a"}).set_index("path")
     x = np.stack(frame.loc[predictions["path"], "features"].to_numpy())
     std = np.array(model["scaler_std"])
     z = np.where(std > 0, (x - np.array(model["scaler_mean"])) / np.where(std > 0, std, 1), 0)
-    logits = z @ np.array(model["pca_components"]).T @ np.array(model["coef"]).T + np.array(model["intercept"])
+    reduced = z if model["pca_components"] is None else z @ np.array(model["pca_components"]).T
+    logits = reduced @ np.array(model["coef"]).T + np.array(model["intercept"])
     assert [model["labels"][i] for i in logits.argmax(1)] == predictions["predicted"].tolist()
     _, report = trained
     assert 0.6 < report["multiclass"]["accuracy"] < 0.95  # the twins halve two classes' accuracy
@@ -121,7 +125,8 @@ def test_report_files(features_root, trained):
     assert 0 < summary["pca_explained_variance"] <= 1 and 0 <= summary["multiclass"]["macro_f1"] <= 1
     plots = sorted(p.name for p in (report / "plots").iterdir())
     assert {"accuracy_vs_split.png", "pairwise_accuracy_heatmap.png", "confusion_matrix.png",
-            "pca_explained_variance.png", "accuracy_vs_split_dog_twin.png"} <= set(plots)
+            "pca_explained_variance.png", "accuracy_vs_split_dog_twin.png", "model_selection.png",
+            "precision_coverage.png"} <= set(plots)
     for name in plots:
         with Image.open(report / "plots" / name) as img:
             img.verify()
@@ -166,3 +171,28 @@ def test_no_features_for_backbone_is_a_clear_error(spark, tmp_path):
                                     "--modified-before", "2100-01-01T00:00:00Z"])
     with pytest.raises(TrainingInputError, match="no features for backbone vgg16"):
         train_models.run(spark, args)
+
+
+def test_report_says_what_was_chosen_and_why(features_root, trained):
+    report = features_root / "runs" / "r1" / "report"
+    table = pd.read_csv(report / "model_selection.csv")
+    assert list(table.columns) == ["reduction", "components", "c", "cv_accuracy", "fold_accuracy_std", "folds",
+                                   "max_iterations", "fit_seconds", "chosen"]
+    # 128 training photos: PCA sizes are capped at the 64 components fitted, so none and pca64, 4 C each
+    assert sorted(set(table["reduction"])) == ["none", "pca64"] and len(table) == 8
+    assert table["chosen"].sum() == 1 and (table["folds"] == 5).all()
+    best = table.loc[table["chosen"]].iloc[0]
+    assert best["cv_accuracy"] == table["cv_accuracy"].max()
+    summary = json.loads((report / "summary.json").read_text())["multiclass"]
+    assert summary["selection"]["chosen"] == {"reduction": best["reduction"], "components": int(best["components"]),
+                                              "c": best["c"], "cv_accuracy": best["cv_accuracy"]}
+    assert "highest cross-validated accuracy" in summary["selection"]["rule"]
+    low, high = summary["accuracy_ci95"]
+    assert low < summary["accuracy"] < high and summary["accuracy_ci95_method"] == "Wilson score interval"
+    curve = pd.read_csv(report / "precision_coverage.csv")
+    threshold = summary["answer_threshold"]
+    chosen_row = curve.loc[curve["chosen"]].iloc[0]
+    assert chosen_row["threshold"] == threshold["threshold"]
+    assert chosen_row["held_out_coverage"] == threshold["coverage"]
+    assert chosen_row["test_precision"] == threshold["test_precision"]
+    assert curve["held_out_coverage"].is_monotonic_decreasing and curve.iloc[0]["held_out_coverage"] == 1.0

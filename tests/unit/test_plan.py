@@ -58,6 +58,11 @@ def test_steps_get_the_same_arguments_from_the_plan():
     assert extract.args[extract.args.index("--labels-json") + 1] == '["beagle", "pug"]'
     assert train.args[train.args.index("--focus-class") + 1] == "pug"
     assert train.args[train.args.index("--split-ratios") + 1] == "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+    assert train.args[train.args.index("--target-precision") + 1] == "0.95"  # no such param: the default
+    strict = build_run_plan(params(target_precision=0.99), "r", WHEN, SETTINGS, LABELS).as_dict()
+    assert build_steps(strict)[1].args[build_steps(strict)[1].args.index("--target-precision") + 1] == "0.99"
+    with pytest.raises(PlanError, match=r"param 'target_precision' must be in \[0.5, 1.0\], got 0.2"):
+        build_run_plan(params(target_precision=0.2), "r", WHEN, SETTINGS, LABELS)
     assert evaluate.args[evaluate.args.index("--report-uri") + 1] == plan["report_uri"]
     assert all(plan["modified_before"] in step.args for step in (extract, train, evaluate))
 

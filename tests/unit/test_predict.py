@@ -152,3 +152,70 @@ def test_predictor_scores_good_photos_in_batches_and_gives_bad_ones_a_reason():
     assert (predictions[0].width, predictions[0].height) == (80, 60)
     assert backbone.batch_sizes == [2, 2]  # 4 good photos, batches of 2: bad photos take no slot
     assert predictions[0].top[0][1] > 0.9
+
+
+def test_a_model_without_pca_scores_the_standardised_features():
+    model_dict, x, _, _ = fitted(3)
+    mean, std = np.array(model_dict["scaler_mean"]), np.array(model_dict["scaler_std"])
+    z = (x - mean) / std
+    classifier = LogisticRegression(C=0.1, max_iter=2000).fit(z, np.repeat(np.arange(3), 30))
+    model = model_from_dict({**model_dict, "format": MODEL_FORMAT, "pca_components": None, "reduction": "none",
+                             "coef": classifier.coef_.tolist(), "intercept": classifier.intercept_.tolist()}, SOURCE)
+    assert model.components is None
+    np.testing.assert_allclose(model.probabilities(x), classifier.predict_proba(z), rtol=1e-9, atol=1e-12)
+    with pytest.raises(ModelError, match=r"field 'coef' has 4 columns, expected 12 \(the feature dimension: no PCA\)"):
+        model_from_dict({**model_dict, "pca_components": None}, SOURCE)
+
+
+THRESHOLD = {"threshold": 0.6, "target_precision": 0.95, "target_met": True, "precision": 0.951, "coverage": 0.8}
+
+
+def test_the_answer_threshold_is_read_and_an_older_model_has_threshold_0():
+    old = model_from_dict({**fitted(3)[0], "format": "image-pipeline-multiclass/1"}, SOURCE)
+    assert old.threshold == 0.0 and old.threshold_info is None
+    assert old.threshold_note.startswith("0: this model has none (trained before answer thresholds)")
+    new = model_from_dict({**fitted(3)[0], "answer_threshold": THRESHOLD}, SOURCE)
+    assert new.threshold == 0.6
+    assert new.threshold_note == "0.600, the model's (95.1% precision at 80.0% coverage on held-out photos; target 95%)"
+
+
+@pytest.mark.parametrize("threshold,message", [
+    ("high", "field 'answer_threshold' must be an object"),
+    ({**THRESHOLD, "threshold": 1.5}, r"field 'answer_threshold.threshold' must be a number in \[0, 1\], got 1.5"),
+    ({**THRESHOLD, "coverage": None}, "field 'answer_threshold.coverage'"),
+    ({**THRESHOLD, "target_met": "yes"}, "field 'answer_threshold.target_met' must be true or false"),
+])
+def test_a_malformed_threshold_names_the_field(threshold, message):
+    with pytest.raises(ModelError, match=message):
+        model_from_dict({**fitted(3)[0], "answer_threshold": threshold}, SOURCE)
+
+
+def test_photos_under_the_threshold_are_uncertain_and_keep_their_classes():
+    model = model_from_dict({**colour_model(), "answer_threshold": {**THRESHOLD, "threshold": 0.5}}, "colours.json")
+    predictor = Predictor(model, MeanColour(), ResizePolicy(32, 1.0))
+    sure, mixed = jpeg_bytes((64, 64), (250, 10, 10)), jpeg_bytes((64, 64), (104, 102, 100))
+    first, second, bad = predictor.predict([sure, mixed, b""], k=3)
+    assert first.top[0][1] >= 0.5 and first.uncertain is False
+    assert second.top[0][1] < 0.5 and second.uncertain is True and len(second.top) == 3
+    assert bad.uncertain is None and not bad.scored
+    assert [p.uncertain for p in predictor.predict([sure, mixed], threshold=0.0)] == [False, False]
+    assert [p.uncertain for p in predictor.predict([sure, mixed], threshold=1.0)] == [True, True]
+
+
+def test_predictions_csv_writes_the_uncertain_mark_and_leaves_it_empty_for_older_batches():
+    import pandas as pd
+
+    from image_jobs.inbox import CSV_COLUMNS, predictions_csv
+
+    when = pd.Timestamp("2026-03-01T10:00:00.123456Z")
+    old = {"path": "file:/inbox/a.jpg", "length": 10, "modificationTime": when, "top1_class": "pug",
+           "top1_probability": 0.9, "top3": "[]", "reason": None, "scored_by_run": "s1"}
+    rows = pd.DataFrame([old, {**old, "path": "file:/inbox/b.jpg", "top1_probability": 0.4},
+                         {**old, "path": "file:/inbox/c.jpg", "top1_class": None, "top1_probability": None,
+                          "reason": "empty file (0 bytes)"}])
+    before = pd.read_csv(io.StringIO(predictions_csv(rows)))  # batches written before the columns existed
+    assert list(before.columns) == CSV_COLUMNS and before[["uncertain", "threshold"]].isna().all().all()
+    rows = rows.assign(uncertain=[False, True, None], threshold=[0.5, 0.5, None])
+    text = predictions_csv(rows)
+    assert [line.split(",")[-2:] for line in text.splitlines()[1:]] == [["false", "0.5"], ["true", "0.5"], ["", ""]]
+    assert text.splitlines()[1].split(",")[6] == "2026-03-01T10:00:00.123Z"

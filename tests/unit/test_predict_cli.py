@@ -18,7 +18,6 @@ import pytest
 
 from bad_images import rejected_files
 from conftest import PROJECT_ROOT
-from image_jobs.predictor import MODEL_FORMAT
 from image_pipeline import predict_photos as cli
 from image_tools.sample_images import write_sample_images
 
@@ -27,7 +26,9 @@ LABELS = ["beagle", "pug", "Siamese", "Sphynx"]
 
 def write_model(models: Path, weights: str | None, **changes) -> Path:
     rng = np.random.default_rng(3)
-    model = {"format": MODEL_FORMAT, "run_key": "run_1", "backbone": "mobilenet_v2", "weights_uri": weights,
+    # format /1: a model trained before answer thresholds, which the command must keep reading
+    model = {"format": "image-pipeline-multiclass/1", "run_key": "run_1", "backbone": "mobilenet_v2",
+             "weights_uri": weights,
              "feature_dim": 1280, "labels": LABELS, "scaler_mean": rng.uniform(0, 1, 1280).tolist(),
              "scaler_std": rng.uniform(0.5, 1.5, 1280).tolist(),
              "pca_components": (rng.normal(0, 1, (8, 1280)) / 36).tolist(),
@@ -71,11 +72,36 @@ def test_json_output_has_the_top_classes_of_every_photo(store, capsys):
     results = json.loads(out)
     assert [r["photo"] for r in results] == photos(store)
     for r in results:
-        assert set(r) == {"photo", "top", "reason"} and r["reason"] is None
+        assert set(r) == {"photo", "top", "reason", "uncertain", "threshold"} and r["reason"] is None
+        assert r["uncertain"] is False and r["threshold"] == 0.0  # no threshold in the model: every photo answered
         assert len(r["top"]) == 3 and {t["class"] for t in r["top"]} <= set(LABELS)
         probabilities = [t["probability"] for t in r["top"]]
         assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
     assert "model: run run_1 (mobilenet_v2, 4 classes)" in err
+    assert "answer threshold: 0: this model has none (trained before answer thresholds)" in err
+
+
+def test_photos_under_the_models_threshold_are_not_sure_in_the_table(store, tmp_path, capsys, converted_weights):
+    models = f"file://{store}/runs/run_1/models"
+    _, out, _ = run_cli(capsys, "--model", models, "--json", *photos(store))
+    tops = [r["top"][0]["probability"] for r in json.loads(out)]
+    cut = (sorted(tops)[0] + sorted(tops)[-1]) / 2
+    threshold = {"threshold": cut, "target_precision": 0.95, "target_met": True, "precision": 0.96, "coverage": 0.5}
+    write_model(tmp_path / "models", f"file://{converted_weights}", format="image-pipeline-multiclass/2",
+                answer_threshold=threshold)
+    code, out, err = run_cli(capsys, "--model", str(tmp_path / "models"), *photos(store))
+    assert code == 0 and f"answer threshold: {cut:.3f}, the model's (96.0% precision at 50.0% coverage" in err
+    for line, top in zip(out.splitlines()[1:], tops, strict=True):
+        assert ("not sure: " in line) == (top < cut) and line.count("%") == 3  # the top classes stay listed
+    code, out, err = run_cli(capsys, "--model", str(tmp_path / "models"), "--json", "--threshold", "0", *photos(store))
+    assert [r["uncertain"] for r in json.loads(out)] == [False] * len(tops)
+    assert "answer threshold: 0 from --threshold (the model's: " in err
+
+
+def test_a_threshold_outside_0_1_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--model", "latest", "--threshold", "-0.1", "photo.jpg"])
+    assert "--threshold must be a probability in [0, 1], got -0.1" in capsys.readouterr().err
 
 
 def test_a_bad_photo_gets_its_reason_in_the_table_and_exit_code_1(store, capsys):

@@ -98,3 +98,35 @@ def test_both_backends_summarise_a_terminated_cluster_in_one_shape():
     assert tuple(emr) == CLUSTER_SUMMARY_KEYS and emr["estimated_cost_usd"] == 0.3 and emr["process_ids"] == []
     assert cluster_summary_line(emr) == ("cluster j-1: emr, 0.500 h on 3 x m5.xlarge on-demand, 16 normalized "
                                          "instance hours, about $0.30 (https://console/j-1)")
+
+
+SELECTED = {**SUMMARY, "multiclass": {
+    "accuracy": 0.8, "macro_f1": 0.79, "accuracy_ci95": [0.7, 0.87],
+    "model": "standardise + logistic regression (C=0.01)",
+    "selection": {"folds": 5, "seed": 0, "rule": "highest cross-validated accuracy", "chosen": {
+        "reduction": "none", "components": 0, "c": 0.01, "cv_accuracy": 0.82}, "table": [
+        {"reduction": "none", "c": 0.01, "cv_accuracy": 0.82, "fold_accuracy_std": 0.02, "chosen": True},
+        {"reduction": "pca128", "c": 1.0, "cv_accuracy": 0.74, "fold_accuracy_std": 0.03, "chosen": False}]},
+    "answer_threshold": {"threshold": 0.61, "target_precision": 0.95, "target_met": True, "precision": 0.952,
+                         "coverage": 0.7, "test_precision": 0.94, "test_coverage": 0.72,
+                         "held_out": "out-of-fold predictions", "curve": [
+                             {"threshold": 0.0, "chosen": False, "held_out_precision": 0.8, "held_out_coverage": 1.0,
+                              "test_precision": 0.8, "test_coverage": 1.0},
+                             {"threshold": 0.61, "chosen": True, "held_out_precision": 0.952,
+                              "held_out_coverage": 0.7, "test_precision": 0.94, "test_coverage": 0.72}]}}}
+
+
+def test_report_md_says_which_model_was_chosen_and_its_threshold(tmp_path):
+    write(tmp_path, SELECTED)
+    publish(f"file://{tmp_path}", 0.5)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "Chosen: **none, C=0.01** (standardise + logistic regression (C=0.01)), by 5-fold" in markdown
+    assert "(95% Wilson interval 70.0% to 87.0%)" in markdown
+    assert "| none | 0.01 | 82.0% | 2.0% | **chosen** |" in markdown and "| pca128 | 1 | 74.0% | 3.0% |  |" in markdown
+    assert "under **0.610** are answered \"not sure\"" in markdown
+    assert "95.2% precision at 70.0% coverage, for a target of 95.0%; on the test split 94.0% precision" in markdown
+    assert "| 0.000 | 80.0% | 100.0% | 80.0% | 100.0% |" in markdown
+    assert "| **0.610** | 95.2% | 70.0% | 94.0% | 72.0% |" in markdown
+    write(tmp_path, SUMMARY)  # a summary from before model selection: no such sections, no error
+    publish(f"file://{tmp_path}", 0.5)
+    assert "Multiclass model selection" not in (tmp_path / "report.md").read_text()

@@ -107,3 +107,16 @@ def test_the_inbox_pre_check_counts_photos_without_a_prediction(tmp_path):
     (inbox / "team" / "a.jpg").write_bytes(b"y" * 12)  # replaced: new size and time
     os.utime(inbox / "team" / "a.jpg", (old + 5, old + 5))
     assert unscored_photos(f"file://{inbox}", f"file://{predictions}", WHEN) == (2, 1)
+
+
+def test_an_answer_threshold_param_reaches_the_step_and_a_bad_one_is_named():
+    settings = load_settings({"IMAGE_PIPELINE_ROOT_URI": "file:///data"})
+    plan = build_scoring_plan({**PARAMS, "answer_threshold": 0.7}, "manual__x", WHEN, settings,
+                              latest("file:///data")).as_dict()
+    (step,) = steps_for(plan)
+    assert step.args[step.args.index("--threshold") + 1] == "0.7"
+    default = build_scoring_plan({**PARAMS, "answer_threshold": None}, "manual__x", WHEN, settings,
+                                 latest("file:///data")).as_dict()
+    assert default["answer_threshold"] is None and "--threshold" not in steps_for(default)[0].args
+    with pytest.raises(PlanError, match=r"param 'answer_threshold' must be in \[0.0, 1.0\], got 1.5"):
+        build_scoring_plan({**PARAMS, "answer_threshold": 1.5}, "manual__x", WHEN, settings, latest("file:///data"))

@@ -65,7 +65,7 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
         "--split-ratios", ",".join(str(r) for r in plan["split_ratios"]),
         "--max-per-class", str(plan["max_per_class"]), "--iterations", str(plan["iterations"]),
         "--pca-components", str(plan["pca_components"]), "--test-fraction", str(plan["test_fraction"]),
-        "--seed", str(plan["seed"]),
+        "--seed", str(plan["seed"]), "--target-precision", str(plan.get("target_precision", 0.95)),
         # recorded in the model for prediction ("random" included, so prediction builds the same backbone)
         *(["--weights-uri", plan["weights_uri"]] if plan["weights_uri"] else []),
     ]
@@ -87,6 +87,7 @@ def build_scoring_steps(plan: dict, staged_weights_uri: str | None = None) -> li
         "--model-uri", plan["models_uri"], "--run-key", plan["run_key"],
         "--modified-before", plan["modified_before"], "--batch-size", str(plan["batch_size"]),
         *(["--weights-uri", weights] if weights and weights != "random" else []),
+        *(["--threshold", str(plan["answer_threshold"])] if plan.get("answer_threshold") is not None else []),
         "--summary-uri", join(plan["steps_uri"], f"{SCORE}.json"),
     ]
     return [StepSpec(SCORE, tuple(score))]

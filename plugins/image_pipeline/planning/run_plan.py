@@ -78,6 +78,7 @@ class RunPlan:
     local_worker_cores: int
     local_worker_memory_gb: int
     emr: dict[str, Any] | None = None  # the EMR backend's cluster choices
+    target_precision: float = 0.95  # of the multiclass model's answered photos: sets its answer threshold
     kind: str = TRAINING_KIND  # steps.steps_for builds the training steps from such a plan
 
     def as_dict(self) -> dict[str, Any]:
@@ -95,7 +96,7 @@ def int_param(params: dict, name: str, low: int, high: int) -> int:
     return value
 
 
-def _number(params: dict, name: str, low: float, high: float, *, open_interval: bool = False) -> float:
+def number_param(params: dict, name: str, low: float, high: float, *, open_interval: bool = False) -> float:
     value = params.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise PlanError(f"param {name!r} must be a number, got {value!r}")
@@ -111,7 +112,7 @@ def bounded(params: dict, name: str) -> int | float:
     rule = BOUNDS[name]
     if rule.kind == "integer":
         return int_param(params, name, int(rule.low), int(rule.high))
-    return _number(params, name, rule.low, rule.high, open_interval=rule.open)
+    return number_param(params, name, rule.low, rule.high, open_interval=rule.open)
 
 
 def _choice(params: dict, name: str, choices: tuple[str, ...]) -> str:
@@ -260,6 +261,8 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
         pca_components=bounded(params, "pca_components"),
         test_fraction=test_fraction,
         min_accuracy=bounded(params, "min_accuracy"),
+        # a run triggered with the params of an earlier version has none: the job's default
+        target_precision=bounded({"target_precision": 0.95, **params}, "target_precision"),
         batch_size=bounded(params, "batch_size"),
         seed=bounded(params, "seed"),
         local_workers=bounded(params, "local_workers"),

@@ -18,7 +18,15 @@ from typing import Any
 from image_pipeline.conventions import IMAGE_SUFFIXES
 from image_pipeline.planning.layout import ScoringLayout, join, run_key_for, scoring_layout
 from image_pipeline.planning.listing import info_mtime
-from image_pipeline.planning.run_plan import bounded, emr_choices, flat_plan, require_local_uris, utc_instant
+from image_pipeline.planning.run_plan import (
+    bounded,
+    emr_choices,
+    flat_plan,
+    number_param,
+    require_local_uris,
+    utc_instant,
+)
+from image_pipeline.wiring.params import ANSWER_THRESHOLD_BOUNDS
 from image_pipeline.wiring.settings import Settings
 
 SCORING_KIND = "scoring"
@@ -42,10 +50,19 @@ class ScoringPlan:
     local_worker_cores: int
     local_worker_memory_gb: int
     emr: dict[str, Any] | None = None
+    answer_threshold: float | None = None  # None: the model's own
     kind: str = SCORING_KIND  # steps.steps_for builds the scoring step from such a plan
 
     def as_dict(self) -> dict[str, Any]:
         return flat_plan(self)
+
+
+def answer_threshold(params: dict) -> float | None:
+    """The run's override of the model's answer threshold, checked (None: the model's own)."""
+    if params.get("answer_threshold") is None:
+        return None
+    rule = ANSWER_THRESHOLD_BOUNDS
+    return number_param(params, "answer_threshold", rule.low, rule.high)
 
 
 def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, settings: Settings, latest: dict,
@@ -64,6 +81,7 @@ def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, set
         weights_uri=latest.get("weights_uri"),
         labels=list(latest.get("labels") or []),
         batch_size=bounded(params, "batch_size"),
+        answer_threshold=answer_threshold(params),
         local_workers=bounded(params, "local_workers"),
         local_worker_cores=bounded(params, "local_worker_cores"),
         local_worker_memory_gb=bounded(params, "local_worker_memory_gb"),

@@ -106,6 +106,57 @@ def _cell(text: object) -> str:
     return "".join("\\" + ch if ch in string.punctuation else ch for ch in " ".join(str(text).split()))
 
 
+def _percent(value: object) -> str:
+    return f"{100 * float(value):.1f}%"
+
+
+def selection_lines(multiclass: dict) -> list[str]:
+    """The report's section on how the multiclass model was chosen (none for a summary without it)."""
+    selection = multiclass.get("selection")
+    if not selection:
+        return []
+    chosen, interval = selection["chosen"], multiclass.get("accuracy_ci95")
+    rows = [f"| {r['reduction']} | {r['c']:g} | {_percent(r['cv_accuracy'])} | {_percent(r['fold_accuracy_std'])} |"
+            f" {'**chosen**' if r['chosen'] else ''} |" for r in selection["table"]]
+    return [
+        "## Multiclass model selection",
+        "",
+        f"Chosen: **{chosen['reduction']}, C={chosen['c']:g}** ({multiclass.get('model', '')}), by "
+        f"{selection['folds']}-fold stratified cross-validation on the training split (seed {selection['seed']}): "
+        f"{selection['rule']}. Test accuracy **{_percent(multiclass['accuracy'])}**"
+        + (f" (95% Wilson interval {_percent(interval[0])} to {_percent(interval[1])})" if interval else "") + ".",
+        "",
+        "| reduction | C | cross-validated accuracy | spread over folds (std) | |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+def threshold_lines(multiclass: dict) -> list[str]:
+    """The report's section on the answer threshold (none for a summary without it)."""
+    info = multiclass.get("answer_threshold")
+    if not info:
+        return []
+    met = "" if info["target_met"] else " (the target is not reached: the most precise threshold is used)"
+    return [
+        "## Answering only when sure",
+        "",
+        f"Photos whose top probability is under **{info['threshold']:.3f}** are answered \"not sure\" (their top "
+        f"classes still listed). On the held-out photos ({info.get('held_out', 'held-out')}) it gives "
+        f"{_percent(info['precision'])} precision at {_percent(info['coverage'])} coverage, for a target of "
+        f"{_percent(info['target_precision'])}{met}; on the test split {_percent(info['test_precision'])} precision "
+        f"at {_percent(info['test_coverage'])} coverage.",
+        "",
+        "| threshold | held-out precision | held-out coverage | test precision | test coverage |",
+        "|---|---|---|---|---|",
+        *[f"| {'**' if r['chosen'] else ''}{r['threshold']:.3f}{'**' if r['chosen'] else ''} | "
+          f"{_percent(r['held_out_precision'])} | {_percent(r['held_out_coverage'])} | "
+          f"{_percent(r['test_precision'])} | {_percent(r['test_coverage'])} |" for r in info.get("curve", [])],
+        "",
+    ]
+
+
 def render_markdown(summary: dict, headline: dict) -> str:
     """report.md: the run in a page a person reads, with the plots inline (relative links)."""
     lines = [
@@ -125,6 +176,8 @@ def render_markdown(summary: dict, headline: dict) -> str:
         "|---|---|",
         *[f"| {_cell(label)} | {n} |" for label, n in sorted(summary["image_counts"].items())],
         "",
+        *selection_lines(summary["multiclass"]),
+        *threshold_lines(summary["multiclass"]),
         "## Hardest pairs",
         "",
         "| class 1 | class 2 | mean accuracy (%) | min (%) |",
@@ -142,6 +195,7 @@ def render_markdown(summary: dict, headline: dict) -> str:
         "",
         "Tables: [metrics.csv](metrics.csv), [multiclass.csv](multiclass.csv), "
         "[confusion_matrix.csv](confusion_matrix.csv), [hardest_pairs.csv](hardest_pairs.csv), "
+        "[model_selection.csv](model_selection.csv), [precision_coverage.csv](precision_coverage.csv), "
         "[summary.json](summary.json)",
         "",
     ]

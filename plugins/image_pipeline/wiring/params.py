@@ -39,6 +39,7 @@ BOUNDS = {
     "pca_components": Bounds("integer", 2, 4096),
     "test_fraction": Bounds("number", 0.0, 1.0, open=True),
     "min_accuracy": Bounds("number", 0.0, 1.0),
+    "target_precision": Bounds("number", 0.5, 1.0),
     "batch_size": Bounds("integer", 1, 1024),
     "seed": Bounds("integer", 0, 2**31 - 1),
     "local_workers": Bounds("integer", 1, 16),
@@ -48,6 +49,10 @@ BOUNDS = {
     "emr_spot_task_count": Bounds("integer", 0, 100),
     "emr_idle_timeout_minutes": Bounds("integer", 5, 1440),
 }
+
+
+# image_scoring's optional override of the model's answer threshold (null: the model's own)
+ANSWER_THRESHOLD_BOUNDS = Bounds("number", 0.0, 1.0)
 
 
 def emr_params(emr) -> dict:
@@ -140,7 +145,8 @@ def training_params() -> dict:
         ),
         "pca_components": Param(
             128, **BOUNDS["pca_components"].schema(), title="PCA components",
-            description="Dimensions kept after standardise + PCA (fitted on training images only).",
+            description="Dimensions of the pairwise sweep's standardise + PCA (fitted on training images only); "
+                        "the multiclass model's reduction is chosen by cross-validation.",
         ),
         "test_fraction": Param(
             0.2, **BOUNDS["test_fraction"].schema(), title="Test fraction",
@@ -149,6 +155,11 @@ def training_params() -> dict:
         "min_accuracy": Param(
             0.5, **BOUNDS["min_accuracy"].schema(), title="Minimum accuracy",
             description="Quality gate: the run fails when multiclass test accuracy is below this.",
+        ),
+        "target_precision": Param(
+            0.95, **BOUNDS["target_precision"].schema(), title="Target precision of answered photos",
+            description="The multiclass model answers a photo only when its top probability reaches the "
+                        "threshold that gives this precision on held-out photos; the others are 'not sure'.",
         ),
         "batch_size": Param(
             32, **BOUNDS["batch_size"].schema(), title="Inference batch size",
@@ -187,6 +198,12 @@ def scoring_params(settings: Settings, emr=None) -> dict:
         "batch_size": Param(
             32, **BOUNDS["batch_size"].schema(), title="Inference batch size",
             description="Photos per forward pass of the CNN while scoring.",
+        ),
+        "answer_threshold": Param(
+            None, type=["null", "number"], minimum=ANSWER_THRESHOLD_BOUNDS.low, maximum=ANSWER_THRESHOLD_BOUNDS.high,
+            title="Answer threshold",
+            description="Photos whose top probability is under it are marked uncertain; empty: the model's own "
+                        "threshold (0 for a model trained before thresholds).",
         ),
         **local_params(),
         **(emr_params(emr) if emr is not None else {}),

@@ -24,6 +24,7 @@ import pytest
 
 from image_pipeline.compute.emr.requests import job_flow_overrides, load_emr_settings
 from image_pipeline.compute.emr.wheelhouse import (
+    REQUIREMENTS,
     WheelhouseError,
     complete_wheelhouse,
     read_manifest,
@@ -31,7 +32,7 @@ from image_pipeline.compute.emr.wheelhouse import (
     wheelhouse_root,
     write_manifest,
 )
-from image_pipeline.compute.staging import EMR_REQUIREMENTS, stage_s3
+from image_pipeline.compute.staging import stage_s3
 from s3_server import seaweed_bucket
 
 pytestmark = pytest.mark.slow  # installs TensorFlow and the rest into a fresh venv (a minute or two)
@@ -77,7 +78,7 @@ done
 
 def pins() -> dict[str, str]:
     """The requirements file's pins, name -> version."""
-    lines = (line.split("#")[0].strip() for line in EMR_REQUIREMENTS.read_text().splitlines())
+    lines = (line.split("#")[0].strip() for line in REQUIREMENTS.read_text().splitlines())
     return dict(line.split("==") for line in lines if line)
 
 
@@ -126,9 +127,9 @@ def run_bootstrap(root: Path, script: Path, args: list[str], **extra_env: str) -
 
 @pytest.fixture(scope="module")
 def wheelhouse() -> Path:
-    folder = complete_wheelhouse(EMR_REQUIREMENTS, wheelhouse_root())
+    folder = complete_wheelhouse(REQUIREMENTS, wheelhouse_root())
     if folder is None:
-        pytest.fail(f"no wheelhouse for {EMR_REQUIREMENTS.name} (requirements hash {requirements_hash()}) in "
+        pytest.fail(f"no wheelhouse for {REQUIREMENTS.name} (requirements hash {requirements_hash()}) in "
                     f"{wheelhouse_root()}: run `make wheelhouse` (make test builds it before the tests)")
     return folder
 
@@ -177,13 +178,13 @@ def test_the_bootstrap_installs_every_pin_offline_from_the_staged_wheelhouse(nod
     assert "bootstrap: python deps ok" in out.stdout  # the import check
     for name, version in pins().items():
         assert f"bootstrap: installed {name}=={version}" in out.stdout
-    manifest = read_manifest(complete_wheelhouse(EMR_REQUIREMENTS, wheelhouse_root()))
+    manifest = read_manifest(complete_wheelhouse(REQUIREMENTS, wheelhouse_root()))
     assert f"{len(manifest['wheels'])} wheels, all as in its manifest" in out.stdout
 
 
 def test_staging_uploads_the_wheelhouse_manifest_last_and_a_second_staging_uploads_no_wheel(
         s3, first_staging, wheelhouse):
-    prefix = f"{PREFIX}/artifacts/wheelhouse-{requirements_hash(EMR_REQUIREMENTS)}/"
+    prefix = f"{PREFIX}/artifacts/wheelhouse-{requirements_hash(REQUIREMENTS)}/"
     assert first_staging["wheelhouse_uri"] == f"s3://{BUCKET}/{prefix.rstrip('/')}"
     wheels = read_manifest(wheelhouse)["wheels"]
     staged = keys(s3, prefix)
@@ -205,7 +206,7 @@ def test_staging_fails_naming_the_command_when_the_wheelhouse_is_missing_and_can
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     with pytest.raises(WheelhouseError) as failed:
         stage_s3(f"s3://{BUCKET}/offline/artifacts", None, CONN_ID)
-    message, name = str(failed.value), requirements_hash(EMR_REQUIREMENTS)
+    message, name = str(failed.value), requirements_hash(REQUIREMENTS)
     assert "`make wheelhouse`" in message and "python -m image_pipeline.compute.emr.wheelhouse" in message
     first_pin = "==".join(next(iter(pins().items())))
     assert f"requirements hash {name}" in message and first_pin in message  # pip's reason: no index has it
@@ -231,7 +232,7 @@ def tiny_wheelhouse(fake_s3: Path, requirements: Path) -> Path:
 def test_the_bootstrap_fails_loudly(tmp_path, fault, expected):
     requirements = tmp_path / "s3" / BUCKET / "small" / "requirements-emr.txt"
     requirements.parent.mkdir(parents=True)
-    shutil.copy(EMR_REQUIREMENTS, requirements)
+    shutil.copy(REQUIREMENTS, requirements)
     folder = tiny_wheelhouse(tmp_path / "s3", requirements)
     if fault == "not staged":
         shutil.rmtree(folder)

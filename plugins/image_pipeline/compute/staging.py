@@ -86,7 +86,6 @@ def stage_local(artifacts_uri: str) -> dict:
 
 
 BOOTSTRAP_FILES = ("install_python_deps.sh", "requirements-emr.txt")
-EMR_REQUIREMENTS = BOOTSTRAP_DIR / "requirements-emr.txt"
 
 
 def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -> dict:
@@ -112,9 +111,9 @@ def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -
             uploaded.append(key)
         return f"s3://{bucket}/{key}"
 
-    wheelhouse_prefix = f"{prefix}/wheelhouse-{requirements_hash(EMR_REQUIREMENTS)}"
+    wheelhouse_prefix = f"{prefix}/wheelhouse-{requirements_hash()}"
     staged_already = s3.check_for_key(f"{wheelhouse_prefix}/{MANIFEST}", bucket)
-    wheelhouse = None if staged_already else ensure_wheelhouse(EMR_REQUIREMENTS)
+    wheelhouse = None if staged_already else ensure_wheelhouse()
     with tempfile.TemporaryDirectory() as tmp:
         code_hash, files = build_local_artifacts(Path(tmp))
         files += [BOOTSTRAP_DIR / name for name in BOOTSTRAP_FILES]

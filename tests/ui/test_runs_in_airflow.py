@@ -117,8 +117,10 @@ def test_a_step_marked_failed_from_outside_is_killed_and_the_cluster_stopped(air
     states = {task: ti["state"] for task, ti in task_instances(airflow_server, run_id).items()}
     assert states["extract_features"] == "failed" and states["terminate_cluster"] == "success", states
     assert states["train_models"] == "upstream_failed" and states["publish_report"] == "upstream_failed", states
-    assert "killing spark-submit of extract_features" in task_log(airflow_server, run_id, "extract_features")
     wait_for(lambda: processes_mentioning(run_key) == [], 60, "every process of the run to exit")
+    # the task's supervisor writes the killed attempt's log as it winds down, after the run is finished
+    wait_for(lambda: "killing spark-submit of extract_features" in task_log(airflow_server, run_id, "extract_features"),
+             120, "the killed attempt's log to say it killed spark-submit")
     assert not (root / "features" / "backbone=mobilenet_v2" / f"run={run_key}" / "_SUCCESS").exists()
 
 

@@ -37,8 +37,10 @@ sample-data: setup
 		PYTHONPATH=tools $(PY) -m image_tools.sample_images --out "$(IMAGES)" --classes 6 --per-class 40 --seed 0; \
 	else echo "sample images already in $(IMAGES)"; fi
 
+# The converted Keras model, then its OpenVINO IR next to it (named by content hash: kept when there).
 weights: setup
 	PYTHONPATH=tools $(PY) -m image_tools.weights --out "$(WEIGHTS)"
+	PYTHONPATH=spark_jobs $(PY) -m image_jobs.inference --backbone mobilenet_v2 --weights "$(WEIGHTS)" > /dev/null
 
 # The main job: the image_classification DAG once, end to end, on a transient local Spark cluster.
 run: setup sample-data weights airflow-db

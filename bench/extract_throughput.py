@@ -2,17 +2,22 @@
 
     make bench-extract                       # 7400 images (the pets study's dataset size), 2 cores
     make bench-extract BENCH_ARGS="--images 3000 --cores 2"
+    make bench-extract BENCH_ARGS="--runtime openvino --precision fp32"   # the whole job on OpenVINO
+    make bench-extract BENCH_ARGS="--no-job"                              # the forward passes only
 
 Prints images/s per core for
   (a) the model's forward pass alone on pre-decoded 224x224 batches: one single-threaded process
-      per core, all running at once (the job's own parallelism), and
-  (b) the whole extraction job through Spark (local[cores]): listing, incremental selection,
-      reading bytes, decoding, inference, Parquet writes; Spark session start-up excluded, Python
-      worker start-up and model loading included,
-and their ratio (target for mobilenet_v2: >= 0.70). Then where (b)'s time goes: the rate inside the
-featurizing tasks against (a) (the steady state), and the seconds of the job not spent at that rate
-(start-up paid once per job: listing on a cold JVM, TensorFlow import and model load per Python
-worker; the JVM's share of the cores; the last wave). The ratio grows with the number of images.
+      per core, all running at once (the job's own parallelism), after a warm-up, for every runtime
+      and precision this CPU runs (tensorflow fp32, openvino fp32, openvino bf16 where the CPU has
+      BF16), and their ratios to tensorflow's, and
+  (b) the whole extraction job through Spark (local[cores]) on ``--runtime``/``--precision``: listing,
+      incremental selection, reading bytes, decoding, inference, Parquet writes; Spark session
+      start-up excluded, Python worker start-up and model loading included,
+and the ratio of (b) to (a) of the same runtime (target for mobilenet_v2: >= 0.70). Then where (b)'s
+time goes: the rate inside the featurizing tasks against (a) (the steady state), and the seconds of the
+job not spent at that rate (start-up paid once per job: listing on a cold JVM, the runtime's import and
+model load per Python worker; the JVM's share of the cores; the last wave). The ratio grows with the
+number of images.
 """
 
 from __future__ import annotations
@@ -44,18 +49,21 @@ def make_images(folder: Path, n: int, classes: int, seed: int) -> None:
         render_image(style, rng).resize((224, 224)).save(out, quality=90)
 
 
-def forward_only(weights: str, backbone: str, batch_size: int, seconds: float) -> float:
-    """Images/s of one TensorFlow thread on pre-decoded batches (run in a child process per core)."""
+def forward_only(weights: str, backbone: str, batch_size: int, seconds: float, runtime: str = "tensorflow",
+                 precision: str = "fp32", ir: str | None = None) -> float:
+    """Images/s of one thread on pre-decoded batches (run in a child process per core)."""
     from image_jobs.featurize import configure_threads
 
     configure_threads(1)
     import numpy as np
 
-    from image_jobs.featurize import load_model
+    from image_jobs.featurize import InferenceChoice, load_model
 
-    model, _ = load_model(backbone, weights, weights.removeprefix("file://") if weights != "random" else None)
+    model, _ = load_model(backbone, weights, weights.removeprefix("file://") if weights != "random" else None,
+                          InferenceChoice(runtime, precision, ir), threads=1)
     batch = np.random.default_rng(0).uniform(0, 255, (batch_size, 224, 224, 3)).astype(np.float32)
-    model.predict_on_batch(batch)  # warm-up: graph tracing
+    for _ in range(3):  # warm-up: graph tracing (tensorflow), first-inference allocations (both)
+        model.predict_on_batch(batch)
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         model.predict_on_batch(batch)
@@ -63,7 +71,58 @@ def forward_only(weights: str, backbone: str, batch_size: int, seconds: float) -
     return done / (time.perf_counter() - started)
 
 
-def whole_job(images: Path, work: Path, weights: str, backbone: str, batch_size: int, cores: int) -> dict:
+def forward_configs(weights: str, backbone: str) -> list[tuple[str, str, str | None]]:
+    """(runtime, precision, IR) of every forward pass to time here: the IR exported first (once, here,
+    so the timed processes only load it), bf16 only where the CPU offers it."""
+    if weights == "random":
+        print("random weights: only tensorflow is timed (openvino runs exported weights files)", flush=True)
+        return [("tensorflow", "fp32", None)]
+    import openvino as ov
+
+    from image_jobs.inference import BF16_CAPABILITY, export_ir
+
+    ir = str(export_ir(backbone, weights.removeprefix("file://")))
+    capabilities = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    print(f"CPU capabilities seen by OpenVINO: {capabilities}", flush=True)
+    configs = [("tensorflow", "fp32", None), ("openvino", "fp32", ir)]
+    if BF16_CAPABILITY in capabilities:
+        configs.append(("openvino", "bf16", ir))
+    else:
+        print("openvino bf16: not timed, this CPU offers no BF16", flush=True)
+    return configs
+
+
+def time_forward(args: argparse.Namespace, runtime: str, precision: str, ir: str | None) -> float:
+    """(a) for one runtime: images/s per core, ``args.cores`` single-threaded processes at once."""
+    # one single-threaded process per core, all at once: the same parallelism as the job's
+    # Python workers, so both figures pay the same memory-bandwidth and cache sharing
+    command = [sys.executable, __file__, "--forward-only", "--backbone", args.backbone,
+               "--weights-uri", args.weights_uri, "--batch-size", str(args.batch_size),
+               "--forward-seconds", str(args.forward_seconds), "--runtime", runtime, "--precision", precision,
+               *(["--ir", ir] if ir else [])]
+    children = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                for _ in range(args.cores)]
+    outputs = [child.communicate()[0] for child in children]
+    if any(child.returncode for child in children):
+        raise RuntimeError(f"a forward-pass process for {runtime} {precision} failed: {command}")
+    return sum(float(out.strip().splitlines()[-1]) for out in outputs) / args.cores
+
+
+def forward_figures(args: argparse.Namespace) -> dict[tuple[str, str], float]:
+    """(a) for every runtime and precision, printed with their ratios to tensorflow's."""
+    rates = {}
+    for runtime, precision, ir in forward_configs(args.weights_uri, args.backbone):
+        rates[runtime, precision] = time_forward(args, runtime, precision, ir)
+    base = rates["tensorflow", "fp32"]
+    print(f"(a) forward pass alone ({args.backbone}, batch {args.batch_size}, {args.cores} single-threaded "
+          f"processes at once, after warm-up), images/s per core:")
+    for (runtime, precision), rate in rates.items():
+        print(f"    {runtime:<10} {precision:<4} {rate:7.1f}   x{rate / base:.2f} tensorflow's", flush=True)
+    return rates
+
+
+def whole_job(images: Path, work: Path, weights: str, backbone: str, batch_size: int, cores: int,
+              inference: tuple[str, str] = ("tensorflow", "fp32")) -> dict:
     import extract_features
     from image_jobs.session import build_session
     from image_pipeline.compute.jobs_archive import build_jobs_zip
@@ -75,6 +134,7 @@ def whole_job(images: Path, work: Path, weights: str, backbone: str, batch_size:
             "--rejects-uri", f"file://{work}/rejects", "--backbone", backbone, "--run-key", "bench",
             "--modified-before", "2100-01-01T00:00:00Z", "--batch-size", str(batch_size)]
     argv += ["--random-weights"] if weights == "random" else ["--weights-uri", weights]
+    argv += ["--runtime", inference[0], "--precision", inference[1]]
     started = time.perf_counter()
     summary = extract_features.run(spark, extract_features.parse_args(argv))
     summary["wall_seconds"] = time.perf_counter() - started
@@ -92,51 +152,56 @@ def main() -> int:
                         help="weights file, or 'random' (timing only)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--forward-seconds", type=float, default=20.0)
+    parser.add_argument("--runtime", choices=("tensorflow", "openvino"), default="tensorflow",
+                        help="runtime of the whole job (b); (a) times every runtime")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                        help="precision of the whole job (b) (openvino only)")
+    parser.add_argument("--no-job", action="store_true", help="time the forward passes (a) only")
     parser.add_argument("--forward-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.forward_only:
-        print(json.dumps(forward_only(args.weights_uri, args.backbone, args.batch_size, args.forward_seconds)))
+        print(json.dumps(forward_only(args.weights_uri, args.backbone, args.batch_size, args.forward_seconds,
+                                      args.runtime, args.precision, args.ir)))
         return 0
     if args.weights_uri != "random" and not Path(args.weights_uri.removeprefix("file://")).exists():
         parser.error(f"{args.weights_uri} is missing: run 'make weights' first, or pass --weights-uri random")
-
+    rates = forward_figures(args)
+    if args.no_job:
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
         work = Path(tmp)
         print(f"generating {args.images} images at 224x224 ...", flush=True)
         make_images(work / "images", args.images, classes=10, seed=0)
-        # one single-threaded process per core, all at once: the same parallelism as the job's
-        # Python workers, so both figures pay the same memory-bandwidth and cache sharing
-        children = [subprocess.Popen(
-            [sys.executable, __file__, "--forward-only", "--backbone", args.backbone,
-             "--weights-uri", args.weights_uri, "--batch-size", str(args.batch_size),
-             "--forward-seconds", str(args.forward_seconds)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        ) for _ in range(args.cores)]
-        rates = [float(child.communicate()[0].strip().splitlines()[-1]) for child in children]
-        forward_per_core = sum(rates) / args.cores
-        print(f"(a) forward pass alone: {forward_per_core:.1f} images/s per core "
-              f"({args.backbone}, batch {args.batch_size}, {args.cores} single-threaded processes at once)",
-              flush=True)
-        summary = whole_job(work / "images", work, args.weights_uri, args.backbone, args.batch_size, args.cores)
+        summary = whole_job(work / "images", work, args.weights_uri, args.backbone, args.batch_size, args.cores,
+                            (args.runtime, args.precision))
     assert summary["features_written"] == args.images, summary
-    job_per_core = args.images / summary["wall_seconds"] / args.cores
-    print(f"(b) whole extraction job: {args.images} images in {summary['wall_seconds']:.1f} s on {args.cores} "
-          f"cores = {job_per_core:.1f} images/s per core")
+    precision = args.precision
+    if precision == "auto":  # what the workers chose: bf16 where the CPU has it
+        precision = "bf16" if ("openvino", "bf16") in rates else "fp32"
+    report_job(args, summary, rates[args.runtime, precision], f"{args.runtime} {precision}")
+    return 0
+
+
+def report_job(args: argparse.Namespace, summary: dict, forward_per_core: float, runtime: str) -> None:
+    """(b), its ratio to (a) of the same runtime, and where its time goes."""
+    wall = summary["wall_seconds"]
+    job_per_core = args.images / wall / args.cores
+    print(f"(b) whole extraction job ({runtime}): {args.images} images in {wall:.1f} s on {args.cores} cores "
+          f"= {job_per_core:.1f} images/s per core")
     print(f"    phases (s): {json.dumps(summary['phase_seconds'])}; model loads inside featurizing tasks: "
           f"{summary['model_loads']}")
-    print(f"ratio (b)/(a): {job_per_core / forward_per_core:.2f}  (target >= 0.70)")
+    print(f"ratio (b)/(a) of {runtime}: {job_per_core / forward_per_core:.2f}  (target >= 0.70)")
     task_ms = 1000 * summary["featurize_task_seconds"] / args.images  # per image, on one core
     steady_seconds = summary["featurize_task_seconds"] / args.cores  # the job's wall time at that rate
     print(f"    inside the featurizing tasks: {task_ms:.1f} ms per image per core (decoding, the forward pass, "
           f"its one trace per worker) against {1000 / forward_per_core:.1f} ms for (a) alone: steady state "
           f"{1000 / forward_per_core / task_ms:.2f} of the bare model")
-    wall = summary["wall_seconds"]
     print(f"    the rest of the job's {wall:.1f} s: {wall - steady_seconds:.1f} s not spent at that rate (listing; "
-          f"Python workers importing TensorFlow and loading the model, {summary['model_load_seconds']:.1f} s summed "
-          f"over {summary['model_loads']}; the JVM reading files and moving Arrow batches and Parquet on the same "
-          f"cores; the last wave; writes)")
+          f"Python workers importing the runtime and loading the model, {summary['model_load_seconds']:.1f} s "
+          f"summed over {summary['model_loads']}; the JVM reading files and moving Arrow batches and Parquet on "
+          f"the same cores; the last wave; writes)")
     print(f"the original study: about {4400 / 3600:.2f} images/s per vCPU (4,400 images per vCPU-hour)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
     make bench-predict                                   # synthetic 6-class model on the real backbone
     make bench-predict BENCH_ARGS="--model file:///data/runs/<run_key>/models"   # a trained run
+    make bench-predict BENCH_ARGS="--runtime openvino"   # the forward pass on OpenVINO: no TensorFlow
 
 Prints
   - the whole command, cold: ``python -m image_pipeline.predict_photos`` on one photo in a fresh process
-    (imports, TensorFlow, model load, the photo, the answer), median of a few runs;
-  - model load in-process (TensorFlow import + backbone + classifier), once;
+    (imports, the runtime, model load, the photo, the answer), median of a few runs;
+  - model load in-process (the runtime's import + backbone + classifier), once;
   - seconds per photo after the model is loaded, one photo per call (median and worst) for
     generated photo-like images (160-480 px) and for 12-megapixel phone-sized JPEGs;
   - seconds per photo in a batch of 32 photos per call.
@@ -67,18 +68,28 @@ def make_photos(folder: Path, n: int) -> tuple[list[Path], list[Path]]:
     return small, large
 
 
-def cold_command(models_uri: str, photo: Path, runs: int) -> float:
+def cold_command(models_uri: str, photo: Path, runs: int, inference: list[str]) -> float:
     """Median wall seconds of the whole command on one photo, each time in a fresh process."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), os.environ.get("PYTHONPATH", "")])}
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "image_pipeline.predict_photos", "--model", models_uri, str(photo)],
-                             capture_output=True, text=True, env=env)
+        out = subprocess.run([sys.executable, "-m", "image_pipeline.predict_photos", "--model", models_uri,
+                              *inference, str(photo)], capture_output=True, text=True, env=env)
         times.append(time.perf_counter() - started)
         if out.returncode != 0:
             raise SystemExit(f"the command failed: {out.stderr[-2000:]}")
     return statistics.median(times)
+
+
+def export_ir_once(models_uri: str, cache: Path) -> None:
+    """The model's OpenVINO IR next to its weights (found when there), exported in a child process."""
+    from image_pipeline.predict_photos import fetch_weights, resolve_model
+
+    model = resolve_model(models_uri, "", None).model
+    command = [sys.executable, "-m", "image_jobs.inference", "--backbone", model.backbone,
+               "--weights", fetch_weights(model.weights_uri, None, cache)]
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT / "spark_jobs")})
 
 
 def main() -> int:
@@ -89,6 +100,9 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=20, help="photos of each size timed one by one")
     parser.add_argument("--batch", type=int, default=32, help="photos per call in the batch figure")
     parser.add_argument("--cold-runs", type=int, default=3, help="fresh processes timed for the whole command")
+    parser.add_argument("--runtime", choices=("tensorflow", "openvino"), default="tensorflow",
+                        help="what runs the forward pass (openvino: the IR is exported first, as make weights does)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32", help="openvino only")
     args = parser.parse_args()
     if args.model is None and not Path(args.weights_uri.removeprefix("file://")).exists():
         parser.error(f"{args.weights_uri} is missing: run 'make weights' first")
@@ -97,22 +111,27 @@ def main() -> int:
         work = Path(tmp)
         models_uri = args.model or synthetic_model(work, args.weights_uri)
         small, large = make_photos(work / "photos", max(args.photos, args.batch))
-        cold = cold_command(models_uri, small[0], args.cold_runs)
-        print(f"whole command, one photo, fresh process: {cold:.2f} s (median of {args.cold_runs})", flush=True)
+        if args.runtime == "openvino":  # exported beforehand, in a process of its own: not part of the timings
+            export_ir_once(models_uri, work / "cache")
+        cold = cold_command(models_uri, small[0], args.cold_runs,
+                            ["--runtime", args.runtime, "--precision", args.precision])
+        print(f"whole command ({args.runtime} {args.precision}), one photo, fresh process: {cold:.2f} s "
+              f"(median of {args.cold_runs})", flush=True)
 
         started = time.perf_counter()
         from image_jobs.featurize import configure_threads
 
         configure_threads(os.cpu_count() or 1)
-        from image_pipeline.predict_photos import fetch_weights, resolve_model
+        from image_pipeline.predict_photos import fetch_weights, inference_choice, resolve_model
 
         resolved = resolve_model(models_uri, "", None)
         from image_jobs.predictor import Predictor
 
-        predictor = Predictor.load(resolved.model, fetch_weights(resolved.model.weights_uri, None, work / "cache"),
-                                   batch_size=args.batch)
+        weights_path = fetch_weights(resolved.model.weights_uri, None, work / "cache")
+        predictor = Predictor.load(resolved.model, weights_path, batch_size=args.batch,
+                                   inference=inference_choice(args, resolved.model, weights_path))
         load = time.perf_counter() - started
-        print(f"model load in-process (TensorFlow import, backbone, classifier): {load:.2f} s", flush=True)
+        print(f"model load in-process ({args.runtime} import, backbone, classifier): {load:.2f} s", flush=True)
         predictor.predict([small[0].read_bytes()])  # warm-up: the first call traces the graph
         predictor.predict([small[0].read_bytes()] * args.batch)
 

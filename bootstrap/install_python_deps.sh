@@ -65,7 +65,7 @@ CHECK
 sudo "$PYTHON" -m pip install --no-index --find-links "$WHEELHOUSE" --no-cache-dir --quiet \
   --disable-pip-version-check -r "$REQUIREMENTS"
 sudo "$PYTHON" -m pip check
-"$PYTHON" -c "import tensorflow, keras, sklearn, PIL, pyarrow, pandas, matplotlib; print('bootstrap: python deps ok')"
+"$PYTHON" -c "import tensorflow, keras, openvino, sklearn, PIL, pyarrow, pandas, matplotlib; print('bootstrap: python deps ok')"
 "$PYTHON" - "$REQUIREMENTS" <<'VERSIONS'
 import importlib.metadata, re, sys
 for line in open(sys.argv[1]):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from image_jobs import storage
 from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
-from image_jobs.cli import parse_labels_json, run_job
+from image_jobs.cli import add_inference_args, check_inference_args, parse_labels_json, run_job
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import (
     CHANGED,
@@ -45,10 +45,13 @@ from image_jobs.extraction import (
 from image_jobs.featurize import (
     FEATURE_COLUMNS,
     REJECT_COLUMNS,
+    TENSORFLOW,
+    InferenceChoice,
     OutcomesParam,
     make_featurizer,
     output_schema,
 )
+from image_jobs.inference import ship_ir
 from image_jobs.progress import ProgressLogger
 from image_jobs.session import job_logger
 
@@ -81,7 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--summary-uri", default=None, help="also write the job's JSON summary to this file")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="decompression-bomb guard: images with more pixels are rejected")
+    add_inference_args(parser)
     args = parser.parse_args(argv)
+    check_inference_args(parser, args)
     args.labels = parse_labels_json(parser, args.labels_json)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -110,7 +115,7 @@ def check_weights_available(spark, backbone: str, weights: str) -> None:
 
 
 def featurize_new_images(spark, args: argparse.Namespace, images_root: str, to_read: list[ListedImage],
-                         counters: dict):
+                         counters: dict, inference: InferenceChoice = TENSORFLOW):
     """Featurized rows (``featurize.output_schema``) for the new, readable, labelled images ``to_read``."""
     from pyspark.sql import functions as F
 
@@ -122,7 +127,8 @@ def featurize_new_images(spark, args: argparse.Namespace, images_root: str, to_r
                for label in sorted({image.label for image in to_read})]
     content = read_images(spark, folders, args.modified_before, with_content=True).join(
         F.broadcast(image_frame(spark, to_read, "label")), IMAGE_KEY)  # the label as listed
-    featurizer = make_featurizer(args.backbone, args.weights, args.batch_size, args.max_pixels, counters)
+    featurizer = make_featurizer(args.backbone, args.weights, args.batch_size, args.max_pixels, counters,
+                                 inference)
     return content.mapInPandas(featurizer, output_schema())
 
 
@@ -146,8 +152,9 @@ def select_new_images(spark, args: argparse.Namespace, images_root: str) -> tupl
     return len(listing), todo
 
 
-def prepare_run(spark: SparkSession, args: argparse.Namespace) -> tuple[str, str, str]:
-    """Check the inputs and ship the weights; returns (images root, features output, rejects output)."""
+def prepare_run(spark: SparkSession, args: argparse.Namespace) -> tuple[str, str, str, InferenceChoice]:
+    """Check the inputs and ship the weights (and with openvino the IR, exported here when it is not yet);
+    returns (images root, features output, rejects output, the forward pass's runtime)."""
     if not storage.exists(spark, args.images_uri):
         raise FileNotFoundError(f"--images-uri {args.images_uri} does not exist")
     images_root = storage.qualify(spark, args.images_uri)
@@ -157,7 +164,12 @@ def prepare_run(spark: SparkSession, args: argparse.Namespace) -> tuple[str, str
     check_weights_available(spark, args.backbone, args.weights)
     if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
         spark.sparkContext.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
-    return images_root, out_features, out_rejects
+    inference = TENSORFLOW
+    if args.runtime == "openvino":
+        inference = ship_ir(spark, args.backbone, args.weights, args.precision)
+    log.info("forward pass: runtime %s, precision %s%s", inference.runtime, inference.precision,
+             f", IR {inference.ir_uri}" if inference.ir_uri else "")
+    return images_root, out_features, out_rejects, inference
 
 
 def extract_counters(sc: SparkContext) -> dict[str, Accumulator]:
@@ -168,11 +180,12 @@ def extract_counters(sc: SparkContext) -> dict[str, Accumulator]:
 
 
 def write_features(spark: SparkSession, args: argparse.Namespace, images_root: str, to_read: list[ListedImage],
-                   counters: dict[str, Accumulator], out_features: str) -> None:
+                   counters: dict[str, Accumulator], out_features: str,
+                   inference: InferenceChoice = TENSORFLOW) -> None:
     """Featurize the readable images and write their feature rows, in one logged pass."""
     from pyspark.sql import functions as F
 
-    featurized = featurize_new_images(spark, args, images_root, to_read, counters)
+    featurized = featurize_new_images(spark, args, images_root, to_read, counters, inference)
     with ProgressLogger(spark, log, len(to_read), counters):  # one pass: read, featurize, write
         (featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS).write.mode("overwrite")
          .option("parquet.enable.dictionary#features.list.element", "false")  # CNN outputs never repeat
@@ -206,6 +219,8 @@ def extraction_summary(args: argparse.Namespace, n_seen: int, n_todo: int, n_pro
     return {
         "run_key": args.run_key,
         "backbone": args.backbone,
+        "runtime": args.runtime,
+        "precision": args.precision,
         "images_seen": n_seen,
         "skipped_done_earlier": n_seen - n_todo,
         "processed": n_processed,
@@ -238,14 +253,14 @@ def report(spark: SparkSession, args: argparse.Namespace, summary: dict, reject_
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     """Extract features for the new images; returns the counts and timings it logged."""
     started = time.perf_counter()
-    images_root, out_features, out_rejects = prepare_run(spark, args)
+    images_root, out_features, out_rejects, inference = prepare_run(spark, args)
     counters = extract_counters(spark.sparkContext)
     n_seen, todo = select_new_images(spark, args, images_root)
     phases = {"list": time.perf_counter() - started}
 
     to_read, rejected = split_readable(
         todo, lambda image: precheck_reason(image.label, image.length, DEFAULT_MAX_FILE_BYTES))
-    write_features(spark, args, images_root, to_read, counters, out_features)
+    write_features(spark, args, images_root, to_read, counters, out_features, inference)
     precheck_rejects = [(*image, reason) for image, reason in rejected]  # (path, length, mtime_ms, label, reason)
     model_rejects, unread = content_rejects(spark, to_read, counters["outcomes"].value)
     phases["featurize"] = time.perf_counter() - started - sum(phases.values())

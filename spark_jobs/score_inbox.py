@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from image_jobs import storage
 from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
-from image_jobs.cli import run_job
+from image_jobs.cli import add_inference_args, check_inference_args, run_job
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import (
     DEFAULT_MAX_FILE_BYTES,
@@ -44,7 +44,9 @@ from image_jobs.extraction import (
     size_reason,
     split_readable,
 )
+from image_jobs.featurize import TENSORFLOW, InferenceChoice
 from image_jobs.inbox import first_score_per_photo, make_scorer, precheck_rejects, predictions_csv, scored_schema
+from image_jobs.inference import ship_ir
 from image_jobs.predictor import ModelError, MulticlassModel, check_threshold, load_model_json
 from image_jobs.progress import ProgressLogger
 from image_jobs.session import job_logger
@@ -74,7 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=None,
                         help="answer threshold in [0, 1] for this run: photos whose top probability is under it "
                              "are uncertain (default: the model's own; 0 for a model without one)")
+    add_inference_args(parser)
     args = parser.parse_args(argv)
+    check_inference_args(parser, args)
     if args.threshold is not None:
         try:
             check_threshold(args.threshold, "--threshold")
@@ -107,12 +111,19 @@ def load_model(spark, args: argparse.Namespace):
     return uri, model, weights
 
 
-def prepare_model(spark: SparkSession, args: argparse.Namespace) -> tuple[str, MulticlassModel, str]:
-    """Load and check the run's model, ship its weights to the executors; returns (uri, model, weights)."""
+def prepare_model(spark: SparkSession,
+                  args: argparse.Namespace) -> tuple[str, MulticlassModel, str, InferenceChoice]:
+    """Load and check the run's model, ship its weights (and with openvino its IR, exported here when it is
+    not yet) to the executors; returns (uri, model, weights, the forward pass's runtime)."""
     model_uri, model, weights = load_model(spark, args)
     if weights not in (RANDOM_WEIGHTS, "imagenet"):
         spark.sparkContext.addFile(weights)  # shipped once to every executor, from file://, s3:// or hdfs://
-    return model_uri, model, weights
+    inference = TENSORFLOW
+    if args.runtime == "openvino":
+        inference = ship_ir(spark, model.backbone, weights, args.precision)
+    log.info("forward pass: runtime %s, precision %s%s", inference.runtime, inference.precision,
+             f", IR {inference.ir_uri}" if inference.ir_uri else "")
+    return model_uri, model, weights, inference
 
 
 def select_new_photos(spark: SparkSession, args: argparse.Namespace,
@@ -139,7 +150,8 @@ def score_counters(sc: SparkContext) -> dict[str, Accumulator]:
 
 
 def scored_rows(spark: SparkSession, args: argparse.Namespace, model: MulticlassModel, weights: str,
-                todo: list[ListedImage], counters: dict[str, Accumulator]) -> tuple[DataFrame, int]:
+                todo: list[ListedImage], counters: dict[str, Accumulator],
+                inference: InferenceChoice = TENSORFLOW) -> tuple[DataFrame, int]:
     """The scored rows (``inbox.scored_schema``) of the photos to score, and how many are read."""
     from pyspark.sql import functions as F
 
@@ -153,7 +165,7 @@ def scored_rows(spark: SparkSession, args: argparse.Namespace, model: Multiclass
         content = (read_images(spark, [args.inbox_uri], args.modified_before, with_content=True)
                    .filter(F.col("modificationTime") >= F.timestamp_millis(F.lit(oldest_new)))
                    .join(F.broadcast(image_frame(spark, [image.key for image in to_read])), IMAGE_KEY, "left_semi"))
-        scorer = make_scorer(model, weights, args.batch_size, args.max_pixels, counters, args.threshold)
+        scorer = make_scorer(model, weights, args.batch_size, args.max_pixels, counters, args.threshold, inference)
         scored = content.mapInPandas(scorer, scored_schema()).unionByName(scored)
     return scored, len(to_read)
 
@@ -172,13 +184,14 @@ def write_batch(spark: SparkSession, args: argparse.Namespace, scored: DataFrame
 
 
 def score_new_photos(spark: SparkSession, args: argparse.Namespace, model: MulticlassModel, weights: str,
-                     todo: list[ListedImage], counters: dict[str, Accumulator], out_batch: str) -> int:
+                     todo: list[ListedImage], counters: dict[str, Accumulator], out_batch: str,
+                     inference: InferenceChoice = TENSORFLOW) -> int:
     """Write this run's batch of new rows (or remove a stale one when nothing is new); returns its rows."""
     if not todo:
         if storage.delete(spark, out_batch):
             log.info("removed %s: an earlier attempt of this run wrote it, nothing is new now", out_batch)
         return 0
-    scored, n_read = scored_rows(spark, args, model, weights, todo, counters)
+    scored, n_read = scored_rows(spark, args, model, weights, todo, counters, inference)
     return write_batch(spark, args, scored, n_read, counters, out_batch)
 
 
@@ -214,6 +227,8 @@ def scoring_summary(args: argparse.Namespace, model: MulticlassModel, n_seen: in
     return {
         "run_key": args.run_key,
         "model_run_key": model.run_key,
+        "runtime": args.runtime,
+        "precision": args.precision,
         "photos_seen": n_seen,
         "skipped_scored_earlier": n_seen - n_todo,
         "scored_now": n_new - n_not_scored,
@@ -242,7 +257,7 @@ def write_summary(spark: SparkSession, args: argparse.Namespace, summary: dict) 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     """Score the new inbox photos, append them as this run's batch, rewrite predictions.csv."""
     started = time.perf_counter()
-    model_uri, model, weights = prepare_model(spark, args)
+    model_uri, model, weights, inference = prepare_model(spark, args)
     batches_uri = storage.join_uri(args.predictions_uri, "batches")
     out_batch = storage.join_uri(batches_uri, f"run={args.run_key}")
     csv_uri = storage.join_uri(args.predictions_uri, "predictions.csv")
@@ -252,7 +267,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
 
     n_seen, todo = select_new_photos(spark, args, batches_uri)
     counters = score_counters(spark.sparkContext)
-    n_new = score_new_photos(spark, args, model, weights, todo, counters, out_batch)
+    n_new = score_new_photos(spark, args, model, weights, todo, counters, out_batch, inference)
     phase_score = time.perf_counter() - started
 
     every, not_scored = rewrite_predictions_csv(spark, args, batches_uri, csv_uri)

@@ -29,6 +29,8 @@ def _load() -> ModuleType:
 _conventions = _load()
 BACKBONE_NAMES: tuple[str, ...] = _conventions.BACKBONE_NAMES
 PAIR_MODES: tuple[str, ...] = _conventions.PAIR_MODES
+RUNTIMES: tuple[str, ...] = _conventions.RUNTIMES
+PRECISIONS: tuple[str, ...] = _conventions.PRECISIONS
 DEFAULT_SPLIT_RATIOS: tuple[float, ...] = _conventions.DEFAULT_SPLIT_RATIOS
 IMAGE_SUFFIXES: tuple[str, ...] = _conventions.IMAGE_SUFFIXES
 STUDY_COLUMNS: tuple[str, ...] = _conventions.STUDY_COLUMNS

@@ -25,6 +25,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,7 +229,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"storage root of --model latest (default {settings.root_uri})")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
                         help=f"where object-store weights are cached (default {DEFAULT_CACHE_DIR})")
+    use_job_library()
+    from image_jobs.cli import add_inference_args, check_inference_args
+
+    add_inference_args(parser)
     args = parser.parse_args(argv)
+    check_inference_args(parser, args)
     if args.top < 1:
         parser.error(f"--top must be >= 1, got {args.top}")
     if args.batch_size < 1:
@@ -246,17 +253,60 @@ def load_predictor(args: argparse.Namespace):
 
     configure_threads(os.cpu_count() or 1)  # before TensorFlow's import: all of this machine's cores
     from image_jobs.backbones import WeightsUnavailableError
+    from image_jobs.inference import InferenceRuntimeError
     from image_jobs.predictor import ModelError, Predictor
 
     try:
-        predictor = Predictor.load(model, weights_path, args.batch_size)
-    except (ModelError, WeightsUnavailableError, ValueError) as exc:
+        inference = inference_choice(args, model, weights_path)
+        predictor = Predictor.load(model, weights_path, args.batch_size, inference=inference)
+    except (ModelError, WeightsUnavailableError, InferenceRuntimeError, FileNotFoundError, ValueError) as exc:
         raise CliModelError(f"cannot build the model of {resolved.model_uri}: {exc}") from None
     return resolved, predictor
 
 
+def inference_choice(args: argparse.Namespace, model, weights_path: str | None):
+    """The forward pass's runtime: tensorflow, or openvino on the IR next to the weights (exported now,
+    importing TensorFlow this once, when it is not there yet)."""
+    from image_jobs.featurize import TENSORFLOW, InferenceChoice
+
+    if args.runtime == "tensorflow":
+        return TENSORFLOW
+    from image_jobs.inference import driver_weights_file, export_ir
+
+    weights_file = weights_path or str(driver_weights_file(model.backbone, model.weights))
+    return InferenceChoice("openvino", args.precision, str(export_ir(model.backbone, weights_file)))
+
+
+@contextmanager
+def library_log_to_stderr() -> Iterator[None]:
+    """The job library's log lines (the runtime chosen, what the CPU offers) go to the current stderr
+    while the command runs: stdout holds only the answers (Airflow's logging, imported with the storage
+    layer, writes to stdout). Restored afterwards, for callers that run ``main`` in-process."""
+    import logging
+
+    library = logging.getLogger("image_jobs")
+    before = library.level, library.propagate
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
+    library.propagate = False
+    try:
+        yield
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(before[0])
+        library.propagate = before[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    with library_log_to_stderr():
+        return predict(args)
+
+
+def predict(args: argparse.Namespace) -> int:
+    """The command once its arguments are parsed: load the model, answer for every photo."""
     started = time.perf_counter()
     try:
         resolved, predictor = load_predictor(args)

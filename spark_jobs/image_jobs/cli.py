@@ -21,6 +21,27 @@ def parse_labels_json(parser: argparse.ArgumentParser, value: str) -> list[str]:
     return labels
 
 
+def add_inference_args(parser: argparse.ArgumentParser) -> None:
+    """``--runtime`` and ``--precision``: what runs the CNN forward pass (the extraction and scoring jobs)."""
+    from image_jobs.conventions import PRECISIONS, RUNTIMES
+
+    parser.add_argument("--runtime", choices=RUNTIMES, default="tensorflow",
+                        help="what runs the CNN forward pass: tensorflow, or openvino (the Keras model exported "
+                             "to OpenVINO IR next to the weights, once; the Python workers import no TensorFlow)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="openvino only: fp32, bf16 (CPUs with BF16), or auto (bf16 where the CPU has it)")
+
+
+def check_inference_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A parser error naming the flags when ``--runtime`` and ``--precision`` do not go together."""
+    from image_jobs.inference import InferenceRuntimeError, check_choice
+
+    try:
+        check_choice(args.runtime, args.precision)
+    except InferenceRuntimeError as exc:
+        parser.error(f"--runtime {args.runtime} --precision {args.precision}: {exc}")
+
+
 def run_job(name: str, args: argparse.Namespace, run: Callable, expected_errors: tuple = (),
             log=None) -> int:
     """Build the job's session, run it, always stop the session.

@@ -9,6 +9,10 @@ from __future__ import annotations
 import math
 
 BACKBONE_NAMES = ("mobilenet_v2", "vgg16")
+# the CNN forward pass: the runtime that runs the Keras model (exported to OpenVINO IR for "openvino"),
+# and its numeric precision ("auto": bf16 where the CPU has it, else fp32; tensorflow runs fp32 only)
+RUNTIMES = ("tensorflow", "openvino")
+PRECISIONS = ("fp32", "bf16", "auto")
 PAIR_MODES = ("all_pairs", "one_vs_each", "one_vs_rest")
 DEFAULT_SPLIT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # what the extraction job reads (Spark's pathGlobFilter, case-insensitive) and the listings count

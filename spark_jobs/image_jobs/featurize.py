@@ -2,8 +2,9 @@
 
 The function returned by ``make_featurizer`` is used with ``DataFrame.mapInPandas`` (an iterator of
 pandas batches, like an iterator pandas UDF, but it passes the metadata columns through). The model
-is built once per Python worker and reused across tasks; TensorFlow gets exactly the task's cores,
-so concurrent tasks on an executor do not oversubscribe the CPU.
+is built once per Python worker and reused across tasks; the runtime (TensorFlow, or OpenVINO on the
+exported IR: ``inference``) gets exactly the task's cores, so concurrent tasks on an executor do not
+oversubscribe the CPU. With OpenVINO, nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -21,8 +23,21 @@ from image_jobs.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 FEATURE_COLUMNS = ["path", "label", "length", "modificationTime", "width", "height", "features"]
 REJECT_COLUMNS = ["path", "label", "length", "modificationTime", "reason"]
 
-# (backbone, weights) -> (model, resize policy); lives as long as the Python worker
-_MODEL_CACHE: dict[tuple[str, str], tuple[object, object]] = {}
+# (backbone, weights, runtime, precision) -> (model, resize policy); lives as long as the Python worker
+_MODEL_CACHE: dict[tuple[str, str, str, str], tuple[object, object]] = {}
+
+
+@dataclass(frozen=True)
+class InferenceChoice:
+    """Which runtime runs the forward pass, at which precision; ``ir_uri`` is the exported OpenVINO IR
+    (its ``.xml``, shipped to the executors with ``SparkContext.addFile`` next to its ``.bin``)."""
+
+    runtime: str = "tensorflow"
+    precision: str = "fp32"
+    ir_uri: str | None = None
+
+
+TENSORFLOW = InferenceChoice()
 
 
 def output_schema():
@@ -74,9 +89,13 @@ class OutcomesParam(AccumulatorParam):
         return value1
 
 
-def model_is_loaded(backbone_name: str, weights: str) -> bool:
+def _cache_key(backbone_name: str, weights: str, inference: InferenceChoice) -> tuple[str, str, str, str]:
+    return backbone_name, weights, inference.runtime, inference.precision
+
+
+def model_is_loaded(backbone_name: str, weights: str, inference: InferenceChoice = TENSORFLOW) -> bool:
     """Whether this Python worker already holds the model (workers are reused across tasks)."""
-    return (backbone_name, weights) in _MODEL_CACHE
+    return _cache_key(backbone_name, weights, inference) in _MODEL_CACHE
 
 
 class ForwardPass:
@@ -98,17 +117,29 @@ class ForwardPass:
         return self._forward(batch).numpy()
 
 
-def load_model(backbone_name: str, weights: str, weights_file: str | None):
-    """The feature model (a ``ForwardPass``) and resize policy for this worker, built on first use and
-    then cached."""
-    key = (backbone_name, weights)
+def load_model(backbone_name: str, weights: str, weights_file: str | None,
+               inference: InferenceChoice = TENSORFLOW, threads: int | None = None):
+    """The feature model (``predict_on_batch``: a ``ForwardPass`` or an ``OpenVinoForwardPass``) and
+    resize policy for this worker, built on first use and then cached. ``threads`` (OpenVINO's pool)
+    defaults to the task's cores."""
+    key = _cache_key(backbone_name, weights, inference)
     if key not in _MODEL_CACHE:
-        # Threads come from the environment set by configure_threads before TensorFlow's import:
-        # measured here, tf.config.threading calls on top of it make inference ~40% slower.
-        from image_jobs.backbones import build_feature_model, get_backbone
+        from image_jobs.backbones import get_backbone
 
         backbone = get_backbone(backbone_name)
-        model = ForwardPass(build_feature_model(backbone, weights, weights_file))
+        if inference.runtime == "openvino":
+            from image_jobs.inference import OpenVinoForwardPass
+
+            if not inference.ir_uri:
+                raise ValueError("runtime 'openvino' needs the exported IR (InferenceChoice.ir_uri)")
+            model = OpenVinoForwardPass(local_shipped_file(inference.ir_uri), threads or _task_cores(),
+                                        inference.precision)
+        else:
+            # Threads come from the environment set by configure_threads before TensorFlow's import:
+            # measured here, tf.config.threading calls on top of it make inference ~40% slower.
+            from image_jobs.backbones import build_feature_model
+
+            model = ForwardPass(build_feature_model(backbone, weights, weights_file))
         _MODEL_CACHE[key] = (model, backbone.resize_policy(weights))
     return _MODEL_CACHE[key]
 
@@ -124,13 +155,18 @@ def local_weights_file(weights: str) -> str | None:
     """Where a weights URI shipped with ``SparkContext.addFile`` is on this node (None for imagenet/random)."""
     if weights in ("imagenet", "random"):
         return None
+    return local_shipped_file(weights)
+
+
+def local_shipped_file(uri: str) -> str:
+    """Where a file shipped with ``SparkContext.addFile`` is on this node (the path itself outside Spark)."""
     from pyspark import SparkFiles
 
-    name = weights.rstrip("/").rsplit("/", 1)[-1]
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
     try:
         return SparkFiles.get(name)
     except Exception:  # not inside a Spark worker (unit tests): use the path as given
-        return weights.removeprefix("file://")
+        return uri.removeprefix("file://")
 
 
 def featurize_contents(contents, model, policy, batch_size: int,
@@ -198,19 +234,21 @@ def make_featurizer(
     batch_size: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     counters: dict | None = None,
+    inference: InferenceChoice = TENSORFLOW,
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function: rows (path, label, length, modificationTime, content) -> ``output_schema()``.
 
     ``counters`` may hold Spark accumulators ``done``, ``rejected``, ``seconds`` (featurizing),
     ``model_loads`` and ``load_seconds`` that the driver reads to log progress and timings, and
-    ``outcomes`` (``OutcomesParam``): every row's path and reject reason.
+    ``outcomes`` (``OutcomesParam``): every row's path and reject reason. ``inference`` picks the
+    runtime and precision of the forward pass.
     """
 
     def featurize(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return counted_batches(
             batches, counters,
-            lambda: (not model_is_loaded(backbone_name, weights),
-                     load_model(backbone_name, weights, local_weights_file(weights))),
+            lambda: (not model_is_loaded(backbone_name, weights, inference),
+                     load_model(backbone_name, weights, local_weights_file(weights), inference)),
             lambda pdf, loaded: featurize_batch(pdf, *loaded, batch_size, max_pixels),
         )
 

@@ -19,8 +19,8 @@ TOP = 3
 CSV_COLUMNS = ["path", "top1_class", "top1_probability", "top3", "reason", "length", "modification_time",
                "scored_by_run", "uncertain", "threshold"]
 
-# (model URI, weights) -> Predictor; lives as long as the Python worker
-_PREDICTORS: dict[tuple[str, str], object] = {}
+# (model URI, weights, runtime, precision) -> Predictor; lives as long as the Python worker
+_PREDICTORS: dict[tuple[str, str, str, str], object] = {}
 
 
 def scored_schema():
@@ -40,26 +40,33 @@ def scored_schema():
     ])
 
 
-def predictor_is_loaded(model, weights: str) -> bool:
+def predictor_is_loaded(model, weights: str, inference=None) -> bool:
     """Whether this Python worker already holds the Predictor (workers are reused across tasks).
 
     A module-level function, so a pickled closure consults this module's cache, not a copy of it.
     """
-    return (model.source, weights) in _PREDICTORS
+    return _predictor_key(model, weights, inference) in _PREDICTORS
 
 
-def predictor_for(model, weights: str, batch_size: int, max_pixels: int):
-    """This worker's Predictor for ``model`` (a ``predict.MulticlassModel``) with ``weights``, built on
-    first use and then cached."""
-    key = (model.source, weights)
+def _predictor_key(model, weights: str, inference) -> tuple[str, str, str, str]:
+    runtime, precision = (inference.runtime, inference.precision) if inference else ("tensorflow", "fp32")
+    return model.source, weights, runtime, precision
+
+
+def predictor_for(model, weights: str, batch_size: int, max_pixels: int, inference=None):
+    """This worker's Predictor for ``model`` (a ``predict.MulticlassModel``) with ``weights``, its forward
+    pass on ``inference`` (a ``featurize.InferenceChoice``; None: tensorflow), built on first use and
+    then cached."""
+    key = _predictor_key(model, weights, inference)
     if key not in _PREDICTORS:
         from dataclasses import replace
 
-        from image_jobs.featurize import local_weights_file
+        from image_jobs.featurize import TENSORFLOW, local_weights_file
         from image_jobs.predictor import Predictor
 
         model = replace(model, weights_uri=None if weights == "imagenet" else weights)
-        _PREDICTORS[key] = Predictor.load(model, local_weights_file(weights), batch_size, max_pixels)
+        _PREDICTORS[key] = Predictor.load(model, local_weights_file(weights), batch_size, max_pixels,
+                                          inference or TENSORFLOW)
     return _PREDICTORS[key]
 
 
@@ -83,14 +90,15 @@ def score_batch(pdf: pd.DataFrame, predictor, threshold: float, top: int = TOP) 
 
 def make_scorer(model, weights: str, batch_size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
                 counters: dict | None = None,
-                threshold: float | None = None) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+                threshold: float | None = None,
+                inference=None) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function: (path, length, modificationTime, content) -> ``scored_schema()``.
 
     ``model`` is the run's validated ``predict.MulticlassModel``; ``weights`` the weights URI the
     driver shipped with ``SparkContext.addFile`` (or ``imagenet``, ``random``); ``threshold`` overrides
     the model's answer threshold (None: the model's, 0 for a model without one). ``counters`` may hold
     accumulators ``done``, ``rejected``, ``seconds``, ``model_loads`` and ``load_seconds``, as for
-    extraction.
+    extraction. ``inference`` (a ``featurize.InferenceChoice``; None: tensorflow) runs the forward pass.
     """
 
     applied = model.threshold if threshold is None else threshold
@@ -100,8 +108,8 @@ def make_scorer(model, weights: str, batch_size: int, max_pixels: int = DEFAULT_
 
         return counted_batches(
             batches, counters,
-            lambda: (not predictor_is_loaded(model, weights),
-                     predictor_for(model, weights, batch_size, max_pixels)),
+            lambda: (not predictor_is_loaded(model, weights, inference),
+                     predictor_for(model, weights, batch_size, max_pixels, inference)),
             lambda pdf, predictor: score_batch(pdf, predictor, applied),
         )
 

@@ -234,15 +234,17 @@ class Predictor:
 
     @classmethod
     def load(cls, model: MulticlassModel, local_weights_path: str | None, batch_size: int = 16,
-             max_pixels: int = DEFAULT_MAX_PIXELS) -> Predictor:
+             max_pixels: int = DEFAULT_MAX_PIXELS, inference=None) -> Predictor:
         """Build the run's backbone (same weights, same resize policy as its extraction) through
         ``featurize.load_model``, which caches it for the life of the process.
 
         ``local_weights_path`` is where the run's weights file is on this machine (None: Keras'
-        cache for ``imagenet``, or random weights for ``random``). Raises ``WeightsUnavailableError``.
+        cache for ``imagenet``, or random weights for ``random``); ``inference`` (a
+        ``featurize.InferenceChoice``; None: tensorflow) runs the forward pass. Raises
+        ``WeightsUnavailableError``.
         """
         from image_jobs.backbones import get_backbone
-        from image_jobs.featurize import load_model
+        from image_jobs.featurize import TENSORFLOW, load_model
 
         try:
             backbone = get_backbone(model.backbone)
@@ -251,7 +253,7 @@ class Predictor:
         if backbone.feature_dim != model.feature_dim:
             raise ModelError(f"{model.source}: backbone {backbone.name} gives {backbone.feature_dim} features, "
                              f"the model expects {model.feature_dim}")
-        feature_model, policy = load_model(model.backbone, model.weights, local_weights_path)
+        feature_model, policy = load_model(model.backbone, model.weights, local_weights_path, inference or TENSORFLOW)
         return cls(model, feature_model, policy, batch_size, max_pixels)
 
     def predict(self, contents: Sequence[bytes | None], k: int = DEFAULT_TOP,

@@ -265,3 +265,24 @@ def test_the_command_marks_uncertain_photos_with_the_models_or_a_given_threshold
     assert code == 0 and 0 < sum(under) < len(under)
     assert [line.split(None, 1)[1].startswith("not sure: ") for line in lines] == under
     assert f"answer threshold: {cut:g} from --threshold" in out.err
+
+
+def test_scoring_on_openvino_answers_like_tensorflow(spark, trained, predictor):
+    """The scoring job with --runtime openvino (the IR exported by its driver): the library's classes."""
+    root = trained["root"]
+    photos = trained["held_out"][1::5]
+    (root / "inbox_openvino").mkdir()
+    for i, photo in enumerate(photos):
+        shutil.copy(photo, root / "inbox_openvino" / f"p{i}__{photo.name}")
+    summary = score_inbox.run(spark, score_inbox.parse_args([
+        "--inbox-uri", f"file://{root}/inbox_openvino", "--predictions-uri", f"file://{root}/predictions/openvino",
+        "--model-uri", trained["models_uri"], "--run-key", "score_openvino", "--modified-before", FAR_FUTURE,
+        "--batch-size", "4", "--runtime", "openvino", "--precision", "fp32"]))
+    assert summary["scored_now"] == len(photos) == 8 and summary["runtime"] == "openvino"
+    rows = pd.read_csv(root / "predictions" / "openvino" / "predictions.csv").sort_values("path")
+    expected = predictor.predict([photo.read_bytes() for photo in photos])
+    by_index = {int(Path(p).name.split("__")[0][1:]): row for p, row in zip(rows["path"], rows.itertuples(),
+                                                                            strict=True)}
+    assert [by_index[i].top1_class for i in range(len(photos))] == [p.top[0][0] for p in expected]
+    assert [by_index[i].top1_probability for i in range(len(photos))] == pytest.approx(
+        [p.top[0][1] for p in expected], abs=1e-4)

@@ -87,10 +87,28 @@ def test_steps_get_the_same_arguments_from_the_plan():
     ({"min_accuracy": 1.5}, "'min_accuracy'"),
     ({"batch_size": True}, "'batch_size'"),
     ({"local_workers": 0}, "'local_workers'"),
+    ({"runtime": "onnx"}, "param 'runtime' must be one of tensorflow, openvino, got 'onnx'"),
+    ({"runtime": "openvino", "precision": "fp16"}, "param 'precision' must be one of fp32, bf16, auto"),
+    ({"precision": "bf16"}, "'precision' 'bf16' needs param 'runtime' openvino"),
+    ({"runtime": "openvino", "weights_uri": "random"}, "'runtime' openvino runs exported weights"),
 ])
 def test_bad_params_are_named(overrides, message):
     with pytest.raises(PlanError, match=message):
         build_run_plan(params(**overrides), "r", WHEN, SETTINGS, LABELS)
+
+
+def test_the_extraction_step_gets_the_runtime_and_precision():
+    extract = build_steps(build_run_plan(params(), "r", WHEN, SETTINGS, LABELS).as_dict())[0]
+    assert extract.args[-4:] == ("--runtime", "tensorflow", "--precision", "fp32")  # the default
+    plan = build_run_plan(params(runtime="openvino", precision="bf16"), "r", WHEN, SETTINGS, LABELS).as_dict()
+    assert (plan["runtime"], plan["precision"]) == ("openvino", "bf16")
+    extract, train, evaluate = build_steps(plan)
+    assert extract.args[-4:] == ("--runtime", "openvino", "--precision", "bf16")
+    assert "--runtime" not in train.args and "--runtime" not in evaluate.args
+    import extract_features
+
+    parsed = extract_features.parse_args(list(extract.args))  # the job accepts exactly what the plan sends
+    assert (parsed.runtime, parsed.precision) == ("openvino", "bf16")
 
 
 def test_local_backend_refuses_remote_uris():

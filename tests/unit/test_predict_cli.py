@@ -165,3 +165,39 @@ def test_latest_without_any_successful_run_says_so(tmp_path, capsys):
     code, _, err = run_cli(capsys, "--model", "latest", "--root-uri", f"file://{tmp_path}", "photo.jpg")
     assert code == 2
     assert f"no successful training run has published a model yet: file://{tmp_path}/models/latest.json" in err
+
+
+def test_openvino_answers_like_tensorflow_without_importing_it(store, converted_weights, capsys):
+    """--runtime openvino in a fresh process (the IR exported beforehand, as make weights does): the same
+    classes and probabilities as tensorflow, and TensorFlow never imported."""
+    from image_jobs.inference import export_ir
+
+    export_ir("mobilenet_v2", converted_weights)
+    models = f"file://{store}/runs/run_1/models"
+    code, out, err = run_cli(capsys, "--model", models, "--json", *photos(store))
+    assert code == 0, err
+    script = ("import json, sys\n"
+              "from image_pipeline import predict_photos as cli\n"
+              f"code = cli.main(['--model', {models!r}, '--json', '--runtime', 'openvino', *{photos(store)!r}])\n"
+              "print(json.dumps({'code': code, 'tensorflow': 'tensorflow' in sys.modules,\n"
+              "                  'keras': 'keras' in sys.modules}), file=sys.stderr)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(PROJECT_ROOT / p) for p in ("plugins", "spark_jobs"))}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == {"code": 0, "tensorflow": False, "keras": False}
+    expected, got = json.loads(out), json.loads(done.stdout)
+    assert [r["photo"] for r in got] == [r["photo"] for r in expected]
+    for mine, theirs in zip(got, expected, strict=True):
+        assert [t["class"] for t in mine["top"]] == [t["class"] for t in theirs["top"]]
+        np.testing.assert_allclose([t["probability"] for t in mine["top"]],
+                                   [t["probability"] for t in theirs["top"]], atol=1e-4)
+
+
+def test_openvino_with_random_weights_is_refused_naming_the_choice(tmp_path, capsys):
+    write_model(tmp_path / "models", "random")
+    code, _, err = run_cli(capsys, "--model", f"file://{tmp_path}/models", "--runtime", "openvino", "x.jpg")
+    assert code == 2
+    assert "runtime 'openvino' runs exported weights" in err
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--model", "latest", "--precision", "bf16", "x.jpg"])
+    assert "--precision bf16: precision 'bf16' needs runtime 'openvino'" in capsys.readouterr().err

@@ -45,7 +45,7 @@ def test_the_plan_places_a_scoring_run_under_scoring_and_its_predictions_under_t
         "--model-uri", "file:///data/runs/train/models", "--run-key", plan["run_key"],
         "--modified-before", "2026-03-01T10:00:00Z", "--batch-size", "16",
         "--weights-uri", "file:///data/weights/mobilenet_v2_imagenet.keras",
-        "--summary-uri", f"{plan['steps_uri']}/score_inbox.json"]
+        "--summary-uri", f"{plan['steps_uri']}/score_inbox.json", "--runtime", "tensorflow", "--precision", "fp32"]
     with pytest.raises(ValueError, match="unknown step 'train_models'; steps are score_inbox"):
         step_by_name(plan, "train_models")
 
@@ -75,6 +75,19 @@ def test_bad_params_and_remote_uris_on_the_local_backend_are_named():
         build_scoring_plan({**PARAMS, "batch_size": 0}, "manual__x", WHEN, settings, latest("file:///data"))
     with pytest.raises(PlanError, match=r"not local: \['models_uri'\]"):
         build_scoring_plan(PARAMS, "manual__x", WHEN, settings, latest("s3://bucket/prefix"))
+    with pytest.raises(PlanError, match="param 'runtime' must be one of tensorflow, openvino, got 'onnx'"):
+        build_scoring_plan({**PARAMS, "runtime": "onnx"}, "manual__x", WHEN, settings, latest("file:///data"))
+    with pytest.raises(PlanError, match="latest model .* trained on random weights"):
+        build_scoring_plan({**PARAMS, "runtime": "openvino"}, "manual__x", WHEN, settings,
+                           {**latest("file:///data"), "weights_uri": "random"})
+
+
+def test_scoring_on_openvino_passes_runtime_and_precision_to_the_step():
+    settings = load_settings({"IMAGE_PIPELINE_ROOT_URI": "file:///data"})
+    plan = build_scoring_plan({**PARAMS, "runtime": "openvino", "precision": "auto"}, "manual__x", WHEN, settings,
+                              latest("file:///data")).as_dict()
+    (step,) = steps_for(plan)
+    assert step.args[-4:] == ("--runtime", "openvino", "--precision", "auto")
 
 
 def test_photo_keys_match_across_spark_and_object_storage_paths():

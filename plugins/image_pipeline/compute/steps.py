@@ -38,6 +38,11 @@ def _weights_args(plan: dict) -> list[str]:
     return ["--weights-uri", plan["weights_uri"]] if plan["weights_uri"] else []
 
 
+def _inference_args(plan: dict) -> list[str]:
+    # plans made before the runtime choice existed ran tensorflow at fp32
+    return ["--runtime", plan.get("runtime", "tensorflow"), "--precision", plan.get("precision", "fp32")]
+
+
 def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepSpec]:
     """The run's steps, in order. ``plan`` is a RunPlan as a dict (what crosses XCom).
 
@@ -54,7 +59,7 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
         *_weights_args(plan),
         "--run-key", plan["run_key"], "--modified-before", plan["modified_before"],
         "--batch-size", str(plan["batch_size"]), "--labels-json", labels,
-        "--summary-uri", extract_summary,
+        "--summary-uri", extract_summary, *_inference_args(plan),
     ]
     train = [
         "--features-uri", plan["features_uri"], "--backbone", plan["backbone"],
@@ -89,6 +94,7 @@ def build_scoring_steps(plan: dict, staged_weights_uri: str | None = None) -> li
         *(["--weights-uri", weights] if weights and weights != "random" else []),
         *(["--threshold", str(plan["answer_threshold"])] if plan.get("answer_threshold") is not None else []),
         "--summary-uri", join(plan["steps_uri"], f"{SCORE}.json"),
+        *_inference_args(plan),
     ]
     return [StepSpec(SCORE, tuple(score))]
 

@@ -24,7 +24,9 @@ from image_pipeline.wiring.params import (
     BACKBONES,
     BOUNDS,
     PAIR_MODES,
+    PRECISIONS,
     RELEASE_LABEL_PATTERN,
+    RUNTIMES,
     SUBNET_ID_PATTERN,
 )
 from image_pipeline.wiring.settings import Settings
@@ -79,6 +81,8 @@ class RunPlan:
     local_worker_memory_gb: int
     emr: dict[str, Any] | None = None  # the EMR backend's cluster choices
     target_precision: float = 0.95  # of the multiclass model's answered photos: sets its answer threshold
+    runtime: str = "tensorflow"  # what runs the CNN forward pass of extraction
+    precision: str = "fp32"
     kind: str = TRAINING_KIND  # steps.steps_for builds the training steps from such a plan
 
     def as_dict(self) -> dict[str, Any]:
@@ -120,6 +124,26 @@ def _choice(params: dict, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise PlanError(f"param {name!r} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def inference_choice(params: dict) -> tuple[str, str]:
+    """(runtime, precision) of the forward pass: the params, defaulting to tensorflow at fp32."""
+    choice = {"runtime": params.get("runtime") or "tensorflow", "precision": params.get("precision") or "fp32"}
+    runtime, precision = _choice(choice, "runtime", RUNTIMES), _choice(choice, "precision", PRECISIONS)
+    if runtime == "tensorflow" and precision != "fp32":
+        raise PlanError(f"param 'precision' {precision!r} needs param 'runtime' openvino (tensorflow runs fp32)")
+    return runtime, precision
+
+
+def _weights_uri(params: dict, backbone: str, runtime: str, settings: Settings) -> str | None:
+    """The backbone's weights: the param, else the prepared ImageNet weights of mobilenet_v2 (None: Keras' cache)."""
+    weights_uri = (params.get("weights_uri") or "").strip() or None
+    if weights_uri is None and backbone == "mobilenet_v2":
+        weights_uri = settings.default_weights_uri
+    if runtime == "openvino" and weights_uri == "random":
+        raise PlanError("param 'runtime' openvino runs exported weights; weights_uri 'random' (timing runs) "
+                        "needs runtime tensorflow")
+    return weights_uri
 
 
 def _labels(params: dict) -> list[str]:
@@ -232,6 +256,7 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
     EMR defaults when the backend is EMR.
     """
     backbone = _choice(params, "backbone", BACKBONES)
+    runtime, precision = inference_choice(params)
     pair_mode = _choice(params, "pair_mode", PAIR_MODES)
     labels = _run_labels(params, available_labels)
     focus = _focus_class(params, pair_mode, labels)
@@ -239,9 +264,7 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
     test_fraction = bounded(params, "test_fraction")
     if isinstance(available_labels, dict):
         _check_class_sizes(available_labels, labels, ratios, test_fraction)
-    weights_uri = (params.get("weights_uri") or "").strip() or None
-    if weights_uri is None and backbone == "mobilenet_v2":
-        weights_uri = settings.default_weights_uri
+    weights_uri = _weights_uri(params, backbone, runtime, settings)
     images_uri = (params.get("images_uri") or "").strip() or None
     layout = run_layout(settings.root_uri, run_key_for(run_id), images_uri)
     require_local_uris(layout.as_dict(), settings.compute)
@@ -269,4 +292,6 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
         local_worker_cores=bounded(params, "local_worker_cores"),
         local_worker_memory_gb=bounded(params, "local_worker_memory_gb"),
         emr=emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
+        runtime=runtime,
+        precision=precision,
     )

@@ -16,12 +16,14 @@ from datetime import datetime
 from typing import Any
 
 from image_pipeline.conventions import IMAGE_SUFFIXES
+from image_pipeline.planning import PlanError
 from image_pipeline.planning.layout import ScoringLayout, join, run_key_for, scoring_layout
 from image_pipeline.planning.listing import info_mtime
 from image_pipeline.planning.run_plan import (
     bounded,
     emr_choices,
     flat_plan,
+    inference_choice,
     number_param,
     require_local_uris,
     utc_instant,
@@ -51,6 +53,8 @@ class ScoringPlan:
     local_worker_memory_gb: int
     emr: dict[str, Any] | None = None
     answer_threshold: float | None = None  # None: the model's own
+    runtime: str = "tensorflow"  # what runs the CNN forward pass of scoring
+    precision: str = "fp32"
     kind: str = SCORING_KIND  # steps.steps_for builds the scoring step from such a plan
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,6 +72,10 @@ def answer_threshold(params: dict) -> float | None:
 def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, settings: Settings, latest: dict,
                        emr_settings=None) -> ScoringPlan:
     """Validate params and resolve them with the latest successful model into a ScoringPlan."""
+    runtime, precision = inference_choice(params)
+    if runtime == "openvino" and latest.get("weights_uri") == "random":
+        raise PlanError(f"param 'runtime' openvino runs exported weights; the latest model (run "
+                        f"{latest['run_key']}) was trained on random weights, a timing run: use runtime tensorflow")
     layout = scoring_layout(settings.root_uri, run_key_for(run_id), latest["run_key"])
     require_local_uris({**layout.as_dict(), "models_uri": latest["models_uri"]}, settings.compute)
     return ScoringPlan(
@@ -86,6 +94,8 @@ def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, set
         local_worker_cores=bounded(params, "local_worker_cores"),
         local_worker_memory_gb=bounded(params, "local_worker_memory_gb"),
         emr=emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
+        runtime=runtime,
+        precision=precision,
     )
 
 

@@ -1,0 +1,229 @@
+"""The CNN forward pass on OpenVINO: a Keras feature model exported once to OpenVINO IR, run without TensorFlow.
+
+Keras stays the source of every backbone (``backbones.build_feature_model``). ``export_ir`` converts the
+feature model of one (backbone, weights file) to OpenVINO's IR (``.xml`` graph + ``.bin`` weights, fp32
+as exported) into a folder next to the weights file, named by a content hash of the weights file, the
+backbone name and the OpenVINO version: a second export finds it and does nothing, and new weights or a
+new OpenVINO get their own IR. Only the export imports TensorFlow; ``OpenVinoForwardPass`` loads the IR
+with OpenVINO alone, so the Python workers and the prediction command never import TensorFlow.
+
+Command (``make weights`` runs it after converting the weights)::
+
+    python -m image_jobs.inference --backbone mobilenet_v2 --weights data/weights/mobilenet_v2_imagenet.keras
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from image_jobs.conventions import PRECISIONS, RUNTIMES
+
+log = logging.getLogger("image_jobs.inference")
+
+# OpenVINO's names of the precisions (INFERENCE_PRECISION_HINT) and of the CPU's BF16 capability
+_HINTS = {"fp32": "f32", "bf16": "bf16"}
+BF16_CAPABILITY = "BF16"
+_HASH_CHUNK = 1 << 20
+
+
+class InferenceRuntimeError(RuntimeError):
+    """The runtime or precision asked for cannot run here; the message says what to choose instead."""
+
+
+def check_choice(runtime: str, precision: str) -> None:
+    """Fail naming the bad value when ``runtime``/``precision`` are unknown or do not go together."""
+    if runtime not in RUNTIMES:
+        raise InferenceRuntimeError(f"unknown inference runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise InferenceRuntimeError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    if runtime == "tensorflow" and precision != "fp32":
+        raise InferenceRuntimeError(
+            f"precision {precision!r} needs runtime 'openvino'; runtime 'tensorflow' runs fp32 only")
+
+
+def openvino_version() -> str:
+    """The installed OpenVINO's version, e.g. ``2026.4.1`` (from the package metadata: no import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("openvino")
+    except PackageNotFoundError:
+        raise InferenceRuntimeError(
+            "runtime 'openvino' needs the openvino package (pinned in requirements.txt and "
+            "bootstrap/requirements-emr.txt); it is not installed in this Python") from None
+
+
+def ir_key(backbone_name: str, weights_file: Path, ov_version: str | None = None) -> str:
+    """16 hex digits naming the IR of (weights file content, backbone, OpenVINO version)."""
+    digest = hashlib.sha256()
+    with open(weights_file, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    named = hashlib.sha256(
+        f"{digest.hexdigest()}\0{backbone_name}\0{ov_version or openvino_version()}".encode())
+    return named.hexdigest()[:16]
+
+
+def ir_path(backbone_name: str, weights_file: str | Path, ov_version: str | None = None) -> Path:
+    """Where the IR graph (``.xml``) of this (backbone, weights file) is, exported or not.
+
+    ``<weights folder>/<weights stem>.openvino-<key>/<backbone>-<key>.xml`` (and ``.bin``): the file
+    names carry the key too, so both ship flat with ``SparkContext.addFile`` without clashing.
+    """
+    weights_file = Path(weights_file)
+    key = ir_key(backbone_name, weights_file, ov_version)
+    stem = weights_file.name.split(".", 1)[0]
+    return weights_file.parent / f"{stem}.openvino-{key}" / f"{backbone_name}-{key}.xml"
+
+
+def export_ir(backbone_name: str, weights_file: str | Path) -> Path:
+    """The IR of (backbone, weights file), exported now unless it already is; returns its ``.xml``.
+
+    Written to a temporary folder beside the final one, then renamed into place: a reader never sees
+    half an IR, and two exports racing both end with the same complete one.
+    """
+    if not Path(weights_file).is_file():
+        raise FileNotFoundError(f"weights file {weights_file} does not exist: nothing to export to OpenVINO IR")
+    target = ir_path(backbone_name, weights_file)
+    if target.exists() and target.with_suffix(".bin").exists():
+        log.info("OpenVINO IR already exported: %s", target)
+        return target
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.parent.name}.", dir=target.parent.parent))
+    try:
+        _convert(backbone_name, Path(weights_file), staging / target.name)
+        try:
+            staging.rename(target.parent)
+        except OSError:  # another export finished first (the folder exists): keep its IR
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("exported %s with weights %s to OpenVINO IR %s", backbone_name, weights_file, target)
+    return target
+
+
+def _convert(backbone_name: str, weights_file: Path, xml: Path) -> None:
+    """Keras feature model -> OpenVINO model (fp32, open batch dimension) -> ``xml`` + ``.bin``."""
+    import openvino as ov
+    import tensorflow as tf
+
+    from image_jobs.backbones import build_feature_model, get_backbone
+
+    model = build_feature_model(get_backbone(backbone_name), str(weights_file), str(weights_file))
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="rgb_0_255")
+    forward = tf.function(lambda batch: model(batch, training=False), input_signature=[spec])
+    converted = ov.convert_model(forward.get_concrete_function())
+    # fp16 compression would round the weights; reduced precision is a choice made at compile time
+    ov.save_model(converted, str(xml), compress_to_fp16=False)
+
+
+def choose_precision(precision: str, capabilities: list[str]) -> str:
+    """``fp32`` or ``bf16``: what to run for the ``precision`` setting on a CPU offering ``capabilities``."""
+    check_choice("openvino", precision)
+    has_bf16 = BF16_CAPABILITY in capabilities
+    if precision == "auto":
+        return "bf16" if has_bf16 else "fp32"
+    if precision == "bf16" and not has_bf16:
+        raise InferenceRuntimeError(
+            f"precision 'bf16' asked for, but this CPU offers {', '.join(capabilities)} to OpenVINO (no BF16): "
+            f"choose precision 'fp32', or 'auto' (bf16 only where the CPU has it)")
+    return precision
+
+
+def _log_to_stderr_where_unconfigured() -> None:
+    """Spark's Python workers configure no logging: there, this module's lines get a stderr handler (the
+    executor's log), so what the CPU offered and what was chosen is on record for every worker."""
+    if not logging.getLogger().handlers and not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
+class OpenVinoForwardPass:
+    """An exported IR compiled for this CPU: ``predict_on_batch`` as ``featurize.ForwardPass`` has it.
+
+    ``threads`` is the task's cores (OpenVINO's own pool, ``INFERENCE_NUM_THREADS``). The precision is
+    always set explicitly: on CPUs with BF16 OpenVINO would otherwise choose bf16 by itself.
+    Threads are not pinned to cores: an executor's Python workers share the cores with each other and
+    with the JVM, and measured here (two single-threaded processes at once, MobileNetV2, batch 32)
+    pinning made no difference beyond the machine's noise (fp32 88-91 images/s pinned, 76-104 not;
+    bf16 141-157 pinned, 138-225 not), so the operating system stays free to place them.
+    """
+
+    def __init__(self, xml: str | Path, threads: int, precision: str = "fp32"):
+        import openvino as ov
+
+        core = ov.Core()
+        capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        self.precision = choose_precision(precision, capabilities)
+        _log_to_stderr_where_unconfigured()
+        log.info("OpenVINO %s on CPU: the CPU offers %s; precision %s asked for, %s chosen; %d thread(s)",
+                 ov.get_version(), capabilities, precision, self.precision, threads)
+        config = {"INFERENCE_NUM_THREADS": max(1, threads), "INFERENCE_PRECISION_HINT": _HINTS[self.precision],
+                  "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
+        self._compiled = core.compile_model(str(xml), "CPU", config)
+        self._request = self._compiled.create_infer_request()
+
+    def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Features of a batch of RGB pixels in [0, 255], ``(n, size, size, 3)`` float32."""
+        result = self._request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
+        return np.array(result[self._compiled.output(0)], dtype=np.float32)  # a copy: the next call reuses
+
+
+def driver_weights_file(backbone_name: str, weights: str) -> Path:
+    """The weights file on the driver's disk: Keras' cache for ``imagenet``, the path of a ``file://`` URI,
+    else the copy ``SparkContext.addFile`` fetched (call it after ``addFile``)."""
+    from image_jobs.backbones import RANDOM_WEIGHTS, get_backbone
+
+    if weights == RANDOM_WEIGHTS:
+        raise InferenceRuntimeError(
+            "runtime 'openvino' runs exported weights: give --weights-uri (or the imagenet weights in Keras' "
+            "cache); random weights are for timing runs with runtime 'tensorflow'")
+    if weights == "imagenet":
+        backbone = get_backbone(backbone_name)
+        backbone.check_imagenet_cached()
+        return Path(backbone.imagenet_cache_path())
+    if weights.startswith("file://") or "://" not in weights:
+        return Path(weights.removeprefix("file://"))
+    from pyspark import SparkFiles
+
+    return Path(SparkFiles.get(weights.rstrip("/").rsplit("/", 1)[-1]))
+
+
+def ship_ir(spark, backbone_name: str, weights: str, precision: str):
+    """Export the IR on the driver if it is not there yet and ship it to the executors; returns the
+    ``featurize.InferenceChoice`` the Python workers load it with (they import no TensorFlow)."""
+    from image_jobs.featurize import InferenceChoice
+
+    check_choice("openvino", precision)
+    xml = export_ir(backbone_name, driver_weights_file(backbone_name, weights))
+    for part in (xml, xml.with_suffix(".bin")):
+        spark.sparkContext.addFile(str(part))  # flat next to each other in every node's SparkFiles folder
+    return InferenceChoice("openvino", precision, str(xml))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export (backbone, weights file) to OpenVINO IR next to the weights; prints the ``.xml`` path."""
+    parser = argparse.ArgumentParser(description="Export a backbone's Keras feature model to OpenVINO IR.")
+    parser.add_argument("--backbone", required=True, help="backbone name, e.g. mobilenet_v2")
+    parser.add_argument("--weights", type=Path, required=True, help="the weights file (.keras or .h5)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    print(export_ir(args.backbone, args.weights))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -47,12 +47,11 @@ from image_jobs.featurize import (
     REJECT_COLUMNS,
     TENSORFLOW,
     InferenceChoice,
-    OutcomesParam,
     make_featurizer,
     output_schema,
 )
 from image_jobs.inference import ship_ir
-from image_jobs.progress import ProgressLogger
+from image_jobs.progress import OutcomesParam, ProgressLogger
 from image_jobs.session import job_logger
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from image_pipeline.planning.objects import object_path, to_uri
+from image_pipeline.planning.objects import object_path, readable_path, to_uri
 
 EXIT_OK, EXIT_NOT_SCORED, EXIT_MODEL_ERROR = 0, 1, 2
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "image-pipeline" / "weights"
@@ -58,11 +58,11 @@ def use_job_library() -> None:
 
 
 def _exists(uri: str, conn_id: str | None) -> bool:
-    return object_path(uri, conn_id).exists()
+    return readable_path(uri, conn_id).exists()
 
 
 def _read_text(uri: str, conn_id: str | None) -> str:
-    return object_path(uri, conn_id).read_text()
+    return readable_path(uri, conn_id).read_text()
 
 
 def resolve_model(spec: str, root_uri: str, conn_id: str | None) -> ResolvedModel:
@@ -148,9 +148,7 @@ def fetch_weights(weights_uri: str | None, conn_id: str | None, cache_dir: Path)
 def read_photo(location: str, conn_id: str | None) -> tuple[bytes | None, str | None]:
     """A photo's bytes, or None and why it cannot be read (local path, file:// or s3://)."""
     try:
-        if "://" in location:
-            return object_path(location, conn_id).read_bytes(), None
-        return Path(location).read_bytes(), None
+        return readable_path(location, conn_id).read_bytes(), None
     except FileNotFoundError:
         return None, "file not found"
     except IsADirectoryError:

@@ -10,15 +10,18 @@ oversubscribe the CPU. With OpenVINO, nothing here imports TensorFlow.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-from pyspark.accumulators import AccumulatorParam
 
 from image_jobs.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+
+if TYPE_CHECKING:  # pandas is imported where a batch is built: the prediction command never needs it
+    import pandas as pd
 
 FEATURE_COLUMNS = ["path", "label", "length", "modificationTime", "width", "height", "features"]
 REJECT_COLUMNS = ["path", "label", "length", "modificationTime", "reason"]
@@ -73,20 +76,6 @@ def configure_threads(cores: int) -> None:
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-
-class OutcomesParam(AccumulatorParam):
-    """An accumulator of ``{path: reject reason, or None when featurized}`` over the tasks: the driver
-    learns what became of every image it sent without a second pass over the output. Only successful
-    task attempts are merged (a failed attempt's updates are dropped), and a path seen twice (a
-    speculative copy) keeps one entry."""
-
-    def zero(self, value: dict) -> dict:
-        return {}
-
-    def addInPlace(self, value1: dict, value2: dict) -> dict:  # noqa: N802 - PySpark's name
-        value1.update(value2)
-        return value1
 
 
 def _cache_key(backbone_name: str, weights: str, inference: InferenceChoice) -> tuple[str, str, str, str]:
@@ -145,10 +134,15 @@ def load_model(backbone_name: str, weights: str, weights_file: str | None,
 
 
 def _task_cores() -> int:
-    from pyspark import TaskContext
+    """The running Spark task's cores; outside Spark (the prediction command: pyspark never imported,
+    so not imported here either), the machine's."""
+    if "pyspark" in sys.modules:
+        from pyspark import TaskContext
 
-    ctx = TaskContext.get()
-    return ctx.cpus() if ctx is not None else (os.cpu_count() or 1)
+        ctx = TaskContext.get()
+        if ctx is not None:
+            return ctx.cpus()
+    return os.cpu_count() or 1
 
 
 def local_weights_file(weights: str) -> str | None:
@@ -160,13 +154,15 @@ def local_weights_file(weights: str) -> str | None:
 
 def local_shipped_file(uri: str) -> str:
     """Where a file shipped with ``SparkContext.addFile`` is on this node (the path itself outside Spark)."""
-    from pyspark import SparkFiles
+    if "pyspark" in sys.modules:  # outside Spark (the prediction command) pyspark is never imported
+        from pyspark import SparkFiles
 
-    name = uri.rstrip("/").rsplit("/", 1)[-1]
-    try:
-        return SparkFiles.get(name)
-    except Exception:  # not inside a Spark worker (unit tests): use the path as given
-        return uri.removeprefix("file://")
+        name = uri.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            return SparkFiles.get(name)
+        except Exception:  # not inside a Spark worker (unit tests): use the path as given
+            pass
+    return uri.removeprefix("file://")
 
 
 def featurize_contents(contents, model, policy, batch_size: int,
@@ -207,6 +203,8 @@ def featurize_contents(contents, model, policy, batch_size: int,
 
 def featurize_batch(pdf: pd.DataFrame, model, policy, batch_size: int, max_pixels: int) -> pd.DataFrame:
     """Decode and featurize one pandas batch; bad images get a ``reason`` instead of features."""
+    import pandas as pd
+
     features, widths, heights, reasons = featurize_contents(
         pdf["content"].to_numpy(), model, policy, batch_size, max_pixels)
 
@@ -240,7 +238,7 @@ def make_featurizer(
 
     ``counters`` may hold Spark accumulators ``done``, ``rejected``, ``seconds`` (featurizing),
     ``model_loads`` and ``load_seconds`` that the driver reads to log progress and timings, and
-    ``outcomes`` (``OutcomesParam``): every row's path and reject reason. ``inference`` picks the
+    ``outcomes`` (``progress.OutcomesParam``): every row's path and reject reason. ``inference`` picks the
     runtime and precision of the forward pass.
     """
 

@@ -142,7 +142,7 @@ def choose_precision(precision: str, capabilities: list[str]) -> str:
 def _log_to_stderr_where_unconfigured() -> None:
     """Spark's Python workers configure no logging: there, this module's lines get a stderr handler (the
     executor's log), so what the CPU offered and what was chosen is on record for every worker."""
-    if not logging.getLogger().handlers and not log.handlers:
+    if not log.hasHandlers():  # none on it, its parents or the root
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)

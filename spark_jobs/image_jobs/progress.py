@@ -1,10 +1,12 @@
-"""Progress of long Spark work, logged from the driver while executors work."""
+"""Progress of long Spark work, logged from the driver while executors work, and the accumulators it reads."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+
+from pyspark.accumulators import AccumulatorParam
 
 
 class ProgressLogger:
@@ -48,3 +50,17 @@ class ProgressLogger:
                 done, self._total, self._counters["rejected"].value, done / max(elapsed, 1e-9),
                 tasks_done, tasks_total,
             )
+
+
+class OutcomesParam(AccumulatorParam):
+    """An accumulator of ``{path: reject reason, or None when featurized}`` over the tasks: the driver
+    learns what became of every image it sent without a second pass over the output. Only successful
+    task attempts are merged (a failed attempt's updates are dropped), and a path seen twice (a
+    speculative copy) keeps one entry."""
+
+    def zero(self, value: dict) -> dict:
+        return {}
+
+    def addInPlace(self, value1: dict, value2: dict) -> dict:  # noqa: N802 - PySpark's name
+        value1.update(value2)
+        return value1

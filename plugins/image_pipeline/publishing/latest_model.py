@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from image_pipeline.planning.layout import join
-from image_pipeline.planning.objects import object_path, write_text_atomically
+from image_pipeline.planning.objects import object_path, readable_path, write_text_atomically
 
 LATEST_FILE = ("models", "latest.json")
 REQUIRED_KEYS = ("run_key", "models_uri", "model_uri", "backbone", "multiclass_accuracy", "modified_before")
@@ -56,7 +56,7 @@ def read_latest(root_uri: str, conn_id: str | None = None) -> dict[str, Any]:
     Raises NoModelError when no training run has passed its quality gate yet (no latest.json).
     """
     uri = latest_uri(root_uri)
-    path = object_path(uri, conn_id)
+    path = readable_path(uri, conn_id)
     if not path.exists():
         raise NoModelError(f"no successful training run has published a model yet: {uri} does not exist "
                            "(run the image_classification DAG; a run records its model there once its "

@@ -35,3 +35,4 @@ DEFAULT_SPLIT_RATIOS: tuple[float, ...] = _conventions.DEFAULT_SPLIT_RATIOS
 IMAGE_SUFFIXES: tuple[str, ...] = _conventions.IMAGE_SUFFIXES
 STUDY_COLUMNS: tuple[str, ...] = _conventions.STUDY_COLUMNS
 min_images_per_class = _conventions.min_images_per_class
+ir_folder_glob = _conventions.ir_folder_glob

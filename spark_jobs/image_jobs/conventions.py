@@ -13,6 +13,13 @@ BACKBONE_NAMES = ("mobilenet_v2", "vgg16")
 # and its numeric precision ("auto": bf16 where the CPU has it, else fp32; tensorflow runs fp32 only)
 RUNTIMES = ("tensorflow", "openvino")
 PRECISIONS = ("fp32", "bf16", "auto")
+# a weights file's OpenVINO IRs are folders beside it: <weights stem>.openvino-<key>/ (inference.ir_path)
+IR_FOLDER_SUFFIX = ".openvino-"
+
+
+def ir_folder_glob(weights_name: str) -> str:
+    """The glob matching every exported IR folder of the weights file named ``weights_name``."""
+    return f"{weights_name.split('.', 1)[0]}{IR_FOLDER_SUFFIX}*"
 PAIR_MODES = ("all_pairs", "one_vs_each", "one_vs_rest")
 DEFAULT_SPLIT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # what the extraction job reads (Spark's pathGlobFilter, case-insensitive) and the listings count

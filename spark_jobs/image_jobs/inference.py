@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from image_jobs.conventions import PRECISIONS, RUNTIMES
+from image_jobs.conventions import IR_FOLDER_SUFFIX, PRECISIONS, RUNTIMES
 
 log = logging.getLogger("image_jobs.inference")
 
@@ -82,7 +82,7 @@ def ir_path(backbone_name: str, weights_file: str | Path, ov_version: str | None
     weights_file = Path(weights_file)
     key = ir_key(backbone_name, weights_file, ov_version)
     stem = weights_file.name.split(".", 1)[0]
-    return weights_file.parent / f"{stem}.openvino-{key}" / f"{backbone_name}-{key}.xml"
+    return weights_file.parent / f"{stem}{IR_FOLDER_SUFFIX}{key}" / f"{backbone_name}-{key}.xml"
 
 
 def export_ir(backbone_name: str, weights_file: str | Path) -> Path:
@@ -200,16 +200,52 @@ def driver_weights_file(backbone_name: str, weights: str) -> Path:
     return Path(SparkFiles.get(weights.rstrip("/").rsplit("/", 1)[-1]))
 
 
+def stored_ir_uri(weights_uri: str, xml: Path) -> str:
+    """Where the IR named ``xml`` (``ir_path`` of the weights' local copy) is stored beside a weights URI:
+    the same relative place as next to a local weights file (staging uploads it there)."""
+    return f"{weights_uri.rsplit('/', 1)[0]}/{xml.parent.name}/{xml.name}"
+
+
+def stored_ir_exists(spark, xml_uri: str) -> bool:
+    """Whether both files of a stored IR (``.xml`` and ``.bin``) are at ``xml_uri``, read through Hadoop's
+    filesystem (s3:// on EMR, hdfs://, file://): the nodes may read the artifacts, not write them."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    for uri in (xml_uri, xml_uri.removesuffix(".xml") + ".bin"):
+        path = jvm.org.apache.hadoop.fs.Path(uri)
+        if not path.getFileSystem(conf).exists(path):
+            return False
+    return True
+
+
 def ship_ir(spark, backbone_name: str, weights: str, precision: str):
-    """Export the IR on the driver if it is not there yet and ship it to the executors; returns the
-    ``featurize.InferenceChoice`` the Python workers load it with (they import no TensorFlow)."""
+    """The IR of (backbone, weights) shipped to the executors; returns the ``featurize.InferenceChoice``
+    the Python workers load it with (they import no TensorFlow).
+
+    Weights in an object store (s3://, staged by ``stage_artifacts``) come with their IR beside them when
+    it was exported where they were staged from (``make weights``): it is shipped from there. Otherwise
+    the driver exports it (TensorFlow on the driver, a few seconds) next to its local weights file.
+    """
     from image_jobs.featurize import InferenceChoice
 
     check_choice("openvino", precision)
-    xml = export_ir(backbone_name, driver_weights_file(backbone_name, weights))
-    for part in (xml, xml.with_suffix(".bin")):
-        spark.sparkContext.addFile(str(part))  # flat next to each other in every node's SparkFiles folder
-    return InferenceChoice("openvino", precision, str(xml))
+    local_weights = driver_weights_file(backbone_name, weights)
+    xml = ir_path(backbone_name, local_weights)
+    # a copy (s3:// weights fetched by addFile): their IR, if staged, is beside the original
+    remote = weights != "imagenet" and local_weights.resolve() != Path(weights.removeprefix("file://")).resolve()
+    if remote and not xml.exists() and stored_ir_exists(spark, stored := stored_ir_uri(weights, xml)):
+        log.info("OpenVINO IR found beside the weights: %s", stored)
+        parts = [stored, stored.removesuffix(".xml") + ".bin"]
+    else:
+        if remote:
+            log.info("no OpenVINO IR beside the weights %s (%s): exporting it on the driver for this run; "
+                     "'make weights' before staging stores it there for every run",
+                     weights, stored_ir_uri(weights, xml))
+        xml = export_ir(backbone_name, local_weights)
+        parts = [str(xml), str(xml.with_suffix(".bin"))]
+    for part in parts:
+        spark.sparkContext.addFile(part)  # flat next to each other in every node's SparkFiles folder
+    return InferenceChoice("openvino", precision, parts[0])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,16 +41,23 @@ def test_wrong_credentials_are_refused(s3):
 
 
 def test_staging_uploads_once_and_is_idempotent(s3, converted_weights):
+    from image_jobs.inference import export_ir, stored_ir_uri
     from image_pipeline.compute.staging import STAGED_KEYS, stage_s3
 
+    xml = export_ir("mobilenet_v2", converted_weights)  # what 'make weights' leaves beside the weights
     first = stage_s3(f"s3://{BUCKET}/prod/artifacts", f"file://{converted_weights}", CONN_ID)
     assert set(first) == set(STAGED_KEYS)  # the same keys as the local backend's staging
     assert {u.rsplit("/", 1)[-1] for u in first["uploaded"]} == {
         "image_jobs.zip", "extract_features.py", "train_models.py", "evaluate_models.py", "score_inbox.py",
         "install_python_deps.sh", "requirements-emr.txt", converted_weights.name, "tiny-1.0-py3-none-any.whl",
-        "manifest.json"}
+        "manifest.json", xml.name, xml.with_suffix(".bin").name}
     staged = keys(s3, "prod/artifacts/")
-    assert len(staged) == 10 and first["weights_uri"].startswith(f"s3://{BUCKET}/prod/artifacts/weights-")
+    assert len(staged) == 12 and first["weights_uri"].startswith(f"s3://{BUCKET}/prod/artifacts/weights-")
+    # the IR sits beside the staged weights where the nodes look for it (inference.ship_ir)
+    stored = stored_ir_uri(first["weights_uri"], xml).removeprefix(f"s3://{BUCKET}/")
+    assert stored in staged and stored.removesuffix(".xml") + ".bin" in staged
+    body = s3.get_object(Bucket=BUCKET, Key=stored.removesuffix(".xml") + ".bin")["Body"].read()
+    assert body == xml.with_suffix(".bin").read_bytes()
     assert f"{first['wheelhouse_uri']}/manifest.json".removeprefix(f"s3://{BUCKET}/") in staged
     body = s3.get_object(Bucket=BUCKET, Key=first["jobs_zip_uri"].removeprefix(f"s3://{BUCKET}/"))["Body"].read()
     assert body[:2] == b"PK"

@@ -80,3 +80,35 @@ def test_openvino_workers_import_no_tensorflow(openvino_run):
     assert "forward pass: runtime openvino, precision fp32, IR " in log  # the driver
     # each Python worker: what the CPU offered, what was chosen
     assert "on CPU: the CPU offers ['" in log and "precision fp32 asked for, fp32 chosen; 1 thread(s)" in log
+
+
+def test_a_staged_ir_beside_object_store_weights_is_shipped_not_exported(spark, converted_weights, tmp_path,
+                                                                        monkeypatch, caplog):
+    """Weights the driver only holds a copy of (s3:// on EMR, fetched by addFile): the IR staged beside the
+    original is found through Hadoop's filesystem and shipped from there; without one, the driver exports."""
+    from image_jobs import inference
+
+    stored, driver = tmp_path / "artifacts" / "weights-1", tmp_path / "driver"
+    for folder in (stored, driver):
+        folder.mkdir(parents=True)
+        shutil.copy(converted_weights, folder / "mnv2.keras")
+    staged_xml = inference.export_ir("mobilenet_v2", stored / "mnv2.keras")
+    monkeypatch.setattr(inference, "driver_weights_file", lambda backbone, weights: driver / "mnv2.keras")
+    weights_uri = f"file://{stored}/mnv2.keras"
+    assert inference.stored_ir_exists(spark, inference.stored_ir_uri(weights_uri, staged_xml))
+    with caplog.at_level("INFO", logger="image_jobs.inference"):
+        choice = inference.ship_ir(spark, "mobilenet_v2", weights_uri, "fp32")
+    assert choice.ir_uri == f"file://{staged_xml}"
+    assert list(driver.iterdir()) == [driver / "mnv2.keras"]  # nothing exported on the driver
+    assert f"OpenVINO IR found beside the weights: file://{staged_xml}" in caplog.text
+
+    staged_xml.with_suffix(".bin").unlink()  # an incomplete IR is not used
+    assert not inference.stored_ir_exists(spark, inference.stored_ir_uri(weights_uri, staged_xml))
+    shipped = []  # this session shipped an IR of that name already: Spark refuses other bytes under it
+    monkeypatch.setattr(spark.sparkContext, "addFile", shipped.append)
+    with caplog.at_level("INFO", logger="image_jobs.inference"):
+        choice = inference.ship_ir(spark, "mobilenet_v2", weights_uri, "fp32")
+    exported = inference.ir_path("mobilenet_v2", driver / "mnv2.keras")
+    assert choice.ir_uri == str(exported) and exported.with_suffix(".bin").is_file()
+    assert shipped == [str(exported), str(exported.with_suffix(".bin"))]
+    assert "exporting it on the driver for this run" in caplog.text

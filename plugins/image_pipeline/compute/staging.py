@@ -18,6 +18,7 @@ from pathlib import Path
 from image_pipeline.compute.emr.wheelhouse import MANIFEST, ensure_wheelhouse, read_manifest, requirements_hash
 from image_pipeline.compute.jobs_archive import SPARK_JOBS_DIR, build_jobs_zip, content_hash
 from image_pipeline.compute.steps import SCORING_STEP_NAMES, STEP_NAMES
+from image_pipeline.conventions import ir_folder_glob
 from image_pipeline.shipped import BOOTSTRAP_DIR
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,18 @@ def stage_weights(weights_uri: str | None, prefix: str, put: Callable[[Path, str
     local = Path(local_path(weights_uri))
     if not local.exists():
         raise FileNotFoundError(f"weights file {weights_uri} does not exist")
-    return put(local, f"{prefix}/weights-{content_hash(local)}/{local.name}")
+    folder = f"{prefix}/weights-{content_hash(local)}"
+    for ir in exported_irs(local):  # the nodes ship the IR from beside the weights instead of exporting it
+        for part in sorted(ir.iterdir()):
+            put(part, f"{folder}/{ir.name}/{part.name}")
+    return put(local, f"{folder}/{local.name}")
+
+
+def exported_irs(weights_file: Path) -> list[Path]:
+    """The complete OpenVINO IR folders beside a weights file (``make weights`` exports one; an export
+    writes elsewhere and renames, so a folder there is whole): each holds one ``.xml`` and its ``.bin``."""
+    return [ir for ir in sorted(weights_file.parent.glob(ir_folder_glob(weights_file.name)))
+            if ir.is_dir() and any(ir.glob("*.xml")) and any(ir.glob("*.bin"))]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 """Benchmark: feature-extraction throughput, model forward pass alone vs the whole Spark job.
 
-    make bench-extract                       # 7400 images (the pets study's dataset size), 2 cores
-    make bench-extract BENCH_ARGS="--images 3000 --cores 2"
-    make bench-extract BENCH_ARGS="--runtime openvino --precision fp32"   # the whole job on OpenVINO
+    make bench-extract                       # 7400 images (the pets study's dataset size), 2 cores, openvino fp32
+    make bench-extract BENCH_ARGS="--images 1000 --cores 2"
+    make bench-extract BENCH_ARGS="--runtime tensorflow"                  # the whole job on TensorFlow
+    make bench-extract BENCH_ARGS="--precision bf16"                      # where the CPU has BF16
     make bench-extract BENCH_ARGS="--no-job"                              # the forward passes only
 
 Prints images/s per core for
@@ -13,7 +14,8 @@ Prints images/s per core for
   (b) the whole extraction job through Spark (local[cores]) on ``--runtime``/``--precision``: listing,
       incremental selection, reading bytes, decoding, inference, Parquet writes; Spark session
       start-up excluded, Python worker start-up and model loading included,
-and the ratio of (b) to (a) of the same runtime (target for mobilenet_v2: >= 0.70). Then where (b)'s
+and the ratio of (b) to (a) of the same runtime and to the fastest fp32 (a); decode + resize in ms per image
+on one thread (this benchmark's 224x224 JPEGs, 500x375 and 4000x3000 photos). Then where (b)'s
 time goes: the rate inside the featurizing tasks against (a) (the steady state), and the seconds of the
 job not spent at that rate (start-up paid once per job: listing on a cold JVM, the runtime's import and
 model load per Python worker; the JVM's share of the cores; the last wave). The ratio grows with the
@@ -121,6 +123,47 @@ def forward_figures(args: argparse.Namespace) -> dict[tuple[str, str], float]:
     return rates
 
 
+def fastest_fp32(rates: dict[tuple[str, str], float]) -> float:
+    """The fastest fp32 forward pass (a) of this run: the issue's yardstick for the whole job."""
+    return max(rate for (_, precision), rate in rates.items() if precision == "fp32")
+
+
+def decode_ms(paths: list[Path], backbone: str) -> float:
+    """Milliseconds per image of the job's decode + resize (``decode.decode_image``, the backbone's resize
+    policy) on one thread, over ``paths`` read into memory first (the job gets the bytes from Spark)."""
+    from image_jobs.backbones import get_backbone
+    from image_jobs.decode import decode_image
+
+    policy = get_backbone(backbone).resize_policy("imagenet")
+    contents = [p.read_bytes() for p in paths]
+    for data in contents[:20]:  # warm-up
+        decode_image(data, policy)
+    started = time.perf_counter()
+    for data in contents:
+        decode_image(data, policy)
+    return 1000 * (time.perf_counter() - started) / len(contents)
+
+
+def decode_figures(images: Path, work: Path, backbone: str, forward_per_core: float) -> None:
+    """Decode + resize per image on the benchmark's 224x224 JPEGs and on photo-sized ones (500x375, the
+    pets study's typical size; 4000x3000, a phone's), against the forward pass's ms per image."""
+    from PIL import Image
+
+    generated = sorted(images.rglob("*.jpg"))[:500]
+    sized = {}
+    for width, height, n in ((500, 375, 200), (4000, 3000, 20)):
+        folder = work / f"photos-{width}x{height}"
+        folder.mkdir()
+        for i, source in enumerate(generated[:n]):
+            Image.open(source).resize((width, height), Image.BILINEAR).save(folder / f"{i}.jpg", quality=90)
+        sized[f"{width}x{height}"] = sorted(folder.glob("*.jpg"))
+    forward_ms = 1000 / forward_per_core
+    print(f"decode + resize to the model's input, one thread (the forward pass: {forward_ms:.1f} ms per image):")
+    for name, paths in {"224x224 (this benchmark's)": generated, **sized}.items():
+        ms = decode_ms(paths, backbone)
+        print(f"    {name:<28} {ms:6.2f} ms per image = {ms / forward_ms:5.1%} of the forward pass", flush=True)
+
+
 def whole_job(images: Path, work: Path, weights: str, backbone: str, batch_size: int, cores: int,
               inference: tuple[str, str] = ("tensorflow", "fp32")) -> dict:
     import extract_features
@@ -152,7 +195,7 @@ def main() -> int:
                         help="weights file, or 'random' (timing only)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--forward-seconds", type=float, default=20.0)
-    parser.add_argument("--runtime", choices=("tensorflow", "openvino"), default="tensorflow",
+    parser.add_argument("--runtime", choices=("tensorflow", "openvino"), default="openvino",
                         help="runtime of the whole job (b); (a) times every runtime")
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                         help="precision of the whole job (b) (openvino only)")
@@ -173,6 +216,7 @@ def main() -> int:
         work = Path(tmp)
         print(f"generating {args.images} images at 224x224 ...", flush=True)
         make_images(work / "images", args.images, classes=10, seed=0)
+        decode_figures(work / "images", work, args.backbone, fastest_fp32(rates))
         summary = whole_job(work / "images", work, args.weights_uri, args.backbone, args.batch_size, args.cores,
                             (args.runtime, args.precision))
     assert summary["features_written"] == args.images, summary
@@ -180,7 +224,35 @@ def main() -> int:
     if precision == "auto":  # what the workers chose: bf16 where the CPU has it
         precision = "bf16" if ("openvino", "bf16") in rates else "fp32"
     report_job(args, summary, rates[args.runtime, precision], f"{args.runtime} {precision}")
+    per_core = args.images / summary["wall_seconds"] / args.cores
+    print(f"ratio (b)/(fastest fp32 forward pass, {fastest_fp32(rates):.1f}): {per_core / fastest_fp32(rates):.2f}")
+    emr_cost_table(per_core, f"{args.runtime} {precision}")
     return 0
+
+
+def emr_cost_table(per_core: float, runtime: str) -> None:
+    """USD per million images on each instance type the trigger form offers, at ``per_core`` images/s per
+    vCPU (this run's whole job), every vCPU of the worker nodes running a task (``capacity.executor_layout``)
+    and the on-demand price of the EMR price table (``IMAGE_PIPELINE_EMR_PRICES_JSON`` overrides it)."""
+    from image_pipeline.compute.emr.capacity import INSTANCE_TYPES, executor_layout
+    from image_pipeline.compute.emr.requests import load_emr_settings
+
+    prices = load_emr_settings().prices
+    rows = []
+    for instance_type in INSTANCE_TYPES:
+        layout = executor_layout(instance_type)
+        slots = layout.cores * layout.per_node
+        price = prices.get(instance_type)
+        per_hour = per_core * slots * 3600
+        rows.append((instance_type, slots, price, per_hour, price / per_hour * 1e6 if price else None))
+    print(f"EMR, the whole job's rate ({runtime}, {per_core:.1f} images/s per vCPU) on each offered type "
+          f"(worker nodes only: the primary node, bootstrap and idle minutes are per cluster, not per image):")
+    cheapest = min((r for r in rows if r[4] is not None), key=lambda r: r[4])
+    for instance_type, slots, price, per_hour, per_million in rows:
+        cost = f"{per_million:6.2f} USD per million images" if per_million is not None else "no price"
+        mark = "   <- cheapest per image" if instance_type == cheapest[0] else ""
+        print(f"    {instance_type:<11} {slots:>2} tasks  {price or 0:6.3f} USD/h  {per_hour:>9,.0f} images/h  "
+              f"{cost}{mark}")
 
 
 def report_job(args: argparse.Namespace, summary: dict, forward_per_core: float, runtime: str) -> None:

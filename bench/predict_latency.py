@@ -2,7 +2,7 @@
 
     make bench-predict                                   # synthetic 6-class model on the real backbone
     make bench-predict BENCH_ARGS="--model file:///data/runs/<run_key>/models"   # a trained run
-    make bench-predict BENCH_ARGS="--runtime openvino"   # the forward pass on OpenVINO: no TensorFlow
+    make bench-predict BENCH_ARGS="--runtime tensorflow" # the forward pass on TensorFlow (the default: OpenVINO)
 
 Prints
   - the whole command, cold: ``python -m image_pipeline.predict_photos`` on one photo in a fresh process
@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=20, help="photos of each size timed one by one")
     parser.add_argument("--batch", type=int, default=32, help="photos per call in the batch figure")
     parser.add_argument("--cold-runs", type=int, default=3, help="fresh processes timed for the whole command")
-    parser.add_argument("--runtime", choices=("tensorflow", "openvino"), default="tensorflow",
+    parser.add_argument("--runtime", choices=("tensorflow", "openvino"), default="openvino",
                         help="what runs the forward pass (openvino: the IR is exported first, as make weights does)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32", help="openvino only")
     args = parser.parse_args()

@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="decompression-bomb guard: images with more pixels are rejected")
     add_inference_args(parser)
     args = parser.parse_args(argv)
-    check_inference_args(parser, args)
+    check_inference_args(parser, args, random_weights=args.random_weights)
     args.labels = parse_labels_json(parser, args.labels_json)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -232,7 +232,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     add_inference_args(parser)
     args = parser.parse_args(argv)
-    check_inference_args(parser, args)
+    check_inference_args(parser, args, random_weights=None)  # the model's weights decide the default
     if args.top < 1:
         parser.error(f"--top must be >= 1, got {args.top}")
     if args.batch_size < 1:
@@ -263,11 +263,12 @@ def load_predictor(args: argparse.Namespace):
 
 
 def inference_choice(args: argparse.Namespace, model, weights_path: str | None):
-    """The forward pass's runtime: tensorflow, or openvino on the IR next to the weights (exported now,
-    importing TensorFlow this once, when it is not there yet)."""
+    """The forward pass's runtime: openvino on the IR next to the weights (exported now, importing
+    TensorFlow this once, when it is not there yet), or tensorflow (asked for, or random weights)."""
+    from image_jobs.conventions import default_runtime
     from image_jobs.featurize import TENSORFLOW, InferenceChoice
 
-    if args.runtime == "tensorflow":
+    if (args.runtime or default_runtime(model.weights == "random")) == "tensorflow":
         return TENSORFLOW
     from image_jobs.inference import driver_weights_file, export_ir
 

@@ -25,19 +25,28 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
     """``--runtime`` and ``--precision``: what runs the CNN forward pass (the extraction and scoring jobs)."""
     from image_jobs.conventions import PRECISIONS, RUNTIMES
 
-    parser.add_argument("--runtime", choices=RUNTIMES, default="tensorflow",
-                        help="what runs the CNN forward pass: tensorflow, or openvino (the Keras model exported "
-                             "to OpenVINO IR next to the weights, once; the Python workers import no TensorFlow)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None,
+                        help="what runs the CNN forward pass: openvino (the default: the Keras model exported to "
+                             "OpenVINO IR next to the weights, once; the Python workers import no TensorFlow), or "
+                             "tensorflow (the default for random weights)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="openvino only: fp32, bf16 (CPUs with BF16), or auto (bf16 where the CPU has it)")
 
 
-def check_inference_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """A parser error naming the flags when ``--runtime`` and ``--precision`` do not go together."""
+def check_inference_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                         random_weights: bool | None = False) -> None:
+    """A parser error naming the flags when ``--runtime`` and ``--precision`` do not go together.
+
+    Without ``--runtime``, the default (``conventions.default_runtime``) is set now, for ``random_weights``;
+    ``random_weights`` None: the weights are not known yet, ``args.runtime`` stays None for the caller.
+    """
+    from image_jobs.conventions import default_runtime
     from image_jobs.inference import InferenceRuntimeError, check_choice
 
+    if args.runtime is None and random_weights is not None:
+        args.runtime = default_runtime(random_weights)
     try:
-        check_choice(args.runtime, args.precision)
+        check_choice(args.runtime or default_runtime(False), args.precision)
     except InferenceRuntimeError as exc:
         parser.error(f"--runtime {args.runtime} --precision {args.precision}: {exc}")
 

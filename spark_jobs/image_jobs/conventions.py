@@ -13,6 +13,15 @@ BACKBONE_NAMES = ("mobilenet_v2", "vgg16")
 # and its numeric precision ("auto": bf16 where the CPU has it, else fp32; tensorflow runs fp32 only)
 RUNTIMES = ("tensorflow", "openvino")
 PRECISIONS = ("fp32", "bf16", "auto")
+# openvino gives TensorFlow's features (fp32, within 1e-5) about twice as fast, and its Python workers
+# import no TensorFlow; random weights (timing runs) have no exported model, so they run on tensorflow
+DEFAULT_RUNTIME = "openvino"
+RANDOM_WEIGHTS_RUNTIME = "tensorflow"
+
+
+def default_runtime(random_weights: bool) -> str:
+    """The runtime when none is asked for: openvino, or tensorflow for random weights (nothing to export)."""
+    return RANDOM_WEIGHTS_RUNTIME if random_weights else DEFAULT_RUNTIME
 # a weights file's OpenVINO IRs are folders beside it: <weights stem>.openvino-<key>/ (inference.ir_path)
 IR_FOLDER_SUFFIX = ".openvino-"
 

@@ -61,7 +61,7 @@ def test_openvino_job_gives_tensorflows_features(spark, images, converted_weight
         "--images-uri", f"file://{images}", "--features-uri", f"file://{tmp_path}/features",
         "--rejects-uri", f"file://{tmp_path}/rejects", "--backbone", "mobilenet_v2",
         "--weights-uri", f"file://{converted_weights}", "--run-key", "tensorflow",
-        "--modified-before", "2100-01-01T00:00:00Z", "--batch-size", "8"])
+        "--modified-before", "2100-01-01T00:00:00Z", "--batch-size", "8", "--runtime", "tensorflow"])
     assert extract_features.run(spark, tensorflow_args)["features_written"] == 32
     expected, got = features_by_path(spark, tmp_path), features_by_path(spark, root)
     assert sorted(got) == sorted(expected) and len(got) == 32
@@ -96,16 +96,20 @@ def test_a_staged_ir_beside_object_store_weights_is_shipped_not_exported(spark, 
     monkeypatch.setattr(inference, "driver_weights_file", lambda backbone, weights: driver / "mnv2.keras")
     weights_uri = f"file://{stored}/mnv2.keras"
     assert inference.stored_ir_exists(spark, inference.stored_ir_uri(weights_uri, staged_xml))
+    # what is shipped is recorded, not added: Spark refuses other bytes under a file name this shared
+    # session shipped already, and two exports of the same weights name their IRs alike
+    shipped = []
+    monkeypatch.setattr(spark.sparkContext, "addFile", shipped.append)
     with caplog.at_level("INFO", logger="image_jobs.inference"):
         choice = inference.ship_ir(spark, "mobilenet_v2", weights_uri, "fp32")
     assert choice.ir_uri == f"file://{staged_xml}"
+    assert shipped == [f"file://{staged_xml}", f"file://{staged_xml.with_suffix('.bin')}"]
     assert list(driver.iterdir()) == [driver / "mnv2.keras"]  # nothing exported on the driver
     assert f"OpenVINO IR found beside the weights: file://{staged_xml}" in caplog.text
 
     staged_xml.with_suffix(".bin").unlink()  # an incomplete IR is not used
     assert not inference.stored_ir_exists(spark, inference.stored_ir_uri(weights_uri, staged_xml))
-    shipped = []  # this session shipped an IR of that name already: Spark refuses other bytes under it
-    monkeypatch.setattr(spark.sparkContext, "addFile", shipped.append)
+    shipped.clear()
     with caplog.at_level("INFO", logger="image_jobs.inference"):
         choice = inference.ship_ir(spark, "mobilenet_v2", weights_uri, "fp32")
     exported = inference.ir_path("mobilenet_v2", driver / "mnv2.keras")

@@ -89,7 +89,7 @@ def test_steps_get_the_same_arguments_from_the_plan():
     ({"local_workers": 0}, "'local_workers'"),
     ({"runtime": "onnx"}, "param 'runtime' must be one of tensorflow, openvino, got 'onnx'"),
     ({"runtime": "openvino", "precision": "fp16"}, "param 'precision' must be one of fp32, bf16, auto"),
-    ({"precision": "bf16"}, "'precision' 'bf16' needs param 'runtime' openvino"),
+    ({"runtime": "tensorflow", "precision": "bf16"}, "'precision' 'bf16' needs param 'runtime' openvino"),
     ({"runtime": "openvino", "weights_uri": "random"}, "'runtime' openvino runs exported weights"),
 ])
 def test_bad_params_are_named(overrides, message):
@@ -99,7 +99,7 @@ def test_bad_params_are_named(overrides, message):
 
 def test_the_extraction_step_gets_the_runtime_and_precision():
     extract = build_steps(build_run_plan(params(), "r", WHEN, SETTINGS, LABELS).as_dict())[0]
-    assert extract.args[-4:] == ("--runtime", "tensorflow", "--precision", "fp32")  # the default
+    assert extract.args[-4:] == ("--runtime", "openvino", "--precision", "fp32")  # the default
     plan = build_run_plan(params(runtime="openvino", precision="bf16"), "r", WHEN, SETTINGS, LABELS).as_dict()
     assert (plan["runtime"], plan["precision"]) == ("openvino", "bf16")
     extract, train, evaluate = build_steps(plan)
@@ -109,6 +109,19 @@ def test_the_extraction_step_gets_the_runtime_and_precision():
 
     parsed = extract_features.parse_args(list(extract.args))  # the job accepts exactly what the plan sends
     assert (parsed.runtime, parsed.precision) == ("openvino", "bf16")
+
+
+def test_the_jobs_default_runtime_is_openvino_and_tensorflow_for_random_weights():
+    import extract_features
+
+    base = ["--images-uri", "file:///i", "--features-uri", "file:///f", "--rejects-uri", "file:///r",
+            "--backbone", "mobilenet_v2", "--run-key", "k", "--modified-before", "2026-01-01T00:00:00Z",
+            "--batch-size", "8"]
+    assert extract_features.parse_args([*base, "--weights-uri", "file:///w.keras"]).runtime == "openvino"
+    assert extract_features.parse_args([*base, "--random-weights"]).runtime == "tensorflow"
+    assert extract_features.parse_args([*base, "--random-weights", "--runtime", "openvino"]).runtime == "openvino"
+    with pytest.raises(SystemExit):  # bf16 is openvino's: refused with tensorflow, the random weights' default
+        extract_features.parse_args([*base, "--random-weights", "--precision", "bf16"])
 
 
 def test_local_backend_refuses_remote_uris():

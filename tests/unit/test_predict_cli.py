@@ -175,7 +175,7 @@ def test_openvino_answers_like_tensorflow_without_importing_it(store, converted_
 
     export_ir("mobilenet_v2", converted_weights)
     models = f"file://{store}/runs/run_1/models"
-    code, out, err = run_cli(capsys, "--model", models, "--json", *photos(store))
+    code, out, err = run_cli(capsys, "--model", models, "--json", "--runtime", "tensorflow", *photos(store))
     assert code == 0, err
     script = ("import json, sys\n"
               "from image_pipeline import predict_photos as cli\n"
@@ -200,6 +200,11 @@ def test_openvino_with_random_weights_is_refused_naming_the_choice(tmp_path, cap
     code, _, err = run_cli(capsys, "--model", f"file://{tmp_path}/models", "--runtime", "openvino", "x.jpg")
     assert code == 2
     assert "runtime 'openvino' runs exported weights" in err
+    # without --runtime, a random-weights model (nothing to export) runs on tensorflow, not refused
+    photo = write_sample_images(tmp_path / "photos", n_classes=1, per_class=1, seed=5)[0]
+    code, out, err = run_cli(capsys, "--model", f"file://{tmp_path}/models", "--json", str(photo))
+    assert code == 0, err
+    assert json.loads(out)[0]["top"] and "OpenVINO" not in err
     with pytest.raises(SystemExit):
-        cli.parse_args(["--model", "latest", "--precision", "bf16", "x.jpg"])
+        cli.parse_args(["--model", "latest", "--runtime", "tensorflow", "--precision", "bf16", "x.jpg"])
     assert "--precision bf16: precision 'bf16' needs runtime 'openvino'" in capsys.readouterr().err

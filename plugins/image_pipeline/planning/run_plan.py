@@ -23,6 +23,7 @@ from image_pipeline.planning.listing import hidden_to_spark
 from image_pipeline.wiring.params import (
     BACKBONES,
     BOUNDS,
+    DEFAULT_RUNTIME,
     PAIR_MODES,
     PRECISIONS,
     RELEASE_LABEL_PATTERN,
@@ -127,8 +128,8 @@ def _choice(params: dict, name: str, choices: tuple[str, ...]) -> str:
 
 
 def inference_choice(params: dict) -> tuple[str, str]:
-    """(runtime, precision) of the forward pass: the params, defaulting to tensorflow at fp32."""
-    choice = {"runtime": params.get("runtime") or "tensorflow", "precision": params.get("precision") or "fp32"}
+    """(runtime, precision) of the forward pass: the params, defaulting to openvino at fp32."""
+    choice = {"runtime": params.get("runtime") or DEFAULT_RUNTIME, "precision": params.get("precision") or "fp32"}
     runtime, precision = _choice(choice, "runtime", RUNTIMES), _choice(choice, "precision", PRECISIONS)
     if runtime == "tensorflow" and precision != "fp32":
         raise PlanError(f"param 'precision' {precision!r} needs param 'runtime' openvino (tensorflow runs fp32)")

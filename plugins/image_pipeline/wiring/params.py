@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from image_pipeline.conventions import BACKBONE_NAMES, DEFAULT_SPLIT_RATIOS, PAIR_MODES, PRECISIONS, RUNTIMES
+from image_pipeline.conventions import (
+    BACKBONE_NAMES,
+    DEFAULT_RUNTIME,
+    DEFAULT_SPLIT_RATIOS,
+    PAIR_MODES,
+    PRECISIONS,
+    RUNTIMES,
+)
 from image_pipeline.wiring.settings import Settings
 
 BACKBONES = BACKBONE_NAMES
@@ -177,9 +184,10 @@ def inference_params() -> dict:
 
     return {
         "runtime": Param(
-            "tensorflow", type="string", enum=list(RUNTIMES), title="Inference runtime",
-            description="tensorflow, or openvino: the Keras backbone exported once to OpenVINO IR next to the "
-                        "weights (about 1.8x faster on CPU; needs a weights file or Keras' cached weights).",
+            DEFAULT_RUNTIME, type="string", enum=list(RUNTIMES), title="Inference runtime",
+            description="openvino: the Keras backbone exported once to OpenVINO IR next to the weights (the same "
+                        "features, about twice as fast on CPU); tensorflow: Keras itself (needed for random "
+                        "weights).",
         ),
         "precision": Param(
             "fp32", type="string", enum=list(PRECISIONS), title="Inference precision",

@@ -108,6 +108,50 @@ def test_openvino_bf16_keeps_the_classes_of_real_photos(ir, photos, reference):
     assert all(top1(got, kernel, bias)[i] == fp32_top2[i, 1] for i in differ)
 
 
+@pytest.fixture(scope="module")
+def labelled_set(converted_weights, tmp_path_factory):
+    """480 generated photos of 12 classes, decoded the job's way, with their class indices."""
+    from image_tools.sample_images import write_sample_images
+
+    files = write_sample_images(tmp_path_factory.mktemp("labelled"), n_classes=12, per_class=40, seed=17)
+    policy = get_backbone("mobilenet_v2").resize_policy(str(converted_weights))
+    batch = np.stack([decode_image(p.read_bytes(), policy).pixels for p in files]).astype(np.float32)
+    names = sorted({p.parent.name for p in files})
+    return batch, np.array([names.index(p.parent.name) for p in files])
+
+
+def trained_run_accuracy(features: np.ndarray, y: np.ndarray, seed: int = 3) -> float:
+    """The training job's multiclass fit on these features (standardised, scikit-learn's multinomial
+    logistic regression) and its accuracy on a stratified half held out."""
+    from image_jobs.selection import fit_logistic
+    from image_jobs.training import stratified_test_mask
+
+    test = stratified_test_mask(y, 0.5, seed)
+    mean, std = features[~test].mean(axis=0), features[~test].std(axis=0)
+    x = (features - mean) / np.where(std > 0, std, 1.0)
+    model = fit_logistic(x[~test], y[~test], 0.01, seed)
+    return float((model.predict(x[test]) == y[test]).mean())
+
+
+def test_a_run_trained_on_openvino_features_is_as_accurate_as_on_tensorflows(converted_weights, ir, labelled_set):
+    batch, y = labelled_set
+    tensorflow = ForwardPass(build_feature_model(get_backbone("mobilenet_v2"), str(converted_weights)))
+    expected = trained_run_accuracy(tensorflow.predict_on_batch(batch), y)
+    got = trained_run_accuracy(OpenVinoForwardPass(ir, threads=2, precision="fp32").predict_on_batch(batch), y)
+    print(f"trained-run accuracy on 240 held-out photos: tensorflow {expected:.4f}, openvino fp32 {got:.4f}")
+    assert abs(got - expected) <= 0.005 and expected > 1 / 12 * 3  # far above chance: the features carry classes
+
+
+def test_a_run_trained_on_bf16_features_keeps_fp32s_accuracy(ir, labelled_set):
+    if "BF16" not in cpu_capabilities():
+        pytest.skip(f"this CPU offers no BF16 to OpenVINO ({cpu_capabilities()}): bf16 cannot run here")
+    batch, y = labelled_set
+    fp32 = trained_run_accuracy(OpenVinoForwardPass(ir, threads=2, precision="fp32").predict_on_batch(batch), y)
+    bf16 = trained_run_accuracy(OpenVinoForwardPass(ir, threads=2, precision="bf16").predict_on_batch(batch), y)
+    print(f"trained-run accuracy on 240 held-out photos: fp32 {fp32:.4f}, bf16 {bf16:.4f}")
+    assert abs(bf16 - fp32) <= 0.005  # within half a point
+
+
 def test_auto_precision_follows_what_the_cpu_offers(ir, caplog):
     import logging
 

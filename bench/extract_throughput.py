@@ -7,7 +7,7 @@
     make bench-extract BENCH_ARGS="--no-job"                              # the forward passes only
 
 Prints images/s per core for
-  (a) the model's forward pass alone on pre-decoded 224x224 batches: one single-threaded process
+  (a) the model's forward pass alone on pre-decoded batches at the model's input size: one single-threaded process
       per core, all running at once (the job's own parallelism), after a warm-up, for every runtime
       and precision this CPU runs (tensorflow fp32, openvino fp32, openvino bf16 where the CPU has
       BF16), and their ratios to tensorflow's, and
@@ -63,7 +63,10 @@ def forward_only(weights: str, backbone: str, batch_size: int, seconds: float, r
 
     model, _ = load_model(backbone, weights, weights.removeprefix("file://") if weights != "random" else None,
                           InferenceChoice(runtime, precision, ir), threads=1)
-    batch = np.random.default_rng(0).uniform(0, 255, (batch_size, 224, 224, 3)).astype(np.float32)
+    from image_jobs.backbones import get_backbone
+
+    size = get_backbone(backbone).keras_resize.size  # the backbone's input (224; 260 for efficientnet_lite2)
+    batch = np.random.default_rng(0).uniform(0, 255, (batch_size, size, size, 3)).astype(np.float32)
     for _ in range(3):  # warm-up: graph tracing (tensorflow), first-inference allocations (both)
         model.predict_on_batch(batch)
     done, started = 0, time.perf_counter()

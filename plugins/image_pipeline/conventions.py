@@ -38,3 +38,4 @@ IMAGE_SUFFIXES: tuple[str, ...] = _conventions.IMAGE_SUFFIXES
 STUDY_COLUMNS: tuple[str, ...] = _conventions.STUDY_COLUMNS
 min_images_per_class = _conventions.min_images_per_class
 ir_folder_glob = _conventions.ir_folder_glob
+PREPARED_WEIGHTS: dict[str, str] = _conventions.PREPARED_WEIGHTS

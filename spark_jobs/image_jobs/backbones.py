@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from image_jobs.conventions import PREPARED_WEIGHTS as PREPARED_OFFLINE
 from image_jobs.decode import ResizePolicy
 
 RANDOM_WEIGHTS = "random"
@@ -50,10 +51,11 @@ class Backbone:
             raise WeightsUnavailableError(
                 f"ImageNet weights for backbone {self.name!r} are not in Keras' cache "
                 f"({self.imagenet_cache_path()}) and this job does not download them. Provide them with "
-                f"--weights-uri (a local path, file:// or s3:// URI of {self.imagenet_file} from the Keras "
-                f"applications release), or copy that file into the cache"
-                + ("; 'make weights' prepares real ImageNet weights offline for mobilenet_v2"
-                   if self.name == "mobilenet_v2" else "")
+                f"--weights-uri (a local path, file:// or s3:// URI of {self.imagenet_file}"
+                + (" from the Keras applications release" if self.name not in PREPARED_OFFLINE else "")
+                + "), or copy that file into the cache"
+                + (f"; 'make weights' prepares real ImageNet weights offline for {self.name} "
+                   f"(data/weights/{PREPARED_OFFLINE[self.name]})" if self.name in PREPARED_OFFLINE else "")
             )
 
     def resize_policy(self, weights_uri: str | None) -> ResizePolicy:
@@ -97,6 +99,24 @@ def _build_vgg16(weights: str | None):
     return keras.Model(inputs, fc2(x), name="vgg16_fc2_features")
 
 
+def _build_efficientnet_lite2(weights: str | None):
+    """EfficientNet-Lite2's features (``avg_pool``, 1280-d) at 260x260: random (None), the converted ImageNet
+    model in Keras' cache (``imagenet``), or Keras weights (``.h5``/``.weights.h5``) for its architecture."""
+    import keras
+
+    from image_jobs.efficientnet_lite import build_efficientnet_lite, get_variant
+
+    if weights == "imagenet":
+        backbone = BACKBONES["efficientnet_lite2"]
+        backbone.check_imagenet_cached()
+        full = keras.models.load_model(backbone.imagenet_cache_path(), compile=False)
+    else:
+        full = build_efficientnet_lite(get_variant("efficientnet_lite2"))
+        if weights is not None:
+            full.load_weights(weights)
+    return keras.Model(full.inputs, full.get_layer("avg_pool").output, name="efficientnet_lite2_features")
+
+
 def _load_application_weights(model, weights: str, backbone_name: str) -> None:
     """Load weights from a local .h5 path, or from Keras' cache for ``imagenet``."""
     if weights == "imagenet":
@@ -109,8 +129,15 @@ def _load_application_weights(model, weights: str, backbone_name: str) -> None:
 # Torchvision-style models converted to .keras (image_tools.weights) expect short side 256 + crop.
 _TORCHVISION_RESIZE = ResizePolicy(224, 0.875)
 _SQUASH_224 = ResizePolicy(224, 1.0)
+# EfficientNet-Lite2's evaluation resize: short side 292, centre crop 260 (the TensorFlow original's)
+_LITE2_RESIZE = ResizePolicy(260, 260 / 292)
 
 BACKBONES: dict[str, Backbone] = {
+    "efficientnet_lite2": Backbone(
+        name="efficientnet_lite2", feature_dim=1280, keras_resize=_LITE2_RESIZE,
+        converted_resize=_LITE2_RESIZE, build=_build_efficientnet_lite2,
+        imagenet_file="efficientnet_lite2_imagenet.keras",
+    ),
     "mobilenet_v2": Backbone(
         name="mobilenet_v2", feature_dim=1280, keras_resize=_SQUASH_224,
         converted_resize=_TORCHVISION_RESIZE, build=_build_mobilenet_v2,

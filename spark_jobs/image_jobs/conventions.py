@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import math
 
-BACKBONE_NAMES = ("mobilenet_v2", "vgg16")
+BACKBONE_NAMES = ("efficientnet_lite2", "mobilenet_v2", "vgg16")
+# the backbones whose real ImageNet weights 'make weights' converts offline, and the file names it writes
+# (under <root>/weights/: the run's default weights for that backbone)
+PREPARED_WEIGHTS = {"mobilenet_v2": "mobilenet_v2_imagenet.keras",
+                    "efficientnet_lite2": "efficientnet_lite2_imagenet.keras"}
 # the CNN forward pass: the runtime that runs the Keras model (exported to OpenVINO IR for "openvino"),
 # and its numeric precision ("auto": bf16 where the CPU has it, else fp32; tensorflow runs fp32 only)
 RUNTIMES = ("tensorflow", "openvino")

@@ -7,6 +7,7 @@ from image_jobs.backbones import BACKBONES, WeightsUnavailableError, build_featu
 def test_registry_has_the_study_backbone_and_the_default():
     assert BACKBONES["mobilenet_v2"].feature_dim == 1280
     assert BACKBONES["vgg16"].feature_dim == 4096
+    assert BACKBONES["efficientnet_lite2"].feature_dim == 1280
     with pytest.raises(ValueError, match="unknown backbone 'resnet9'.*mobilenet_v2.*vgg16"):
         get_backbone("resnet9")
 
@@ -19,6 +20,8 @@ def test_missing_imagenet_weights_say_how_to_provide_them(tmp_path, monkeypatch)
     assert "--weights-uri" in message and "vgg16_weights_tf_dim_ordering_tf_kernels.h5" in message
     with pytest.raises(WeightsUnavailableError, match="make weights"):
         build_feature_model(get_backbone("mobilenet_v2"), "imagenet")
+    with pytest.raises(WeightsUnavailableError, match="make weights.*data/weights/efficientnet_lite2_imagenet.keras"):
+        build_feature_model(get_backbone("efficientnet_lite2"), "imagenet")
 
 
 def test_missing_weights_file_is_an_error_not_random_weights(tmp_path):
@@ -26,10 +29,11 @@ def test_missing_weights_file_is_an_error_not_random_weights(tmp_path):
         build_feature_model(get_backbone("mobilenet_v2"), str(tmp_path / "absent.keras"))
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "vgg16"])
+@pytest.mark.parametrize("name", ["mobilenet_v2", "vgg16", "efficientnet_lite2"])
 def test_random_weights_only_when_asked_and_dimensions_match(name):
     model = build_feature_model(get_backbone(name), "random")
-    x = np.random.default_rng(0).uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)
+    size = BACKBONES[name].keras_resize.size
+    x = np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
     assert np.asarray(model.predict_on_batch(x)).shape == (1, BACKBONES[name].feature_dim)
 
 

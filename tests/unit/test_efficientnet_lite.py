@@ -14,16 +14,9 @@ import numpy as np
 import pytest
 
 from image_jobs.decode import ResizePolicy, decode_image
+from image_jobs.efficientnet_lite import BN_EPSILON, block_layout, build_efficientnet_lite, get_variant
 from image_tools.checkpoint_reader import load_legacy_state_dict
-from image_tools.efficientnet_lite import (
-    BN_EPSILON,
-    block_layout,
-    build_efficientnet_lite,
-    checkpoint_path,
-    convert_checkpoint,
-    get_variant,
-    load_checkpoint_weights,
-)
+from image_tools.efficientnet_lite import checkpoint_path, convert_checkpoint, load_checkpoint_weights
 from image_tools.weights import find_package_file
 
 VARIANT = get_variant("efficientnet_lite2")
@@ -124,3 +117,24 @@ def test_a_checkpoint_that_does_not_match_the_layout_is_refused_by_name(state_di
     extra = {**state_dict, "_blocks.99._se_reduce.weight": np.zeros((1, 1, 1, 1), np.float32)}
     with pytest.raises(ValueError, match=r"not used by the model: \['_blocks\.99\._se_reduce\.weight'\]"):
         load_checkpoint_weights(model, extra)
+
+
+def test_the_registered_backbone_runs_the_converted_weights_on_both_runtimes(converted, tmp_path, photos):
+    """``efficientnet_lite2`` in the jobs' registry, with the converted file as its weights URI: the Keras
+    features of the converted model, and OpenVINO's (the IR exported from it) within 1e-4 relative."""
+    import keras
+
+    from image_jobs.backbones import build_feature_model, get_backbone
+    from image_jobs.featurize import ForwardPass
+    from image_jobs.inference import OpenVinoForwardPass, export_ir
+
+    weights = tmp_path / "efficientnet_lite2_imagenet.keras"
+    converted.save(weights)
+    backbone = get_backbone("efficientnet_lite2")
+    assert backbone.resize_policy(f"file://{weights}") == ResizePolicy(260, 260 / 292)
+    batch = photos[0]
+    expected = keras.Model(converted.inputs, converted.get_layer("avg_pool").output).predict(batch, verbose=0)
+    tensorflow = ForwardPass(build_feature_model(backbone, f"file://{weights}", str(weights))).predict_on_batch(batch)
+    np.testing.assert_allclose(tensorflow, expected, rtol=1e-5, atol=1e-6)
+    openvino = OpenVinoForwardPass(export_ir("efficientnet_lite2", weights), threads=2).predict_on_batch(batch)
+    assert float(np.abs(openvino - expected).max() / np.abs(expected).max()) < 1e-4

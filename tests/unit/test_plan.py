@@ -261,3 +261,13 @@ def test_plans_say_their_kind_and_carry_their_layout():
     assert [s.entry_script for s in steps_for(flat)] == [f"{name}.py" for name in STEP_NAMES]
     with pytest.raises(ValueError, match="plan kind None is not one of training, scoring"):
         steps_for({k: v for k, v in flat.items() if k != "kind"})
+
+
+def test_each_prepared_backbone_defaults_to_the_weights_make_weights_writes():
+    mobilenet = build_run_plan(params(), "r", WHEN, SETTINGS, LABELS).as_dict()
+    lite = build_run_plan(params(backbone="efficientnet_lite2"), "r", WHEN, SETTINGS, LABELS).as_dict()
+    assert mobilenet["weights_uri"] == SETTINGS.default_weights_uri
+    assert lite["weights_uri"] == f"{SETTINGS.root_uri}/weights/efficientnet_lite2_imagenet.keras"
+    given = build_run_plan(params(backbone="efficientnet_lite2", weights_uri="file:///w/mine.keras"), "r", WHEN,
+                           SETTINGS, LABELS).as_dict()
+    assert given["weights_uri"] == "file:///w/mine.keras"

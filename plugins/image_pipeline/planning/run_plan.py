@@ -137,10 +137,16 @@ def inference_choice(params: dict) -> tuple[str, str]:
 
 
 def _weights_uri(params: dict, backbone: str, runtime: str, settings: Settings) -> str | None:
-    """The backbone's weights: the param, else the prepared ImageNet weights of mobilenet_v2 (None: Keras' cache)."""
+    """The backbone's weights: the param, else the ImageNet weights 'make weights' prepares for it (mobilenet_v2:
+    ``IMAGE_PIPELINE_WEIGHTS_URI``; efficientnet_lite2: ``<root>/weights/efficientnet_lite2_imagenet.keras``),
+    else None (Keras' cache)."""
+    from image_pipeline.conventions import PREPARED_WEIGHTS
+
     weights_uri = (params.get("weights_uri") or "").strip() or None
     if weights_uri is None and backbone == "mobilenet_v2":
         weights_uri = settings.default_weights_uri
+    elif weights_uri is None and backbone in PREPARED_WEIGHTS:
+        weights_uri = f"{settings.root_uri}/weights/{PREPARED_WEIGHTS[backbone]}"
     if runtime == "openvino" and weights_uri == "random":
         raise PlanError("param 'runtime' openvino runs exported weights; weights_uri 'random' (timing runs) "
                         "needs runtime tensorflow")

@@ -24,7 +24,7 @@ import numpy as np
 
 from image_jobs.efficientnet_lite import VARIANTS, Variant, build_efficientnet_lite, get_variant
 from image_tools.checkpoint_reader import load_legacy_state_dict
-from image_tools.weights import find_package_file
+from image_tools.weights import find_package_file, load_state_dict_by_name
 
 log = logging.getLogger(__name__)
 
@@ -40,35 +40,9 @@ def _checkpoint_key(layer_name: str) -> str:
 
 
 def load_checkpoint_weights(model, state_dict: dict[str, np.ndarray]) -> None:
-    """Copy the checkpoint's tensors into ``build_efficientnet_lite``'s model. Every weighted layer must
-    receive its tensors and every tensor must be used: a layout mismatch fails here, never silently."""
-    from keras import layers
-
-    used: set[str] = set()
-
-    def take(key: str) -> np.ndarray:
-        if key not in state_dict:
-            raise KeyError(f"checkpoint has no tensor {key!r}")
-        used.add(key)
-        return state_dict[key]
-
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        key = _checkpoint_key(layer.name)
-        if isinstance(layer, layers.DepthwiseConv2D):
-            layer.set_weights([take(f"{key}.weight").transpose(2, 3, 0, 1)])
-        elif isinstance(layer, layers.Conv2D):
-            layer.set_weights([take(f"{key}.weight").transpose(2, 3, 1, 0)])
-        elif isinstance(layer, layers.BatchNormalization):
-            layer.set_weights([take(f"{key}.{n}") for n in ("weight", "bias", "running_mean", "running_var")])
-        elif isinstance(layer, layers.Dense):
-            layer.set_weights([take(f"{key}.weight").T, take(f"{key}.bias")])
-        else:
-            raise TypeError(f"unexpected weighted layer {layer.name} ({type(layer).__name__})")
-    unused = sorted(k for k in state_dict if k not in used and not k.endswith("num_batches_tracked"))
-    if unused:
-        raise ValueError(f"checkpoint tensors not used by the model: {unused[:5]}")
+    """Copy the checkpoint's tensors into ``build_efficientnet_lite``'s model; a tensor missing or left
+    over fails, naming it (``weights.load_state_dict_by_name``)."""
+    load_state_dict_by_name(model, state_dict, _checkpoint_key)
 
 
 def checkpoint_path(variant: Variant) -> Path:

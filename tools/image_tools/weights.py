@@ -118,10 +118,22 @@ def build_torchvision_mobilenet_v2(num_classes: int = 1000):
 
 
 def load_torchvision_weights(model, state_dict: dict[str, np.ndarray]) -> None:
-    """Copy a torchvision MobileNetV2 ``state_dict`` into ``build_torchvision_mobilenet_v2``'s model.
+    """Copy a torchvision MobileNetV2 ``state_dict`` into ``build_torchvision_mobilenet_v2``'s model."""
 
-    Every weighted layer must receive its tensors and every tensor must be used, so a layout
-    mismatch fails here instead of producing a silently wrong model.
+    def key_of(layer_name: str) -> str | None:
+        if layer_name == "imagenet_norm":
+            return None  # the input normalisation: constants of the model, not checkpoint tensors
+        return "classifier.1" if layer_name == "predictions" else layer_name.replace("_", ".")
+
+    load_state_dict_by_name(model, state_dict, key_of)
+
+
+def load_state_dict_by_name(model, state_dict: dict[str, np.ndarray], key_of) -> None:
+    """Copy a PyTorch ``state_dict`` into a Keras model of standard layers: ``key_of(layer name)`` is the
+    layer's checkpoint key (None: a layer without checkpoint tensors). Convolution kernels go from PyTorch's
+    (out, in, h, w) to Keras' (h, w, in, out). Every weighted layer must receive its tensors and every
+    tensor must be used, so a layout mismatch fails here, naming the tensor, instead of producing a
+    silently wrong model.
     """
     from keras import layers
 
@@ -134,11 +146,8 @@ def load_torchvision_weights(model, state_dict: dict[str, np.ndarray]) -> None:
         return state_dict[key]
 
     for layer in model.layers:
-        if not layer.weights:
+        if not layer.weights or (key := key_of(layer.name)) is None:
             continue
-        if layer.name == "imagenet_norm":
-            continue
-        key = "classifier.1" if layer.name == "predictions" else layer.name.replace("_", ".")
         if isinstance(layer, layers.DepthwiseConv2D):
             layer.set_weights([take(f"{key}.weight").transpose(2, 3, 0, 1)])
         elif isinstance(layer, layers.Conv2D):
@@ -147,7 +156,6 @@ def load_torchvision_weights(model, state_dict: dict[str, np.ndarray]) -> None:
             layer.set_weights(
                 [take(f"{key}.{n}") for n in ("weight", "bias", "running_mean", "running_var")]
             )
-            used.add(f"{key}.num_batches_tracked")
         elif isinstance(layer, layers.Dense):
             layer.set_weights([take(f"{key}.weight").T, take(f"{key}.bias")])
         else:

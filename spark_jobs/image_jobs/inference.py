@@ -85,15 +85,16 @@ def ir_path(backbone_name: str, weights_file: str | Path, ov_version: str | None
     return weights_file.parent / f"{stem}{IR_FOLDER_SUFFIX}{key}" / f"{backbone_name}-{key}.xml"
 
 
-def export_ir(backbone_name: str, weights_file: str | Path) -> Path:
+def export_ir(backbone_name: str, weights_file: str | Path, target: Path | None = None) -> Path:
     """The IR of (backbone, weights file), exported now unless it already is; returns its ``.xml``.
+    ``target``: its ``ir_path`` when the caller has it already (the weights' hash is not computed again).
 
     Written to a temporary folder beside the final one, then renamed into place: a reader never sees
     half an IR, and two exports racing both end with the same complete one.
     """
     if not Path(weights_file).is_file():
         raise FileNotFoundError(f"weights file {weights_file} does not exist: nothing to export to OpenVINO IR")
-    target = ir_path(backbone_name, weights_file)
+    target = target or ir_path(backbone_name, weights_file)
     if target.exists() and target.with_suffix(".bin").exists():
         log.info("OpenVINO IR already exported: %s", target)
         return target
@@ -241,7 +242,7 @@ def ship_ir(spark, backbone_name: str, weights: str, precision: str):
             log.info("no OpenVINO IR beside the weights %s (%s): exporting it on the driver for this run; "
                      "'make weights' before staging stores it there for every run",
                      weights, stored_ir_uri(weights, xml))
-        xml = export_ir(backbone_name, local_weights)
+        xml = export_ir(backbone_name, local_weights, xml)
         parts = [str(xml), str(xml.with_suffix(".bin"))]
     for part in parts:
         spark.sparkContext.addFile(part)  # flat next to each other in every node's SparkFiles folder

@@ -113,6 +113,31 @@ def model_from_dict(model: object, source: str) -> MulticlassModel:
 
     ``source`` names the file in every error message.
     """
+    labels, backbone, weights_uri = _identity(model, source)
+    mean = _array(model, "scaler_mean", source, 1)
+    std = _array(model, "scaler_std", source, 1)
+    components = None if model.get("pca_components", 0) is None else _array(model, "pca_components", source, 2)
+    dim = mean.shape[0]
+    if "feature_dim" in model and model["feature_dim"] != dim:
+        raise ModelError(f"{source}: field 'feature_dim' is {model['feature_dim']}, scaler_mean has {dim} values")
+    if std.shape != (dim,):
+        raise ModelError(f"{source}: field 'scaler_std' has {std.shape[0]} values, scaler_mean {dim}")
+    if components is not None and components.shape[1] != dim:
+        raise ModelError(f"{source}: field 'pca_components' is {components.shape[0]} x {components.shape[1]}, "
+                         f"expected k x {dim} (the feature dimension)")
+    coef, intercept = _classifier(model, source, dim if components is None else components.shape[0],
+                                  len(labels), "(the feature dimension: no PCA)" if components is None
+                                  else "(the PCA components)")
+    run_key = model.get("run_key")
+    info = answer_threshold(model, source)
+    return MulticlassModel(source=source, run_key=run_key if isinstance(run_key, str) else None,
+                           backbone=backbone, weights_uri=weights_uri, labels=tuple(labels), mean=mean, std=std,
+                           components=components, coef=coef, intercept=intercept,
+                           threshold=0.0 if info is None else info["threshold"], threshold_info=info)
+
+
+def _identity(model: object, source: str) -> tuple[list[str], str, str | None]:
+    """The validated format, labels, backbone and weights URI of a model.json dict."""
     if not isinstance(model, dict):
         raise ModelError(f"{source}: holds a {type(model).__name__}, not a model object")
     if model.get("format") not in MODEL_FORMATS_READ:
@@ -128,23 +153,15 @@ def model_from_dict(model: object, source: str) -> MulticlassModel:
     weights_uri = model.get("weights_uri")
     if weights_uri is not None and (not isinstance(weights_uri, str) or not weights_uri):
         raise ModelError(f"{source}: field 'weights_uri' must be a URI or null, got {weights_uri!r}")
-    mean = _array(model, "scaler_mean", source, 1)
-    std = _array(model, "scaler_std", source, 1)
-    components = None if model.get("pca_components", 0) is None else _array(model, "pca_components", source, 2)
+    return labels, backbone, weights_uri
+
+
+def _classifier(model: dict, source: str, k: int, n: int, inputs: str) -> tuple[np.ndarray, np.ndarray]:
+    """The validated ``coef`` (n x k) and ``intercept`` (n) of n classes over k inputs."""
     coef = _array(model, "coef", source, 2)
     intercept = _array(model, "intercept", source, 1)
-    dim = mean.shape[0]
-    if "feature_dim" in model and model["feature_dim"] != dim:
-        raise ModelError(f"{source}: field 'feature_dim' is {model['feature_dim']}, scaler_mean has {dim} values")
-    if std.shape != (dim,):
-        raise ModelError(f"{source}: field 'scaler_std' has {std.shape[0]} values, scaler_mean {dim}")
-    if components is not None and components.shape[1] != dim:
-        raise ModelError(f"{source}: field 'pca_components' is {components.shape[0]} x {components.shape[1]}, "
-                         f"expected k x {dim} (the feature dimension)")
-    k, n = dim if components is None else components.shape[0], len(labels)
     if coef.shape[1] != k:
-        raise ModelError(f"{source}: field 'coef' has {coef.shape[1]} columns, expected {k} "
-                         + ("(the feature dimension: no PCA)" if components is None else "(the PCA components)"))
+        raise ModelError(f"{source}: field 'coef' has {coef.shape[1]} columns, expected {k} {inputs}")
     if coef.shape[0] == 1 and n == 2:
         # scikit-learn keeps one row for two classes: P(labels[1]) = sigmoid(coef . x + b), which is
         # the softmax of the logits (0, coef . x + b)
@@ -156,12 +173,7 @@ def model_from_dict(model: object, source: str) -> MulticlassModel:
         raise ModelError(f"{source}: field 'coef' has {coef.shape[0]} rows, expected {n} (one per label)")
     if intercept.shape != (n,):
         raise ModelError(f"{source}: field 'intercept' has {intercept.shape[0]} values, expected {n} (one per label)")
-    run_key = model.get("run_key")
-    info = answer_threshold(model, source)
-    return MulticlassModel(source=source, run_key=run_key if isinstance(run_key, str) else None,
-                           backbone=backbone, weights_uri=weights_uri, labels=tuple(labels), mean=mean, std=std,
-                           components=components, coef=coef, intercept=intercept,
-                           threshold=0.0 if info is None else info["threshold"], threshold_info=info)
+    return coef, intercept
 
 
 def answer_threshold(model: dict, source: str) -> dict | None:

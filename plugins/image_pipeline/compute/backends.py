@@ -39,9 +39,27 @@ def local_backend(plan, step_names: Sequence[str], settings: Settings):
 
     Returns the last step and the teardown's output (what a task after the teardown receives).
     """
-    from airflow.sdk import chain, task
+    from airflow.sdk import chain
 
     from image_pipeline.compute.local.operators import LocalSparkStepOperator
+
+    stage_artifacts, create_cluster, terminate_cluster = local_cluster_tasks(settings)
+    artifacts = stage_artifacts(plan)
+    cluster = create_cluster(plan)
+    steps = [
+        LocalSparkStepOperator(task_id=name, step=name, plan=plan, cluster=cluster, artifacts=artifacts,
+                               python=settings.python)
+        for name in step_names
+    ]
+    terminate = terminate_cluster(plan).as_teardown(setups=cluster)
+    artifacts >> steps[0]
+    chain(cluster, *steps)
+    return steps[-1], terminate
+
+
+def local_cluster_tasks(settings: Settings):
+    """The local backend's stage, setup and teardown tasks (decorated functions, not yet called)."""
+    from airflow.sdk import task
 
     @task
     def stage_artifacts(plan: dict) -> dict:
@@ -76,29 +94,51 @@ def local_backend(plan, step_names: Sequence[str], settings: Settings):
         print(cluster_summary_line(summary))
         return summary
 
-    artifacts = stage_artifacts(plan)
-    cluster = create_cluster(plan)
-    steps = [
-        LocalSparkStepOperator(task_id=name, step=name, plan=plan, cluster=cluster, artifacts=artifacts,
-                               python=settings.python)
-        for name in step_names
-    ]
-    terminate = terminate_cluster(plan).as_teardown(setups=cluster)
-    artifacts >> steps[0]
-    chain(cluster, *steps)
-    return steps[-1], terminate
+    return stage_artifacts, create_cluster, terminate_cluster
 
 
 def emr_backend(plan, step_names: Sequence[str], settings: Settings, emr, dag_id: str):
     """A transient EMR cluster through the Amazon provider: create, add steps, sense each, terminate."""
     from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator
-    from airflow.sdk import chain, task
+    from airflow.sdk import chain
 
     from image_pipeline.compute.emr.operators import (
         EmrAddNamedStepsOperator,
         EmrStepWithLogsSensor,
         EmrTerminateWithCostOperator,
     )
+    from image_pipeline.planning.layout import logs_uri
+
+    stage_artifacts, emr_requests = emr_request_tasks(settings, dag_id)
+    requests = emr_requests(plan, stage_artifacts(plan))
+    cluster = EmrCreateJobFlowOperator(
+        task_id="create_cluster", job_flow_overrides=requests["job_flow"], aws_conn_id=settings.aws_conn_id,
+        emr_conn_id=None, retries=0,  # every setting is in the body: no base config from a connection
+    )
+    add_steps = EmrAddNamedStepsOperator(
+        task_id="add_steps", job_flow_id=cluster.output, steps=requests["steps"], aws_conn_id=settings.aws_conn_id,
+        retries=0,  # a retry would add the steps a second time
+    )
+    sensors = [
+        EmrStepWithLogsSensor(
+            task_id=name, job_flow_id=cluster.output, step_id=add_steps.output[name],
+            logs_uri=logs_uri(settings.root_uri), aws_conn_id=settings.aws_conn_id, deferrable=emr.deferrable,
+            poke_interval=emr.poke_seconds, max_attempts=int(emr.step_timeout_hours * 3600 // emr.poke_seconds),
+            timeout=emr.step_timeout_hours * 3600,
+        )
+        for name in step_names
+    ]
+    terminate = EmrTerminateWithCostOperator(
+        task_id="terminate_cluster", job_flow_id=cluster.output, aws_conn_id=settings.aws_conn_id,
+        prices=emr.prices, region=emr.region,
+    ).as_teardown(setups=cluster)
+    chain(add_steps, *sensors)
+    return sensors[-1], terminate.output
+
+
+def emr_request_tasks(settings: Settings, dag_id: str):
+    """The EMR backend's staging task and the task building its requests (decorated, not yet called)."""
+    from airflow.sdk import task
 
     @task
     def stage_artifacts(plan: dict) -> dict:
@@ -115,27 +155,4 @@ def emr_backend(plan, step_names: Sequence[str], settings: Settings, emr, dag_id
         return {"job_flow": job_flow_overrides(plan, plan["emr"], artifacts, dag_id),
                 "steps": emr_steps(plan, artifacts)}
 
-    requests = emr_requests(plan, stage_artifacts(plan))
-    cluster = EmrCreateJobFlowOperator(
-        task_id="create_cluster", job_flow_overrides=requests["job_flow"], aws_conn_id=settings.aws_conn_id,
-        emr_conn_id=None, retries=0,  # every setting is in the body: no base config from a connection
-    )
-    add_steps = EmrAddNamedStepsOperator(
-        task_id="add_steps", job_flow_id=cluster.output, steps=requests["steps"], aws_conn_id=settings.aws_conn_id,
-        retries=0,  # a retry would add the steps a second time
-    )
-    sensors = [
-        EmrStepWithLogsSensor(
-            task_id=name, job_flow_id=cluster.output, step_id=add_steps.output[name],
-            logs_uri=f"{settings.root_uri}/logs", aws_conn_id=settings.aws_conn_id, deferrable=emr.deferrable,
-            poke_interval=emr.poke_seconds, max_attempts=int(emr.step_timeout_hours * 3600 // emr.poke_seconds),
-            timeout=emr.step_timeout_hours * 3600,
-        )
-        for name in step_names
-    ]
-    terminate = EmrTerminateWithCostOperator(
-        task_id="terminate_cluster", job_flow_id=cluster.output, aws_conn_id=settings.aws_conn_id,
-        prices=emr.prices, region=emr.region,
-    ).as_teardown(setups=cluster)
-    chain(add_steps, *sensors)
-    return sensors[-1], terminate.output
+    return stage_artifacts, emr_requests

@@ -39,6 +39,16 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts if p]])
 
 
+def logs_uri(root_uri: str) -> str:
+    """EMR's LogUri under the storage root: every cluster's logs, training and scoring alike."""
+    return join(root_uri, "logs")
+
+
+def artifacts_uri(root_uri: str) -> str:
+    """Where the staged code, bootstrap, wheelhouse and weights live, by content hash."""
+    return join(root_uri, "artifacts")
+
+
 @dataclass(frozen=True)
 class _Layout:
     """The URIs every run has, training or scoring: its root, folder, steps, cluster, artifacts and logs."""
@@ -81,8 +91,8 @@ def run_layout(root_uri: str, run_key: str, images_uri: str | None = None) -> Ru
         report_uri=join(run_uri, "report"),
         steps_uri=join(run_uri, "steps"),
         cluster_uri=join(run_uri, "cluster"),
-        artifacts_uri=join(root, "artifacts"),
-        logs_uri=join(root, "logs"),
+        artifacts_uri=artifacts_uri(root),
+        logs_uri=logs_uri(root),
     )
 
 
@@ -109,6 +119,6 @@ def scoring_layout(root_uri: str, run_key: str, model_run_key: str) -> ScoringLa
         run_uri=run_uri,
         steps_uri=join(run_uri, "steps"),
         cluster_uri=join(run_uri, "cluster"),
-        artifacts_uri=join(root, "artifacts"),
-        logs_uri=join(root, "logs"),
+        artifacts_uri=artifacts_uri(root),
+        logs_uri=logs_uri(root),
     )

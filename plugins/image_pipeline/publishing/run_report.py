@@ -14,6 +14,8 @@ import string
 from typing import Any
 
 from image_pipeline.conventions import STUDY_COLUMNS
+from image_pipeline.planning.layout import join
+from image_pipeline.planning.objects import object_path
 
 REQUIRED_SUMMARY_KEYS = ("run_key", "backbone", "classes", "image_counts", "multiclass", "hardest_pairs",
                          "seconds_per_step", "plots")
@@ -28,14 +30,9 @@ class QualityGateError(RuntimeError):
     """The model is worse than the run's minimum accuracy."""
 
 
-def _path(uri: str, conn_id: str | None):
-    from airflow.sdk import ObjectStoragePath
-
-    return ObjectStoragePath(uri, conn_id=conn_id) if uri.startswith("s3://") else ObjectStoragePath(uri)
-
 
 def _read(uri: str, conn_id: str | None) -> str:
-    path = _path(uri, conn_id)
+    path = object_path(uri, conn_id)
     if not path.exists():
         raise ReportError(f"{uri} is missing")
     text = path.read_text()
@@ -46,7 +43,7 @@ def _read(uri: str, conn_id: str | None) -> str:
 
 def read_summary(report_uri: str, conn_id: str | None = None) -> dict[str, Any]:
     """summary.json, checked for the keys the summary needs."""
-    uri = f"{report_uri}/summary.json"
+    uri = join(report_uri, "summary.json")
     try:
         summary = json.loads(_read(uri, conn_id))
     except json.JSONDecodeError as exc:
@@ -64,7 +61,7 @@ def read_summary(report_uri: str, conn_id: str | None = None) -> dict[str, Any]:
 
 def read_metrics(report_uri: str, conn_id: str | None = None) -> list[dict[str, str]]:
     """metrics.csv rows, checked for the study's columns and at least one model."""
-    uri = f"{report_uri}/metrics.csv"
+    uri = join(report_uri, "metrics.csv")
     rows = list(csv.DictReader(io.StringIO(_read(uri, conn_id))))
     header = list(rows[0].keys()) if rows else []
     if header[: len(METRICS_HEADER_START)] != METRICS_HEADER_START:
@@ -210,8 +207,8 @@ def publish(report_uri: str, min_accuracy: float, conn_id: str | None = None) ->
     summary = read_summary(report_uri, conn_id)
     metrics = read_metrics(report_uri, conn_id)
     headline = summarise(summary, metrics, report_uri)
-    headline["report_md"] = f"{report_uri}/report.md"
-    _path(headline["report_md"], conn_id).write_text(render_markdown(summary, headline))
+    headline["report_md"] = join(report_uri, "report.md")
+    object_path(headline["report_md"], conn_id).write_text(render_markdown(summary, headline))
     headline["quality_gate"] = {"min_accuracy": min_accuracy,
                                 "passed": headline["multiclass_accuracy"] >= min_accuracy}
     if not headline["quality_gate"]["passed"]:

@@ -1,10 +1,14 @@
 """The constants the Airflow side shares with the Spark jobs, from the jobs' own module.
 
-``spark_jobs/image_jobs/conventions.py`` is the one home of pair modes, split ratios, image
-extensions, metrics columns, the model format and the minimum-images rule. Where the jobs' library
-is importable (tests, the prediction command) it is imported; where only ``dags/`` and ``plugins/``
-are on the path (Airflow's DAG processor) the same file is loaded by its path, under this module's
-own name, so the package never edits ``sys.path`` and ``image_jobs`` is never half-imported.
+``image_jobs/conventions.py`` (under ``image_pipeline.shipped.SPARK_JOBS_DIR``: the project's ``spark_jobs/``
+in a checkout, the copy inside this package in the MWAA bundle) is the one home of pair modes, split ratios,
+image extensions, metrics columns, the model format and the minimum-images rule. This module always loads
+that file by its path, under its own name ``image_pipeline._job_conventions``: it never imports the
+``image_jobs`` package and never edits ``sys.path``, so Airflow's DAG processor (only ``dags/`` and
+``plugins/`` on its path) parses the DAGs without ``image_jobs`` in ``sys.modules`` and without anything
+heavy (the file imports only the standard library). Where ``image_jobs`` is imported too (tests, the
+prediction command), its ``image_jobs.conventions`` is a second module from the same file, with the same
+values.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from image_pipeline.planning.objects import object_path, readable_path, to_uri
+from image_pipeline.shipped import import_job_library
 
 EXIT_OK, EXIT_NOT_SCORED, EXIT_MODEL_ERROR = 0, 1, 2
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "image-pipeline" / "weights"
@@ -49,14 +50,6 @@ class ResolvedModel:
     model: object  # image_jobs.predictor.MulticlassModel
 
 
-def use_job_library() -> None:
-    """Make ``image_jobs`` (the Spark jobs' library, in the project's spark_jobs/) importable."""
-    from image_pipeline.compute.jobs_archive import SPARK_JOBS_DIR
-
-    if str(SPARK_JOBS_DIR) not in sys.path:
-        sys.path.insert(0, str(SPARK_JOBS_DIR))
-
-
 def _exists(uri: str, conn_id: str | None) -> bool:
     return readable_path(uri, conn_id).exists()
 
@@ -67,7 +60,7 @@ def _read_text(uri: str, conn_id: str | None) -> str:
 
 def resolve_model(spec: str, root_uri: str, conn_id: str | None) -> ResolvedModel:
     """Find and validate the model.json that ``spec`` designates; CliModelError says why not."""
-    use_job_library()
+    import_job_library()  # image_jobs from the Spark jobs' sources, sys.path unchanged
     from image_jobs.predictor import ModelError, load_model_json
     from image_pipeline.publishing.latest_model import (
         NoModelError,
@@ -227,7 +220,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"storage root of --model latest (default {settings.root_uri})")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
                         help=f"where object-store weights are cached (default {DEFAULT_CACHE_DIR})")
-    use_job_library()
+    import_job_library()  # image_jobs from the Spark jobs' sources, sys.path unchanged
     from image_jobs.cli import add_inference_args, check_inference_args
 
     add_inference_args(parser)

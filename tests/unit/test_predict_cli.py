@@ -208,3 +208,30 @@ def test_openvino_with_random_weights_is_refused_naming_the_choice(tmp_path, cap
     with pytest.raises(SystemExit):
         cli.parse_args(["--model", "latest", "--runtime", "tensorflow", "--precision", "bf16", "x.jpg"])
     assert "--precision bf16: precision 'bf16' needs runtime 'openvino'" in capsys.readouterr().err
+
+
+def test_the_command_loads_the_job_library_from_spark_jobs_dir_without_touching_sys_path(tmp_path):
+    """Only plugins/ on the path (no spark_jobs/, as where the package is deployed): running the command's
+    module registers image_jobs from image_pipeline.shipped.SPARK_JOBS_DIR and leaves sys.path as it was."""
+    script = ("import importlib.util, json, runpy, sys\n"
+              "findable = importlib.util.find_spec('image_jobs') is not None\n"
+              "before = list(sys.path)\n"
+              f"sys.argv = ['predict_photos', '--model', 'file://{tmp_path}/nothing', 'photo.jpg']\n"
+              "try:\n"
+              "    runpy.run_module('image_pipeline.predict_photos', run_name='__main__')\n"
+              "except SystemExit as exit:\n"
+              "    code = exit.code\n"
+              "import image_jobs, image_jobs.cli, image_jobs.predictor\n"
+              "from image_pipeline.shipped import SPARK_JOBS_DIR\n"
+              "print(json.dumps({'code': code, 'findable_before': findable, 'path_unchanged': sys.path == before,\n"
+              "                  'spark_jobs_dir': str(SPARK_JOBS_DIR), 'files': [m.__file__ for m in\n"
+              "                  (image_jobs, image_jobs.cli, image_jobs.predictor)]}))\n")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "plugins")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["code"] == 2 and found["findable_before"] is False and found["path_unchanged"] is True
+    jobs = PROJECT_ROOT / "spark_jobs"
+    assert found["spark_jobs_dir"] == str(jobs)  # a checkout: the project's spark_jobs/
+    assert found["files"] == [str(jobs / "image_jobs" / name) for name in ("__init__.py", "cli.py", "predictor.py")]

@@ -7,9 +7,11 @@ writes ``dist/mwaa/``:
 
 - ``dags/``: the two DAG files, for the environment's DAGs folder (``s3://<bucket>/dags/``);
 - ``plugins.zip``: the Airflow-side package ``image_pipeline/`` with the Spark jobs' sources and the EMR
-  bootstrap inside it (``image_pipeline/shipped/``, found by ``image_pipeline.shipped``), and
+  bootstrap inside it, in the folder of its package ``image_pipeline.shipped`` (``image_pipeline/shipped/
+  spark_jobs/`` and ``bootstrap/`` next to its ``__init__.py``, which finds them there), and
   ``.airflowignore`` at its root; MWAA unpacks it into its plugins folder;
-- ``requirements.txt``: ``requirements-mwaa.txt`` (MWAA adds its constraints when installing it);
+- ``requirements.txt``: ``requirements-mwaa.txt`` (MWAA installs it with its constraints; it must not conflict
+  with MWAA's essential constraints either, ``mwaa/mwaa-3.3.1-essential-constraints.txt``);
 - ``startup.sh``: exports the ``IMAGE_PIPELINE_*`` settings of the settings file for every component.
 
 The zip is reproducible (sorted entries, fixed timestamps): the same sources give the same bytes. Nothing

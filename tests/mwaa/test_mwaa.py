@@ -1,10 +1,12 @@
 """Amazon MWAA as close as this machine gets: its Airflow, provider and constraints on Python 3.12.
 
 ``.venv-mwaa`` (built by ``make test``, cached like ``.venv-spark35``): Python 3.12, apache-airflow 3.3.1 and
-``requirements-mwaa.txt`` installed under MWAA's constraints (``mwaa/airflow-3.3.1-constraints.txt``), plus
-the test tools of ``mwaa/requirements-test.txt``. The deployment is laid out like MWAA's: the bundle's
-``dags/``, and ``plugins.zip`` unpacked into ``plugins/``; no ``spark_jobs/``, ``bootstrap/`` or checkout
-next to it, so whatever stages code there stages it from the package itself.
+``requirements-mwaa.txt`` installed under MWAA's constraints (``mwaa/airflow-3.3.1-constraints.txt`` and
+``mwaa/mwaa-3.3.1-essential-constraints.txt``), plus the test tools of ``mwaa/requirements-test.txt``. The
+deployment is laid out like MWAA's: the bundle's ``dags/``, and ``plugins.zip`` unpacked into ``plugins/``;
+no ``spark_jobs/``, ``bootstrap/`` or checkout next to it, and the settings come from the bundle's
+``startup.sh``. The runs there record which Spark-job and bootstrap files they read (``staging_reads.py``):
+all of them must be the package's own copy.
 """
 
 from __future__ import annotations
@@ -131,38 +133,61 @@ def mwaa_env(deployment: Path) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(deployment / "plugins"), "IMAGE_PIPELINE_TEST_DEPLOYMENT": str(deployment)}
 
 
-def test_both_dags_parse_from_the_deployment_with_the_emr_backend(mwaa_python, deployment, tmp_path):
+def test_both_dags_parse_from_the_deployment_with_the_emr_backend(mwaa_python, bundle, deployment, tmp_path):
+    """The settings come from the bundle's startup.sh, sourced by a POSIX shell as MWAA runs it before each
+    component: its IMAGE_PIPELINE_COMPUTE=emr and the settings file's values reach the parsed DAGs."""
     script = """
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
 import image_pipeline.shipped as shipped
 heavy = sorted(m for m in ("pyspark", "tensorflow", "keras", "pandas", "numpy") if m in sys.modules)
+params = bag.dags["image_classification"].params.dump() if "image_classification" in bag.dags else {}
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dag_ids),
-                  "spark_jobs": str(shipped.SPARK_JOBS_DIR), "bootstrap": str(shipped.BOOTSTRAP_DIR), "heavy": heavy}))
+                  "spark_jobs": str(shipped.SPARK_JOBS_DIR), "bootstrap": str(shipped.BOOTSTRAP_DIR), "heavy": heavy,
+                  "params": {k: params.get(k) for k in ("emr_core_instance_count", "emr_subnet_id")}}))
 """
-    # no PYTHONPATH: Airflow itself puts the plugins folder on sys.path, as on MWAA
-    env = {**{k: v for k, v in mwaa_env(deployment).items() if k != "PYTHONPATH"}, "AIRFLOW_HOME": str(tmp_path),
-           "IMAGE_PIPELINE_COMPUTE": "emr",
-           "IMAGE_PIPELINE_ROOT_URI": "s3://pipeline/prod", "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    # no PYTHONPATH: Airflow itself puts the plugins folder on sys.path, as on MWAA; no IMAGE_PIPELINE_*
+    # either: startup.sh exports them
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTHON", "IMAGE_PIPELINE"))},
+           "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__CORE__DAGS_FOLDER": str(deployment / "dags"),
            "AIRFLOW__CORE__PLUGINS_FOLDER": str(deployment / "plugins")}
-    done = subprocess.run([mwaa_python, "-c", script, str(deployment / "dags")], env=env, capture_output=True,
-                          text=True, timeout=300)
+    command = ["sh", "-c", '. "$1" && shift && exec "$@"', "sh", str(bundle / "startup.sh"),
+               str(mwaa_python), "-c", script, str(deployment / "dags")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     parsed = json.loads(done.stdout.strip().splitlines()[-1])
     assert parsed["errors"] == {} and parsed["dags"] == ["image_classification", "image_scoring"]
     assert parsed["heavy"] == []
     assert parsed["spark_jobs"] == str(deployment / "plugins" / "image_pipeline" / "shipped" / "spark_jobs")
     assert parsed["bootstrap"] == str(deployment / "plugins" / "image_pipeline" / "shipped" / "bootstrap")
+    # the EMR params exist (IMAGE_PIPELINE_COMPUTE=emr) and default to the settings file's values
+    assert parsed["params"]["emr_core_instance_count"] == 3
+    assert parsed["params"]["emr_subnet_id"] == "subnet-0123abcd"
 
 
-def test_the_emr_dag_runs_to_success_from_the_deployment(mwaa_python, deployment):
-    """The EMR DAG test (moto for EMR, SeaweedFS for S3) in the MWAA-like environment, on the deployment."""
-    test = "tests/dag/test_emr_dag.py::test_emr_run_creates_steps_publishes_and_terminates"
+def test_both_dags_run_to_success_from_the_deployment_staging_the_package_s_copy(mwaa_python, deployment, tmp_path):
+    """The EMR DAG tests (moto for EMR, SeaweedFS for S3) of both DAGs in the MWAA-like environment, on the
+    deployment: a training run, then a scoring run with its model. Every Spark-job and bootstrap file those
+    runs read (the staged zip's sources, the entry scripts, the bootstrap) is the package's own copy under
+    <deployment>/plugins/image_pipeline/shipped/, none the checkout's spark_jobs/ or bootstrap/."""
+    tests = ["tests/dag/test_emr_dag.py::test_emr_run_creates_steps_publishes_and_terminates",
+             "tests/dag/test_emr_dag.py::test_emr_scoring_scores_the_inbox_with_the_latest_model_then_skips"]
+    reads_log = tmp_path / "reads.json"
+    env = {**mwaa_env(deployment), "IMAGE_PIPELINE_TEST_S3": "seaweedfs",
+           "IMAGE_PIPELINE_TEST_READS_LOG": str(reads_log),
+           "PYTHONPATH": os.pathsep.join([str(deployment / "plugins"), str(Path(__file__).parent)])}
     done = subprocess.run(
-        [mwaa_python, "-m", "pytest", test, "-p", "no:cacheprovider", "-q", "-o",
+        [mwaa_python, "-m", "pytest", *tests, "-p", "staging_reads", "-p", "no:cacheprovider", "-q", "-o",
          f"pythonpath={deployment / 'plugins'} {PROJECT_ROOT / 'tests'} {PROJECT_ROOT / 'tests' / 'dag'}"],
-        cwd=PROJECT_ROOT, env={**mwaa_env(deployment), "IMAGE_PIPELINE_TEST_S3": "seaweedfs"},
-        capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0 and "1 passed" in done.stdout, (done.stdout + done.stderr)[-6000:]
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1100)
+    assert done.returncode == 0 and "2 passed" in done.stdout, (done.stdout + done.stderr)[-6000:]
+    reads = json.loads(reads_log.read_text())
+    shipped = deployment / "plugins" / "image_pipeline" / "shipped"
+    assert reads["spark_jobs"] == str(shipped / "spark_jobs") and reads["bootstrap"] == str(shipped / "bootstrap")
+    assert [p for p in reads["read"] if not p.startswith(f"{shipped}{os.sep}")] == []  # nothing from the checkout
+    read = {Path(p).relative_to(shipped).as_posix() for p in reads["read"]}
+    assert {"spark_jobs/extract_features.py", "spark_jobs/train_models.py", "spark_jobs/score_inbox.py",
+            "spark_jobs/image_jobs/__init__.py", "spark_jobs/image_jobs/conventions.py",
+            "bootstrap/install_python_deps.sh", "bootstrap/requirements-emr.txt"} <= read

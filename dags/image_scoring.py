@@ -27,7 +27,7 @@ from airflow.sdk import dag, task
 
 from image_pipeline.compute.backends import compute_steps
 from image_pipeline.compute.emr.requests import load_emr_settings
-from image_pipeline.compute.steps import SCORING_STEP_NAMES
+from image_pipeline.compute.steps import SCORE, SCORING_STEP_NAMES
 from image_pipeline.wiring.assets import scoring_schedule
 from image_pipeline.wiring.params import scoring_params
 from image_pipeline.wiring.settings import load_settings
@@ -85,7 +85,7 @@ def image_scoring():
         from image_pipeline.planning.layout import join
         from image_pipeline.planning.objects import object_path
 
-        summary = json.loads(object_path(join(plan["steps_uri"], "score_inbox.json"), SETTINGS.aws_conn_id)
+        summary = json.loads(object_path(join(plan["steps_uri"], f"{SCORE}.json"), SETTINGS.aws_conn_id)
                              .read_text())
         print(f"scored {summary['scored_now']} new photo(s) with run {plan['model_run_key']}'s model, "
               f"{summary.get('uncertain_now', 0)} of them uncertain (answer threshold "

@@ -7,7 +7,7 @@ from image_pipeline.compute.steps import build_steps
 from image_pipeline.planning.layout import run_key_for, run_layout
 from image_pipeline.planning.listing import discover_labels, hidden_to_spark, scan_images
 from image_pipeline.planning.run_plan import PlanError, build_run_plan, min_images_per_class
-from image_pipeline.wiring.params import BOUNDS, DEFAULT_SPLIT_RATIOS, dag_params
+from image_pipeline.wiring.params import DEFAULT_SPLIT_RATIOS, LOCAL_PARAMS, PARAM_SPECS, TRAINING_PARAMS, dag_params
 from image_pipeline.wiring.settings import load_settings
 
 SETTINGS = load_settings({"IMAGE_PIPELINE_ROOT_URI": "file:///data/root"})
@@ -231,11 +231,11 @@ def test_settings():
         load_settings({"IMAGE_PIPELINE_COMPUTE": "mainframe"})
 
 
-@pytest.mark.parametrize("name", [n for n in BOUNDS if not n.startswith("emr_")])
+@pytest.mark.parametrize("name", [n for n in (*TRAINING_PARAMS, *LOCAL_PARAMS) if PARAM_SPECS[n].low is not None])
 def test_each_bound_is_declared_once_for_the_form_and_the_plan(name):
-    """The trigger form's schema and the plan's check come from the same BOUNDS entry: the form offers
+    """The trigger form's schema and the plan's check come from the same PARAM_SPECS entry: the form offers
     exactly the values the plan accepts, and the plan names the param one step outside them."""
-    rule = BOUNDS[name]
+    rule = PARAM_SPECS[name]
     schema = dag_params(SETTINGS)[name].schema
     assert schema["type"] == rule.kind
     assert (schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")) == ((rule.low, rule.high) if rule.open

@@ -1,7 +1,7 @@
 """The Spark steps of a run, backend-neutral: entry script + arguments from the run plan.
 
-A training run (``image_classification``, a plan of ``kind == "training"``) has three steps; a scoring
-run (``image_scoring``, ``kind == "scoring"``) has one. Step names, task ids and entry scripts are one
+A training run (``image_classification``, a plan of kind ``TRAINING_KIND``) has three steps; a scoring
+run (``image_scoring``, kind ``SCORING_KIND``) has one. Step names, task ids and entry scripts are one
 name each, declared here. The local backend passes these arguments to ``spark-submit``
 against its standalone master; the EMR backend wraps exactly the same ones in
 ``command-runner.jar spark-submit`` steps.
@@ -13,10 +13,17 @@ import json
 from dataclasses import dataclass
 
 from image_pipeline.planning.layout import join
+from image_pipeline.planning.run_plan import TRAINING_KIND
+from image_pipeline.planning.scoring_plan import SCORING_KIND
 
 EXTRACT, TRAIN, EVALUATE, SCORE = "extract_features", "train_models", "evaluate_models", "score_inbox"
 STEP_NAMES = (EXTRACT, TRAIN, EVALUATE)  # a training run's steps, in order
 SCORING_STEP_NAMES = (SCORE,)
+# A plan serialised before the inference choice existed has no "runtime" (nor "precision"): it means what
+# ran then, TensorFlow at fp32, not today's declared defaults (openvino). A plan without "target_precision"
+# passes none: the training job's own default.
+RUNTIME_OF_PLANS_WITHOUT_ONE = "tensorflow"
+PRECISION_OF_PLANS_WITHOUT_ONE = "fp32"
 
 
 @dataclass(frozen=True)
@@ -39,8 +46,8 @@ def _weights_args(plan: dict) -> list[str]:
 
 
 def _inference_args(plan: dict) -> list[str]:
-    # plans made before the runtime choice existed ran tensorflow at fp32
-    return ["--runtime", plan.get("runtime", "tensorflow"), "--precision", plan.get("precision", "fp32")]
+    return ["--runtime", plan.get("runtime", RUNTIME_OF_PLANS_WITHOUT_ONE),
+            "--precision", plan.get("precision", PRECISION_OF_PLANS_WITHOUT_ONE)]
 
 
 def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepSpec]:
@@ -70,7 +77,8 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
         "--split-ratios", ",".join(str(r) for r in plan["split_ratios"]),
         "--max-per-class", str(plan["max_per_class"]), "--iterations", str(plan["iterations"]),
         "--pca-components", str(plan["pca_components"]), "--test-fraction", str(plan["test_fraction"]),
-        "--seed", str(plan["seed"]), "--target-precision", str(plan.get("target_precision", 0.95)),
+        "--seed", str(plan["seed"]),
+        *(["--target-precision", str(plan["target_precision"])] if "target_precision" in plan else []),
         # recorded in the model for prediction ("random" included, so prediction builds the same backbone)
         *(["--weights-uri", plan["weights_uri"]] if plan["weights_uri"] else []),
     ]
@@ -100,8 +108,8 @@ def build_scoring_steps(plan: dict, staged_weights_uri: str | None = None) -> li
 
 
 def steps_for(plan: dict, staged_weights_uri: str | None = None) -> list[StepSpec]:
-    """The steps of any plan, by the kind the plan says it is (``training`` or ``scoring``)."""
-    builders = {"training": build_steps, "scoring": build_scoring_steps}
+    """The steps of any plan, by the kind the plan says it is (``TRAINING_KIND`` or ``SCORING_KIND``)."""
+    builders = {TRAINING_KIND: build_steps, SCORING_KIND: build_scoring_steps}
     if plan.get("kind") not in builders:
         raise ValueError(f"plan kind {plan.get('kind')!r} is not one of {', '.join(builders)}")
     return builders[plan["kind"]](plan, staged_weights_uri)

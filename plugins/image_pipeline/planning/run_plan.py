@@ -20,17 +20,8 @@ from image_pipeline.conventions import min_images_per_class
 from image_pipeline.planning import PlanError
 from image_pipeline.planning.layout import RunLayout, run_key_for, run_layout
 from image_pipeline.planning.listing import hidden_to_spark
-from image_pipeline.wiring.params import (
-    BACKBONES,
-    BOUNDS,
-    DEFAULT_RUNTIME,
-    PAIR_MODES,
-    PRECISIONS,
-    RELEASE_LABEL_PATTERN,
-    RUNTIMES,
-    SUBNET_ID_PATTERN,
-)
-from image_pipeline.wiring.settings import Settings
+from image_pipeline.wiring.params import LOCAL_PARAMS, PARAM_SPECS, emr_defaults
+from image_pipeline.wiring.settings import Settings, prepared_weights_uri
 
 TRAINING_KIND = "training"
 
@@ -80,57 +71,76 @@ class RunPlan:
     local_workers: int
     local_worker_cores: int
     local_worker_memory_gb: int
+    target_precision: float  # of the multiclass model's answered photos: sets its answer threshold
+    runtime: str  # what runs the CNN forward pass of extraction
+    precision: str
     emr: dict[str, Any] | None = None  # the EMR backend's cluster choices
-    target_precision: float = 0.95  # of the multiclass model's answered photos: sets its answer threshold
-    runtime: str = "tensorflow"  # what runs the CNN forward pass of extraction
-    precision: str = "fp32"
     kind: str = TRAINING_KIND  # steps.steps_for builds the training steps from such a plan
 
     def as_dict(self) -> dict[str, Any]:
         return flat_plan(self)
 
 
-def int_param(params: dict, name: str, low: int, high: int) -> int:
-    value = params.get(name)
+def given(params: dict, name: str) -> Any:
+    """The param's value; its declared default when the params lack it (a run triggered with the params of
+    an earlier version)."""
+    spec = PARAM_SPECS[name]
+    return spec.default_value() if name not in params and spec.has_default else params.get(name)
+
+
+def _integer(name: str, value: Any) -> int:
+    spec = PARAM_SPECS[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or (
             isinstance(value, float) and not value.is_integer()):
         raise PlanError(f"param {name!r} must be an integer, got {value!r}")
     value = int(value)
-    if not low <= value <= high:
-        raise PlanError(f"param {name!r} must be between {low} and {high}, got {value}")
+    if not spec.within(value):
+        bounds = f"in {spec.interval}" if spec.open else f"between {spec.low} and {spec.high}"
+        raise PlanError(f"param {name!r} must be {bounds}, got {value}")
     return value
 
 
-def number_param(params: dict, name: str, low: float, high: float, *, open_interval: bool = False) -> float:
-    value = params.get(name)
+def _number(name: str, value: Any) -> float:
+    spec = PARAM_SPECS[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise PlanError(f"param {name!r} must be a number, got {value!r}")
-    inside = low < value < high if open_interval else low <= value <= high
-    if not inside:
-        interval = f"({low}, {high})" if open_interval else f"[{low}, {high}]"
-        raise PlanError(f"param {name!r} must be in {interval}, got {value}")
+    if not spec.within(value):
+        raise PlanError(f"param {name!r} must be in {spec.interval}, got {value}")
     return float(value)
 
 
-def bounded(params: dict, name: str) -> int | float:
-    """The param ``name`` checked against its one declaration in ``wiring.params.BOUNDS``."""
-    rule = BOUNDS[name]
-    if rule.kind == "integer":
-        return int_param(params, name, int(rule.low), int(rule.high))
-    return number_param(params, name, rule.low, rule.high, open_interval=rule.open)
+def bounded(params: dict, name: str) -> int | float | None:
+    """The number param ``name`` checked against its one declaration in ``wiring.params.PARAM_SPECS``
+    (None stays None where the declaration is nullable)."""
+    value = given(params, name)
+    if value is None and PARAM_SPECS[name].nullable:
+        return None
+    return _integer(name, value) if PARAM_SPECS[name].kind == "integer" else _number(name, value)
 
 
-def _choice(params: dict, name: str, choices: tuple[str, ...]) -> str:
-    value = params.get(name)
+def choice(params: dict, name: str) -> str:
+    """The param ``name``, one of its declared choices."""
+    value, choices = given(params, name), PARAM_SPECS[name].enum or ()
     if value not in choices:
         raise PlanError(f"param {name!r} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
+def matching(params: dict, name: str) -> str:
+    """The string param ``name`` (stripped), matching its declared pattern."""
+    import re
+
+    spec = PARAM_SPECS[name]
+    value = str(given(params, name) or "").strip()
+    if not re.fullmatch(spec.pattern or ".*", value):
+        raise PlanError(f"param {name!r} must look like {spec.example}, got {value!r}")
+    return value
+
+
 def inference_choice(params: dict) -> tuple[str, str]:
-    """(runtime, precision) of the forward pass: the params, defaulting to openvino at fp32."""
-    choice = {"runtime": params.get("runtime") or DEFAULT_RUNTIME, "precision": params.get("precision") or "fp32"}
-    runtime, precision = _choice(choice, "runtime", RUNTIMES), _choice(choice, "precision", PRECISIONS)
+    """(runtime, precision) of the forward pass: the params, an empty one taking its declared default."""
+    runtime, precision = (choice({name: params.get(name) or PARAM_SPECS[name].default}, name)
+                          for name in ("runtime", "precision"))
     if runtime == "tensorflow" and precision != "fp32":
         raise PlanError(f"param 'precision' {precision!r} needs param 'runtime' openvino (tensorflow runs fp32)")
     return runtime, precision
@@ -140,13 +150,11 @@ def _weights_uri(params: dict, backbone: str, runtime: str, settings: Settings) 
     """The backbone's weights: the param, else the ImageNet weights 'make weights' prepares for it (mobilenet_v2:
     ``IMAGE_PIPELINE_WEIGHTS_URI``; efficientnet_lite2: ``<root>/weights/efficientnet_lite2_imagenet.keras``),
     else None (Keras' cache)."""
-    from image_pipeline.conventions import PREPARED_WEIGHTS
-
     weights_uri = (params.get("weights_uri") or "").strip() or None
     if weights_uri is None and backbone == "mobilenet_v2":
         weights_uri = settings.default_weights_uri
-    elif weights_uri is None and backbone in PREPARED_WEIGHTS:
-        weights_uri = f"{settings.root_uri}/weights/{PREPARED_WEIGHTS[backbone]}"
+    elif weights_uri is None:
+        weights_uri = prepared_weights_uri(settings.root_uri, backbone)
     if runtime == "openvino" and weights_uri == "random":
         raise PlanError("param 'runtime' openvino runs exported weights; weights_uri 'random' (timing runs) "
                         "needs runtime tensorflow")
@@ -172,34 +180,19 @@ def _labels(params: dict) -> list[str]:
 
 def emr_choices(params: dict, emr_settings) -> dict[str, Any]:
     """The run's EMR choices: trigger-form params over the deployment's defaults, validated."""
-    import re
-
-    from image_pipeline.compute.emr.capacity import INSTANCE_TYPES
-
-    merged = {
-        "emr_release_label": emr_settings.release_label, "emr_instance_type": emr_settings.instance_type,
-        "emr_core_instance_count": emr_settings.core_instance_count,
-        "emr_spot_task_count": emr_settings.spot_task_count,
-        "emr_idle_timeout_minutes": emr_settings.idle_timeout_minutes, "emr_subnet_id": emr_settings.subnet_id,
-    }
+    merged = emr_defaults(emr_settings)
     unknown = sorted(k for k in params if k.startswith("emr_") and k not in merged)
     if unknown:
         raise PlanError(f"unknown EMR param(s) {unknown}: the EMR params are {', '.join(merged)}")
     merged.update({k: v for k, v in params.items() if k.startswith("emr_") and v is not None})
-    if not re.fullmatch(RELEASE_LABEL_PATTERN, str(merged["emr_release_label"])):
-        raise PlanError(f"param 'emr_release_label' must look like emr-7.13.0, got {merged['emr_release_label']!r}")
-    _choice(merged, "emr_instance_type", INSTANCE_TYPES)
-    subnet = str(merged["emr_subnet_id"] or "").strip()
-    if subnet and not re.fullmatch(SUBNET_ID_PATTERN, subnet):
-        raise PlanError(f"param 'emr_subnet_id' must be a subnet id like subnet-0123abcd, got {subnet!r}")
     return {
-        "release_label": merged["emr_release_label"],
-        "instance_type": merged["emr_instance_type"],
+        "release_label": matching(merged, "emr_release_label"),
+        "instance_type": choice(merged, "emr_instance_type"),
         "core_instance_count": bounded(merged, "emr_core_instance_count"),
         "spot_task_count": bounded(merged, "emr_spot_task_count"),
         "capacity": emr_settings.capacity,
         "idle_timeout_minutes": bounded(merged, "emr_idle_timeout_minutes"),
-        "subnet_id": subnet,
+        "subnet_id": matching(merged, "emr_subnet_id"),
         "job_flow_role": emr_settings.job_flow_role,
         "service_role": emr_settings.service_role,
         "security_configuration": emr_settings.security_configuration,
@@ -230,14 +223,14 @@ def _focus_class(params: dict, pair_mode: str, labels: list[str]) -> str | None:
 
 
 def _split_ratios(params: dict) -> list[float]:
-    """The pairwise splits' training shares: a non-empty list of numbers, each in (0, 1)."""
-    ratios = params.get("split_ratios")
+    """The pairwise splits' training shares: a non-empty list of numbers, each inside the declared item bounds."""
+    ratios, item = given(params, "split_ratios"), PARAM_SPECS["split_ratios"].items
     if not isinstance(ratios, list) or not ratios or not all(
             isinstance(r, int | float) and not isinstance(r, bool) for r in ratios):
         raise PlanError(f"param 'split_ratios' must be a non-empty list of numbers, got {ratios!r}")
-    outside = [r for r in ratios if not 0 < r < 1]
+    outside = [r for r in ratios if not item.within(r)]
     if outside:
-        raise PlanError(f"param 'split_ratios' must all be in (0, 1), got {outside}")
+        raise PlanError(f"param 'split_ratios' must all be in {item.interval}, got {outside}")
     return ratios
 
 
@@ -253,6 +246,11 @@ def _check_class_sizes(counts: dict[str, int], labels: list[str], ratios: list[f
             f"with param 'labels', or change split_ratios/test_fraction")
 
 
+# the plan's numbers checked as declared, besides test_fraction (checked first: the class sizes need it)
+_NUMBERS = ("max_per_class", "iterations", "pca_components", "min_accuracy", "target_precision", "batch_size",
+            "seed", *LOCAL_PARAMS)
+
+
 def build_run_plan(params: dict, run_id: str, modified_before: datetime, settings: Settings,
                    available_labels: list[str] | dict[str, int], emr_settings=None) -> RunPlan:
     """Validate params and resolve them into a RunPlan.
@@ -262,9 +260,9 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
     the splits fails the plan, naming the class; ``emr_settings`` (an ``emr.EmrSettings``) gives the
     EMR defaults when the backend is EMR.
     """
-    backbone = _choice(params, "backbone", BACKBONES)
+    backbone = choice(params, "backbone")
     runtime, precision = inference_choice(params)
-    pair_mode = _choice(params, "pair_mode", PAIR_MODES)
+    pair_mode = choice(params, "pair_mode")
     labels = _run_labels(params, available_labels)
     focus = _focus_class(params, pair_mode, labels)
     ratios = _split_ratios(params)
@@ -286,18 +284,8 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
         pair_mode=pair_mode,
         focus_class=focus,
         split_ratios=sorted({round(float(r), 6) for r in ratios}),
-        max_per_class=bounded(params, "max_per_class"),
-        iterations=bounded(params, "iterations"),
-        pca_components=bounded(params, "pca_components"),
         test_fraction=test_fraction,
-        min_accuracy=bounded(params, "min_accuracy"),
-        # a run triggered with the params of an earlier version has none: the job's default
-        target_precision=bounded({"target_precision": 0.95, **params}, "target_precision"),
-        batch_size=bounded(params, "batch_size"),
-        seed=bounded(params, "seed"),
-        local_workers=bounded(params, "local_workers"),
-        local_worker_cores=bounded(params, "local_worker_cores"),
-        local_worker_memory_gb=bounded(params, "local_worker_memory_gb"),
+        **{name: bounded(params, name) for name in _NUMBERS},
         emr=emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
         runtime=runtime,
         precision=precision,

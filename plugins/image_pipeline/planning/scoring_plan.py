@@ -24,11 +24,10 @@ from image_pipeline.planning.run_plan import (
     emr_choices,
     flat_plan,
     inference_choice,
-    number_param,
     require_local_uris,
     utc_instant,
 )
-from image_pipeline.wiring.params import ANSWER_THRESHOLD_BOUNDS
+from image_pipeline.wiring.params import LOCAL_PARAMS
 from image_pipeline.wiring.settings import Settings
 
 SCORING_KIND = "scoring"
@@ -51,22 +50,14 @@ class ScoringPlan:
     local_workers: int
     local_worker_cores: int
     local_worker_memory_gb: int
+    answer_threshold: float | None  # None: the model's own
+    runtime: str  # what runs the CNN forward pass of scoring
+    precision: str
     emr: dict[str, Any] | None = None
-    answer_threshold: float | None = None  # None: the model's own
-    runtime: str = "tensorflow"  # what runs the CNN forward pass of scoring
-    precision: str = "fp32"
     kind: str = SCORING_KIND  # steps.steps_for builds the scoring step from such a plan
 
     def as_dict(self) -> dict[str, Any]:
         return flat_plan(self)
-
-
-def answer_threshold(params: dict) -> float | None:
-    """The run's override of the model's answer threshold, checked (None: the model's own)."""
-    if params.get("answer_threshold") is None:
-        return None
-    rule = ANSWER_THRESHOLD_BOUNDS
-    return number_param(params, "answer_threshold", rule.low, rule.high)
 
 
 def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, settings: Settings, latest: dict,
@@ -88,11 +79,8 @@ def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, set
         backbone=latest["backbone"],
         weights_uri=latest.get("weights_uri"),
         labels=list(latest.get("labels") or []),
-        batch_size=bounded(params, "batch_size"),
-        answer_threshold=answer_threshold(params),
-        local_workers=bounded(params, "local_workers"),
-        local_worker_cores=bounded(params, "local_worker_cores"),
-        local_worker_memory_gb=bounded(params, "local_worker_memory_gb"),
+        # answer_threshold: None (declared nullable) for the model's own
+        **{name: bounded(params, name) for name in ("batch_size", "answer_threshold", *LOCAL_PARAMS)},
         emr=emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
         runtime=runtime,
         precision=precision,

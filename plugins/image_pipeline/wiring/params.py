@@ -1,14 +1,18 @@
-"""The DAG's params: one Param per setting, typed and bounded, with a description for the trigger form.
+"""The DAGs' params: each one declared once (``PARAM_SPECS``), for the trigger form and the plans alike.
 
-Each rule is declared once: the choices (from ``image_pipeline.conventions``), the patterns and the
-numeric bounds (``BOUNDS``). The trigger form's ``Param`` schemas and the plans' validation
-(``planning.run_plan.bounded``) both read them. Nothing here imports Airflow at module import.
+A declaration (``ParamSpec``) holds the param's type, its bounds, choices (from ``image_pipeline.conventions``)
+or pattern, its title and description, and its default where that is a constant (the EMR params default to
+the deployment's settings, given when the form is built). The trigger form's ``Param`` is built from it
+(``ParamSpec.param``); the plans (``planning.run_plan``, ``planning.scoring_plan``) check values against it
+and fall back to its default. Nothing here imports Airflow at module import.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from image_pipeline.compute.emr.capacity import INSTANCE_TYPES
 from image_pipeline.conventions import (
     BACKBONE_NAMES,
     DEFAULT_RUNTIME,
@@ -20,73 +24,179 @@ from image_pipeline.conventions import (
 from image_pipeline.wiring.settings import Settings
 
 BACKBONES = BACKBONE_NAMES
-RELEASE_LABEL_PATTERN = r"emr-\d+\.\d+\.\d+"
-SUBNET_ID_PATTERN = r"subnet-[0-9a-f]{8,17}"
+
+
+class _FromSettings:
+    def __repr__(self) -> str:
+        return "FROM_SETTINGS"
+
+
+FROM_SETTINGS: Any = _FromSettings()  # the default of a param whose default is a deployment setting
 
 
 @dataclass(frozen=True)
-class Bounds:
-    """A numeric param's type and interval: closed ``[low, high]``, or open ``(low, high)``."""
+class ParamSpec:
+    """One param: JSON-schema type (``["null", kind]`` when nullable), bounds (closed ``[low, high]``, or open
+    ``(low, high)``), choices or pattern, the items of an array, the form's title and description, and the
+    default (``FROM_SETTINGS``: given by the deployment when the form is built)."""
 
-    kind: str  # "integer" or "number"
-    low: float
-    high: float
+    name: str
+    kind: str  # "integer", "number", "string" or "array"
+    title: str = ""
+    description: str = ""  # may name {fields} the form fills in (``param(**fields)``)
+    default: Any = FROM_SETTINGS
+    nullable: bool = False
+    low: float | None = None
+    high: float | None = None
     open: bool = False
+    enum: tuple[str, ...] | None = None
+    pattern: str | None = None  # the whole value must match it
+    example: str = ""  # a value matching the pattern, for the plan's message
+    items: ParamSpec | None = None
+    min_items: int | None = None
 
-    def schema(self) -> dict:
+    @property
+    def has_default(self) -> bool:
+        """Whether the default is a constant of the declaration (not a deployment setting)."""
+        return self.default is not FROM_SETTINGS
+
+    def default_value(self) -> Any:
+        """The declared default, fresh (a list for an array)."""
+        if not self.has_default:
+            raise ValueError(f"param {self.name!r} defaults to a deployment setting: give its default")
+        return list(self.default) if isinstance(self.default, tuple) else self.default
+
+    def within(self, value: float) -> bool:
+        """Whether a number is inside the declared bounds (any number, without bounds)."""
+        if self.low is None or self.high is None:
+            return True
+        return self.low < value < self.high if self.open else self.low <= value <= self.high
+
+    @property
+    def interval(self) -> str:
+        return f"({self.low}, {self.high})" if self.open else f"[{self.low}, {self.high}]"
+
+    def schema(self) -> dict[str, Any]:
         """The JSON-schema keywords of the trigger form's Param."""
-        if self.open:
-            return {"type": self.kind, "exclusiveMinimum": self.low, "exclusiveMaximum": self.high}
-        return {"type": self.kind, "minimum": self.low, "maximum": self.high}
+        schema: dict[str, Any] = {"type": ["null", self.kind] if self.nullable else self.kind}
+        if self.low is not None:
+            low, high = ("exclusiveMinimum", "exclusiveMaximum") if self.open else ("minimum", "maximum")
+            schema.update({low: self.low, high: self.high})
+        if self.enum is not None:
+            schema["enum"] = list(self.enum)
+        if self.pattern is not None:
+            schema["pattern"] = f"^{self.pattern}$"
+        if self.items is not None:
+            schema["items"] = self.items.schema()
+        if self.min_items is not None:
+            schema["minItems"] = self.min_items
+        return schema
+
+    def param(self, default: Any = FROM_SETTINGS, **fields: str):
+        """The trigger form's Param: the declared default unless ``default`` is given (required for a
+        deployment-set default); ``fields`` fill the description's placeholders."""
+        from airflow.sdk import Param
+
+        value = self.default_value() if default is FROM_SETTINGS else default
+        description = self.description.format(**fields) if fields else self.description
+        return Param(value, title=self.title, description=description, **self.schema())
 
 
-BOUNDS = {
-    "max_per_class": Bounds("integer", 2, 100_000),
-    "iterations": Bounds("integer", 1, 100_000),
-    "pca_components": Bounds("integer", 2, 4096),
-    "test_fraction": Bounds("number", 0.0, 1.0, open=True),
-    "min_accuracy": Bounds("number", 0.0, 1.0),
-    "target_precision": Bounds("number", 0.5, 1.0),
-    "batch_size": Bounds("integer", 1, 1024),
-    "seed": Bounds("integer", 0, 2**31 - 1),
-    "local_workers": Bounds("integer", 1, 16),
-    "local_worker_cores": Bounds("integer", 1, 256),
-    "local_worker_memory_gb": Bounds("integer", 1, 1024),
-    "emr_core_instance_count": Bounds("integer", 1, 100),
-    "emr_spot_task_count": Bounds("integer", 0, 100),
-    "emr_idle_timeout_minutes": Bounds("integer", 5, 1440),
-}
+_SPECS = (
+    # what the run reads: the images, the classes, the backbone and its weights.
+    # Optional settings are nullable: the trigger form requires every field whose type has no null.
+    ParamSpec("images_uri", "string", "Images URI", "Folder with one sub-folder per class. Empty: {root_uri}/images.",
+              default=None, nullable=True),
+    ParamSpec("labels", "array", "Labels", "Class folders to train on, one per line. Empty: every class folder found.",
+              default=(), nullable=True, items=ParamSpec("label", "string")),
+    ParamSpec("backbone", "string", "Backbone", "Pretrained CNN used as feature extractor: mobilenet_v2 (1280-d, "
+              "fast) or vgg16 (4096-d fc2, as in the original study).", default="mobilenet_v2", enum=BACKBONES),
+    ParamSpec("weights_uri", "string", "Weights URI", "Backbone weights file (.keras or .h5; file:// or s3://). "
+              "Empty: the prepared ImageNet weights for mobilenet_v2, Keras' cache for vgg16. 'random' for timing "
+              "runs.", default=None, nullable=True),
+    # how the run trains and judges
+    ParamSpec("pair_mode", "string", "Pair mode", "all_pairs: every pair of classes; one_vs_each: the focus class "
+              "against each other class; one_vs_rest: the focus class against all others pooled.",
+              default="all_pairs", enum=PAIR_MODES),
+    ParamSpec("focus_class", "string", "Focus class", "The class of one_vs_each and one_vs_rest (ignored by "
+              "all_pairs).", default=None, nullable=True),
+    ParamSpec("split_ratios", "array", "Split ratios", "Training shares of the pairwise train/test splits, each "
+              "in (0, 1).", default=DEFAULT_SPLIT_RATIOS, min_items=1,
+              items=ParamSpec("split_ratio", "number", low=0, high=1, open=True)),
+    ParamSpec("max_per_class", "integer", "Max images per class", "Balanced sample size per class of each pair "
+              "(the study used 200).", default=200, low=2, high=100_000),
+    ParamSpec("iterations", "integer", "SVM iterations", "Iteration budget of each linear SVM (the study used 100).",
+              default=100, low=1, high=100_000),
+    ParamSpec("pca_components", "integer", "PCA components", "Dimensions of the pairwise sweep's standardise + "
+              "PCA (fitted on training images only); the multiclass model's reduction is chosen by "
+              "cross-validation.", default=128, low=2, high=4096),
+    ParamSpec("test_fraction", "number", "Test fraction", "Share of each class held out to test the multiclass "
+              "model.", default=0.2, low=0.0, high=1.0, open=True),
+    ParamSpec("min_accuracy", "number", "Minimum accuracy", "Quality gate: the run fails when multiclass test "
+              "accuracy is below this.", default=0.5, low=0.0, high=1.0),
+    ParamSpec("target_precision", "number", "Target precision of answered photos", "The multiclass model answers "
+              "a photo only when its top probability reaches the threshold that gives this precision on held-out "
+              "photos; the others are 'not sure'.", default=0.95, low=0.5, high=1.0),
+    ParamSpec("seed", "integer", "Seed", "Seed of every sample and split: same seed, same metrics.",
+              default=0, low=0, high=2**31 - 1),
+    # what runs the CNN forward pass (extraction, scoring), at which precision, in batches of how many
+    ParamSpec("batch_size", "integer", "Inference batch size", "Images per forward pass of the CNN (feature "
+              "extraction and scoring).", default=32, low=1, high=1024),
+    ParamSpec("runtime", "string", "Inference runtime", "openvino: the Keras backbone exported once to OpenVINO IR "
+              "next to the weights (the same features, about twice as fast on CPU); tensorflow: Keras itself "
+              "(needed for random weights).", default=DEFAULT_RUNTIME, enum=RUNTIMES),
+    ParamSpec("precision", "string", "Inference precision", "openvino only: fp32, bf16 (CPUs with BF16, about 2x "
+              "faster again) or auto (bf16 where the CPU has it).", default="fp32", enum=PRECISIONS),
+    # image_scoring's override of the model's answer threshold
+    ParamSpec("answer_threshold", "number", "Answer threshold", "Photos whose top probability is under it are "
+              "marked uncertain; empty: the model's own threshold (0 for a model trained before thresholds).",
+              default=None, nullable=True, low=0.0, high=1.0),
+    # the local cluster's size (local backend only)
+    ParamSpec("local_workers", "integer", "Local workers", "Spark workers of the local cluster (local backend "
+              "only).", default=1, low=1, high=16),
+    ParamSpec("local_worker_cores", "integer", "Cores per local worker", "Cores each local worker offers (local "
+              "backend only).", default=2, low=1, high=256),
+    ParamSpec("local_worker_memory_gb", "integer", "Memory per local worker (GB)", "Memory each local worker "
+              "offers; executors get 1 GB less (local backend only).", default=4, low=1, high=1024),
+    # the EMR backend's cluster (defaults: the deployment's IMAGE_PIPELINE_EMR_* settings)
+    ParamSpec("emr_release_label", "string", "EMR release", "EMR release label (emr-7.x runs Spark 3.5).",
+              pattern=r"emr-\d+\.\d+\.\d+", example="emr-7.13.0"),
+    ParamSpec("emr_instance_type", "string", "Instance type", "EC2 type of every node; a fleet may also take "
+              "types of the same size (m5 -> m5a, m5d; c5 -> c5d).", enum=INSTANCE_TYPES),
+    ParamSpec("emr_core_instance_count", "integer", "Core nodes", "Number of core (worker) nodes.", low=1, high=100),
+    ParamSpec("emr_spot_task_count", "integer", "Spot task nodes", "Extra executors on spot capacity (task "
+              "nodes: never HDFS or the driver); 0 for none.", low=0, high=100),
+    ParamSpec("emr_idle_timeout_minutes", "integer", "Idle timeout (minutes)", "Auto-termination backstop should "
+              "the teardown be lost.", low=5, high=1440),
+    ParamSpec("emr_subnet_id", "string", "Subnet", "EC2 subnet id of the cluster; empty: the default VPC.",
+              nullable=True, pattern=r"(subnet-[0-9a-f]{8,17})?", example="subnet-0123abcd"),
+)
+PARAM_SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in _SPECS}
+
+# the trigger forms' sections, in the order the forms show them
+INPUT_PARAMS = ("images_uri", "labels", "backbone", "weights_uri")
+INFERENCE_PARAMS = ("runtime", "precision")
+TRAINING_PARAMS = ("pair_mode", "focus_class", "split_ratios", "max_per_class", "iterations", "pca_components",
+                   "test_fraction", "min_accuracy", "target_precision", "batch_size", *INFERENCE_PARAMS, "seed")
+LOCAL_PARAMS = ("local_workers", "local_worker_cores", "local_worker_memory_gb")
+EMR_PARAMS = ("emr_release_label", "emr_instance_type", "emr_core_instance_count", "emr_spot_task_count",
+              "emr_idle_timeout_minutes", "emr_subnet_id")
+SCORING_PARAMS = ("batch_size", "answer_threshold", *INFERENCE_PARAMS)
 
 
-# image_scoring's optional override of the model's answer threshold (null: the model's own)
-ANSWER_THRESHOLD_BOUNDS = Bounds("number", 0.0, 1.0)
+def emr_defaults(emr) -> dict[str, Any]:
+    """The EMR params' defaults: the deployment's settings (an ``emr.EmrSettings``), by param name."""
+    return {name: getattr(emr, name.removeprefix("emr_")) for name in EMR_PARAMS}
+
+
+def _params(names, **fields: str) -> dict:
+    return {name: PARAM_SPECS[name].param(**fields) for name in names}
 
 
 def emr_params(emr) -> dict:
     """EMR choices of the trigger form, defaulting to the deployment's settings (EMR backend only)."""
-    from airflow.sdk import Param
-
-    from image_pipeline.compute.emr.capacity import INSTANCE_TYPES
-
-    return {
-        "emr_release_label": Param(emr.release_label, type="string", pattern=f"^{RELEASE_LABEL_PATTERN}$",
-                                   title="EMR release", description="EMR release label (emr-7.x runs Spark 3.5)."),
-        "emr_instance_type": Param(emr.instance_type, type="string", enum=list(INSTANCE_TYPES),
-                                   title="Instance type",
-                                   description="EC2 type of every node; a fleet may also take types of the same "
-                                               "size (m5 -> m5a, m5d; c5 -> c5d)."),
-        "emr_core_instance_count": Param(emr.core_instance_count, **BOUNDS["emr_core_instance_count"].schema(),
-                                         title="Core nodes", description="Number of core (worker) nodes."),
-        "emr_spot_task_count": Param(emr.spot_task_count, **BOUNDS["emr_spot_task_count"].schema(),
-                                     title="Spot task nodes",
-                                     description="Extra executors on spot capacity (task nodes: never HDFS or the "
-                                                 "driver); 0 for none."),
-        "emr_idle_timeout_minutes": Param(emr.idle_timeout_minutes, **BOUNDS["emr_idle_timeout_minutes"].schema(),
-                                          title="Idle timeout (minutes)",
-                                          description="Auto-termination backstop should the teardown be lost."),
-        "emr_subnet_id": Param(emr.subnet_id or None, type=["null", "string"], title="Subnet",
-                               description="EC2 subnet id of the cluster; empty: the default VPC."),
-    }
+    defaults = {**emr_defaults(emr), "emr_subnet_id": emr.subnet_id or None}
+    return {name: PARAM_SPECS[name].param(defaults[name]) for name in EMR_PARAMS}
 
 
 def dag_params(settings: Settings, emr=None) -> dict:
@@ -97,142 +207,25 @@ def dag_params(settings: Settings, emr=None) -> dict:
 
 def input_params(settings: Settings) -> dict:
     """What the run reads: the images, the classes, the backbone and its weights."""
-    from airflow.sdk import Param
-
-    # Optional settings are typed ["null", ...]: the trigger form requires every field whose type has no null.
-    return {
-        "images_uri": Param(
-            None, type=["null", "string"], title="Images URI",
-            description=f"Folder with one sub-folder per class. Empty: {settings.root_uri}/images.",
-        ),
-        "labels": Param(
-            [], type=["null", "array"], items={"type": "string"}, title="Labels",
-            description="Class folders to train on, one per line. Empty: every class folder found.",
-        ),
-        "backbone": Param(
-            "mobilenet_v2", type="string", enum=list(BACKBONES), title="Backbone",
-            description="Pretrained CNN used as feature extractor: mobilenet_v2 (1280-d, fast) or vgg16 "
-                        "(4096-d fc2, as in the original study).",
-        ),
-        "weights_uri": Param(
-            None, type=["null", "string"], title="Weights URI",
-            description="Backbone weights file (.keras or .h5; file:// or s3://). Empty: the prepared "
-                        "ImageNet weights for mobilenet_v2, Keras' cache for vgg16. 'random' for timing runs.",
-        ),
-    }
+    return _params(INPUT_PARAMS, root_uri=settings.root_uri)
 
 
 def training_params() -> dict:
-    """How the run trains and judges: pair mode, splits, sizes, the quality gate, batch and seed."""
-    from airflow.sdk import Param
-
-    return {
-        "pair_mode": Param(
-            "all_pairs", type="string", enum=list(PAIR_MODES), title="Pair mode",
-            description="all_pairs: every pair of classes; one_vs_each: the focus class against each other "
-                        "class; one_vs_rest: the focus class against all others pooled.",
-        ),
-        "focus_class": Param(
-            None, type=["null", "string"], title="Focus class",
-            description="The class of one_vs_each and one_vs_rest (ignored by all_pairs).",
-        ),
-        "split_ratios": Param(
-            list(DEFAULT_SPLIT_RATIOS), type="array", items={"type": "number", "exclusiveMinimum": 0,
-                                                            "exclusiveMaximum": 1},
-            minItems=1, title="Split ratios",
-            description="Training shares of the pairwise train/test splits, each in (0, 1).",
-        ),
-        "max_per_class": Param(
-            200, **BOUNDS["max_per_class"].schema(), title="Max images per class",
-            description="Balanced sample size per class of each pair (the study used 200).",
-        ),
-        "iterations": Param(
-            100, **BOUNDS["iterations"].schema(), title="SVM iterations",
-            description="Iteration budget of each linear SVM (the study used 100).",
-        ),
-        "pca_components": Param(
-            128, **BOUNDS["pca_components"].schema(), title="PCA components",
-            description="Dimensions of the pairwise sweep's standardise + PCA (fitted on training images only); "
-                        "the multiclass model's reduction is chosen by cross-validation.",
-        ),
-        "test_fraction": Param(
-            0.2, **BOUNDS["test_fraction"].schema(), title="Test fraction",
-            description="Share of each class held out to test the multiclass model.",
-        ),
-        "min_accuracy": Param(
-            0.5, **BOUNDS["min_accuracy"].schema(), title="Minimum accuracy",
-            description="Quality gate: the run fails when multiclass test accuracy is below this.",
-        ),
-        "target_precision": Param(
-            0.95, **BOUNDS["target_precision"].schema(), title="Target precision of answered photos",
-            description="The multiclass model answers a photo only when its top probability reaches the "
-                        "threshold that gives this precision on held-out photos; the others are 'not sure'.",
-        ),
-        "batch_size": Param(
-            32, **BOUNDS["batch_size"].schema(), title="Inference batch size",
-            description="Images per forward pass of the CNN during feature extraction.",
-        ),
-        **inference_params(),
-        "seed": Param(0, **BOUNDS["seed"].schema(), title="Seed",
-                      description="Seed of every sample and split: same seed, same metrics."),
-    }
+    """How the run trains and judges: pair mode, splits, sizes, the quality gate, the forward pass and seed."""
+    return _params(TRAINING_PARAMS)
 
 
 def inference_params() -> dict:
     """What runs the CNN forward pass (extraction, scoring), at which precision."""
-    from airflow.sdk import Param
-
-    return {
-        "runtime": Param(
-            DEFAULT_RUNTIME, type="string", enum=list(RUNTIMES), title="Inference runtime",
-            description="openvino: the Keras backbone exported once to OpenVINO IR next to the weights (the same "
-                        "features, about twice as fast on CPU); tensorflow: Keras itself (needed for random "
-                        "weights).",
-        ),
-        "precision": Param(
-            "fp32", type="string", enum=list(PRECISIONS), title="Inference precision",
-            description="openvino only: fp32, bf16 (CPUs with BF16, about 2x faster again) or auto (bf16 where "
-                        "the CPU has it).",
-        ),
-    }
+    return _params(INFERENCE_PARAMS)
 
 
 def local_params() -> dict:
     """The local cluster's size (local backend only)."""
-    from airflow.sdk import Param
-
-    return {
-        "local_workers": Param(
-            1, **BOUNDS["local_workers"].schema(), title="Local workers",
-            description="Spark workers of the local cluster (local backend only).",
-        ),
-        "local_worker_cores": Param(
-            2, **BOUNDS["local_worker_cores"].schema(), title="Cores per local worker",
-            description="Cores each local worker offers (local backend only).",
-        ),
-        "local_worker_memory_gb": Param(
-            4, **BOUNDS["local_worker_memory_gb"].schema(), title="Memory per local worker (GB)",
-            description="Memory each local worker offers; executors get 1 GB less (local backend only).",
-        ),
-    }
+    return _params(LOCAL_PARAMS)
 
 
 def scoring_params(settings: Settings, emr=None) -> dict:
-    """Params of ``image_scoring``: the cluster's size and the inference batch (the model is the latest)."""
-    from airflow.sdk import Param
-
-    return {
-        "batch_size": Param(
-            32, **BOUNDS["batch_size"].schema(), title="Inference batch size",
-            description="Photos per forward pass of the CNN while scoring.",
-        ),
-        "answer_threshold": Param(
-            None, type=["null", "number"], minimum=ANSWER_THRESHOLD_BOUNDS.low, maximum=ANSWER_THRESHOLD_BOUNDS.high,
-            title="Answer threshold",
-            description="Photos whose top probability is under it are marked uncertain; empty: the model's own "
-                        "threshold (0 for a model trained before thresholds).",
-        ),
-        **inference_params(),
-        **local_params(),
-        **(emr_params(emr) if emr is not None else {}),
-    }
+    """Params of ``image_scoring``: the inference batch, threshold and runtime, the cluster's size (the model
+    is the latest)."""
+    return {**_params(SCORING_PARAMS), **local_params(), **(emr_params(emr) if emr is not None else {})}

@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from image_pipeline.planning.layout import join
+
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 COMPUTE_BACKENDS = ("local", "emr")
 # the same default as the EMR backend's idle timeout (IMAGE_PIPELINE_EMR_IDLE_TIMEOUT_MINUTES)
@@ -58,7 +60,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         compute=compute,
         root_uri=root_uri,
         schedule=None if schedule.lower() in ("", "none") else schedule,
-        default_weights_uri=env.get("IMAGE_PIPELINE_WEIGHTS_URI", f"{root_uri}/weights/mobilenet_v2_imagenet.keras"),
+        default_weights_uri=env.get("IMAGE_PIPELINE_WEIGHTS_URI", prepared_weights_uri(root_uri, "mobilenet_v2")),
         aws_conn_id=env.get("IMAGE_PIPELINE_AWS_CONN_ID", "aws_default"),
         python=env.get("IMAGE_PIPELINE_PYTHON", sys.executable),
         retries=int(env.get("IMAGE_PIPELINE_RETRIES", "1")),
@@ -66,6 +68,14 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         scoring_schedule=None if scoring_schedule.lower() in ("", "none") else scoring_schedule,
         local_idle_timeout_minutes=local_idle_timeout_minutes(env),
     )
+
+
+def prepared_weights_uri(root_uri: str, backbone: str) -> str | None:
+    """The ImageNet weights 'make weights' prepares for ``backbone``: ``<root>/weights/<PREPARED_WEIGHTS name>``
+    (None for a backbone it does not prepare: Keras' cache)."""
+    from image_pipeline.conventions import PREPARED_WEIGHTS  # lazily: it finds the jobs' file by PROJECT_ROOT
+
+    return join(root_uri, "weights", PREPARED_WEIGHTS[backbone]) if backbone in PREPARED_WEIGHTS else None
 
 
 def local_idle_timeout_minutes(env) -> float:

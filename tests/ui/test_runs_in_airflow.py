@@ -6,7 +6,7 @@
 - a step marked failed from outside (UI "mark failed"): Airflow kills the task (``on_kill`` stops
   spark-submit), the teardown still stops the cluster, no process of the run survives, the run fails;
 - the fake AWS secret of the server's environment and connection is in no log, XCom or output file
-  (searched after the other tests' runs; run alone, the test makes a run of its own).
+  (the test makes a run of its own, then searches it and whatever the other tests' runs wrote).
 """
 
 from __future__ import annotations
@@ -126,11 +126,7 @@ def test_a_step_marked_failed_from_outside_is_killed_and_the_cluster_stopped(air
 
 @pytest.fixture
 def finished_run(airflow_server) -> str:
-    """A run of the server that went through every task: one the other tests made, else one of its own."""
-    runs = http_json(f"{airflow_server['base']}/api/v2/dags/{DAG_ID}/dagRuns", airflow_server["token"])
-    done = [r["dag_run_id"] for r in runs["dag_runs"] if r["state"] == "success"]
-    if done:
-        return done[0]
+    """A run of this test's own that went through every task (the other tests' runs are searched too)."""
     run_id = trigger(airflow_server, SMALL)
     assert wait_finished(airflow_server, run_id) == "success"
     return run_id

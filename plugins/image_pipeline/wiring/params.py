@@ -110,7 +110,8 @@ _SPECS = (
     ParamSpec("labels", "array", "Labels", "Class folders to train on, one per line. Empty: every class folder found.",
               default=(), nullable=True, items=ParamSpec("label", "string")),
     ParamSpec("backbone", "string", "Backbone", "Pretrained CNN used as feature extractor: mobilenet_v2 (1280-d, "
-              "fast) or vgg16 (4096-d fc2, as in the original study).", default="mobilenet_v2", enum=BACKBONES),
+              "fast), efficientnet_lite2 (1280-d, a little more accurate, about 6x slower) or vgg16 (4096-d fc2, "
+              "as in the original study).", default="mobilenet_v2", enum=BACKBONES),
     ParamSpec("weights_uri", "string", "Weights URI", "Backbone weights file (.keras or .h5; file:// or s3://). "
               "Empty: the prepared ImageNet weights for mobilenet_v2, Keras' cache for vgg16. 'random' for timing "
               "runs.", default=None, nullable=True),

@@ -7,6 +7,7 @@ The sensor and the teardown are the product's own operators, run outside a DAG w
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -15,7 +16,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
-from test_emr_dag import BUCKET, PREFIX, REGION, aws, moto_server  # noqa: F401  (the module's fixtures)
+from test_emr_dag import ACCOUNT, BUCKET, PREFIX, REGION, aws, moto_server  # noqa: F401  (the module's fixtures)
 
 CLUSTER, STEP = "j-2AXXXXXXGAPLF", "s-1V0XXXXXXXXXX"
 LOGS = f"s3://{BUCKET}/{PREFIX}/logs"
@@ -23,18 +24,19 @@ CONTEXT = {"ti": SimpleNamespace(xcom_push=lambda **kwargs: None)}
 NOW = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 
-def step_response(state: str, details: dict | None = None) -> dict:
+def step_response(state: str, details: dict | None = None, step_id: str = STEP) -> dict:
     status = {"State": state, "Timeline": {"CreationDateTime": NOW}}
     if details:
         status["FailureDetails"] = details
-    return {"Step": {"Id": STEP, "Name": "extract_features", "Status": status,
+    return {"Step": {"Id": step_id, "Name": "extract_features", "Status": status,
                      "Config": {"Jar": "command-runner.jar", "Args": []}, "ActionOnFailure": "CANCEL_AND_WAIT"},
             "ResponseMetadata": {"HTTPStatusCode": 200}}
 
 
-def cluster_response(state: str, code: str | None = None, message: str | None = None) -> dict:
+def cluster_response(state: str, code: str | None = None, message: str | None = None,
+                     cluster_id: str = CLUSTER) -> dict:
     reason = {k: v for k, v in (("Code", code), ("Message", message)) if v}
-    return {"Cluster": {"Id": CLUSTER, "Name": "c", "LogUri": f"{LOGS}/",
+    return {"Cluster": {"Id": cluster_id, "Name": "c", "LogUri": f"{LOGS}/",
                         "Status": {"State": state, "StateChangeReason": reason,
                                    "Timeline": {"CreationDateTime": NOW}}}}
 
@@ -49,11 +51,11 @@ def stubbed(moto_server):  # noqa: F811
         stubber.assert_no_pending_responses()
 
 
-def sensor_on(client):
+def sensor_on(client, cluster_id: str = CLUSTER, step_id: str = STEP, deferrable: bool = False):
     from image_pipeline.compute.emr.operators import EmrStepWithLogsSensor
 
-    sensor = EmrStepWithLogsSensor(task_id="extract_features", job_flow_id=CLUSTER, step_id=STEP, logs_uri=LOGS,
-                                   aws_conn_id="aws_default", deferrable=False, poke_interval=1)
+    sensor = EmrStepWithLogsSensor(task_id="extract_features", job_flow_id=cluster_id, step_id=step_id, logs_uri=LOGS,
+                                   aws_conn_id="aws_default", deferrable=deferrable, poke_interval=1, max_attempts=2)
     sensor.__dict__["hook"] = SimpleNamespace(conn=client, conn_region_name=REGION, conn_partition="aws")
     return sensor
 
@@ -62,7 +64,8 @@ def put_log(s3, uri: str, text: str) -> None:
     s3.put_object(Bucket=BUCKET, Key=uri.removeprefix(f"s3://{BUCKET}/"), Body=gzip.compress(text.encode()))
 
 
-def test_throttling_during_a_poke_is_polled_again_and_other_api_errors_surface_unchanged(aws, stubbed):  # noqa: F811
+def test_throttling_during_a_poke_is_polled_again_and_other_api_errors_surface_unchanged(aws, stubbed,  # noqa: F811
+                                                                                         capfd):
     from botocore.exceptions import ClientError
 
     client, stubber = stubbed
@@ -78,8 +81,12 @@ def test_throttling_during_a_poke_is_polled_again_and_other_api_errors_surface_u
     stubber.add_client_error("describe_step", service_error_code="AccessDeniedException",
                              service_message="not authorized to perform: elasticmapreduce:DescribeStep",
                              http_status_code=400)
+    capfd.readouterr()
     with pytest.raises(ClientError, match="elasticmapreduce:DescribeStep"):  # the real error, not a TypeError
         sensor.poke(CONTEXT)
+    logged = [line for line in "".join(capfd.readouterr()).splitlines() if "not retried" in line]
+    assert len(logged) == 1 and f"polling step {STEP}" in logged[0]  # one line: the call and its error code
+    assert "DescribeStep: AccessDeniedException" in logged[0]
 
 
 def test_a_cluster_ended_by_its_bootstrap_fails_the_first_sensor_with_the_reason_and_the_log(aws, stubbed):  # noqa: F811
@@ -167,6 +174,95 @@ def test_an_api_error_while_explaining_is_said_never_raised(aws, stubbed):  # no
     assert f"step {STEP}: could not be read (ClientError" in note and "ThrottlingException" in note
 
 
+def moto_step(emr, cluster_id: str, state: str) -> str:
+    """A step of a moto cluster, put in ``state`` as EMR would (moto never runs steps)."""
+    from moto.emr.models import emr_backends
+
+    step_id = emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[{
+        "Name": "extract_features", "ActionOnFailure": "CANCEL_AND_WAIT",
+        "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["spark-submit"]}}])["StepIds"][0]
+    cluster = emr_backends[ACCOUNT][REGION].clusters[cluster_id]
+    next(step for step in cluster.steps if step.id == step_id).state = state
+    return step_id
+
+
+def defer_and_trigger(sensor) -> dict:
+    """``execute`` defers (its first poke saw the step unfinished); the provider's trigger then runs against
+    moto to the event it sends when the step ends in a failed state."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(CONTEXT)
+    assert deferred.value.method_name == "execute_complete"
+    return asyncio.run(first_event(deferred.value.trigger))
+
+
+def test_a_step_failed_while_deferred_is_explained_and_the_providers_error_raised(aws, moto_server, stubbed,  # noqa: F811
+                                                                                   capfd):
+    from airflow.exceptions import AirflowException
+
+    emr = boto3.client("emr", region_name=REGION, endpoint_url=moto_server)
+    cluster_id = moto_cluster(emr)
+    step_id = moto_step(emr, cluster_id, "FAILED")
+    put_log(aws, f"{LOGS}/{cluster_id}/steps/{step_id}/stderr.gz",
+            "INFO spark-submit\nTraceback (most recent call last):\nValueError: no images under images_uri")
+    client, stubber = stubbed
+    sensor = sensor_on(client, cluster_id, step_id, deferrable=True)
+    stubber.add_response("describe_step", step_response("RUNNING", step_id=step_id))  # execute's first poke
+    stubber.add_response("describe_cluster", cluster_response("RUNNING", cluster_id=cluster_id))
+    event = defer_and_trigger(sensor)
+    assert event["status"] == "error" and f"step {step_id}" in event["message"] and "FAILED" in event["message"]
+
+    failed = step_response("FAILED", {"Reason": "Unknown Error.", "Message": "Exit code 1",
+                                      "LogFile": f"{LOGS}/{cluster_id}/steps/{step_id}/stderr.gz"}, step_id=step_id)
+    stubber.add_response("describe_step", failed)  # the explanation's own look-ups
+    stubber.add_response("describe_cluster", cluster_response("WAITING", cluster_id=cluster_id))
+    capfd.readouterr()
+    with pytest.raises(AirflowException, match="Error while running job") as raised:  # the provider's own error
+        sensor.execute_complete(CONTEXT, event)
+    assert "'status': 'error'" in str(raised.value)
+    note = "\n".join(raised.value.__notes__)
+    assert f"step extract_features ({step_id}) FAILED: Unknown Error.; Exit code 1" in note  # EMR's reason
+    assert f"step log: {LOGS}/{cluster_id}/steps/{step_id}/stderr.gz" in note
+    assert "ValueError: no images under images_uri" in note  # the tail of the shipped stderr
+    logged = "".join(capfd.readouterr())
+    assert "Unknown Error.; Exit code 1" in logged and "ValueError: no images under images_uri" in logged
+
+
+def test_a_cluster_ended_in_its_bootstrap_while_deferred_gives_its_reason_and_the_bootstrap_log(
+        aws, moto_server, stubbed, capfd):  # noqa: F811
+    from airflow.exceptions import AirflowException
+    from moto.emr.models import emr_backends
+
+    emr = boto3.client("emr", region_name=REGION, endpoint_url=moto_server)
+    cluster_id = moto_cluster(emr)
+    step_id = moto_step(emr, cluster_id, "CANCELLED")  # EMR cancels the steps of a cluster that ends
+    emr_backends[ACCOUNT][REGION].clusters[cluster_id].state = "TERMINATED_WITH_ERRORS"
+    message = "On the master instance (i-0def456), bootstrap action 1 returned a non-zero return code"
+    put_log(aws, f"{LOGS}/{cluster_id}/node/i-0def456/bootstrap-actions/1/stderr.gz",
+            "bootstrap: pip install --no-index failed: No matching distribution found for openvino==2026.0.0")
+    client, stubber = stubbed
+    sensor = sensor_on(client, cluster_id, step_id, deferrable=True)
+    stubber.add_response("describe_step", step_response("PENDING", step_id=step_id))  # execute's first poke
+    stubber.add_response("describe_cluster", cluster_response("STARTING", cluster_id=cluster_id))  # the log link
+    stubber.add_response("describe_cluster", cluster_response("STARTING", cluster_id=cluster_id))  # still starting
+    event = defer_and_trigger(sensor)
+    assert event["status"] == "error" and "CANCELLED" in event["message"]
+
+    ended = cluster_response("TERMINATED_WITH_ERRORS", "BOOTSTRAP_FAILURE", message, cluster_id=cluster_id)
+    stubber.add_response("describe_step", step_response("CANCELLED", step_id=step_id))
+    stubber.add_response("describe_cluster", ended)
+    stubber.add_response("list_instances", {"Instances": [{"Id": "ci-1", "Ec2InstanceId": "i-0def456"}]})
+    capfd.readouterr()
+    with pytest.raises(AirflowException, match="Error while running job") as raised:
+        sensor.execute_complete(CONTEXT, event)
+    note = "\n".join(raised.value.__notes__)
+    assert note.splitlines()[0] == f"cluster {cluster_id} TERMINATED_WITH_ERRORS: BOOTSTRAP_FAILURE: {message}"
+    assert f"bootstrap logs: {LOGS}/{cluster_id}/node/i-0def456/bootstrap-actions/" in note
+    assert "No matching distribution found for openvino==2026.0.0" in note  # the bootstrap log's tail
+    assert f"BOOTSTRAP_FAILURE: {message}" in "".join(capfd.readouterr())
+
+
 def moto_cluster(emr) -> str:
     group = {"InstanceType": "m5.xlarge", "Market": "ON_DEMAND"}
     return emr.run_job_flow(
@@ -177,27 +273,79 @@ def moto_cluster(emr) -> str:
             {**group, "InstanceRole": "TASK", "InstanceCount": 2, "Market": "SPOT"}]})["JobFlowId"]
 
 
-@pytest.mark.parametrize("deferrable", [False, True])
-def test_the_teardown_waits_for_terminated_and_costs_the_instances_that_ran(aws, moto_server, deferrable):  # noqa: F811
+class SlowTermination:
+    """moto's cluster ended as EMR ends one: after TerminateJobFlows, DescribeCluster answers TERMINATING for the
+    first polls and TERMINATED only on a later one, which alone carries the end time and the normalized
+    instance hours (moto would answer TERMINATED at once). The sync waiter and the provider's trigger (its own
+    async client) both poll through moto, so both see the same answers."""
+
+    def __init__(self, monkeypatch, cluster_id: str, terminating_answers: int = 2, ran=timedelta(minutes=30),
+                 normalized_instance_hours: int = 8):
+        from moto.emr.models import Cluster, ElasticMapReduceBackend
+
+        self.cluster_id, self.left, self.ran, self.nih = cluster_id, terminating_answers, ran, normalized_instance_hours
+        self.answers: list[str] = []  # what DescribeCluster answered after TerminateJobFlows, in order
+        describe = ElasticMapReduceBackend.describe_cluster
+
+        def terminate(cluster) -> None:
+            cluster.state = "TERMINATING"
+
+        def describe_cluster(backend, cluster_id: str):
+            cluster = describe(backend, cluster_id)
+            if cluster_id == self.cluster_id and cluster.state == "TERMINATING":
+                if self.left == 0:
+                    cluster.state, cluster.end_datetime = "TERMINATED", cluster.creation_datetime + self.ran
+                    cluster.normalized_instance_hours = self.nih
+                self.left -= 1
+            if cluster_id == self.cluster_id and cluster.state.startswith("TERMINAT"):
+                self.answers.append(cluster.state)
+            return cluster
+
+        monkeypatch.setattr(Cluster, "terminate", terminate)
+        monkeypatch.setattr(ElasticMapReduceBackend, "describe_cluster", describe_cluster)
+
+
+async def first_event(trigger) -> dict:
+    """Run the provider's trigger (as the triggerer does) to its first event."""
+    async for event in trigger.run():
+        return event.payload
+    raise AssertionError("the trigger ended without an event")
+
+
+@pytest.mark.parametrize("mode", ["synchronous", "default_deferrable"])
+def test_the_teardown_waits_for_terminated_and_costs_the_instances_that_ran(aws, moto_server, monkeypatch,  # noqa: F811
+                                                                             mode):
     from airflow.sdk.exceptions import TaskDeferred
+    from moto.emr.models import emr_backends
 
     from image_pipeline.compute.emr.operators import EmrTerminateWithCostOperator
 
     emr = boto3.client("emr", region_name=REGION, endpoint_url=moto_server)
     cluster_id = moto_cluster(emr)
+    cluster = emr_backends[ACCOUNT][REGION].clusters[cluster_id]
+    # one of the two spot task nodes never launched (no spot capacity): ListInstances has 4 instances, not 5
+    cluster.ec2_instances.remove(next(i for i in cluster.ec2_instances if i.market == "SPOT"))
+    termination = SlowTermination(monkeypatch, cluster_id)
+    kwargs = {"deferrable": False} if mode == "synchronous" else {}
+    if mode == "default_deferrable":  # the global switch on, as a deployment sets it; the DAG passes no deferrable
+        monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
     op = EmrTerminateWithCostOperator(task_id="terminate_cluster", job_flow_id=cluster_id, aws_conn_id="aws_default",
-                                      prices={"m5.xlarge": 0.24}, region=REGION, deferrable=deferrable,
-                                      waiter_delay=1, waiter_max_attempts=5)
-    if deferrable:  # the provider's global default_deferrable on: the summary comes from execute_complete
-        with pytest.raises(TaskDeferred):
+                                      prices={"m5.xlarge": 0.24}, region=REGION, waiter_delay=0,
+                                      waiter_max_attempts=10, **kwargs)
+    assert op.deferrable is (mode == "default_deferrable")
+    if op.deferrable:
+        with pytest.raises(TaskDeferred) as deferred:
             op.execute(CONTEXT)
-        summary = op.execute_complete(CONTEXT, {"status": "success", "job_flow_id": cluster_id})
+        assert deferred.value.method_name == "execute_complete"
+        event = asyncio.run(first_event(deferred.value.trigger))
+        assert event == {"status": "success", "value": None}
+        summary = op.execute_complete(CONTEXT, event)
     else:
         summary = op.execute(CONTEXT)
-    assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] == "TERMINATED"
-    assert summary["cluster_id"] == cluster_id and summary["backend"] == "emr"
-    assert summary["instances"] == {"m5.xlarge on-demand": 3, "m5.xlarge spot": 2}
-    assert summary["hourly_price_usd"] == round(5 * 0.24, 3)
-    assert summary["estimated_cost_usd"] >= round(5 * 0.24 / 60, 2)  # one minute at least per instance
-    assert cluster_id in summary["console_link"]
-    assert timedelta(0) <= timedelta(hours=summary["hours"]) < timedelta(minutes=5)
+    assert termination.answers[:3] == ["TERMINATING", "TERMINATING", "TERMINATED"]  # polled until it ended
+    assert termination.answers[-1] == "TERMINATED"  # and the cost comes from the terminated cluster:
+    assert summary["hours"] == 0.5 and summary["normalized_instance_hours"] == 8  # its end time, EMR's final hours
+    assert summary["instances"] == {"m5.xlarge on-demand": 3, "m5.xlarge spot": 1}  # what ran, not what was asked
+    assert summary["estimated_cost_usd"] == round(4 * 0.24 * 0.5, 2)  # every instance until the cluster's end
+    assert summary["hourly_price_usd"] == round(4 * 0.24, 3)
+    assert summary["cluster_id"] == cluster_id and summary["backend"] == "emr" and cluster_id in summary["console_link"]

@@ -5,12 +5,14 @@
 - ``EmrStepWithLogsSensor`` explains a step that did not complete in its own log (``explain.explain_step``:
   EMR's reasons, the cluster's state-change reason when it ended, the step's, the driver's and the
   bootstrap's log paths and tails) and re-raises the provider's own exception with the explanation as a
-  note. A transient API error (throttling, a 5xx) during a poke is logged and the sensor pokes again.
+  note. A transient API error (throttling, a 5xx) during a poke is logged and the sensor pokes again;
+  any other one is logged as one line naming the API call and its error code, then re-raised as it is.
   While its step is pending it watches the cluster: one that ends before the step runs (bootstrap
   failure, capacity, a role it cannot use) fails the sensor at once, with the cluster's reason.
 - ``EmrTerminateWithCostOperator`` terminates, waits for ``TERMINATED`` (synchronously, or deferred when
-  ``deferrable``), then reports the cluster id, its console link, the instances that ran, normalized
-  instance hours and an estimated cost.
+  ``deferrable``, which defaults to ``[operators] default_deferrable`` read when the task is built), then
+  reports the cluster id, its console link, the instances that ran, normalized instance hours and an
+  estimated cost, all from the terminated cluster.
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ def is_transient(exc: BaseException) -> bool:
         or status >= 500
 
 
+def api_error_line(exc: BaseException) -> str:
+    """``DescribeStep: AccessDeniedException (...)``: the API call and the error code of an AWS error."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{exc.operation_name}: {error.get('Code', 'no error code')} ({error.get('Message', '')})"
+    return f"{type(exc).__name__}: {exc}"
+
+
 class EmrStepWithLogsSensor(EmrStepSensor):
     """Wait for one step; explain in the log why it did not complete, without masking the error."""
 
@@ -87,6 +97,8 @@ class EmrStepWithLogsSensor(EmrStepSensor):
             describe = self.hook.conn.describe_cluster(ClusterId=self.job_flow_id)
         except (ClientError, ConnectionError, HTTPClientError) as exc:
             if not is_transient(exc):
+                self.log.error("AWS error while checking cluster %s, not retried: %s", self.job_flow_id,
+                               api_error_line(exc))
                 raise
             self.log.warning("transient AWS error while checking cluster %s: %s", self.job_flow_id, exc)
             return
@@ -104,6 +116,7 @@ class EmrStepWithLogsSensor(EmrStepSensor):
             done = super().poke(context)
         except (ClientError, ConnectionError, HTTPClientError) as exc:
             if not is_transient(exc):
+                self.log.error("AWS error while polling step %s, not retried: %s", self.step_id, api_error_line(exc))
                 raise
             self.log.warning("transient AWS error while polling step %s, polling again: %s", self.step_id, exc)
             return False
@@ -114,6 +127,7 @@ class EmrStepWithLogsSensor(EmrStepSensor):
         return done
 
     def execute_complete(self, context, event: dict[str, Any] | None = None) -> None:
+        """After the provider's trigger: its error event (``{"status": "error", "message": ...}``) is explained."""
         try:
             super().execute_complete(context, event)
         except Exception as exc:
@@ -123,8 +137,12 @@ class EmrStepWithLogsSensor(EmrStepSensor):
 class EmrTerminateWithCostOperator(EmrTerminateJobFlowOperator):
     """Terminate the cluster (teardown), wait until it is terminated, then log and return what it cost."""
 
-    def __init__(self, *, prices: dict[str, float], region: str, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, *, prices: dict[str, float], region: str, deferrable: bool | None = None, **kwargs):
+        if deferrable is None:  # the provider reads the global switch once, when its module is imported
+            from airflow.providers.common.compat.sdk import conf
+
+            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
+        super().__init__(deferrable=deferrable, **kwargs)
         self.prices, self.region = prices, region
 
     def _wait_terminated(self) -> None:

@@ -19,6 +19,7 @@ from image_pipeline.compute.emr.wheelhouse import MANIFEST, ensure_wheelhouse, r
 from image_pipeline.compute.jobs_archive import SPARK_JOBS_DIR, build_jobs_zip, content_hash
 from image_pipeline.compute.steps import SCORING_STEP_NAMES, STEP_NAMES
 from image_pipeline.conventions import ir_folder_glob
+from image_pipeline.planning.layout import join
 from image_pipeline.shipped import BOOTSTRAP_DIR
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def staged(content_hash: str, entry_dir_uri: str, *, bootstrap_uri: str | None =
            requirements_uri: str | None = None, wheelhouse_uri: str | None = None, weights_uri: str | None = None,
            uploaded: list[str] | None = None) -> dict:
     """The staging result both backends return, with every key of ``STAGED_KEYS``."""
-    return {"content_hash": content_hash, "jobs_zip_uri": f"{entry_dir_uri}/image_jobs.zip",
+    return {"content_hash": content_hash, "jobs_zip_uri": join(entry_dir_uri, "image_jobs.zip"),
             "entry_dir_uri": entry_dir_uri, "bootstrap_uri": bootstrap_uri, "requirements_uri": requirements_uri,
             "wheelhouse_uri": wheelhouse_uri, "weights_uri": weights_uri, "uploaded": list(uploaded or [])}
 
@@ -89,12 +90,26 @@ def stage_local(artifacts_uri: str) -> dict:
 BOOTSTRAP_FILES = ("install_python_deps.sh", "requirements-emr.txt")
 
 
+def key_exists(s3, bucket: str, key: str) -> bool:
+    """Whether ``key`` is in the bucket, from a ListObjectsV2 with the key itself as the prefix.
+
+    Not a HeadObject: for a missing key S3 answers HeadObject with 404 only to a caller that has
+    s3:ListBucket on the bucket, and with 403 otherwise
+    (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html); a ListBucket grant limited by an
+    ``s3:prefix`` condition, as in docs/iam-policy.json, does not count for a HeadObject, which sends no
+    prefix. The listing sends the key as its prefix, which that condition allows, and needs s3:ListBucket
+    only (https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html). S3 lists keys in
+    ascending order, so the key itself, when there, is the first one listed.
+    """
+    return key in (s3.list_keys(bucket_name=bucket, prefix=key, page_size=1, max_items=1) or [])
+
+
 def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -> dict:
     """Upload code, entry scripts, bootstrap, EMR requirements, the nodes' wheelhouse and weights to ``artifacts/``.
 
-    Each object is uploaded only when its key is missing, so re-runs and retries upload nothing new.
-    The wheelhouse goes to ``wheelhouse-<requirements hash>/`` and is skipped whole when its manifest
-    is staged already; otherwise the local one is needed (built now when missing): when it can be
+    Each object is uploaded only when its key is missing (``key_exists``), so re-runs and retries upload
+    nothing new. The wheelhouse goes to ``wheelhouse-<requirements hash>/`` and is skipped whole when its
+    manifest is staged already; otherwise the local one is needed (built now when missing): when it can be
     neither found nor built, staging fails with ``WheelhouseError`` (naming ``make wheelhouse``)
     before anything is uploaded. Weights live under their own content hash (they change far less
     often than the code). Returns ``staged(...)``: the URIs the EMR requests refer to.
@@ -103,18 +118,19 @@ def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -
 
     s3 = S3Hook(aws_conn_id=conn_id)
     bucket, prefix = S3Hook.parse_s3_url(artifacts_uri.rstrip("/") + "/")
-    prefix = prefix.rstrip("/")
+    bucket_uri, prefix = f"s3://{bucket}", prefix.rstrip("/")
     uploaded: list[str] = []
 
     def put(path: Path, key: str) -> str:
-        if not s3.check_for_key(key, bucket):
-            s3.load_file(str(path), key, bucket, replace=False)
+        if not key_exists(s3, bucket, key):
+            # replace=True: the hook's own check before an upload is a HeadObject (see key_exists); the key is
+            # named by content, so a run staging the same key at the same moment writes the same bytes
+            s3.load_file(str(path), key, bucket, replace=True)
             uploaded.append(key)
-        return f"s3://{bucket}/{key}"
+        return join(bucket_uri, key)
 
-    wheelhouse_prefix = f"{prefix}/wheelhouse-{requirements_hash()}"
-    staged_already = s3.check_for_key(f"{wheelhouse_prefix}/{MANIFEST}", bucket)
-    wheelhouse = None if staged_already else ensure_wheelhouse()
+    wheelhouse_prefix = join(prefix, f"wheelhouse-{requirements_hash()}")
+    wheelhouse = None if key_exists(s3, bucket, join(wheelhouse_prefix, MANIFEST)) else ensure_wheelhouse()
     with tempfile.TemporaryDirectory() as tmp:
         code_hash, files = build_local_artifacts(Path(tmp))
         files += [BOOTSTRAP_DIR / name for name in BOOTSTRAP_FILES]
@@ -122,12 +138,12 @@ def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -
         for path in files[-len(BOOTSTRAP_FILES):]:
             digest.update(path.read_bytes())
         artifacts_hash = digest.hexdigest()[:16]
-        uris = {path.name: put(path, f"{prefix}/{artifacts_hash}/{path.name}") for path in files}
+        uris = {path.name: put(path, join(prefix, artifacts_hash, path.name)) for path in files}
     if wheelhouse is not None:
         stage_wheelhouse(wheelhouse, wheelhouse_prefix, put)
-    return staged(artifacts_hash, f"s3://{bucket}/{prefix}/{artifacts_hash}",
+    return staged(artifacts_hash, join(bucket_uri, prefix, artifacts_hash),
                   bootstrap_uri=uris["install_python_deps.sh"], requirements_uri=uris["requirements-emr.txt"],
-                  wheelhouse_uri=f"s3://{bucket}/{wheelhouse_prefix}",
+                  wheelhouse_uri=join(bucket_uri, wheelhouse_prefix),
                   weights_uri=stage_weights(weights_uri, prefix, put), uploaded=uploaded)
 
 
@@ -137,8 +153,8 @@ def stage_wheelhouse(folder: Path, key_prefix: str, put: Callable[[Path, str], s
     log.info("staging the wheelhouse %s: %d wheels, %.0f MB, under %s/", folder, len(wheels),
              sum(w["size"] for w in wheels) / 1e6, key_prefix)
     for wheel in wheels:
-        put(folder / wheel["file"], f"{key_prefix}/{wheel['file']}")
-    put(folder / MANIFEST, f"{key_prefix}/{MANIFEST}")
+        put(folder / wheel["file"], join(key_prefix, wheel["file"]))
+    put(folder / MANIFEST, join(key_prefix, MANIFEST))
 
 
 def stage_weights(weights_uri: str | None, prefix: str, put: Callable[[Path, str], str]) -> str | None:
@@ -150,11 +166,11 @@ def stage_weights(weights_uri: str | None, prefix: str, put: Callable[[Path, str
     local = Path(local_path(weights_uri))
     if not local.exists():
         raise FileNotFoundError(f"weights file {weights_uri} does not exist")
-    folder = f"{prefix}/weights-{content_hash(local)}"
+    folder = join(prefix, f"weights-{content_hash(local)}")
     for ir in exported_irs(local):  # the nodes ship the IR from beside the weights instead of exporting it
         for part in sorted(ir.iterdir()):
-            put(part, f"{folder}/{ir.name}/{part.name}")
-    return put(local, f"{folder}/{local.name}")
+            put(part, join(folder, ir.name, part.name))
+    return put(local, join(folder, local.name))
 
 
 def exported_irs(weights_file: Path) -> list[Path]:

@@ -8,6 +8,10 @@ prints it for the deployment's settings (``IMAGE_PIPELINE_EMR_SERVICE_ROLE`` and
 - the EMR actions the DAGs call (RunJobFlow needs AddTags to tag the cluster at creation);
 - ``iam:PassRole`` for exactly the two configured roles, each only to the service that uses it;
 - S3 on the product's prefix only: read under it, write only ``artifacts/``, ``runs/`` and ``models/latest.json``.
+  s3:ListBucket carries an ``s3:prefix`` condition, which a HeadObject never matches (it sends no prefix): for
+  a missing key such a caller gets 403, not 404
+  (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html), so staging checks a key by listing
+  it (``staging.key_exists``), a request the condition allows.
 """
 
 from __future__ import annotations

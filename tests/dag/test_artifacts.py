@@ -1,0 +1,115 @@
+"""Staging to S3 as a real account answers the connection's role (docs/iam-policy.json), on moto's S3.
+
+The role may list the bucket only under the product's prefix (``s3:ListBucket`` with an ``s3:prefix``
+condition). S3 then answers a HeadObject of a missing key with 403, not 404: the 404 needs s3:ListBucket on
+the bucket, and a HeadObject sends no prefix for the condition to match
+(https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html). moto answers 404 to everyone, so the
+client here answers as S3 would, and refuses listings the policy's condition does not allow.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from botocore.exceptions import ClientError
+from test_emr_dag import BUCKET, aws, moto_server  # noqa: F401  (the module's fixtures)
+
+PREFIX = "team/images"  # the product's prefix in the bucket, as the policy is printed for it
+
+
+def condition_matches(pattern: str, value: str) -> bool:
+    """IAM's StringLike: ``*`` any run of characters (``/`` included), ``?`` any one character."""
+    return re.fullmatch(re.escape(pattern).replace(r"\*", ".*").replace(r"\?", "."), value) is not None
+
+
+def list_bucket_allows(policy: dict, bucket: str, prefix: str | None) -> bool:
+    """Whether the policy allows s3:ListBucket on ``bucket`` for a request with this ``s3:prefix`` (None: sent none)."""
+    for statement in policy["Statement"]:
+        if statement["Action"] != "s3:ListBucket" or statement["Resource"] != f"arn:aws:s3:::{bucket}":
+            continue
+        patterns = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+        if patterns is None:
+            return True
+        if prefix is not None and any(condition_matches(p, prefix) for p in patterns):
+            return True
+    return False
+
+
+class AsTheRoleSeesS3:
+    """The S3 hook's client, answering as S3 answers a role with docs/iam-policy.json's S3 statements."""
+
+    def __init__(self, client, policy: dict, calls: list):
+        self._client, self._policy, self.calls = client, policy, calls
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def head_object(self, **kwargs):
+        self.calls.append(("HeadObject", kwargs["Key"]))
+        try:
+            return self._client.head_object(**kwargs)
+        except ClientError as exc:
+            if exc.response["ResponseMetadata"]["HTTPStatusCode"] != 404:
+                raise
+            forbidden = {"Error": {"Code": "403", "Message": "Forbidden"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+            raise ClientError(forbidden, "HeadObject") from None
+
+    def get_paginator(self, operation: str):
+        paginator, client = self._client.get_paginator(operation), self
+
+        class Checked:
+            def paginate(self, **kwargs):
+                client.calls.append((operation, kwargs.get("Prefix")))
+                if operation == "list_objects_v2" and not list_bucket_allows(client._policy, kwargs["Bucket"],
+                                                                             kwargs.get("Prefix")):
+                    denied = {"Error": {"Code": "AccessDenied", "Message": "not authorized: s3:ListBucket"},
+                              "ResponseMetadata": {"HTTPStatusCode": 403}}
+                    raise ClientError(denied, "ListObjectsV2")
+                return paginator.paginate(**kwargs)
+
+        return Checked()
+
+
+@pytest.fixture
+def role_s3(aws, monkeypatch):  # noqa: F811
+    """Every S3 hook's client answers as S3 answers the role; yields the calls staging made."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from image_pipeline.compute.emr.iam import iam_policy
+
+    policy, calls, get_conn = iam_policy(bucket=BUCKET, prefix=PREFIX), [], S3Hook.get_conn
+    monkeypatch.setattr(S3Hook, "get_conn", lambda self: AsTheRoleSeesS3(get_conn(self), policy, calls))
+    yield calls
+
+
+def test_the_policy_lists_the_prefix_only_and_a_head_object_matches_no_prefix_condition():
+    from image_pipeline.compute.emr.iam import iam_policy
+
+    policy = iam_policy(bucket=BUCKET, prefix=PREFIX)
+    assert list_bucket_allows(policy, BUCKET, f"{PREFIX}/artifacts/abc/image_jobs.zip")
+    assert list_bucket_allows(policy, BUCKET, PREFIX)
+    assert not list_bucket_allows(policy, BUCKET, "other/artifacts/abc/image_jobs.zip")
+    assert not list_bucket_allows(policy, BUCKET, None)  # HeadObject sends no s3:prefix: hence the 403
+
+
+def test_staging_succeeds_when_head_object_of_a_missing_key_is_403(aws, role_s3):  # noqa: F811
+    from image_pipeline.compute.staging import stage_s3
+
+    artifacts = f"s3://{BUCKET}/{PREFIX}/artifacts"
+    first = stage_s3(artifacts, None, "aws_default")
+    staged = {o["Key"] for o in aws.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/artifacts/")["Contents"]}
+    assert set(first["uploaded"]) == staged and len(staged) == 9  # zip, 4 entry scripts, bootstrap, wheel, manifest
+    assert {k.rsplit("/", 1)[-1] for k in staged} >= {"image_jobs.zip", "install_python_deps.sh", "manifest.json"}
+    assert first["jobs_zip_uri"] == f"{first['entry_dir_uri']}/image_jobs.zip"
+    assert first["wheelhouse_uri"].startswith(f"{artifacts}/wheelhouse-")
+    second = stage_s3(artifacts, None, "aws_default")
+    assert second["uploaded"] == [] and {k: v for k, v in second.items() if k != "uploaded"} == \
+        {k: v for k, v in first.items() if k != "uploaded"}
+    assert [c for c in role_s3 if c[0] == "HeadObject"] == []  # existence comes from listings only
+    listed = [prefix for operation, prefix in role_s3 if operation == "list_objects_v2"]
+    assert listed and all(p.startswith(f"{PREFIX}/artifacts/") for p in listed)
+    # every listing staging made is one the policy's ListBucket condition allows
+    from image_pipeline.compute.emr.iam import iam_policy
+
+    assert all(list_bucket_allows(iam_policy(bucket=BUCKET, prefix=PREFIX), BUCKET, p) for p in listed)

@@ -274,3 +274,30 @@ def test_unknown_emr_params_are_refused_by_name():
     assert choices["spot_task_count"] == 3 and choices["capacity"] == "groups"
     with pytest.raises(PlanError, match="emr_spot_task_count"):
         run_emr_choices({"emr_spot_task_count": -1}, load_emr_settings({}))
+
+
+def test_the_emr_backend_and_staging_read_as_named_parts():
+    """No function of the EMR backend or of staging is longer than 50 lines: RunJobFlow's body is its parts."""
+    import ast
+
+    from conftest import PROJECT_ROOT
+    from image_pipeline.compute.emr import requests
+
+    compute = PROJECT_ROOT / "plugins" / "image_pipeline" / "compute"
+    long = [f"{path.name}:{node.name}" for path in [*sorted((compute / "emr").glob("*.py")), compute / "staging.py"]
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 50]
+    assert long == []
+    choices, p = emr_choices(spot_task_count=2, subnet_id="subnet-1"), plan()
+    body = job_flow_overrides(p, choices, ARTIFACTS, "d")
+    assert body["Instances"] == requests.cluster_instances(choices)
+    assert body["BootstrapActions"] == requests.bootstrap_actions(ARTIFACTS)
+    assert body["Configurations"] == requests.cluster_configurations(choices, p["batch_size"])
+    assert body["Tags"] == requests.cluster_tags(p["run_key"], "d")
+
+
+def test_staged_uris_are_joined_with_single_slashes():
+    from image_pipeline.compute.staging import staged
+
+    assert staged("h", "s3://b/p/artifacts/h/")["jobs_zip_uri"] == "s3://b/p/artifacts/h/image_jobs.zip"
+    assert staged("h", "file:///tmp/artifacts/h")["jobs_zip_uri"] == "file:///tmp/artifacts/h/image_jobs.zip"

@@ -47,8 +47,13 @@ SAME_SIZE: dict[str, tuple[str, ...]] = {
 }
 INSTANCE_TYPES = tuple(sorted(SAME_SIZE))
 
-# EBS, GiB: the root volume holds the OS, the installed wheelhouse (~2 GiB) and the logs; the data
-# volume Spark's shuffle and spill, the staged model and HDFS on core nodes
+# EBS, GiB (the sizes are this product's choice, not EMR defaults). EMR gives each node an EBS root device
+# volume, sized for the whole cluster by EbsRootVolumeSize
+# (https://docs.aws.amazon.com/emr/latest/ManagementGuide/emr-custom-ami-boot-volume-size.html): here it holds
+# the OS, the installed wheelhouse (~2 GiB) and the logs. EBS volumes added per instance type are mounted
+# besides the root volume and used by YARN and HDFS (on instances with EBS-only storage EMR otherwise
+# attaches default gp2 or gp3 volumes, https://docs.aws.amazon.com/emr/latest/ManagementGuide/emr-plan-storage.html):
+# the data volume holds Spark's shuffle and spill, the staged model and HDFS on core nodes.
 ROOT_VOLUME_GIB = 32
 DATA_VOLUME_GIB = 64
 EXECUTOR_CORES = 4  # at most: TensorFlow / the inference runtime runs one Python worker per core

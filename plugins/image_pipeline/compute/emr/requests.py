@@ -23,17 +23,24 @@ from image_pipeline.compute.emr.capacity import (
 from image_pipeline.compute.steps import steps_for
 from image_pipeline.planning.layout import join
 
-DEFAULT_RELEASE = "emr-7.13.0"  # Spark 3.5.6, Python 3.11 on the nodes
+# emr-7.13.0 runs Spark 3.5.6-amzn-2 (https://docs.aws.amazon.com/emr/latest/ReleaseGuide/Spark-release-history.html)
+# and offers Python 3.9 and 3.11 (https://docs.aws.amazon.com/emr/latest/ReleaseGuide/emr-7130-release.html):
+# the Spark jobs run on 3.11, the interpreter the bootstrap installs the wheelhouse into
+DEFAULT_RELEASE = "emr-7.13.0"
 NODE_PYTHON = "/usr/bin/python3.11"
 # The current default roles (https://docs.aws.amazon.com/emr/latest/ManagementGuide/emr-iam-role.html and
 # .../emr-iam-role-for-ec2.html). EMR_DefaultRole_V2's policy, AmazonEMRServicePolicy_v2, acts only on
 # resources tagged for-use-with-amazon-emr-managed-policies=true: the cluster carries the tag (EMR
-# propagates it); subnets and security groups not created by EMR must carry it too (docs/aws.md).
+# propagates it); the subnet, security groups not created by EMR, and the VPC when EMR creates its managed
+# security groups in it must carry it too (docs/aws.md;
+# https://docs.aws.amazon.com/emr/latest/ManagementGuide/emr-managed-iam-policies.html#manually-tagged-resources).
 DEFAULT_SERVICE_ROLE = "EMR_DefaultRole_V2"
 DEFAULT_JOB_FLOW_ROLE = "EMR_EC2_DefaultRole"
 MANAGED_POLICY_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
-# On-demand EC2 + EMR price per instance-hour, USD, us-east-1 (override: IMAGE_PIPELINE_EMR_PRICES_JSON);
-# a type a fleet launched that has no price here is named in the cost line, not counted
+# EXAMPLE prices per instance-hour (EC2 + EMR, USD), not taken from AWS's price list: set the deployment's own
+# with IMAGE_PIPELINE_EMR_PRICES_JSON from the Amazon EMR pricing page (https://aws.amazon.com/emr/pricing/,
+# EC2 and EMR price per type and Region). A type a fleet launched that has no price is named in the cost
+# line, not counted.
 DEFAULT_PRICES: dict[str, float] = {
     "m5.xlarge": 0.192 + 0.048, "m5.2xlarge": 0.384 + 0.096, "m5.4xlarge": 0.768 + 0.192,
     "c5.2xlarge": 0.34 + 0.085, "c5.4xlarge": 0.68 + 0.17,
@@ -98,6 +105,28 @@ def job_flow_overrides(plan: dict, emr: dict, artifacts: dict, dag_id: str) -> d
     capacity, idle_timeout_minutes, subnet_id, job_flow_role, service_role, security_configuration);
     ``artifacts`` the staged URIs (bootstrap_uri, wheelhouse_uri, requirements_uri).
     """
+    body = {
+        "Name": f"{dag_id} {plan['run_key']}"[:256],
+        "ReleaseLabel": emr["release_label"],
+        "Applications": [{"Name": "Spark"}, {"Name": "Hadoop"}],
+        "LogUri": join(plan["logs_uri"], ""),
+        "EbsRootVolumeSize": ROOT_VOLUME_GIB,
+        "Instances": cluster_instances(emr),
+        "BootstrapActions": bootstrap_actions(artifacts),
+        "Configurations": cluster_configurations(emr, plan["batch_size"]),
+        "AutoTerminationPolicy": {"IdleTimeout": int(emr["idle_timeout_minutes"]) * 60},
+        "JobFlowRole": emr["job_flow_role"],
+        "ServiceRole": emr["service_role"],
+        "Tags": cluster_tags(plan["run_key"], dag_id),
+        "StepConcurrencyLevel": 1,
+    }
+    if emr.get("security_configuration"):
+        body["SecurityConfiguration"] = emr["security_configuration"]
+    return body
+
+
+def cluster_instances(emr: dict) -> dict:
+    """``Instances``: the fleets or groups, kept alive for the teardown, in the run's subnet when one is set."""
     instances = {
         **instances_capacity(emr["capacity"], emr["instance_type"], emr["core_instance_count"],
                              emr["spot_task_count"]),
@@ -105,46 +134,46 @@ def job_flow_overrides(plan: dict, emr: dict, artifacts: dict, dag_id: str) -> d
         "TerminationProtected": False,
     }
     if emr.get("subnet_id"):  # fleets take a list of subnets, groups one
-        instances["Ec2SubnetIds" if emr["capacity"] == "fleets" else "Ec2SubnetId"] = (
-            [emr["subnet_id"]] if emr["capacity"] == "fleets" else emr["subnet_id"])
-    body = {
-        "Name": f"{dag_id} {plan['run_key']}"[:256],
-        "ReleaseLabel": emr["release_label"],
-        "Applications": [{"Name": "Spark"}, {"Name": "Hadoop"}],
-        "LogUri": join(plan["logs_uri"], ""),
-        "EbsRootVolumeSize": ROOT_VOLUME_GIB,
-        "Instances": instances,
-        "BootstrapActions": [{
-            "Name": "Install the Spark jobs' Python dependencies",
-            # the nodes install from the staged wheelhouse, so private subnets without NAT need no PyPI
-            "ScriptBootstrapAction": {"Path": artifacts["bootstrap_uri"],
-                                      "Args": [artifacts["wheelhouse_uri"], artifacts["requirements_uri"]]},
-        }],
-        "Configurations": [
-            {"Classification": "spark-env", "Configurations": [
-                {"Classification": "export", "Properties": {"PYSPARK_PYTHON": NODE_PYTHON,
-                                                            "PYSPARK_DRIVER_PYTHON": NODE_PYTHON}},
-            ], "Properties": {}},
-            {"Classification": "spark-defaults",
-             "Properties": spark_defaults(emr["instance_type"], emr["core_instance_count"], emr["spot_task_count"],
-                                          plan["batch_size"])},
-            *([{"Classification": "yarn-site", "Properties": dict(DRIVER_ON_CORE_NODES)}]
-              if emr["spot_task_count"] else []),
-        ],
-        "AutoTerminationPolicy": {"IdleTimeout": int(emr["idle_timeout_minutes"]) * 60},
-        "JobFlowRole": emr["job_flow_role"],
-        "ServiceRole": emr["service_role"],
-        "Tags": [
-            {"Key": "run_key", "Value": plan["run_key"]},
-            {"Key": "dag_id", "Value": dag_id},
-            {"Key": "app", "Value": "image-classification"},
-            dict(MANAGED_POLICY_TAG),
-        ],
-        "StepConcurrencyLevel": 1,
-    }
-    if emr.get("security_configuration"):
-        body["SecurityConfiguration"] = emr["security_configuration"]
-    return body
+        if emr["capacity"] == "fleets":
+            instances["Ec2SubnetIds"] = [emr["subnet_id"]]
+        else:
+            instances["Ec2SubnetId"] = emr["subnet_id"]
+    return instances
+
+
+def bootstrap_actions(artifacts: dict) -> list[dict]:
+    """``BootstrapActions``: the staged script installs the jobs' packages from the staged wheelhouse."""
+    return [{
+        "Name": "Install the Spark jobs' Python dependencies",
+        # the nodes install from the staged wheelhouse, so private subnets without NAT need no PyPI
+        "ScriptBootstrapAction": {"Path": artifacts["bootstrap_uri"],
+                                  "Args": [artifacts["wheelhouse_uri"], artifacts["requirements_uri"]]},
+    }]
+
+
+def cluster_configurations(emr: dict, batch_size: int) -> list[dict]:
+    """``Configurations``: the nodes' Python for PySpark, spark-defaults that fit YARN, node labels with task nodes."""
+    return [
+        {"Classification": "spark-env", "Configurations": [
+            {"Classification": "export", "Properties": {"PYSPARK_PYTHON": NODE_PYTHON,
+                                                        "PYSPARK_DRIVER_PYTHON": NODE_PYTHON}},
+        ], "Properties": {}},
+        {"Classification": "spark-defaults",
+         "Properties": spark_defaults(emr["instance_type"], emr["core_instance_count"], emr["spot_task_count"],
+                                      batch_size)},
+        *([{"Classification": "yarn-site", "Properties": dict(DRIVER_ON_CORE_NODES)}]
+          if emr["spot_task_count"] else []),
+    ]
+
+
+def cluster_tags(run_key: str, dag_id: str) -> list[dict]:
+    """``Tags``: the run's, and the tag AmazonEMRServicePolicy_v2 requires (EMR propagates it)."""
+    return [
+        {"Key": "run_key", "Value": run_key},
+        {"Key": "dag_id", "Value": dag_id},
+        {"Key": "app", "Value": "image-classification"},
+        dict(MANAGED_POLICY_TAG),
+    ]
 
 
 def emr_steps(plan: dict, artifacts: dict) -> list[dict]:
@@ -185,10 +214,11 @@ def cluster_cost(describe: dict, prices: dict[str, float], instances: list[dict]
     """What a cluster cost, from DescribeCluster and the instances that actually ran (ListInstances).
 
     Each instance counts from its creation to its end (the cluster's end when it has none), per second
-    with a one-minute minimum per instance as EMR bills (AWS What's New, October 2017, "Amazon EMR now
-    supports per-second billing"), at the on-demand price
-    of its type: spot instances are counted at that price too, so the estimate is an upper bound. Types
-    without a price are returned in ``unpriced_types`` and not counted.
+    with a one-minute minimum per instance, as EC2 bills Linux instances and EMR bills its clusters
+    (https://aws.amazon.com/about-aws/whats-new/2017/10/announcing-amazon-ec2-per-second-billing/ and, for
+    EMR, https://aws.amazon.com/blogs/aws/new-per-second-billing-for-ec2-instances-and-ebs-volumes/), at the
+    on-demand price of its type: spot instances are counted at that price too, so the estimate is an upper
+    bound. Types without a price are returned in ``unpriced_types`` and not counted.
     """
     cluster = describe["Cluster"]
     timeline = cluster["Status"].get("Timeline", {})

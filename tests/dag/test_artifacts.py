@@ -1,10 +1,12 @@
-"""Staging to S3 as a real account answers the connection's role (docs/iam-policy.json), on moto's S3.
+"""Staging to S3 as a real account answers the connection's role, on moto's S3.
 
-The role may list the bucket only under the product's prefix (``s3:ListBucket`` with an ``s3:prefix``
-condition). S3 then answers a HeadObject of a missing key with 403, not 404: the 404 needs s3:ListBucket on
-the bucket, and a HeadObject sends no prefix for the condition to match
-(https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html). moto answers 404 to everyone, so the
-client here answers as S3 would, and refuses listings the policy's condition does not allow.
+S3 answers a HeadObject of a missing key with 404 only to a caller with s3:ListBucket on the bucket, else 403
+(https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html). The product's policies grant it
+(docs/iam-policy.json, docs/node-role-policy.json), so Airflow's object storage and EMRFS, which ask S3
+whether a key exists with a HeadObject, get their 404. An account may still narrow s3:ListBucket to the
+product's prefix (an ``s3:prefix`` condition, which no HeadObject matches): staging works under that policy
+too, since it tells a staged key by listing it. moto answers 404 to everyone, so the client here answers as
+S3 would answer such a role, and refuses listings the condition does not allow.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class AsTheRoleSeesS3:
         try:
             return self._client.head_object(**kwargs)
         except ClientError as exc:
-            if exc.response["ResponseMetadata"]["HTTPStatusCode"] != 404:
+            if exc.response["ResponseMetadata"]["HTTPStatusCode"] != 404 or list_bucket_allows(
+                    self._policy, kwargs["Bucket"], None):
                 raise
             forbidden = {"Error": {"Code": "403", "Message": "Forbidden"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
             raise ClientError(forbidden, "HeadObject") from None
@@ -71,22 +74,39 @@ class AsTheRoleSeesS3:
         return Checked()
 
 
+def prefix_only(policy: dict) -> dict:
+    """The policy with its s3:ListBucket narrowed to the product's prefix, as a stricter account may set it."""
+    narrowed = {"StringLike": {"s3:prefix": [PREFIX, f"{PREFIX}/*"]}}
+    return {**policy, "Statement": [{**s, "Condition": narrowed} if s["Action"] == "s3:ListBucket" else s
+                                    for s in policy["Statement"]]}
+
+
 @pytest.fixture
 def role_s3(aws, monkeypatch):  # noqa: F811
-    """Every S3 hook's client answers as S3 answers the role; yields the calls staging made."""
+    """Every S3 hook's client answers as S3 answers a role whose listing is narrowed to the prefix; yields the
+    calls staging made."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     from image_pipeline.compute.emr.iam import iam_policy
 
-    policy, calls, get_conn = iam_policy(bucket=BUCKET, prefix=PREFIX), [], S3Hook.get_conn
+    policy, calls, get_conn = prefix_only(iam_policy(bucket=BUCKET, prefix=PREFIX)), [], S3Hook.get_conn
     monkeypatch.setattr(S3Hook, "get_conn", lambda self: AsTheRoleSeesS3(get_conn(self), policy, calls))
     yield calls
 
 
-def test_the_policy_lists_the_prefix_only_and_a_head_object_matches_no_prefix_condition():
+@pytest.mark.parametrize("policy_of", ["iam_policy", "node_role_policy"])
+def test_the_policies_list_the_bucket_so_a_missing_key_is_404_not_403(policy_of):
+    from image_pipeline.compute.emr import iam
+
+    policy = getattr(iam, policy_of)(bucket=BUCKET, prefix=PREFIX)
+    assert list_bucket_allows(policy, BUCKET, None)  # what a HeadObject needs for its 404
+    assert not list_bucket_allows(policy, "another-bucket", None)
+
+
+def test_a_prefix_condition_allows_the_prefix_only_and_no_head_object():
     from image_pipeline.compute.emr.iam import iam_policy
 
-    policy = iam_policy(bucket=BUCKET, prefix=PREFIX)
+    policy = prefix_only(iam_policy(bucket=BUCKET, prefix=PREFIX))
     assert list_bucket_allows(policy, BUCKET, f"{PREFIX}/artifacts/abc/image_jobs.zip")
     assert list_bucket_allows(policy, BUCKET, PREFIX)
     assert not list_bucket_allows(policy, BUCKET, "other/artifacts/abc/image_jobs.zip")
@@ -109,7 +129,7 @@ def test_staging_succeeds_when_head_object_of_a_missing_key_is_403(aws, role_s3)
     assert [c for c in role_s3 if c[0] == "HeadObject"] == []  # existence comes from listings only
     listed = [prefix for operation, prefix in role_s3 if operation == "list_objects_v2"]
     assert listed and all(p.startswith(f"{PREFIX}/artifacts/") for p in listed)
-    # every listing staging made is one the policy's ListBucket condition allows
+    # every listing staging made is one the narrowed policy's condition allows
     from image_pipeline.compute.emr.iam import iam_policy
 
-    assert all(list_bucket_allows(iam_policy(bucket=BUCKET, prefix=PREFIX), BUCKET, p) for p in listed)
+    assert all(list_bucket_allows(prefix_only(iam_policy(bucket=BUCKET, prefix=PREFIX)), BUCKET, p) for p in listed)

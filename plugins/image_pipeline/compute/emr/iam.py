@@ -7,11 +7,16 @@ prints it for the deployment's settings (``IMAGE_PIPELINE_EMR_SERVICE_ROLE`` and
 
 - the EMR actions the DAGs call (RunJobFlow needs AddTags to tag the cluster at creation);
 - ``iam:PassRole`` for exactly the two configured roles, each only to the service that uses it;
-- S3 on the product's prefix only: read under it, write only ``artifacts/``, ``runs/`` and ``models/latest.json``.
-  s3:ListBucket carries an ``s3:prefix`` condition, which a HeadObject never matches (it sends no prefix): for
-  a missing key such a caller gets 403, not 404
-  (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html), so staging checks a key by listing
-  it (``staging.key_exists``), a request the condition allows.
+- S3 on the product's prefix only: read under it, write only ``artifacts/``, ``runs/`` and ``models/latest.json``;
+  and s3:ListBucket on the bucket, with no ``s3:prefix`` condition. A HeadObject of a missing key answers 404
+  only to a caller with s3:ListBucket on the bucket, 403 to others
+  (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html), and a HeadObject carries no prefix
+  for such a condition to match: Airflow's object storage (s3fs's ``exists``: is there a ``models/latest.json``
+  yet, an ``inbox/``?) and EMRFS on the nodes ask S3 that way, and would get 403s they take for denials.
+  AWS's own least-privilege EMRFS statement grants s3:ListBucket on the bucket the same way
+  (https://docs.aws.amazon.com/emr/latest/ManagementGuide/emr-iam-role-for-ec2.html). The roles can then list
+  the bucket's key names, not read them: give the product a bucket of its own where that matters. Staging
+  still checks a key by listing it (``staging.key_exists``), which also works under a prefix condition.
 """
 
 from __future__ import annotations
@@ -33,6 +38,12 @@ EMR_ACTIONS = (
 )
 
 
+def list_the_bucket(bucket: str) -> dict:
+    """s3:ListBucket on the bucket, unconditioned: S3 then answers 404, not 403, for a missing key (see above)."""
+    return {"Sid": "ListTheBucketSoMissingKeysAre404", "Effect": "Allow", "Action": "s3:ListBucket",
+            "Resource": f"arn:aws:s3:::{bucket}"}
+
+
 def iam_policy(account_id: str = "<account-id>", bucket: str = "<bucket>", prefix: str = "<prefix>",
                service_role: str = DEFAULT_SERVICE_ROLE, job_flow_role: str = DEFAULT_JOB_FLOW_ROLE) -> dict:
     """The policy document (a fresh dict)."""
@@ -48,8 +59,7 @@ def iam_policy(account_id: str = "<account-id>", bucket: str = "<bucket>", prefi
         {"Sid": "TransientEmrClusters", "Effect": "Allow", "Action": list(EMR_ACTIONS), "Resource": "*"},
         pass_role("PassTheEmrServiceRole", service_role, "elasticmapreduce.amazonaws.com"),
         pass_role("PassTheNodesRole", job_flow_role, "ec2.amazonaws.com"),
-        {"Sid": "ListOnlyTheProductPrefix", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": f"arn:aws:s3:::{bucket}", "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}},
+        list_the_bucket(bucket),
         {"Sid": "ReadImagesReportsLogsAndArtifacts", "Effect": "Allow", "Action": "s3:GetObject",
          "Resource": f"{objects}/*"},
         {"Sid": "WriteArtifactsReportPagesAndTheLatestModel", "Effect": "Allow", "Action": "s3:PutObject",
@@ -74,8 +84,7 @@ def node_role_policy(bucket: str = "<bucket>", prefix: str = "<prefix>") -> dict
         {"Sid": "WriteTheJobsOutputsAndLogs", "Effect": "Allow",
          "Action": ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
          "Resource": [f"{objects}/{folder}/*" for folder in NODE_WRITES]},
-        {"Sid": "ListOnlyTheProductPrefix", "Effect": "Allow", "Action": "s3:ListBucket",
-         "Resource": f"arn:aws:s3:::{bucket}", "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}},
+        list_the_bucket(bucket),
         {"Sid": "MultipartUploadsOfTheBucket", "Effect": "Allow", "Action": "s3:ListBucketMultipartUploads",
          "Resource": f"arn:aws:s3:::{bucket}"},
         {"Sid": "EmrfsMetricsAndBucketChecks", "Effect": "Allow",

@@ -276,18 +276,10 @@ def test_unknown_emr_params_are_refused_by_name():
         run_emr_choices({"emr_spot_task_count": -1}, load_emr_settings({}))
 
 
-def test_the_emr_backend_and_staging_read_as_named_parts():
-    """No function of the EMR backend or of staging is longer than 50 lines: RunJobFlow's body is its parts."""
-    import ast
-
-    from conftest import PROJECT_ROOT
+def test_the_run_job_flow_body_is_its_named_parts():
+    """RunJobFlow's body is built from named parts (the length rule itself: tests/unit/test_house_rules.py)."""
     from image_pipeline.compute.emr import requests
 
-    compute = PROJECT_ROOT / "plugins" / "image_pipeline" / "compute"
-    long = [f"{path.name}:{node.name}" for path in [*sorted((compute / "emr").glob("*.py")), compute / "staging.py"]
-            for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 50]
-    assert long == []
     choices, p = emr_choices(spot_task_count=2, subnet_id="subnet-1"), plan()
     body = job_flow_overrides(p, choices, ARTIFACTS, "d")
     assert body["Instances"] == requests.cluster_instances(choices)

@@ -1,0 +1,75 @@
+"""Rules of the code base that a reader relies on: short functions, no ``sys.path`` edits.
+
+- No function of the Airflow-side package (``plugins/``) or of the Spark jobs (``spark_jobs/``) is longer
+  than 50 lines: job mains and tasks read as lists of named phases.
+- Nothing in ``plugins/``, ``dags/`` or ``spark_jobs/`` changes ``sys.path``: Airflow's loader puts
+  ``dags/`` and ``plugins/`` on it, the jobs' archive is on the cluster's, and the package finds the jobs'
+  library by location (``image_pipeline.shipped``).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT_ROOT
+
+MAX_FUNCTION_LINES = 50
+SOURCES = sorted(p for folder in ("plugins", "dags", "spark_jobs") for p in (PROJECT_ROOT / folder).rglob("*.py")
+                 if "__pycache__" not in p.parts)
+
+
+def relative(path: Path) -> str:
+    return path.relative_to(PROJECT_ROOT).as_posix()
+
+
+def long_functions(tree: ast.AST) -> list[str]:
+    return [f"{node.name} ({node.end_lineno - node.lineno + 1} lines, line {node.lineno})"
+            for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+
+
+def sys_path_edits(tree: ast.AST) -> list[int]:
+    """Lines that call a method of ``sys.path`` or assign to it."""
+    def is_sys_path(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name)
+                and node.value.id == "sys")
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_sys_path(node.func.value):
+            lines.append(node.lineno)
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            lines += [node.lineno for t in targets if is_sys_path(t)
+                      or (isinstance(t, ast.Subscript) and is_sys_path(t.value))]
+    return sorted(lines)
+
+
+def test_the_rules_see_every_source_file():
+    names = {relative(p) for p in SOURCES}
+    assert {"plugins/image_pipeline/compute/backends.py", "dags/image_classification.py",
+            "spark_jobs/image_jobs/predictor.py"} <= names
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if not relative(p).startswith("dags/")], ids=relative)
+def test_no_function_is_longer_than_fifty_lines(path):
+    assert long_functions(ast.parse(path.read_text())) == []
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=relative)
+def test_nothing_edits_sys_path(path):
+    assert sys_path_edits(ast.parse(path.read_text())) == []
+
+
+def test_the_checks_find_what_they_look_for():
+    def function(lines: int) -> str:
+        return "def f():\n" + "".join(f"    x = {i}\n" for i in range(lines - 1))
+
+    assert long_functions(ast.parse(function(MAX_FUNCTION_LINES + 1))) == ["f (51 lines, line 1)"]
+    assert long_functions(ast.parse(function(MAX_FUNCTION_LINES))) == []
+    edits = "import sys\nsys.path.insert(0, 'x')\nsys.path.append('y')\nsys.path = []\nsys.path[0] = 'z'\n"
+    assert sys_path_edits(ast.parse(edits)) == [2, 3, 4, 5]
+    assert sys_path_edits(ast.parse("import sys\nprint(sys.path)\nfrom os import path\npath.join('a')\n")) == []

@@ -1,7 +1,8 @@
 """EMR failures as a real account produces them, each explained without masking the error.
 
-moto (S3, and EMR where it can) on 127.0.0.1; botocore's Stubber where moto cannot produce the error
-(throttling, a cluster ended by a bootstrap failure with its state-change code, a failed step's details).
+moto (S3, and EMR where it can, its answers scripted in-process where EMR's differ: throttling, a denial, a
+slow termination) on 127.0.0.1; botocore's Stubber for the sensor's own client where moto cannot produce the
+answer (a cluster ended by a bootstrap failure with its state-change code, a failed step's details).
 The sensor and the teardown are the product's own operators, run outside a DAG with a minimal context.
 """
 
@@ -188,7 +189,7 @@ def moto_step(emr, cluster_id: str, state: str) -> str:
 
 def defer_and_trigger(sensor) -> dict:
     """``execute`` defers (its first poke saw the step unfinished); the provider's trigger then runs against
-    moto to the event it sends when the step ends in a failed state."""
+    moto to its first event."""
     from airflow.sdk.exceptions import TaskDeferred
 
     with pytest.raises(TaskDeferred) as deferred:
@@ -349,3 +350,106 @@ def test_the_teardown_waits_for_terminated_and_costs_the_instances_that_ran(aws,
     assert summary["estimated_cost_usd"] == round(4 * 0.24 * 0.5, 2)  # every instance until the cluster's end
     assert summary["hourly_price_usd"] == round(4 * 0.24, 3)
     assert summary["cluster_id"] == cluster_id and summary["backend"] == "emr" and cluster_id in summary["console_link"]
+
+
+class ScriptedDescribeStep:
+    """moto's DescribeStep answered as EMR would under load or without the permission: for step ``step_id``,
+    each call takes the next entry of ``script``, an error code (served as EMR serves it: HTTP 400,
+    ``{"__type": code}``, through moto's own error handling) or a step state; the last entry repeats.
+    moto runs in this process (``ThreadedMotoServer``), so the provider's trigger, with its own async client,
+    gets these answers over HTTP. ``answers`` is what was served, in order."""
+
+    def __init__(self, monkeypatch, step_id: str, script: list[str], message: str = "Rate exceeded"):
+        from moto.core.exceptions import JsonRESTError
+        from moto.emr.models import ElasticMapReduceBackend
+
+        self.answers: list[str] = []
+        describe = ElasticMapReduceBackend.describe_step
+
+        def describe_step(backend, cluster_id: str, asked: str):
+            step = describe(backend, cluster_id, asked)
+            if asked != step_id:
+                return step
+            answer = script[min(len(self.answers), len(script) - 1)]
+            self.answers.append(answer)
+            if not answer.isupper():  # an error code, not a state
+                raise JsonRESTError(answer, message)
+            step.state = answer
+            return step
+
+        monkeypatch.setattr(ElasticMapReduceBackend, "describe_step", describe_step)
+
+
+def without_botocore_retries(monkeypatch) -> None:
+    """The aws connection with ``config_kwargs`` retries at one attempt in all: each throttled answer reaches
+    the provider's waiter instead of being absorbed by botocore's own retries (the case of throttling that
+    outlasts them, without their backoff of seconds)."""
+    import json
+    import os
+
+    conn = json.loads(os.environ["AIRFLOW_CONN_AWS_DEFAULT"])
+    conn["extra"]["config_kwargs"] = {"retries": {"total_max_attempts": 1, "mode": "standard"}}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(conn))
+
+
+def deferred_sensor(emr, stubber, monkeypatch, script: list[str], **describe):
+    """A deferrable sensor on a moto step whose first poke (``execute``'s) saw it RUNNING."""
+    cluster_id = moto_cluster(emr)
+    step_id = moto_step(emr, cluster_id, "RUNNING")
+    scripted = ScriptedDescribeStep(monkeypatch, step_id, script, **describe)
+    sensor = sensor_on(stubber.client, cluster_id, step_id, deferrable=True)
+    stubber.add_response("describe_step", step_response("RUNNING", step_id=step_id))  # execute's first poke
+    stubber.add_response("describe_cluster", cluster_response("RUNNING", cluster_id=cluster_id))  # the log link
+    return sensor, scripted, cluster_id, step_id
+
+
+def test_throttling_while_deferred_is_polled_again_and_the_step_completes(aws, moto_server, stubbed,  # noqa: F811
+                                                                          monkeypatch, caplog):
+    """The provider's trigger (``EmrStepSensorTrigger``, polling in ``waiter_with_logging.async_wait``) treats
+    ThrottlingException as retriable: it logs it, waits its delay and polls again, without counting the
+    throttled poll against ``max_attempts`` (2 here: 3 throttled polls, then RUNNING, then COMPLETED still
+    succeed). The run goes on to the success event and ``execute_complete`` returns."""
+    import logging
+
+    without_botocore_retries(monkeypatch)
+    emr = boto3.client("emr", region_name=REGION, endpoint_url=moto_server)
+    _, stubber = stubbed
+    throttled = ["ThrottlingException"] * 3
+    sensor, scripted, *_ = deferred_sensor(emr, stubber, monkeypatch, [*throttled, "RUNNING", "COMPLETED"])
+    caplog.set_level(logging.INFO, logger="airflow.providers.amazon.aws.utils.waiter_with_logging")
+    event = defer_and_trigger(sensor)
+    assert scripted.answers == [*throttled, "RUNNING", "COMPLETED"]  # the throttled answers were really served
+    retried = [r.getMessage() for r in caplog.records if "retriable error" in r.getMessage()]
+    assert len(retried) == 3 and all("ThrottlingException" in line for line in retried)  # each reached the waiter
+    assert event == {"status": "success", "value": None}
+    assert sensor.execute_complete(CONTEXT, event) is None  # the run goes on
+
+
+def test_access_denied_while_deferred_ends_at_once_with_the_error_code(aws, moto_server, stubbed,  # noqa: F811
+                                                                       monkeypatch):
+    """A non-retriable error code ends the provider's ``async_wait`` at its first answer (an AirflowException
+    with the failure message, the response and the waiter's error, which names the code); the trigger sends
+    it as its error event, and ``execute_complete`` raises the provider's error, explained. The connection's
+    own retry settings are kept: botocore does not retry a denial either (one call served)."""
+    from airflow.exceptions import AirflowException
+
+    emr = boto3.client("emr", region_name=REGION, endpoint_url=moto_server)
+    _, stubber = stubbed
+    denied = "User: arn:aws:sts::123456789012:assumed-role/airflow/worker is not authorized to perform: " \
+             "elasticmapreduce:DescribeStep"
+    sensor, scripted, cluster_id, step_id = deferred_sensor(emr, stubber, monkeypatch, ["AccessDeniedException"],
+                                                            message=denied)
+    event = defer_and_trigger(sensor)
+    assert scripted.answers == ["AccessDeniedException"]  # not polled again
+    assert event["status"] == "error"
+    assert f"Error while waiting for step {step_id} to complete" in event["message"]
+    assert "An error occurred (AccessDeniedException)" in event["message"] and denied in event["message"]
+
+    stubber.add_client_error("describe_step", service_error_code="AccessDeniedException", service_message=denied,
+                             http_status_code=400)  # the explanation's own look-ups: the same role
+    stubber.add_response("describe_cluster", cluster_response("RUNNING", cluster_id=cluster_id))
+    with pytest.raises(AirflowException, match="Error while running job") as raised:
+        sensor.execute_complete(CONTEXT, event)
+    assert "AccessDeniedException" in str(raised.value)
+    note = "\n".join(raised.value.__notes__)
+    assert f"step {step_id}: could not be read (ClientError" in note and "AccessDeniedException" in note

@@ -256,6 +256,9 @@ def emr_cost_table(per_core: float, runtime: str) -> None:
         mark = "   <- cheapest per image" if instance_type == cheapest[0] else ""
         print(f"    {instance_type:<11} {slots:>2} tasks  {price or 0:6.3f} USD/h  {per_hour:>9,.0f} images/h  "
               f"{cost}{mark}")
+    if "bf16" in runtime:
+        print("    (a bf16 rate holds only on nodes whose CPU offers BF16 to OpenVINO: with `auto` the job logs what "
+              "the nodes' CPU offers and runs fp32 where BF16 is missing; see docs/benchmarks.md)")
 
 
 def report_job(args: argparse.Namespace, summary: dict, forward_per_core: float, runtime: str) -> None:

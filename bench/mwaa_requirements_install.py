@@ -1,7 +1,7 @@
 """Benchmark: how long Amazon MWAA's install of ``requirements-mwaa.txt`` takes, against its 9-minute limit.
 
     make bench-mwaa-install
-    (= .venv/bin/python bench/mwaa_requirements_install.py --python <a Python 3.12>)
+    (= <a Python 3.12> bench/mwaa_requirements_install.py --python <that Python 3.12>)
 
 MWAA installs the environment's ``requirements.txt`` into its image when the environment starts (and at each
 update), with its constraints, and stops that install when it takes more than 9 minutes

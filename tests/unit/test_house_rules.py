@@ -2,6 +2,7 @@
 
 - No function of the Airflow-side package (``plugins/``) or of the Spark jobs (``spark_jobs/``) is longer
   than 50 lines: job mains and tasks read as lists of named phases.
+- No two test modules have the same file name (pytest's collection would stop).
 - Nothing in ``plugins/``, ``dags/`` or ``spark_jobs/`` changes ``sys.path``: Airflow's loader puts
   ``dags/`` and ``plugins/`` on it, the jobs' archive is on the cluster's, and the package finds the jobs'
   library by location (``image_pipeline.shipped``).
@@ -62,6 +63,15 @@ def test_no_function_is_longer_than_fifty_lines(path):
 @pytest.mark.parametrize("path", SOURCES, ids=relative)
 def test_nothing_edits_sys_path(path):
     assert sys_path_edits(ast.parse(path.read_text())) == []
+
+
+def test_no_two_test_modules_share_a_name():
+    """The test folders have no __init__.py and pytest imports modules by their name: two of the same name stop
+    its collection ("import file mismatch"), so the whole suite would run nothing."""
+    modules = sorted(p for p in (PROJECT_ROOT / "tests").rglob("test_*.py") if "__pycache__" not in p.parts)
+    names = [p.name for p in modules]
+    assert len(modules) > 40
+    assert sorted({relative(p) for p in modules if names.count(p.name) > 1}) == []
 
 
 def test_the_checks_find_what_they_look_for():

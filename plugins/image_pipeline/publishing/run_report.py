@@ -30,7 +30,6 @@ class QualityGateError(RuntimeError):
     """The model is worse than the run's minimum accuracy."""
 
 
-
 def _read(uri: str, conn_id: str | None) -> str:
     path = object_path(uri, conn_id)
     if not path.exists():

@@ -16,7 +16,8 @@ prints it for the deployment's settings (``IMAGE_PIPELINE_EMR_SERVICE_ROLE`` and
   AWS's own least-privilege EMRFS statement grants s3:ListBucket on the bucket the same way
   (https://docs.aws.amazon.com/emr/latest/ManagementGuide/emr-iam-role-for-ec2.html). The roles can then list
   the bucket's key names, not read them: give the product a bucket of its own where that matters. Staging
-  still checks a key by listing it (``staging.key_exists``), which also works under a prefix condition.
+  checks a key by listing it (``staging.key_exists``), which works under a prefix condition too; the rest of
+  the pipeline needs the bucket-wide grant.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def list_bucket_allows(policy: dict, bucket: str, prefix: str | None) -> bool:
 
 
 class AsTheRoleSeesS3:
-    """The S3 hook's client, answering as S3 answers a role with docs/iam-policy.json's S3 statements."""
+    """The S3 hook's client, answering as S3 answers a role with the S3 statements of ``policy``."""
 
     def __init__(self, client, policy: dict, calls: list):
         self._client, self._policy, self.calls = client, policy, calls
@@ -119,7 +119,8 @@ def test_staging_succeeds_when_head_object_of_a_missing_key_is_403(aws, role_s3)
     artifacts = f"s3://{BUCKET}/{PREFIX}/artifacts"
     first = stage_s3(artifacts, None, "aws_default")
     staged = {o["Key"] for o in aws.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/artifacts/")["Contents"]}
-    assert set(first["uploaded"]) == staged and len(staged) == 9  # zip, 4 entry scripts, bootstrap, wheel, manifest
+    # the zip, 4 entry scripts, the bootstrap, its requirements, one wheel, the manifest
+    assert set(first["uploaded"]) == staged and len(staged) == 9
     assert {k.rsplit("/", 1)[-1] for k in staged} >= {"image_jobs.zip", "install_python_deps.sh", "manifest.json"}
     assert first["jobs_zip_uri"] == f"{first['entry_dir_uri']}/image_jobs.zip"
     assert first["wheelhouse_uri"].startswith(f"{artifacts}/wheelhouse-")

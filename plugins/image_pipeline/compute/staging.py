@@ -97,9 +97,9 @@ def key_exists(s3, bucket: str, key: str) -> bool:
     s3:ListBucket on the bucket, and with 403 otherwise
     (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html); a ListBucket grant limited by an
     ``s3:prefix`` condition (as an account may narrow the product's policy) does not count for a HeadObject,
-    which sends no prefix. The listing sends the key as its prefix, which that condition allows, and needs s3:ListBucket
-    only (https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html). S3 lists keys in
-    ascending order, so the key itself, when there, is the first one listed.
+    which sends no prefix. The listing sends the key as its prefix, which that condition allows, and needs
+    s3:ListBucket only (https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html). S3 lists
+    keys in ascending order, so the key itself, when there, is the first one listed.
     """
     return key in (s3.list_keys(bucket_name=bucket, prefix=key, page_size=1, max_items=1) or [])
 

@@ -216,11 +216,6 @@ def training_params() -> dict:
     return _params(TRAINING_PARAMS)
 
 
-def inference_params() -> dict:
-    """What runs the CNN forward pass (extraction, scoring), at which precision."""
-    return _params(INFERENCE_PARAMS)
-
-
 def local_params() -> dict:
     """The local cluster's size (local backend only)."""
     return _params(LOCAL_PARAMS)

@@ -89,6 +89,14 @@ class EmrStepWithLogsSensor(EmrStepSensor):
         exc.add_note(self.explain())
         raise exc
 
+    def _poll_again_if_transient(self, exc: BaseException, doing: str) -> None:
+        """A transient API error is logged as a warning, and the caller polls again; any other one is logged
+        in one line (the call and its error code) and re-raised as it is."""
+        if not is_transient(exc):
+            self.log.error("AWS error while %s, not retried: %s", doing, api_error_line(exc))
+            raise exc
+        self.log.warning("transient AWS error while %s, polling again: %s", doing, exc)
+
     def _check_cluster(self) -> None:
         """While the step is pending: fail now, with the cluster's reason, if the cluster has ended."""
         from airflow.exceptions import AirflowException
@@ -96,11 +104,7 @@ class EmrStepWithLogsSensor(EmrStepSensor):
         try:
             describe = self.hook.conn.describe_cluster(ClusterId=self.job_flow_id)
         except (ClientError, ConnectionError, HTTPClientError) as exc:
-            if not is_transient(exc):
-                self.log.error("AWS error while checking cluster %s, not retried: %s", self.job_flow_id,
-                               api_error_line(exc))
-                raise
-            self.log.warning("transient AWS error while checking cluster %s: %s", self.job_flow_id, exc)
+            self._poll_again_if_transient(exc, f"checking cluster {self.job_flow_id}")
             return
         state = describe["Cluster"]["Status"]["State"]
         if state in TERMINAL_CLUSTER_STATES:
@@ -115,10 +119,7 @@ class EmrStepWithLogsSensor(EmrStepSensor):
         try:
             done = super().poke(context)
         except (ClientError, ConnectionError, HTTPClientError) as exc:
-            if not is_transient(exc):
-                self.log.error("AWS error while polling step %s, not retried: %s", self.step_id, api_error_line(exc))
-                raise
-            self.log.warning("transient AWS error while polling step %s, polling again: %s", self.step_id, exc)
+            self._poll_again_if_transient(exc, f"polling step {self.step_id}")
             return False
         except AirflowException as exc:  # the step ended in a failed state
             self._fail_with_explanation(exc)

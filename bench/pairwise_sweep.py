@@ -34,7 +34,7 @@ def main() -> int:
     import train_models
     from image_jobs.session import build_session
     from image_pipeline.compute.jobs_archive import build_jobs_zip
-    from sample_features import sample_feature_frame, write_sample_features
+    from sample_features import sample_feature_frame, write_extract_summary, write_sample_features
 
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         spark = build_session("bench-sweep", master=f"local[{args.cores}]",
@@ -48,7 +48,8 @@ def main() -> int:
         summary = train_models.run(spark, train_models.parse_args([
             "--features-uri", f"file://{tmp}/features", "--backbone", "synthetic",
             "--models-uri", f"file://{tmp}/models", "--run-key", "bench",
-            "--modified-before", "2100-01-01T00:00:00Z"]))
+            "--modified-before", "2100-01-01T00:00:00Z",
+            "--extract-summary-uri", write_extract_summary(tmp, "synthetic")]))
         wall = time.perf_counter() - started
         spark.stop()
     pairwise = summary["pairwise"]

@@ -7,10 +7,12 @@
         --run-key manual__2026-11-21T10_00_00_00_00 --modified-before 2026-11-21T10:00:00Z
 
 Writes ``<features-uri>/backbone=<name>/run=<run-key>/`` (path, label, length, modificationTime,
-width, height, features array<float>) and the rejected files with their reasons under
-``<rejects-uri>/backbone=<name>/run=<run-key>/``. Images that already have a feature or reject row
-from another run (same path, length and modification time) are skipped; a retried run overwrites
-its own partition, so rows are never duplicated.
+width, height, the feature identity, features array<float>) and the rejected files with their reasons
+under ``<rejects-uri>/backbone=<name>/run=<run-key>/``. Images that already have a feature or reject
+row of the same feature identity (backbone, weights digest, precision class) from another run (same
+path, length and modification time) are skipped; a retried run overwrites its own partition, so rows
+are never duplicated. The listing and the selection are Spark datasets; the tasks read the photos'
+bytes ``--read-concurrency`` at a time (``image_jobs.photo_store``).
 """
 
 from __future__ import annotations
@@ -19,29 +21,23 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from image_jobs import storage
 from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
-from image_jobs.cli import add_inference_args, check_inference_args, parse_labels_json, run_job
+from image_jobs.cli import add_inference_args, add_read_args, check_inference_args, parse_labels_json, run_job
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import (
     CHANGED,
-    DEFAULT_MAX_FILE_BYTES,
-    IMAGE_KEY,
     VANISHED,
-    ListedImage,
-    done_keys,
-    image_frame,
-    label_of,
-    list_image_rows,
-    precheck_reason,
-    read_images,
-    reason_kind,
-    size_image_scan,
-    split_readable,
+    done_rows,
+    list_photos,
+    not_done,
+    photo_partitions,
+    reason_kind_column,
 )
+from image_jobs.feature_identity import FeatureIdentity, job_identity
 from image_jobs.featurize import (
     FEATURE_COLUMNS,
     REJECT_COLUMNS,
@@ -50,13 +46,14 @@ from image_jobs.featurize import (
     make_featurizer,
     output_schema,
 )
-from image_jobs.inference import ship_ir
-from image_jobs.progress import OutcomesParam, ProgressLogger
+from image_jobs.inference import resolve_precision, ship_ir
+from image_jobs.photo_store import StoreError, StoreOptions
+from image_jobs.progress import ProgressLogger
 from image_jobs.session import job_logger
 
 if TYPE_CHECKING:
     from pyspark import Accumulator, SparkContext
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 log = job_logger("extract_features")
 
@@ -84,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="decompression-bomb guard: images with more pixels are rejected")
     add_inference_args(parser)
+    add_read_args(parser)
     args = parser.parse_args(argv)
     check_inference_args(parser, args, random_weights=args.random_weights)
     args.labels = parse_labels_json(parser, args.labels_json)
@@ -113,137 +111,166 @@ def check_weights_available(spark, backbone: str, weights: str) -> None:
         raise WeightsUnavailableError(f"--weights-uri {weights} does not exist or is not readable")
 
 
-def featurize_new_images(spark, args: argparse.Namespace, images_root: str, to_read: list[ListedImage],
-                         counters: dict, inference: InferenceChoice = TENSORFLOW):
-    """Featurized rows (``featurize.output_schema``) for the new, readable, labelled images ``to_read``."""
-    from pyspark.sql import functions as F
+@dataclass
+class Selection:
+    """The listing and the photos to process (datasets, cached), and how many of each."""
 
-    if not to_read:
-        return spark.createDataFrame([], output_schema())
-    size_image_scan(spark, len(to_read), sum(image.length for image in to_read), args.batch_size)
-    # read only the class folders that have new images: a new class costs only its own files
-    folders = [storage.join_uri(images_root, storage.escape_glob(label))
-               for label in sorted({image.label for image in to_read})]
-    content = read_images(spark, folders, args.modified_before, with_content=True).join(
-        F.broadcast(image_frame(spark, to_read, "label")), IMAGE_KEY)  # the label as listed
-    featurizer = make_featurizer(args.backbone, args.weights, args.batch_size, args.max_pixels, counters,
-                                 inference)
-    return content.mapInPandas(featurizer, output_schema())
+    listing: DataFrame
+    todo: DataFrame
+    n_seen: int
+    n_todo: int
 
 
-def select_new_images(spark, args: argparse.Namespace, images_root: str) -> tuple[int, list[ListedImage]]:
-    """The listing and the incremental selection, on the driver: how many images are seen, and the
-    ones no other run has a feature or reject row for (labelled, in the allowed classes)."""
-    listing = [image._replace(label=label_of(image.path, images_root))
-               for image in list_image_rows(spark, args.images_uri, args.modified_before)]
-    if args.labels:  # the allowed classes; files outside any class folder stay (they become rejects)
-        allowed = set(args.labels)
-        listing = [image for image in listing if image.label is None or image.label in allowed]
-    done = done_keys(spark, [storage.join_uri(uri, f"backbone={args.backbone}")
-                             for uri in (args.features_uri, args.rejects_uri)], args.run_key)
-    todo = [image for image in listing if image.key not in done]
-    log.info("images seen: %d (modified before %s), already done by earlier runs: %d, to process: %d",
-             len(listing), args.modified_before, len(listing) - len(todo), len(todo))
+def select_new_images(spark: SparkSession, args: argparse.Namespace, options: StoreOptions,
+                      identity: FeatureIdentity) -> Selection:
+    """The listing and the incremental selection, in Spark: every image seen, and the ones no other run
+    has a feature or reject row of this identity for (labelled or not: loose files become rejects)."""
+    listing = list_photos(spark, args.images_uri, args.modified_before, options, args.labels)
+    done = done_rows(spark, [storage.join_uri(uri, f"backbone={args.backbone}")
+                             for uri in (args.features_uri, args.rejects_uri)], args.run_key, identity.columns(), log)
+    todo = not_done(listing, done).persist()
+    n_seen, n_todo = listing.count(), todo.count()
+    log.info("images seen: %d (modified before %s), already done by earlier runs with these features (%s): %d, "
+             "to process: %d", n_seen, args.modified_before, identity.describe(), n_seen - n_todo, n_todo)
     if args.labels:
-        missing = sorted(set(args.labels) - {image.label for image in listing})
+        found = {row.label for row in listing.select("label").distinct().collect()}
+        missing = sorted(set(args.labels) - found)
         if missing:
             log.warning("requested labels with no images: %s", missing)
-    return len(listing), todo
+    return Selection(listing, todo, n_seen, n_todo)
 
 
-def prepare_run(spark: SparkSession, args: argparse.Namespace) -> tuple[str, str, str, InferenceChoice]:
-    """Check the inputs and ship the weights (and with openvino the IR, exported here when it is not yet);
-    returns (images root, features output, rejects output, the forward pass's runtime)."""
-    if not storage.exists(spark, args.images_uri):
-        raise FileNotFoundError(f"--images-uri {args.images_uri} does not exist")
-    images_root = storage.qualify(spark, args.images_uri)
+@dataclass(frozen=True)
+class Prepared:
+    """What ``prepare_run`` settled: the outputs, the forward pass and the identity of its features."""
+
+    out_features: str
+    out_rejects: str
+    inference: InferenceChoice
+    identity: FeatureIdentity
+    options: StoreOptions
+
+
+def prepare_run(spark: SparkSession, args: argparse.Namespace) -> Prepared:
+    """Check the weights and ship them (and with openvino the IR, exported here when it is not yet), resolve
+    the precision, and settle the feature identity of this run."""
     out_features = storage.join_uri(args.features_uri, f"backbone={args.backbone}", f"run={args.run_key}")
     out_rejects = storage.join_uri(args.rejects_uri, f"backbone={args.backbone}", f"run={args.run_key}")
-
     check_weights_available(spark, args.backbone, args.weights)
     if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
         spark.sparkContext.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
+    precision = resolve_precision(args.runtime, args.precision)
     inference = TENSORFLOW
     if args.runtime == "openvino":
-        inference = ship_ir(spark, args.backbone, args.weights, args.precision)
-    log.info("forward pass: runtime %s, precision %s%s", inference.runtime, inference.precision,
-             f", IR {inference.ir_uri}" if inference.ir_uri else "")
-    return images_root, out_features, out_rejects, inference
+        inference = ship_ir(spark, args.backbone, args.weights, precision)
+    identity = job_identity(args.backbone, args.weights, args.runtime, precision)
+    log.info("forward pass: runtime %s, precision %s%s; feature identity: %s", inference.runtime, precision,
+             f", IR {inference.ir_uri}" if inference.ir_uri else "", identity.describe())
+    options = StoreOptions.from_environment(args.read_concurrency)
+    return Prepared(out_features, out_rejects, inference, identity, options)
 
 
 def extract_counters(sc: SparkContext) -> dict[str, Accumulator]:
-    """The accumulators the featurizing tasks report progress, model loads and outcomes to."""
+    """The accumulators the featurizing tasks report progress and model loads to (progress only: the
+    counts of the summary come from the written rows)."""
     return {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
-            "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0),
-            "outcomes": sc.accumulator({}, OutcomesParam())}
+            "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
 
 
-def write_features(spark: SparkSession, args: argparse.Namespace, images_root: str, to_read: list[ListedImage],
-                   counters: dict[str, Accumulator], out_features: str,
-                   inference: InferenceChoice = TENSORFLOW) -> None:
-    """Featurize the readable images and write their feature rows, in one logged pass."""
+def featurized_rows(spark: SparkSession, args: argparse.Namespace, prepared: Prepared, selection: Selection,
+                    counters: dict[str, Accumulator]) -> DataFrame:
+    """Every photo to process with its features or its reject reason and the run's identity, cached on disk
+    once computed (the features and the rejects are written from it without running the model twice)."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    featurized = featurize_new_images(spark, args, images_root, to_read, counters, inference)
-    with ProgressLogger(spark, log, len(to_read), counters):  # one pass: read, featurize, write
+    identity = [F.lit(value).alias(column) for column, value in prepared.identity.columns().items()]
+    if selection.n_todo == 0:
+        rows = spark.createDataFrame([], output_schema())
+    else:
+        featurizer = make_featurizer(args.backbone, args.weights, args.batch_size, args.max_pixels, counters,
+                                     prepared.inference, prepared.options)
+        rows = (selection.todo.repartition(photo_partitions(spark, selection.n_todo, args.batch_size))
+                .mapInPandas(featurizer, output_schema()))
+    return rows.select("*", F.timestamp_millis("mtime_ms").alias("modificationTime"), *identity).persist(
+        StorageLevel.DISK_ONLY)
+
+
+def write_outputs(spark: SparkSession, featurized: DataFrame, n_todo: int, counters: dict[str, Accumulator],
+                  prepared: Prepared) -> None:
+    """Featurize (logging progress) and write the feature rows, then the reject rows from the same pass."""
+    from pyspark.sql import functions as F
+
+    with ProgressLogger(spark, log, n_todo, counters):  # one pass: read, featurize, write
         (featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS).write.mode("overwrite")
          .option("parquet.enable.dictionary#features.list.element", "false")  # CNN outputs never repeat
-         .parquet(out_features))
+         .parquet(prepared.out_features))
+    (featurized.filter(F.col("reason").isNotNull()).select(*REJECT_COLUMNS)
+     .coalesce(spark.sparkContext.defaultParallelism).write.mode("overwrite").parquet(prepared.out_rejects))
 
 
-def content_rejects(spark: SparkSession, to_read: list[ListedImage],
-                    outcomes: dict[str, str | None]) -> tuple[list[tuple], list[tuple]]:
-    """The reject rows of the content pass: (rejected by the model step, changed or vanished since listed)."""
-    # what the content pass did with each image it read: its features, or the reason the model step
-    # rejected it (from the successful tasks only, so a retried task counts once)
-    model_rejects = [(*image, outcomes[image.path]) for image in to_read if outcomes.get(image.path)]
-    # files deleted or rewritten since the listing: the content pass has no row for them (it skips
-    # missing files and drops changed keys); a reject row each, never a silent gap
-    unread = [(*image, CHANGED if storage.exists(spark, image.path) else VANISHED)
-              for image in to_read if image.path not in outcomes]
-    return model_rejects, unread
+@dataclass
+class Outcome:
+    """What became of the photos to process, counted from the written rows (aggregates, never rows)."""
+
+    n_features: int = 0
+    n_unread: int = 0  # changed or vanished since the listing
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    first_rejects: list = field(default_factory=list)
+
+    @property
+    def n_rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
 
 
-def write_rejects(spark: SparkSession, reject_rows: list[tuple], out_rejects: str) -> None:
-    """Write this run's reject rows (path, length, mtime_ms, label, reason) as one Parquet file."""
-    image_frame(spark, reject_rows, "label", "reason").select(*REJECT_COLUMNS).coalesce(1).write.mode(
-        "overwrite").parquet(out_rejects)
+def count_outcome(featurized: DataFrame) -> Outcome:
+    """Count features, rejects by kind and photos unread, in Spark; the first 20 rejects for the log."""
+    from pyspark.sql import functions as F
+
+    rejects = featurized.filter(F.col("reason").isNotNull())
+    totals = featurized.agg(F.count(F.when(F.col("reason").isNull(), 1)).alias("features"),
+                            F.count(F.when(F.col("reason").isin(CHANGED, VANISHED), 1)).alias("unread")).first()
+    by_kind = rejects.groupBy(reason_kind_column().alias("kind")).count().collect()
+    return Outcome(int(totals["features"]), int(totals["unread"]),
+                   dict(sorted((row["kind"], int(row["count"])) for row in by_kind)),
+                   [(row.path, row.reason) for row in rejects.select("path", "reason").limit(20).collect()])
 
 
-def extraction_summary(args: argparse.Namespace, n_seen: int, n_todo: int, n_processed: int, n_features: int,
-                       reject_rows: list[tuple], phases: dict[str, float], counters: dict[str, Accumulator],
-                       seconds: float, out_features: str, out_rejects: str) -> dict:
+def extraction_summary(args: argparse.Namespace, prepared: Prepared, selection: Selection, outcome: Outcome,
+                       phases: dict[str, float], counters: dict[str, Accumulator], seconds: float) -> dict:
     """The job's counts and timings, from what the phases produced (no I/O)."""
-    by_reason = Counter(reason_kind(row[4]) for row in reject_rows)
+    n_processed = selection.n_todo - outcome.n_unread
     return {
         "run_key": args.run_key,
         "backbone": args.backbone,
         "runtime": args.runtime,
         "precision": args.precision,
-        "images_seen": n_seen,
-        "skipped_done_earlier": n_seen - n_todo,
+        "feature_identity": prepared.identity.to_dict(),
+        "read_concurrency": prepared.options.concurrency,
+        "images_seen": selection.n_seen,
+        "skipped_done_earlier": selection.n_seen - selection.n_todo,
         "processed": n_processed,
-        "features_written": n_features,
-        "rejected": len(reject_rows),
-        "rejected_by_reason": dict(sorted(by_reason.items())),
+        "features_written": outcome.n_features,
+        "rejected": outcome.n_rejected,
+        "rejected_by_reason": outcome.rejected_by_reason,
         "seconds": round(seconds, 2),
         "phase_seconds": {k: round(v, 2) for k, v in phases.items()},
         "featurize_task_seconds": round(counters["seconds"].value, 2),
         "model_loads": counters["model_loads"].value,
         "model_load_seconds": round(counters["load_seconds"].value, 2),
         "images_per_second": round(n_processed / seconds, 2) if n_processed else 0.0,
-        "features_uri": out_features,
-        "rejects_uri": out_rejects,
+        "features_uri": prepared.out_features,
+        "rejects_uri": prepared.out_rejects,
     }
 
 
-def report(spark: SparkSession, args: argparse.Namespace, summary: dict, reject_rows: list[tuple],
-           out_rejects: str) -> None:
+def report(spark: SparkSession, args: argparse.Namespace, summary: dict, outcome: Outcome) -> None:
     """Log the first rejects, write the summary to ``--summary-uri`` (if given) and log it."""
-    for row in reject_rows[:20]:
-        log.warning("rejected %s: %s", row[0], row[4])
-    if len(reject_rows) > 20:
-        log.warning("... and %d more rejects, all listed in %s", len(reject_rows) - 20, out_rejects)
+    for path, reason in outcome.first_rejects:
+        log.warning("rejected %s: %s", path, reason)
+    if outcome.n_rejected > len(outcome.first_rejects):
+        log.warning("... and %d more rejects, all listed in %s", outcome.n_rejected - len(outcome.first_rejects),
+                    summary["rejects_uri"])
     if args.summary_uri:
         storage.write_text(spark, args.summary_uri, json.dumps(summary, indent=2))
     log.info("done: %s", json.dumps(summary))
@@ -252,33 +279,27 @@ def report(spark: SparkSession, args: argparse.Namespace, summary: dict, reject_
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     """Extract features for the new images; returns the counts and timings it logged."""
     started = time.perf_counter()
-    images_root, out_features, out_rejects, inference = prepare_run(spark, args)
+    prepared = prepare_run(spark, args)
     counters = extract_counters(spark.sparkContext)
-    n_seen, todo = select_new_images(spark, args, images_root)
+    selection = select_new_images(spark, args, prepared.options, prepared.identity)
     phases = {"list": time.perf_counter() - started}
 
-    to_read, rejected = split_readable(
-        todo, lambda image: precheck_reason(image.label, image.length, DEFAULT_MAX_FILE_BYTES))
-    write_features(spark, args, images_root, to_read, counters, out_features, inference)
-    precheck_rejects = [(*image, reason) for image, reason in rejected]  # (path, length, mtime_ms, label, reason)
-    model_rejects, unread = content_rejects(spark, to_read, counters["outcomes"].value)
+    featurized = featurized_rows(spark, args, prepared, selection, counters)
+    write_outputs(spark, featurized, selection.n_todo, counters, prepared)
     phases["featurize"] = time.perf_counter() - started - sum(phases.values())
 
-    reject_rows = model_rejects + precheck_rejects + unread  # (path, length, mtime_ms, label, reason)
-    write_rejects(spark, reject_rows, out_rejects)
-    n_processed = len(to_read) - len(unread)
-    n_features = n_processed - len(model_rejects)
+    outcome = count_outcome(featurized)
+    for frame in (featurized, selection.todo, selection.listing):
+        frame.unpersist()
     phases["write"] = time.perf_counter() - started - sum(phases.values())
-
-    summary = extraction_summary(args, n_seen, len(todo), n_processed, n_features, reject_rows, phases, counters,
-                                 time.perf_counter() - started, out_features, out_rejects)
-    report(spark, args, summary, reject_rows, out_rejects)
+    summary = extraction_summary(args, prepared, selection, outcome, phases, counters, time.perf_counter() - started)
+    report(spark, args, summary, outcome)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse the arguments and extract the features under run_job; returns the exit code."""
-    return run_job("extract_features", parse_args(argv), run, (), log)
+    return run_job("extract_features", parse_args(argv), run, (StoreError,), log)
 
 
 if __name__ == "__main__":

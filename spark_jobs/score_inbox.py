@@ -30,23 +30,14 @@ from typing import TYPE_CHECKING
 
 from image_jobs import storage
 from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
-from image_jobs.cli import add_inference_args, check_inference_args, run_job
+from image_jobs.cli import add_inference_args, add_read_args, check_inference_args, run_job
 from image_jobs.decode import DEFAULT_MAX_PIXELS
-from image_jobs.extraction import (
-    DEFAULT_MAX_FILE_BYTES,
-    IMAGE_KEY,
-    ListedImage,
-    done_keys,
-    image_frame,
-    list_image_rows,
-    read_images,
-    size_image_scan,
-    size_reason,
-    split_readable,
-)
+from image_jobs.extraction import done_rows, list_photos, not_done, photo_partitions
+from image_jobs.feature_identity import FeatureIdentityError, check_scoring, job_identity
 from image_jobs.featurize import TENSORFLOW, InferenceChoice
-from image_jobs.inbox import first_score_per_photo, make_scorer, precheck_rejects, predictions_csv, scored_schema
-from image_jobs.inference import ship_ir
+from image_jobs.inbox import first_score_per_photo, make_scorer, predictions_csv, scored_schema
+from image_jobs.inference import resolve_precision, ship_ir
+from image_jobs.photo_store import StoreError, StoreLocation, StoreOptions, filesystem
 from image_jobs.predictor import ModelError, MulticlassModel, check_threshold, load_model_json
 from image_jobs.progress import ProgressLogger
 from image_jobs.session import job_logger
@@ -77,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="answer threshold in [0, 1] for this run: photos whose top probability is under it "
                              "are uncertain (default: the model's own; 0 for a model without one)")
     add_inference_args(parser)
+    add_read_args(parser)
     args = parser.parse_args(argv)
     check_inference_args(parser, args)
     if args.threshold is not None:
@@ -114,33 +106,45 @@ def load_model(spark, args: argparse.Namespace):
 def prepare_model(spark: SparkSession,
                   args: argparse.Namespace) -> tuple[str, MulticlassModel, str, InferenceChoice]:
     """Load and check the run's model, ship its weights (and with openvino its IR, exported here when it is
-    not yet) to the executors; returns (uri, model, weights, the forward pass's runtime)."""
+    not yet) to the executors, and refuse features of another identity than the model's; returns (uri,
+    model, weights, the forward pass's runtime)."""
     model_uri, model, weights = load_model(spark, args)
     if weights not in (RANDOM_WEIGHTS, "imagenet"):
         spark.sparkContext.addFile(weights)  # shipped once to every executor, from file://, s3:// or hdfs://
+    precision = resolve_precision(args.runtime, args.precision)
+    note = check_scoring(model.identity, job_identity(model.backbone, weights, args.runtime, precision), model_uri)
+    if note:
+        log.warning("%s", note)
     inference = TENSORFLOW
     if args.runtime == "openvino":
-        inference = ship_ir(spark, model.backbone, weights, args.precision)
-    log.info("forward pass: runtime %s, precision %s%s", inference.runtime, inference.precision,
+        inference = ship_ir(spark, model.backbone, weights, precision)
+    log.info("forward pass: runtime %s, precision %s%s", inference.runtime, precision,
              f", IR {inference.ir_uri}" if inference.ir_uri else "")
     return model_uri, model, weights, inference
 
 
-def select_new_photos(spark: SparkSession, args: argparse.Namespace,
-                      batches_uri: str) -> tuple[int, list[ListedImage]]:
-    """The listing and the incremental selection, on the driver: photos seen, and the ones to score."""
-    # the listing and the incremental selection, on the driver (as extraction does)
-    if storage.exists(spark, args.inbox_uri):
-        listing = list_image_rows(spark, args.inbox_uri, args.modified_before)
-    else:
+def inbox_exists(inbox_uri: str, options: StoreOptions) -> bool:
+    """Whether the inbox folder is there (a missing inbox is nothing to score, not an error)."""
+    import pyarrow.fs as pafs
+
+    location = StoreLocation.of(inbox_uri)
+    return filesystem(location, options).get_file_info(location.path).type == pafs.FileType.Directory
+
+
+def select_new_photos(spark: SparkSession, args: argparse.Namespace, batches_uri: str,
+                      options: StoreOptions) -> tuple[int, int, DataFrame | None]:
+    """The listing and the incremental selection, in Spark: photos seen, photos to score, and those photos
+    (a cached dataset; None when the inbox does not exist)."""
+    if not inbox_exists(args.inbox_uri, options):
         log.warning("inbox %s does not exist: nothing to score", args.inbox_uri)
-        listing = []
-    done = done_keys(spark, [batches_uri], args.run_key, log=log)
-    todo = [image for image in listing if image.key not in done]
-    n_seen, n_todo = len(listing), len(todo)
+        return 0, 0, None
+    listing = list_photos(spark, args.inbox_uri, args.modified_before, options, classes=False)
+    todo = not_done(listing, done_rows(spark, [batches_uri], args.run_key, log=log)).persist()
+    n_seen, n_todo = listing.count(), todo.count()
+    listing.unpersist()
     log.info("photos in the inbox: %d (modified before %s), scored earlier with this model: %d, to score: %d",
              n_seen, args.modified_before, n_seen - n_todo, n_todo)
-    return n_seen, todo
+    return n_seen, n_todo, todo
 
 
 def score_counters(sc: SparkContext) -> dict[str, Accumulator]:
@@ -150,24 +154,18 @@ def score_counters(sc: SparkContext) -> dict[str, Accumulator]:
 
 
 def scored_rows(spark: SparkSession, args: argparse.Namespace, model: MulticlassModel, weights: str,
-                todo: list[ListedImage], counters: dict[str, Accumulator],
-                inference: InferenceChoice = TENSORFLOW) -> tuple[DataFrame, int]:
-    """The scored rows (``inbox.scored_schema``) of the photos to score, and how many are read."""
+                todo: DataFrame, n_todo: int, counters: dict[str, Accumulator],
+                inference: InferenceChoice = TENSORFLOW) -> DataFrame:
+    """The scored rows (``inbox.scored_schema``) of the photos to score, read ``--read-concurrency`` at a time."""
     from pyspark.sql import functions as F
 
-    to_read, rejected = split_readable(todo, lambda image: size_reason(image.length, DEFAULT_MAX_FILE_BYTES))
-    scored = precheck_rejects(spark, [(*image.key, reason) for image, reason in rejected])
-    if to_read:
-        size_image_scan(spark, len(to_read), sum(image.length for image in to_read), args.batch_size)
-        oldest_new = min(image.mtime_ms for image in to_read)
-        # binaryFile applies modificationTime filters before reading a file's bytes: photos older
-        # than the oldest new one (most of a long-lived inbox) are listed but never read
-        content = (read_images(spark, [args.inbox_uri], args.modified_before, with_content=True)
-                   .filter(F.col("modificationTime") >= F.timestamp_millis(F.lit(oldest_new)))
-                   .join(F.broadcast(image_frame(spark, [image.key for image in to_read])), IMAGE_KEY, "left_semi"))
-        scorer = make_scorer(model, weights, args.batch_size, args.max_pixels, counters, args.threshold, inference)
-        scored = content.mapInPandas(scorer, scored_schema()).unionByName(scored)
-    return scored, len(to_read)
+    options = StoreOptions.from_environment(args.read_concurrency)
+    scorer = make_scorer(model, weights, args.batch_size, args.max_pixels, counters, args.threshold, inference,
+                         options)
+    scored = todo.repartition(photo_partitions(spark, n_todo, args.batch_size)).mapInPandas(
+        scorer, scored_schema("ms"))
+    return scored.select("path", "length", F.timestamp_millis("mtime_ms").alias("modificationTime"),
+                         *[name for name in scored.columns if name not in ("path", "length", "mtime_ms")])
 
 
 def write_batch(spark: SparkSession, args: argparse.Namespace, scored: DataFrame, n_read: int,
@@ -184,15 +182,15 @@ def write_batch(spark: SparkSession, args: argparse.Namespace, scored: DataFrame
 
 
 def score_new_photos(spark: SparkSession, args: argparse.Namespace, model: MulticlassModel, weights: str,
-                     todo: list[ListedImage], counters: dict[str, Accumulator], out_batch: str,
+                     todo: DataFrame | None, n_todo: int, counters: dict[str, Accumulator], out_batch: str,
                      inference: InferenceChoice = TENSORFLOW) -> int:
     """Write this run's batch of new rows (or remove a stale one when nothing is new); returns its rows."""
-    if not todo:
+    if not n_todo:
         if storage.delete(spark, out_batch):
             log.info("removed %s: an earlier attempt of this run wrote it, nothing is new now", out_batch)
         return 0
-    scored, n_read = scored_rows(spark, args, model, weights, todo, counters, inference)
-    return write_batch(spark, args, scored, n_read, counters, out_batch)
+    scored = scored_rows(spark, args, model, weights, todo, n_todo, counters, inference)
+    return write_batch(spark, args, scored, n_todo, counters, out_batch)
 
 
 def rewrite_predictions_csv(spark: SparkSession, args: argparse.Namespace, batches_uri: str,
@@ -265,15 +263,18 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
              ", ".join(model.labels), model_uri)
     log.info("answer threshold: %s; photos under it are marked uncertain", threshold_in_use(args, model)[1])
 
-    n_seen, todo = select_new_photos(spark, args, batches_uri)
+    n_seen, n_todo, todo = select_new_photos(spark, args, batches_uri,
+                                             StoreOptions.from_environment(args.read_concurrency))
     counters = score_counters(spark.sparkContext)
-    n_new = score_new_photos(spark, args, model, weights, todo, counters, out_batch, inference)
+    n_new = score_new_photos(spark, args, model, weights, todo, n_todo, counters, out_batch, inference)
+    if todo is not None:
+        todo.unpersist()
     phase_score = time.perf_counter() - started
 
     every, not_scored = rewrite_predictions_csv(spark, args, batches_uri, csv_uri)
     this_run = every[every["scored_by_run"].eq(args.run_key)]
     n_uncertain = int(this_run["uncertain"].eq(True).sum()) if "uncertain" in this_run else 0
-    summary = scoring_summary(args, model, n_seen, len(todo), n_new, len(not_scored), len(every), counters,
+    summary = scoring_summary(args, model, n_seen, n_todo, n_new, len(not_scored), len(every), counters,
                               time.perf_counter() - started, phase_score, csv_uri, out_batch, n_uncertain)
     write_summary(spark, args, summary)
     return summary
@@ -281,7 +282,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse the arguments and score the inbox under run_job; returns the exit code."""
-    return run_job("score_inbox", parse_args(argv), run, (ModelError, WeightsUnavailableError), log)
+    return run_job("score_inbox", parse_args(argv), run,
+                   (ModelError, WeightsUnavailableError, FeatureIdentityError, StoreError), log)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from image_jobs import storage
 from image_jobs.cli import parse_labels_json, run_job
 from image_jobs.conventions import DEFAULT_SPLIT_RATIOS, MODEL_FORMAT, PAIR_MODES
 from image_jobs.extraction import spark_timestamp
+from image_jobs.feature_identity import FeatureIdentity
 from image_jobs.selection import (
     DEFAULT_C_GRID,
     DEFAULT_CV_FOLDS,
@@ -104,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-fraction", type=float, default=0.2, help="multiclass test share, stratified")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights-uri", default=None, help="recorded in the model, for prediction")
+    parser.add_argument("--extract-summary-uri", required=True,
+                        help="the run's extraction summary: the feature identity to train on (only rows made by "
+                             "the same backbone, weights and precision are read)")
     parser.add_argument("--cv-folds", type=int, default=DEFAULT_CV_FOLDS,
                         help="folds of the multiclass model's cross-validation (on the training split)")
     parser.add_argument("--c-grid", default=",".join(str(c) for c in DEFAULT_C_GRID),
@@ -133,12 +137,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def read_feature_identity(spark, args: argparse.Namespace) -> FeatureIdentity:
+    """The identity of the run's features, as its extraction recorded it in ``--extract-summary-uri``."""
+    uri = args.extract_summary_uri
+    if not storage.exists(spark, uri):
+        raise TrainingInputError(f"--extract-summary-uri {uri} does not exist: run extract_features first")
+    try:
+        recorded = json.loads(storage.read_text(spark, uri)).get("feature_identity")
+        identity = FeatureIdentity.from_dict(recorded, uri)
+    except (ValueError, AttributeError) as exc:
+        raise TrainingInputError(f"{uri} records no usable feature identity ({exc}); run extract_features "
+                                 "again") from None
+    if identity.backbone != args.backbone:
+        raise TrainingInputError(f"{uri}: the extraction used backbone {identity.backbone}, not --backbone "
+                                 f"{args.backbone}")
+    return identity
+
+
 def load_run_features(spark, args: argparse.Namespace):
-    """The newest feature row per image the run sees: path, label, features."""
-    df = storage.read_committed(spark, storage.join_uri(args.features_uri, f"backbone={args.backbone}"), log=log)
-    if df is None:
-        raise TrainingInputError(f"no features for backbone {args.backbone} under {args.features_uri}; "
-                                 "run extract_features first")
+    """The newest feature row per image the run sees, of the run's feature identity: path, label, features."""
+    from pyspark.sql import functions as F
+
+    df = storage.read_committed(spark, storage.join_uri(args.features_uri, f"backbone={args.backbone}"), log=log,
+                                merge_schema=True)
+    identity = args.feature_identity
+    if df is None or not set(identity.columns()) <= set(df.columns):
+        raise TrainingInputError(f"no features of {identity.describe()} under {args.features_uri} (rows written "
+                                 "before features had an identity are not read); run extract_features first")
+    for column, value in identity.columns().items():
+        df = df.filter(F.col(column) == value)
     df = df.select("path", "label", "modificationTime", "run", "features")
     return latest_features(restrict_run(df, args.labels, spark_timestamp(args.modified_before))).select(
         "path", "label", "features")
@@ -185,6 +212,7 @@ def portable_model(reduced: ReducedRun, setting: Setting, classifier, labels: li
         "run_key": args.run_key,
         "backbone": args.backbone,
         "weights_uri": args.weights_uri,
+        "feature_identity": args.feature_identity.to_dict(),
         "feature_dim": reduced.feature_dim,
         "labels": labels,
         "scaler_mean": mean.tolist(),
@@ -442,6 +470,7 @@ def training_summary(args: argparse.Namespace, reduced: ReducedRun, labels: list
     return {
         "run_key": args.run_key,
         "backbone": args.backbone,
+        "feature_identity": args.feature_identity.to_dict(),
         "feature_dim": reduced.feature_dim,
         "pca_components": reduced.k,
         "pca_explained_variance": [round(float(v), 6) for v in explained],
@@ -471,6 +500,7 @@ def write_summary(spark: SparkSession, args: argparse.Namespace, summary: dict) 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     """Train everything for one run; returns the training summary it wrote."""
     started = time.perf_counter()
+    args.feature_identity = read_feature_identity(spark, args)
     frame, counts, labels = read_training_frame(spark, args)
     label_index = {label: i for i, label in enumerate(labels)}
     reduced = split_and_reduce(frame, label_index, args)

@@ -29,11 +29,30 @@ def sample_feature_frame(classes: list[str], per_class: int, dim: int, seed: int
     return frame
 
 
-def write_sample_features(spark, features_uri: str, backbone: str, run_key: str, frame: pd.DataFrame) -> str:
-    """Write ``frame`` as the run's feature partition; returns its URI."""
+# the feature identity of the synthetic rows (as an extraction records it: weights digest, precision class)
+SAMPLE_IDENTITY = {"weights_digest": "sha256:" + "5a" * 32, "precision_class": "fp32"}
+
+
+def write_sample_features(spark, features_uri: str, backbone: str, run_key: str, frame: pd.DataFrame,
+                          identity: dict[str, str] | None = None) -> str:
+    """Write ``frame`` as the run's feature partition, rows of ``identity`` (default ``SAMPLE_IDENTITY``);
+    returns its URI."""
     uri = f"{features_uri.rstrip('/')}/backbone={backbone}/run={run_key}"
+    frame = frame.assign(**(identity or SAMPLE_IDENTITY))
     spark.createDataFrame(
         frame, "path string, label string, features array<float>, length long, modificationTime timestamp, "
-               "width int, height int",
+               "width int, height int, weights_digest string, precision_class string",
     ).write.mode("overwrite").parquet(uri)
     return uri
+
+
+def write_extract_summary(folder, backbone: str, identity: dict[str, str] | None = None) -> str:
+    """An extraction summary in ``folder`` recording the feature identity of ``write_sample_features``' rows
+    (what the training job reads it from); returns its ``file://`` URI."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / f"extract_features-{backbone}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"feature_identity": {"backbone": backbone, **(identity or SAMPLE_IDENTITY)}}))
+    return f"file://{path}"

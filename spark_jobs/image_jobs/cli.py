@@ -33,6 +33,21 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
                         help="openvino only: fp32, bf16 (CPUs with BF16), or auto (bf16 where the CPU has it)")
 
 
+def add_read_args(parser: argparse.ArgumentParser) -> None:
+    """``--read-concurrency``: photos each task reads at once (the extraction and scoring jobs)."""
+    from image_jobs.conventions import DEFAULT_READ_CONCURRENCY
+
+    def positive(value: str) -> int:
+        number = int(value)
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+        return number
+
+    parser.add_argument("--read-concurrency", type=positive, default=DEFAULT_READ_CONCURRENCY,
+                        help="photos each task reads at once, ahead of the forward pass (object stores answer "
+                             f"in tens of milliseconds; default {DEFAULT_READ_CONCURRENCY})")
+
+
 def check_inference_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
                          random_weights: bool | None = False) -> None:
     """A parser error naming the flags when ``--runtime`` and ``--precision`` do not go together.

@@ -38,6 +38,25 @@ DEFAULT_SPLIT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # what the extraction job reads (Spark's pathGlobFilter, case-insensitive) and the listings count
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff")
 IMAGE_SUFFIXES = tuple(f".{extension}" for extension in IMAGE_EXTENSIONS)
+# photos read at once by each featurizing or scoring task (S3 answers a small GET in tens of milliseconds:
+# one read at a time leaves the CPU waiting; docs/benchmarks.md measures the default)
+DEFAULT_READ_CONCURRENCY = 16
+
+
+def hidden_to_spark(name: str) -> bool:
+    """Whether a file or folder of this name is hidden (Hadoop's rule, which Spark's file sources apply).
+
+    The rule of Spark's ``HadoopFSUtils.shouldFilterOutPathName``: names starting with '.', names starting
+    with '_' unless they contain '=', and half-copied ``._COPYING_`` files. The jobs' listing and the plan's
+    both leave such files out, so a run never sees what the plan did not count.
+    """
+    excluded = (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
+    return excluded and not name.startswith(("_common_metadata", "_metadata"))
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name has one of the image extensions (any case)."""
+    return name.lower().endswith(IMAGE_SUFFIXES)
 # metrics.csv: the original study's columns first (its users compare with them), then this product's
 STUDY_COLUMNS = ("class_1", "class_2", "split", "iteration", "num_model", "predict_pct", "nb_train", "nb_test",
                  "nb_correct")

@@ -1,7 +1,10 @@
-"""Parts of the feature-extraction job: listing, labelling, incremental selection, scan sizing.
+"""The photo listing and the incremental selection as Spark datasets (extraction and scoring share them).
 
-The listing (metadata only) lives on the driver as ``ListedImage`` rows; only image bytes go through
-Spark. Reading and writing the datasets is left to ``extract_features.run``.
+Nothing here grows with the number of photos on the driver: the driver lists only the class folders
+(the top level of the images root); Spark's tasks list the photos in them (``photo_store.list_folder``),
+and "already done" is a left anti-join of that listing against the committed rows of the feature and
+reject stores (or of the scoring batches), in Spark. The photos to process stay a dataset that the
+featurizing tasks read the bytes of (``photo_store.prefetched_photos``).
 """
 
 from __future__ import annotations
@@ -10,38 +13,21 @@ import logging
 import math
 import re
 from datetime import UTC, datetime
-from typing import NamedTuple
-from urllib.parse import unquote
 
-from image_jobs.conventions import IMAGE_EXTENSIONS
+from image_jobs.photo_store import CHANGED, VANISHED, StoreOptions, class_folders, list_folder
+
+__all__ = ["CHANGED", "VANISHED"]  # re-exported: the reasons of photos gone or rewritten since the listing
 
 IMAGE_KEY = ["path", "length", "modificationTime"]
+LISTED_KEY = ["path", "length", "mtime_ms"]
 IMAGES_PER_PARTITION = 200
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # larger files are rejected unread (a record holds one file)
-# What a file "costs" on top of its bytes when Spark packs files into a scan's partitions: an image's
-# forward pass takes about as long as decoding a megabyte, so partitions of small images are balanced
-# by count, and of large photos by bytes and count together (by bytes alone, the partitions holding
-# the smallest files had 1.6x the images of the others, and the last wave waited for them).
-FILE_OPEN_COST = 1 << 20
 NO_CLASS_FOLDER = "not inside a class folder (images must be under <images_uri>/<label>/)"
-VANISHED = "file disappeared between listing and reading"
-CHANGED = "file changed between listing and reading (a later run reads the new version)"
 # A reject reason starts with its kind in lower-case words, then ':' or '(' and the details.
 REASON_KIND_PATTERN = r"^([a-z ]+)"
-
-
-class ListedImage(NamedTuple):
-    """One listed image file, kept on the driver: its key (path, length, modification time in epoch
-    ms) and its class (None until labelled, or for a file outside any class folder)."""
-
-    path: str
-    length: int
-    mtime_ms: int
-    label: str | None = None
-
-    @property
-    def key(self) -> tuple[str, int, int]:
-        return self.path, self.length, self.mtime_ms
+# the folders a listing task lists: at most this many tasks per core (S3 lists page after page: more
+# tasks list more folders at once; every folder is one task's work)
+LISTING_TASKS_PER_CORE = 4
 
 
 def reason_kind(reason: str) -> str:
@@ -50,139 +36,116 @@ def reason_kind(reason: str) -> str:
     return (match.group(1).strip() if match else "") or "other"
 
 
-def image_glob() -> str:
-    """A case-insensitive Hadoop glob for the image extensions: ``*.{[jJ][pP][gG],...}``."""
-    def ci(ext: str) -> str:
-        return "".join(f"[{c.lower()}{c.upper()}]" for c in ext)
+def reason_kind_column(column: str = "reason"):
+    """``reason_kind`` as a Spark column expression (for counting rejects by kind without collecting them)."""
+    from pyspark.sql import functions as F
 
-    return "*.{" + ",".join(ci(e) for e in IMAGE_EXTENSIONS) + "}"
+    kind = F.trim(F.regexp_extract(F.col(column), REASON_KIND_PATTERN, 1))
+    return F.when(kind == "", F.lit("other")).otherwise(kind)
 
 
-def spark_timestamp(value: str) -> str:
-    """An ISO-8601 time (with zone, or UTC if none) as the ``modifiedBefore`` option wants it, in UTC."""
+def parse_instant(value: str) -> datetime:
+    """An ISO-8601 time (with zone, or UTC if none) as an aware UTC datetime, to the whole second."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"--modified-before {value!r} is not an ISO-8601 timestamp") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return parsed.astimezone(UTC).replace(microsecond=0)
 
 
-def read_images(spark, paths: list[str], modified_before: str, with_content: bool):
-    """Spark's binaryFile source over ``paths`` (recursive, image extensions, modifiedBefore).
-
-    Without content, only the listing is done: Spark's binaryFile source reads a file's bytes only
-    when the ``content`` column is selected.
-    """
-    df = (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", image_glob())
-        .option("modifiedBefore", spark_timestamp(modified_before))
-        .option("ignoreMissingFiles", "true")
-        .load(paths)
-    )
-    columns = ["path", "length", "modificationTime"] + (["content"] if with_content else [])
-    return df.select(*columns)
+def spark_timestamp(value: str) -> str:
+    """An ISO-8601 time as Spark's SQL timestamps want it, in UTC (``2026-11-21T10:00:00``)."""
+    return parse_instant(value).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _path_column_form(uri: str) -> str:
-    """``inputFiles()`` URIs (percent-encoded, ``file:///``) in the form of binaryFile's ``path`` column."""
-    uri = unquote(uri)
-    return "file:/" + uri[len("file:///"):] if uri.startswith("file:///") else uri
+def before_ms(value: str) -> int:
+    """An ISO-8601 time as epoch milliseconds: a run sees the photos modified strictly before it."""
+    return int(parse_instant(value).timestamp() * 1000)
 
 
-def list_image_rows(spark, images_uri: str, modified_before: str) -> list[ListedImage]:
-    """Every image file under ``images_uri`` (not labelled yet).
-
-    Empty files included: Spark's file scans skip zero-byte files, so a scan alone would lose them
-    silently; the file index behind the scan (``inputFiles``) still lists them, and their status is
-    fetched from the file system so they can be recorded as rejects.
-
-    The listing is metadata only (a few hundred bytes per file) and is kept on the driver: every later
-    step reuses it without listing again, a lost executor cannot lose it, and no cached plan can serve
-    a later listing of the same folder stale files. Times travel as epoch milliseconds, so no time-zone
-    conversion ever touches the incremental key.
-    """
-    from pyspark.sql import functions as F
-
-    from image_jobs import storage
-    from image_jobs.session import sql_conf
-
-    scanned = read_images(spark, [images_uri], modified_before, with_content=False)
-    listed = {_path_column_form(uri) for uri in scanned.inputFiles()}
-    # metadata only, no byte read: one task per core instead of Spark's default of one per 4 MiB of
-    # "open cost" (a hundred tasks for 3000 files)
-    with sql_conf(spark, {"spark.sql.files.openCostInBytes": str(FILE_OPEN_COST),
-                          "spark.sql.files.maxPartitionBytes": str(1 << 50)}):
-        rows = [ListedImage(r[0], int(r[1]), int(r[2])) for r in scanned.select(
-            "path", "length", F.unix_millis("modificationTime")).collect()]
-    seen = {row.path for row in rows}
-    gone = []
-    for path in sorted(listed - seen):
-        status = storage.file_status(spark, path)
-        if status is None:  # deleted while being listed: it is not part of this run's input any more
-            gone.append(path)
-        else:
-            rows.append(ListedImage(path, status[0], round(status[1].timestamp() * 1000)))
-    if gone:
-        logging.getLogger("extract_features").warning(
-            "%d file(s) disappeared while the images were being listed, not part of this run: %s",
-            len(gone), gone[:20])
-    return rows
-
-
-def image_frame(spark, rows, *extra: str):
-    """A DataFrame of driver-side rows ``(path, length, mtime_ms, *extra)``: IMAGE_KEY plus the ``extra``
-    string columns, ``modificationTime`` a timestamp again.
-
-    Built through Arrow from pandas, so Spark holds it as a local relation on the driver (up to
-    ``spark.sql.execution.arrow.localRelationThreshold``, 48 MB): broadcasting it for a join runs no
-    Spark job, where a frame built from Python rows is an RDD that a job has to collect first.
-    """
-    import pandas as pd
-    from pyspark.sql import functions as F
+def listing_schema():
+    """Schema of the listing: Spark's path, length, modification time (epoch ms) and class (null: none)."""
     from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-    schema = StructType([StructField("path", StringType(), False), StructField("length", LongType(), False),
-                         StructField("mtime_ms", LongType(), True),
-                         *[StructField(name, StringType(), True) for name in extra]])
-    columns = [field.name for field in schema.fields]
-    frame = pd.DataFrame([tuple(row) for row in rows], columns=columns).astype(
-        {"path": object, "length": "int64", "mtime_ms": "Int64", **{name: object for name in extra}})
-    return spark.createDataFrame(frame, schema).select(
-        "path", "length", F.timestamp_millis("mtime_ms").alias("modificationTime"), *extra)
+    return StructType([StructField("path", StringType(), False), StructField("length", LongType(), False),
+                       StructField("mtime_ms", LongType(), False), StructField("label", StringType(), True)])
 
 
-def done_keys(spark, dataset_uris: list[str], run_key: str,
-              log: logging.Logger | None = None) -> set[tuple[str, int, int]]:
-    """(path, length, mtime_ms) of the committed rows other runs wrote under ``dataset_uris`` (datasets
-    partitioned by ``run``); a killed attempt's uncommitted files are ignored and logged to ``log``."""
+def _folder_lister(images_uri: str, cutoff_ms: int, options: StoreOptions, classes: bool, chunk: int = 10_000):
+    """The ``mapInPandas`` function of the listing tasks: folder names (null: the root's own files) ->
+    the photos in them (labelled by their folder with ``classes``), in chunks of ``chunk`` rows."""
+
+    def list_tasks(batches):
+        import pandas as pd
+
+        columns = ["path", "length", "mtime_ms", "label"]
+        for pdf in batches:
+            for folder in pdf["folder"]:
+                folder = folder if isinstance(folder, str) else None
+                rows = []
+                for photo in list_folder(images_uri, folder, cutoff_ms, options):
+                    rows.append(photo if classes else photo._replace(label=None))
+                    if len(rows) == chunk:
+                        yield pd.DataFrame(rows, columns=columns)
+                        rows = []
+                if rows:
+                    yield pd.DataFrame(rows, columns=columns)
+
+    return list_tasks
+
+
+def list_photos(spark, images_uri: str, modified_before: str, options: StoreOptions, labels=(),
+                classes: bool = True):
+    """Every image file under ``images_uri`` modified before ``modified_before``, as a dataset
+    (``listing_schema``), cached for the job's later passes.
+
+    With ``classes`` (extraction), the label is the class folder (the first folder under the root; nested
+    sub-folders keep their class), only the ``labels`` folders when given, and files directly under the
+    root have label null (rejected later). Without (an inbox to score), every photo at any depth is listed
+    with label null. The driver lists the top level only; the tasks list one folder each.
+    """
+    import pandas as pd
+    from pyspark import StorageLevel
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    folders = class_folders(images_uri, options, labels if classes else ())
+    tasks = pd.DataFrame({"folder": [None, *folders]}, dtype=object)
+    n_tasks = min(len(tasks), LISTING_TASKS_PER_CORE * spark.sparkContext.defaultParallelism)
+    lister = _folder_lister(images_uri, before_ms(modified_before), options, classes)
+    return (spark.createDataFrame(tasks, StructType([StructField("folder", StringType(), True)]))
+            .repartition(n_tasks).mapInPandas(lister, listing_schema()).persist(StorageLevel.MEMORY_AND_DISK))
+
+
+def done_rows(spark, dataset_uris: list[str], run_key: str, identity: dict[str, str] | None = None,
+              log: logging.Logger | None = None):
+    """The keys (``LISTED_KEY``) of the committed rows other runs wrote under ``dataset_uris`` (datasets
+    partitioned by ``run``), of ``identity`` only when given (columns -> values: rows without them, or
+    with other values, are not done); None when there is none. A killed attempt's uncommitted files are
+    ignored and logged to ``log``."""
+    from functools import reduce
+
     from pyspark.sql import functions as F
 
     from image_jobs import storage
 
     log = log or logging.getLogger("extract_features")
-    frames = [df.filter(F.col("run") != run_key).select("path", "length", F.unix_millis("modificationTime"))
-              for df in (storage.read_committed(spark, uri, log=log) for uri in dataset_uris) if df is not None]
-    if not frames:
-        return set()
-    union = frames[0]
-    for frame in frames[1:]:
-        union = union.union(frame)
-    return {(r[0], int(r[1]), int(r[2])) for r in union.collect()}
+    frames = []
+    for uri in dataset_uris:
+        df = storage.read_committed(spark, uri, log=log, merge_schema=identity is not None)
+        if df is None or (identity and not set(identity) <= set(df.columns)):
+            continue  # nothing committed, or only rows written before features had an identity
+        df = df.filter(F.col("run") != run_key)
+        for column, value in (identity or {}).items():
+            df = df.filter(F.col(column) == value)
+        frames.append(df.select("path", "length", F.unix_millis("modificationTime").alias("mtime_ms")))
+    return reduce(lambda a, b: a.unionByName(b), frames) if frames else None
 
 
-def label_of(path: str, images_root: str) -> str | None:
-    """The class of ``path``: its first folder under ``images_root`` (nested sub-folders keep their
-    class); None for a file directly under the root. ``images_root`` is qualified the way Spark
-    reports paths (see ``storage.qualify``)."""
-    prefix = images_root.rstrip("/") + "/"
-    if not path.startswith(prefix):
-        return None
-    parts = path[len(prefix):].split("/")
-    return parts[0] if len(parts) > 1 else None
+def not_done(listing, done):
+    """The listed photos without a done row of the same key: a left anti-join, in Spark."""
+    return listing if done is None else listing.join(done, LISTED_KEY, "left_anti")
 
 
 def size_reason(length: int, max_bytes: int) -> str | None:
@@ -199,30 +162,9 @@ def precheck_reason(label: str | None, length: int, max_bytes: int) -> str | Non
     return NO_CLASS_FOLDER if label is None else size_reason(length, max_bytes)
 
 
-def split_readable(images: list[ListedImage], reason_of) -> tuple[list[ListedImage], list[tuple[ListedImage, str]]]:
-    """``images`` whose bytes are to be read, and ``(image, reason)`` for the others: ``reason_of(image)``
-    is why an image is rejected before reading (``precheck_reason``, ``size_reason``), or None."""
-    to_read, rejected = [], []
-    for image in images:
-        reason = reason_of(image)
-        if reason is None:
-            to_read.append(image)
-        else:
-            rejected.append((image, reason))
-    return to_read, rejected
-
-
-def size_image_scan(spark, n_images: int, n_bytes: int, batch_size: int) -> int:
-    """Size the next image scan's own partitions; returns how many it aims at.
-
-    A whole number of waves over the cores, small enough to show progress, instead of shuffling
-    image bytes: the Python workers start while files are read. Arrow batches hold ``batch_size``
-    images, so a batch of JPEG bytes stays small.
-    """
+def photo_partitions(spark, n_photos: int, batch_size: int) -> int:
+    """How many tasks read and featurize ``n_photos``: a whole number of waves over the cores, each task
+    small enough to show progress; Arrow batches hold ``batch_size`` photos."""
     cores = spark.sparkContext.defaultParallelism
-    partitions = cores * max(1, math.ceil(n_images / IMAGES_PER_PARTITION / cores))
-    total_bytes = n_bytes + n_images * FILE_OPEN_COST
-    spark.conf.set("spark.sql.files.openCostInBytes", str(FILE_OPEN_COST))
-    spark.conf.set("spark.sql.files.maxPartitionBytes", str(max(1, math.ceil(total_bytes / partitions))))
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_size))
-    return partitions
+    return cores * max(1, math.ceil(n_photos / IMAGES_PER_PARTITION / cores))

@@ -9,6 +9,7 @@ oversubscribe the CPU. With OpenVINO, nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -19,12 +20,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from image_jobs.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from image_jobs.extraction import DEFAULT_MAX_FILE_BYTES, precheck_reason
+from image_jobs.photo_store import StoreOptions, prefetched_photos
 
 if TYPE_CHECKING:  # pandas is imported where a batch is built: the prediction command never needs it
     import pandas as pd
 
-FEATURE_COLUMNS = ["path", "label", "length", "modificationTime", "width", "height", "features"]
-REJECT_COLUMNS = ["path", "label", "length", "modificationTime", "reason"]
+# what identifies the features a row holds (``feature_identity``): with the backbone (the stores' partition),
+# the weights' content digest and the precision class
+IDENTITY_COLUMNS = ["weights_digest", "precision_class"]
+FEATURE_COLUMNS = ["path", "label", "length", "modificationTime", "width", "height", *IDENTITY_COLUMNS, "features"]
+REJECT_COLUMNS = ["path", "label", "length", "modificationTime", *IDENTITY_COLUMNS, "reason"]
 
 # (backbone, weights, runtime, precision) -> (model, resize policy); lives as long as the Python worker
 _MODEL_CACHE: dict[tuple[str, str, str, str], tuple[object, object]] = {}
@@ -44,23 +50,14 @@ TENSORFLOW = InferenceChoice()
 
 
 def output_schema():
-    """Schema of ``make_featurizer``'s output: one row per input image, features or a reject reason."""
-    from pyspark.sql.types import (
-        ArrayType,
-        FloatType,
-        IntegerType,
-        LongType,
-        StringType,
-        StructField,
-        StructType,
-        TimestampType,
-    )
+    """Schema of ``make_featurizer``'s output: one row per listed photo, features or a reject reason."""
+    from pyspark.sql.types import ArrayType, FloatType, IntegerType, LongType, StringType, StructField, StructType
 
     return StructType([
         StructField("path", StringType(), False),
         StructField("label", StringType(), True),
         StructField("length", LongType(), False),
-        StructField("modificationTime", TimestampType(), True),
+        StructField("mtime_ms", LongType(), False),
         StructField("width", IntegerType(), True),
         StructField("height", IntegerType(), True),
         StructField("features", ArrayType(FloatType(), False), True),
@@ -201,28 +198,28 @@ def featurize_contents(contents, model, policy, batch_size: int,
     return features, widths, heights, reasons
 
 
-def featurize_batch(pdf: pd.DataFrame, model, policy, batch_size: int, max_pixels: int) -> pd.DataFrame:
-    """Decode and featurize one pandas batch; bad images get a ``reason`` instead of features."""
+def featurize_batch(pdf: pd.DataFrame, fetched: list, model, policy, batch_size: int,
+                    max_pixels: int) -> pd.DataFrame:
+    """Decode and featurize one pandas batch of listed photos whose bytes are ``fetched``
+    (``photo_store.Fetched``, one per row); a photo not read or not decodable gets a ``reason`` instead."""
     import pandas as pd
 
-    features, widths, heights, reasons = featurize_contents(
-        pdf["content"].to_numpy(), model, policy, batch_size, max_pixels)
-
-    def column(values: list) -> np.ndarray:
-        out = np.empty(len(values), dtype=object)
-        for i, value in enumerate(values):  # element by element: a list of equal-length arrays would broadcast
-            out[i] = value
-        return out
-
+    readable = [i for i, item in enumerate(fetched) if item.reason is None]
+    got = featurize_contents([fetched[i].content for i in readable], model, policy, batch_size, max_pixels)
+    n = len(pdf)
+    features, widths, heights = np.empty(n, dtype=object), np.empty(n, dtype=object), np.empty(n, dtype=object)
+    reasons = np.array([item.reason for item in fetched], dtype=object)
+    for j, i in enumerate(readable):  # element by element: a list of equal-length arrays would broadcast
+        features[i], widths[i], heights[i], reasons[i] = got[0][j], got[1][j], got[2][j], got[3][j]
     return pd.DataFrame({
         "path": pdf["path"].to_numpy(),
         "label": pdf["label"].to_numpy(),
         "length": pdf["length"].to_numpy(),
-        "modificationTime": pdf["modificationTime"].to_numpy(),
-        "width": column(widths),
-        "height": column(heights),
-        "features": column(features),
-        "reason": column(reasons),
+        "mtime_ms": pdf["mtime_ms"].to_numpy(),
+        "width": widths,
+        "height": heights,
+        "features": features,
+        "reason": reasons,
     })
 
 
@@ -233,40 +230,50 @@ def make_featurizer(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     counters: dict | None = None,
     inference: InferenceChoice = TENSORFLOW,
+    options: StoreOptions | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """A ``mapInPandas`` function: rows (path, label, length, modificationTime, content) -> ``output_schema()``.
+    """A ``mapInPandas`` function: listed photos (``extraction.listing_schema``) -> ``output_schema()``.
 
-    ``counters`` may hold Spark accumulators ``done``, ``rejected``, ``seconds`` (featurizing),
-    ``model_loads`` and ``load_seconds`` that the driver reads to log progress and timings, and
-    ``outcomes`` (``progress.OutcomesParam``): every row's path and reject reason. ``inference`` picks the
-    runtime and precision of the forward pass.
+    Each task reads its photos' bytes ``options.concurrency`` at a time ahead of the forward pass
+    (``photo_store.prefetched_photos``); a photo outside any class folder, empty or over ``max_file_bytes``
+    is rejected unread. ``counters`` may hold Spark accumulators ``done``, ``rejected``, ``seconds``
+    (featurizing), ``model_loads`` and ``load_seconds`` that the driver reads to log progress and timings.
+    ``inference`` picks the runtime and precision of the forward pass.
     """
+    options = options or StoreOptions()
 
     def featurize(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return counted_batches(
-            batches, counters,
+            prefetched_photos(batches, options, lambda label, length: precheck_reason(label, length, max_file_bytes)),
+            counters,
             lambda: (not model_is_loaded(backbone_name, weights, inference),
                      load_model(backbone_name, weights, local_weights_file(weights), inference)),
-            lambda pdf, loaded: featurize_batch(pdf, *loaded, batch_size, max_pixels),
+            lambda item, loaded: featurize_batch(*item, *loaded, batch_size, max_pixels),
         )
 
     return featurize
 
 
-def counted_batches(batches: Iterator[pd.DataFrame], counters: dict | None,
+def counted_batches(batches: Iterator, counters: dict | None,
                     load: Callable[[], tuple[bool, object]],
-                    process: Callable[[pd.DataFrame, object], pd.DataFrame]) -> Iterator[pd.DataFrame]:
+                    process: Callable[[object, object], pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """The task loop of the image UDFs (featurizing, scoring): threads for the task's cores, the
-    worker's model (``load`` returns whether it loaded it now, and the model), then every batch
-    processed; ``counters`` accumulate model loads and the done/rejected rows and seconds per batch.
+    worker's model (``load`` returns whether it loaded it now, and the model), then every batch (a
+    pandas batch with its photos' bytes) processed; ``counters`` accumulate model loads and the
+    done/rejected rows and seconds per batch.
     """
     configure_threads(_task_cores())
+    batches = iter(batches)
+    first = next(batches, None)  # an empty partition loads no model
+    if first is None:
+        return
     started = time.perf_counter()
     loaded_now, model = load()
     if counters and loaded_now:
         counters["model_loads"].add(1)
         counters["load_seconds"].add(time.perf_counter() - started)
-    for pdf in batches:
+    for pdf in itertools.chain([first], batches):
         started = time.perf_counter()
         out = process(pdf, model)
         if counters:
@@ -274,6 +281,4 @@ def counted_batches(batches: Iterator[pd.DataFrame], counters: dict | None,
             counters["done"].add(len(out) - rejected)
             counters["rejected"].add(rejected)
             counters["seconds"].add(time.perf_counter() - started)
-            if "outcomes" in counters:
-                counters["outcomes"].add(dict(zip(out["path"], out["reason"], strict=True)))
         yield out

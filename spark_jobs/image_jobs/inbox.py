@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pandas as pd
 
 from image_jobs.decode import DEFAULT_MAX_PIXELS
+from image_jobs.extraction import DEFAULT_MAX_FILE_BYTES, size_reason
 
 TOP = 3
 # predictions.csv, in this order (the columns added later come last, so readers by position keep working)
@@ -23,14 +24,17 @@ CSV_COLUMNS = ["path", "top1_class", "top1_probability", "top3", "reason", "leng
 _PREDICTORS: dict[tuple[str, str, str, str], object] = {}
 
 
-def scored_schema():
-    """Schema of ``make_scorer``'s output: one row per photo, its top classes or the reason it has none."""
+def scored_schema(times: str = "timestamp"):
+    """Schema of the scored rows: one row per photo, its top classes or the reason it has none. ``times``:
+    ``timestamp`` (the batches' ``modificationTime``) or ``ms`` (``make_scorer``'s ``mtime_ms``)."""
     from pyspark.sql.types import BooleanType, DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
+    time_field = StructField("mtime_ms", LongType(), False) if times == "ms" else \
+        StructField("modificationTime", TimestampType(), True)
     return StructType([
         StructField("path", StringType(), False),
         StructField("length", LongType(), False),
-        StructField("modificationTime", TimestampType(), True),
+        time_field,
         StructField("top1_class", StringType(), True),
         StructField("top1_probability", DoubleType(), True),
         StructField("top3", StringType(), True),  # JSON: [{"class": ..., "probability": ...}, ...] best first
@@ -70,15 +74,20 @@ def predictor_for(model, weights: str, batch_size: int, max_pixels: int, inferen
     return _PREDICTORS[key]
 
 
-def score_batch(pdf: pd.DataFrame, predictor, threshold: float, top: int = TOP) -> pd.DataFrame:
-    """Score one pandas batch of (path, length, modificationTime, content) rows with ``threshold``."""
-    from image_jobs.predictor import top_as_json
+def score_batch(pdf: pd.DataFrame, fetched: list, predictor, threshold: float, top: int = TOP) -> pd.DataFrame:
+    """Score one pandas batch of listed photos (path, length, mtime_ms) whose bytes are ``fetched``
+    (``photo_store.Fetched``) with ``threshold``; a photo not read gets the reason it was not."""
+    from image_jobs.predictor import Prediction, top_as_json
 
-    predictions = predictor.predict(list(pdf["content"].to_numpy()), top, threshold)
+    readable = [i for i, item in enumerate(fetched) if item.reason is None]
+    scored = predictor.predict([fetched[i].content for i in readable], top, threshold)
+    predictions = [Prediction(None, item.reason) for item in fetched]
+    for i, prediction in zip(readable, scored, strict=True):
+        predictions[i] = prediction
     return pd.DataFrame({
         "path": pdf["path"].to_numpy(),
         "length": pdf["length"].to_numpy(),
-        "modificationTime": pdf["modificationTime"].to_numpy(),
+        "mtime_ms": pdf["mtime_ms"].to_numpy(),
         "top1_class": [p.top[0][0] if p.scored else None for p in predictions],
         "top1_probability": [p.top[0][1] if p.scored else None for p in predictions],
         "top3": [top_as_json(p.top) for p in predictions],
@@ -89,44 +98,37 @@ def score_batch(pdf: pd.DataFrame, predictor, threshold: float, top: int = TOP) 
 
 
 def make_scorer(model, weights: str, batch_size: int, max_pixels: int = DEFAULT_MAX_PIXELS,
-                counters: dict | None = None,
-                threshold: float | None = None,
-                inference=None) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """A ``mapInPandas`` function: (path, length, modificationTime, content) -> ``scored_schema()``.
+                counters: dict | None = None, threshold: float | None = None, inference=None, options=None,
+                max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Callable[[Iterator[pd.DataFrame]],
+                                                                           Iterator[pd.DataFrame]]:
+    """A ``mapInPandas`` function: listed photos (path, length, mtime_ms, label) -> ``scored_schema("ms")``.
 
     ``model`` is the run's validated ``predict.MulticlassModel``; ``weights`` the weights URI the
     driver shipped with ``SparkContext.addFile`` (or ``imagenet``, ``random``); ``threshold`` overrides
     the model's answer threshold (None: the model's, 0 for a model without one). ``counters`` may hold
     accumulators ``done``, ``rejected``, ``seconds``, ``model_loads`` and ``load_seconds``, as for
-    extraction. ``inference`` (a ``featurize.InferenceChoice``; None: tensorflow) runs the forward pass.
+    extraction. ``inference`` (a ``featurize.InferenceChoice``; None: tensorflow) runs the forward pass;
+    the photos are read ``options.concurrency`` at a time (a ``photo_store.StoreOptions``), those empty
+    or over ``max_file_bytes`` not at all.
     """
+    from image_jobs.photo_store import StoreOptions
 
     applied = model.threshold if threshold is None else threshold
+    options = options or StoreOptions()
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from image_jobs.featurize import counted_batches
+        from image_jobs.photo_store import prefetched_photos
 
         return counted_batches(
-            batches, counters,
+            prefetched_photos(batches, options, lambda _label, length: size_reason(length, max_file_bytes)),
+            counters,
             lambda: (not predictor_is_loaded(model, weights, inference),
                      predictor_for(model, weights, batch_size, max_pixels, inference)),
-            lambda pdf, predictor: score_batch(pdf, predictor, applied),
+            lambda item, predictor: score_batch(*item, predictor, applied),
         )
 
     return score
-
-
-def precheck_rejects(spark, rows):
-    """``scored_schema()`` rows for photos rejected before any byte is read: driver-side
-    ``(path, length, mtime_ms, reason)`` tuples (see ``extraction.size_reason``)."""
-    from pyspark.sql import functions as F
-
-    from image_jobs.extraction import image_frame
-
-    return image_frame(spark, rows, "reason").select(
-        "path", "length", "modificationTime", F.lit(None).cast("string").alias("top1_class"),
-        F.lit(None).cast("double").alias("top1_probability"), F.lit(None).cast("string").alias("top3"), "reason",
-        F.lit(None).cast("boolean").alias("uncertain"), F.lit(None).cast("double").alias("threshold"))
 
 
 def first_score_per_photo(df):

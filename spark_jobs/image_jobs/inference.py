@@ -32,7 +32,6 @@ log = logging.getLogger("image_jobs.inference")
 # OpenVINO's names of the precisions (INFERENCE_PRECISION_HINT) and of the CPU's BF16 capability
 _HINTS = {"fp32": "f32", "bf16": "bf16"}
 BF16_CAPABILITY = "BF16"
-_HASH_CHUNK = 1 << 20
 
 
 class InferenceRuntimeError(RuntimeError):
@@ -64,12 +63,10 @@ def openvino_version() -> str:
 
 def ir_key(backbone_name: str, weights_file: Path, ov_version: str | None = None) -> str:
     """16 hex digits naming the IR of (weights file content, backbone, OpenVINO version)."""
-    digest = hashlib.sha256()
-    with open(weights_file, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    named = hashlib.sha256(
-        f"{digest.hexdigest()}\0{backbone_name}\0{ov_version or openvino_version()}".encode())
+    from image_jobs.feature_identity import weights_digest
+
+    content = weights_digest(weights_file).removeprefix("sha256:")
+    named = hashlib.sha256(f"{content}\0{backbone_name}\0{ov_version or openvino_version()}".encode())
     return named.hexdigest()[:16]
 
 
@@ -138,6 +135,18 @@ def choose_precision(precision: str, capabilities: list[str]) -> str:
             f"precision 'bf16' asked for, but this CPU offers {', '.join(capabilities)} to OpenVINO (no BF16): "
             f"choose precision 'fp32', or 'auto' (bf16 only where the CPU has it)")
     return precision
+
+
+def resolve_precision(runtime: str, precision: str) -> str:
+    """What a job runs for the ``precision`` setting: ``auto`` resolved once, on this (the driver's) CPU, so
+    every worker runs the same precision and the run's features have one identity. ``bf16`` stays bf16: a
+    worker whose CPU lacks it fails naming the choice (``choose_precision``)."""
+    check_choice(runtime, precision)
+    if runtime == "tensorflow" or precision != "auto":
+        return "fp32" if runtime == "tensorflow" else precision
+    import openvino as ov
+
+    return choose_precision(precision, list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
 
 
 def _log_to_stderr_where_unconfigured() -> None:

@@ -27,6 +27,7 @@ import numpy as np
 from image_jobs.conventions import MODEL_FORMAT as MODEL_FORMAT  # re-exported: what this reader writes
 from image_jobs.conventions import MODEL_FORMATS_READ
 from image_jobs.decode import DEFAULT_MAX_PIXELS
+from image_jobs.feature_identity import FeatureIdentity, FeatureIdentityError
 
 DEFAULT_TOP = 3
 
@@ -51,6 +52,7 @@ class MulticlassModel:
     intercept: np.ndarray  # (n_classes,)
     threshold: float = 0.0  # photos whose top probability is under it are uncertain
     threshold_info: dict | None = None  # the model's answer_threshold (None: the model has none)
+    identity: FeatureIdentity | None = None  # what made its training features (None: trained before identities)
 
     @property
     def threshold_note(self) -> str:
@@ -133,7 +135,22 @@ def model_from_dict(model: object, source: str) -> MulticlassModel:
     return MulticlassModel(source=source, run_key=run_key if isinstance(run_key, str) else None,
                            backbone=backbone, weights_uri=weights_uri, labels=tuple(labels), mean=mean, std=std,
                            components=components, coef=coef, intercept=intercept,
-                           threshold=0.0 if info is None else info["threshold"], threshold_info=info)
+                           threshold=0.0 if info is None else info["threshold"], threshold_info=info,
+                           identity=recorded_identity(model, source, backbone))
+
+
+def recorded_identity(model: dict, source: str, backbone: str) -> FeatureIdentity | None:
+    """The model's ``feature_identity`` (None for a model trained before identities), validated."""
+    if model.get("feature_identity") is None:
+        return None
+    try:
+        identity = FeatureIdentity.from_dict(model["feature_identity"], source)
+    except FeatureIdentityError as exc:
+        raise ModelError(str(exc)) from None
+    if identity.backbone != backbone:
+        raise ModelError(f"{source}: field 'feature_identity' names backbone {identity.backbone!r}, "
+                         f"field 'backbone' {backbone!r}")
+    return identity
 
 
 def _identity(model: object, source: str) -> tuple[list[str], str, str | None]:

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 import extract_features
 from bad_images import HOSTILE_LABELS, accepted_unusual_files, giant_png, huge_png, rejected_files, write_files
 from image_jobs.backbones import WeightsUnavailableError
+from image_jobs.photo_store import StoreError
 from image_tools.sample_images import write_sample_images
 
 pytestmark = pytest.mark.spark
@@ -170,7 +171,7 @@ def test_files_deleted_or_rewritten_after_the_listing_become_rejects(spark, conv
     images = tmp_path / "images"
     write_sample_images(images, n_classes=1, per_class=4, seed=16)
     gone, rewritten, *kept = sorted((images / "Abyssinian").iterdir())
-    listed_then_read = extract_features.featurize_new_images
+    listed_then_read = extract_features.featurized_rows
 
     def delete_and_rewrite_then_read(*args, **kwargs):  # runs after the listing, before any byte is read
         gone.unlink()
@@ -178,7 +179,7 @@ def test_files_deleted_or_rewritten_after_the_listing_become_rejects(spark, conv
         os.utime(rewritten, (1_700_000_000, 1_700_000_000))
         return listed_then_read(*args, **kwargs)
 
-    monkeypatch.setattr(extract_features, "featurize_new_images", delete_and_rewrite_then_read)
+    monkeypatch.setattr(extract_features, "featurized_rows", delete_and_rewrite_then_read)
     summary = extract_features.run(spark, job_args(tmp_path, "racy", f"file://{converted_weights}"))
     assert summary["images_seen"] == 4 and summary["features_written"] == 2
     assert summary["rejected_by_reason"] == {"file changed between listing and reading": 1,
@@ -191,7 +192,7 @@ def test_files_deleted_or_rewritten_after_the_listing_become_rejects(spark, conv
     assert rejects[rewritten.name]["reason"].startswith("file changed between listing and reading")
 
     # the next run reads the rewritten file (its new version is not done yet) and nothing else
-    monkeypatch.setattr(extract_features, "featurize_new_images", listed_then_read)
+    monkeypatch.setattr(extract_features, "featurized_rows", listed_then_read)
     again = extract_features.run(spark, job_args(tmp_path, "next", f"file://{converted_weights}"))
     assert again["features_written"] == 1 and again["rejected"] == 0
     assert again["skipped_done_earlier"] == 2
@@ -215,7 +216,7 @@ def test_missing_weights_and_images_fail_clearly(spark, tmp_path, monkeypatch):
             "--rejects-uri", f"file://{tmp_path}/r", "--backbone", "vgg16", "--run-key", "k",
             "--modified-before", FAR_FUTURE, "--batch-size", "4"]))
     assert not (tmp_path / "f").exists()
-    with pytest.raises(FileNotFoundError, match="--images-uri"):
+    with pytest.raises(StoreError, match="--images-uri .* does not exist"):
         extract_features.run(spark, job_args(tmp_path / "absent", "x", None))
 
 
@@ -232,31 +233,3 @@ def test_bad_arguments_are_named(argv, message, capsys):
     with pytest.raises(SystemExit):
         extract_features.parse_args([x for kv in base.items() for x in kv])
     assert message in capsys.readouterr().err
-
-
-def test_driver_rows_become_a_local_frame_and_the_listing_restores_settings(spark, dataset):
-    """Listed rows go back to Spark as a local relation (a broadcast of it runs no job), with their
-    values exact; the listing's scan settings do not outlive it."""
-    from image_jobs.extraction import image_frame, list_image_rows
-
-    rows = [("file:/photos/chat noir é/1.jpg", 12, 1_700_000_000_123, None, "empty file (0 bytes)"),
-            ("file:/photos/柴犬/2.jpg", 34, 1_700_000_000_456, "柴犬", None)]
-    frame = image_frame(spark, rows, "label", "reason")
-    assert "LocalRelation" in frame._jdf.queryExecution().optimizedPlan().toString()
-    assert [(r.path, r.length, int(r.modificationTime.timestamp() * 1000), r.label, r.reason)
-            for r in frame.orderBy("length").collect()] == rows
-    assert image_frame(spark, [], "label").count() == 0
-
-    before = spark.conf.get("spark.sql.files.maxPartitionBytes", None)
-    spark.conf.set("spark.sql.files.maxPartitionBytes", "12345678")
-    spark.conf.unset("spark.sql.files.openCostInBytes")
-    try:
-        listed = list_image_rows(spark, f"file://{dataset}/images", FAR_FUTURE)
-        assert len(listed) > 24
-        assert spark.conf.get("spark.sql.files.maxPartitionBytes") == "12345678"
-        assert spark.conf.get("spark.sql.files.openCostInBytes", None) is None
-    finally:
-        if before is None:
-            spark.conf.unset("spark.sql.files.maxPartitionBytes")
-        else:
-            spark.conf.set("spark.sql.files.maxPartitionBytes", before)

@@ -17,7 +17,7 @@ import pytest
 
 import train_models
 from image_jobs.selection import SelectionInputError
-from sample_features import sample_feature_frame, write_sample_features
+from sample_features import sample_feature_frame, write_extract_summary, write_sample_features
 
 pytestmark = pytest.mark.spark
 
@@ -36,7 +36,8 @@ def train(spark, root, run_key, *extra):
     return train_models.run(spark, train_models.parse_args([
         "--features-uri", f"file://{root}/features", "--backbone", "synthetic",
         "--models-uri", f"file://{root}/runs/{run_key}/models", "--run-key", run_key,
-        "--modified-before", "2100-01-01T00:00:00Z", "--split-ratios", "0.5", "--test-fraction", "0.25", *extra]))
+        "--modified-before", "2100-01-01T00:00:00Z", "--split-ratios", "0.5", "--test-fraction", "0.25",
+        "--extract-summary-uri", write_extract_summary(root, "synthetic"), *extra]))
 
 
 @pytest.fixture(scope="module")
@@ -134,5 +135,6 @@ def test_a_small_class_gets_fewer_folds_and_a_single_training_image_is_a_clear_e
 def test_bad_selection_arguments_are_named(extra, message, capsys):
     with pytest.raises(SystemExit):
         train_models.parse_args(["--features-uri", "file:///f", "--backbone", "b", "--models-uri", "file:///m",
-                                 "--run-key", "k", "--modified-before", "2100-01-01T00:00:00Z", *extra])
+                                 "--run-key", "k", "--modified-before", "2100-01-01T00:00:00Z",
+                                 "--extract-summary-uri", "file:///s.json", *extra])
     assert re.search(message, capsys.readouterr().err)

@@ -51,11 +51,13 @@ def trained(spark, tmp_path_factory, converted_weights) -> dict:
     extract_features.run(spark, extract_features.parse_args([
         "--images-uri", f"file://{root}/images", "--features-uri", f"file://{root}/features",
         "--rejects-uri", f"file://{root}/rejects", "--backbone", "mobilenet_v2", "--weights-uri", weights,
-        "--run-key", "train1", "--modified-before", FAR_FUTURE, "--batch-size", "16"]))
+        "--run-key", "train1", "--modified-before", FAR_FUTURE, "--batch-size", "16",
+        "--summary-uri", f"file://{root}/runs/train1/steps/extract_features.json"]))
     summary = train_models.run(spark, train_models.parse_args([
         "--features-uri", f"file://{root}/features", "--backbone", "mobilenet_v2",
         "--models-uri", f"file://{root}/runs/train1/models", "--run-key", "train1",
-        "--modified-before", FAR_FUTURE, "--split-ratios", "0.5", "--pca-components", "32", "--weights-uri", weights]))
+        "--modified-before", FAR_FUTURE, "--split-ratios", "0.5", "--pca-components", "32", "--weights-uri", weights,
+        "--extract-summary-uri", f"file://{root}/runs/train1/steps/extract_features.json"]))
     # held out: the same classes drawn with another seed, never seen by training
     held_out = write_sample_images(root / "held_out", n_classes=CLASSES, per_class=HELD_OUT_PER_CLASS, seed=8)
     return {"root": root, "models_uri": f"file://{root}/runs/train1/models", "summary": summary,

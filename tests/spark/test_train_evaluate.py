@@ -12,7 +12,7 @@ from PIL import Image
 import evaluate_models
 import train_models
 from image_jobs.training import TrainingInputError
-from sample_features import sample_feature_frame, write_sample_features
+from sample_features import SAMPLE_IDENTITY, sample_feature_frame, write_extract_summary, write_sample_features
 
 pytestmark = pytest.mark.spark
 
@@ -34,7 +34,7 @@ def train_args(root, run_key, *extra):
         "--features-uri", f"file://{root}/features", "--backbone", "synthetic",
         "--models-uri", f"file://{root}/runs/{run_key}/models", "--run-key", run_key,
         "--modified-before", "2100-01-01T00:00:00Z", "--split-ratios", SPLITS, "--pca-components", "16",
-        "--max-per-class", "30", *extra,
+        "--max-per-class", "30", "--extract-summary-uri", write_extract_summary(root, "synthetic"), *extra,
     ])
 
 
@@ -168,9 +168,38 @@ def test_bad_parameters_fail_clearly(spark, features_root, extra, message):
 def test_no_features_for_backbone_is_a_clear_error(spark, tmp_path):
     args = train_models.parse_args(["--features-uri", f"file://{tmp_path}/none", "--backbone", "vgg16",
                                     "--models-uri", f"file://{tmp_path}/m", "--run-key", "k",
-                                    "--modified-before", "2100-01-01T00:00:00Z"])
-    with pytest.raises(TrainingInputError, match="no features for backbone vgg16"):
+                                    "--modified-before", "2100-01-01T00:00:00Z",
+                                    "--extract-summary-uri", write_extract_summary(tmp_path, "vgg16")])
+    with pytest.raises(TrainingInputError, match="no features of vgg16, weights sha256:5a5a"):
         train_models.run(spark, args)
+    args.extract_summary_uri = f"file://{tmp_path}/absent.json"
+    with pytest.raises(TrainingInputError, match="absent.json does not exist: run extract_features first"):
+        train_models.run(spark, args)
+
+
+def test_training_reads_only_its_feature_identity(spark, tmp_path):
+    """Beside the run's rows, the store holds rows of other weights (a random-weights run), of bf16 and rows
+    written before identities existed, for the same photos and more: only the run's identity is read, and
+    the model records it."""
+    frame = sample_feature_frame(["cat_a", "dog_a"], per_class=12, dim=16, seed=3)
+    features = f"file://{tmp_path}/features"
+    write_sample_features(spark, features, "synthetic", "ours", frame)
+    extra = sample_feature_frame(["cat_a", "dog_a", "fox"], per_class=20, dim=16, seed=4)
+    write_sample_features(spark, features, "synthetic", "random_run", extra,
+                          {"weights_digest": "random", "precision_class": "fp32"})
+    write_sample_features(spark, features, "synthetic", "bf16_run", extra,
+                          {"weights_digest": SAMPLE_IDENTITY["weights_digest"], "precision_class": "bf16"})
+    spark.createDataFrame(extra.assign(modificationTime=pd.Timestamp("2021-01-01")), (
+        "path string, label string, features array<float>, length long, modificationTime timestamp, "
+        "width int, height int")).write.parquet(f"{features}/backbone=synthetic/run=legacy")
+    summary = train_models.run(spark, train_models.parse_args([
+        "--features-uri", features, "--backbone", "synthetic", "--models-uri", f"file://{tmp_path}/models",
+        "--run-key", "ours", "--modified-before", "2100-01-01T00:00:00Z", "--split-ratios", "0.5",
+        "--pca-components", "4", "--extract-summary-uri", write_extract_summary(tmp_path, "synthetic")]))
+    assert summary["image_counts"] == {"cat_a": 12, "dog_a": 12}
+    assert summary["feature_identity"] == {"backbone": "synthetic", **SAMPLE_IDENTITY}
+    model = json.loads((tmp_path / "models" / "multiclass" / "model.json").read_text())
+    assert model["feature_identity"] == summary["feature_identity"]
 
 
 def test_report_says_what_was_chosen_and_why(features_root, trained):

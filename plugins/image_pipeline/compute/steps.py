@@ -50,6 +50,11 @@ def _inference_args(plan: dict) -> list[str]:
             "--precision", plan.get("precision", PRECISION_OF_PLANS_WITHOUT_ONE)]
 
 
+def _read_args(plan: dict) -> list[str]:
+    # a plan serialised before the setting existed passes none: the jobs' default
+    return ["--read-concurrency", str(plan["read_concurrency"])] if "read_concurrency" in plan else []
+
+
 def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepSpec]:
     """The run's steps, in order. ``plan`` is a RunPlan as a dict (what crosses XCom).
 
@@ -66,7 +71,7 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
         *_weights_args(plan),
         "--run-key", plan["run_key"], "--modified-before", plan["modified_before"],
         "--batch-size", str(plan["batch_size"]), "--labels-json", labels,
-        "--summary-uri", extract_summary, *_inference_args(plan),
+        "--summary-uri", extract_summary, *_inference_args(plan), *_read_args(plan),
     ]
     train = [
         "--features-uri", plan["features_uri"], "--backbone", plan["backbone"],
@@ -77,7 +82,7 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
         "--split-ratios", ",".join(str(r) for r in plan["split_ratios"]),
         "--max-per-class", str(plan["max_per_class"]), "--iterations", str(plan["iterations"]),
         "--pca-components", str(plan["pca_components"]), "--test-fraction", str(plan["test_fraction"]),
-        "--seed", str(plan["seed"]),
+        "--seed", str(plan["seed"]), "--extract-summary-uri", extract_summary,
         *(["--target-precision", str(plan["target_precision"])] if "target_precision" in plan else []),
         # recorded in the model for prediction ("random" included, so prediction builds the same backbone)
         *(["--weights-uri", plan["weights_uri"]] if plan["weights_uri"] else []),
@@ -102,7 +107,7 @@ def build_scoring_steps(plan: dict, staged_weights_uri: str | None = None) -> li
         *(["--weights-uri", weights] if weights and weights != "random" else []),
         *(["--threshold", str(plan["answer_threshold"])] if plan.get("answer_threshold") is not None else []),
         "--summary-uri", join(plan["steps_uri"], f"{SCORE}.json"),
-        *_inference_args(plan),
+        *_inference_args(plan), *_read_args(plan),
     ]
     return [StepSpec(SCORE, tuple(score))]
 

@@ -10,20 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from image_pipeline.conventions import IMAGE_SUFFIXES
+from image_pipeline.conventions import IMAGE_SUFFIXES, hidden_to_spark
 from image_pipeline.planning import PlanError
-
-
-def hidden_to_spark(name: str) -> bool:
-    """Whether Spark's file sources skip a file or folder of this name (Hadoop's hidden-file rule).
-
-    The rule of Spark's ``HadoopFSUtils.shouldFilterOutPathName``: names starting with '.', names
-    starting with '_' unless they contain '=', and half-copied ``._COPYING_`` files. Extraction never
-    sees such files, so the plan must not count them either.
-    """
-    excluded = (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
-    return excluded and not name.startswith(("_common_metadata", "_metadata"))
-
 
 
 def info_mtime(info: dict) -> datetime | None:

@@ -6,7 +6,7 @@ exists. Labels default to every class folder found under the images URI.
 
 Class folder names are taken literally (spaces, accents, CJK, quotes, ';', '$(...)'): they travel as
 JSON and as single arguments of an argument list, never through a shell. Names starting with '.' or
-'_' are hidden to Spark's file sources, so they are not classes here either (see ``listing.hidden_to_spark``).
+'_' are hidden to Spark's file sources, so they are not classes here either (see ``conventions.hidden_to_spark``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from image_pipeline.conventions import min_images_per_class
+from image_pipeline.conventions import hidden_to_spark, min_images_per_class
 from image_pipeline.planning import PlanError
 from image_pipeline.planning.layout import RunLayout, run_key_for, run_layout
-from image_pipeline.planning.listing import hidden_to_spark
 from image_pipeline.wiring.params import LOCAL_PARAMS, PARAM_SPECS, emr_defaults
 from image_pipeline.wiring.settings import Settings, prepared_weights_uri
 

@@ -43,7 +43,12 @@ class LatencyProxy:
         self._ready.set()
         self._loop.run_forever()
         server.close()
+        tasks = [task for task in asyncio.all_tasks(self._loop) if not task.done()]
+        for task in tasks:  # the clients' connections and their pumps: closed before the loop is
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         self._loop.run_until_complete(server.wait_closed())
+        self._loop.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_writer = pump = None
@@ -68,7 +73,7 @@ class LatencyProxy:
                     pump = asyncio.ensure_future(_copy(upstream_reader, writer))
                 upstream_writer.write(request)
                 await upstream_writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
             if pump is not None:

@@ -249,10 +249,25 @@ def load_predictor(args: argparse.Namespace):
 
     try:
         inference = inference_choice(args, model, weights_path)
+        note = check_feature_identity(model, weights_path, inference)
         predictor = Predictor.load(model, weights_path, args.batch_size, inference=inference)
     except (ModelError, WeightsUnavailableError, InferenceRuntimeError, FileNotFoundError, ValueError) as exc:
         raise CliModelError(f"cannot build the model of {resolved.model_uri}: {exc}") from None
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return resolved, predictor
+
+
+def check_feature_identity(model, weights_path: str | None, inference) -> str | None:
+    """Refuse (FeatureIdentityError, a ValueError) features of another identity than the model was trained on:
+    other weights (the file changed) or another precision; a note for a model that records none."""
+    from image_jobs.feature_identity import check_scoring, identity_of
+    from image_jobs.inference import driver_weights_file
+
+    weights_file = None if model.weights == "random" else (
+        weights_path or driver_weights_file(model.backbone, model.weights))
+    scoring = identity_of(model.backbone, weights_file, inference.runtime, inference.precision)
+    return check_scoring(model.identity, scoring, model.source)
 
 
 def inference_choice(args: argparse.Namespace, model, weights_path: str | None):
@@ -263,10 +278,11 @@ def inference_choice(args: argparse.Namespace, model, weights_path: str | None):
 
     if (args.runtime or default_runtime(model.weights == "random")) == "tensorflow":
         return TENSORFLOW
-    from image_jobs.inference import driver_weights_file, export_ir
+    from image_jobs.inference import driver_weights_file, export_ir, resolve_precision
 
     weights_file = weights_path or str(driver_weights_file(model.backbone, model.weights))
-    return InferenceChoice("openvino", args.precision, str(export_ir(model.backbone, weights_file)))
+    return InferenceChoice("openvino", resolve_precision("openvino", args.precision),
+                           str(export_ir(model.backbone, weights_file)))
 
 
 @contextmanager

@@ -110,9 +110,14 @@ def job_identity(backbone: str, weights: str, runtime: str, precision: str) -> F
     from image_jobs.backbones import RANDOM_WEIGHTS
 
     if weights == RANDOM_WEIGHTS:
-        digest = RANDOM_DIGEST
-    else:
-        from image_jobs.inference import driver_weights_file
+        return identity_of(backbone, None, runtime, precision)
+    from image_jobs.inference import driver_weights_file
 
-        digest = weights_digest(driver_weights_file(backbone, weights))
+    return identity_of(backbone, driver_weights_file(backbone, weights), runtime, precision)
+
+
+def identity_of(backbone: str, weights_file: str | Path | None, runtime: str, precision: str) -> FeatureIdentity:
+    """The identity of features made by ``backbone`` with the weights in ``weights_file`` (None: random
+    weights) on ``runtime`` at the resolved ``precision``."""
+    digest = RANDOM_DIGEST if weights_file is None else weights_digest(weights_file)
     return FeatureIdentity(backbone, digest, precision_class(runtime, precision))

@@ -27,8 +27,9 @@ def test_scoring_dag_parses_fast_offline_without_heavy_imports(scoring_parse):
     assert scoring_parse["dag_id"] == "image_scoring"
     assert "latest successful model" in scoring_parse["doc_md"]
     assert scoring_parse["max_active_runs"] == 1 and scoring_parse["catchup"] is False
-    assert set(scoring_parse["params"]) == {"batch_size", "answer_threshold", "runtime", "precision",
-                                            "local_workers", "local_worker_cores", "local_worker_memory_gb"}
+    assert set(scoring_parse["params"]) == {"batch_size", "read_concurrency", "answer_threshold", "runtime",
+                                            "precision", "local_workers", "local_worker_cores",
+                                            "local_worker_memory_gb"}
 
 
 def test_scoring_task_graph_on_both_backends(scoring_parse):

@@ -111,6 +111,25 @@ def test_the_extraction_step_gets_the_runtime_and_precision():
     assert (parsed.runtime, parsed.precision) == ("openvino", "bf16")
 
 
+def test_read_concurrency_and_the_feature_identity_source_reach_the_jobs():
+    """The extraction gets the param's read concurrency (a plan from before the param passes none: the job's
+    default), and the training job reads its feature identity from the extraction's summary."""
+    import extract_features
+    import train_models
+
+    plan = build_run_plan(params(read_concurrency=48), "r", WHEN, SETTINGS, LABELS).as_dict()
+    extract, train, _ = build_steps(plan)
+    assert extract_features.parse_args(list(extract.args)).read_concurrency == 48
+    summary = extract.args[extract.args.index("--summary-uri") + 1]
+    assert train_models.parse_args(list(train.args)).extract_summary_uri == summary
+    assert build_run_plan(params(), "r", WHEN, SETTINGS, LABELS).read_concurrency == 16  # the declared default
+    old = {key: value for key, value in plan.items() if key != "read_concurrency"}
+    assert "--read-concurrency" not in build_steps(old)[0].args
+    assert extract_features.parse_args(list(build_steps(old)[0].args)).read_concurrency == 16
+    with pytest.raises(PlanError, match="param 'read_concurrency' must be between 1 and 256, got 0"):
+        build_run_plan(params(read_concurrency=0), "r", WHEN, SETTINGS, LABELS)
+
+
 def test_the_jobs_default_runtime_is_openvino_and_tensorflow_for_random_weights():
     import extract_features
 

@@ -235,3 +235,25 @@ def test_the_command_loads_the_job_library_from_spark_jobs_dir_without_touching_
     jobs = PROJECT_ROOT / "spark_jobs"
     assert found["spark_jobs_dir"] == str(jobs)  # a checkout: the project's spark_jobs/
     assert found["files"] == [str(jobs / "image_jobs" / name) for name in ("__init__.py", "cli.py", "predictor.py")]
+
+
+def test_features_of_another_identity_than_the_models_are_refused(tmp_path, capsys, converted_weights):
+    """A model records the identity of its training features: other weights bytes (the file at its weights_uri
+    was replaced) or another precision class are refused naming both; the same identity answers."""
+    from image_jobs.feature_identity import weights_digest
+
+    ours = {"backbone": "mobilenet_v2", "weights_digest": weights_digest(converted_weights), "precision_class": "fp32"}
+    write_sample_images(tmp_path / "photos", n_classes=1, per_class=1, seed=6)
+    photo = str(next((tmp_path / "photos").rglob("*.*")))
+    write_model(tmp_path / "same", f"file://{converted_weights}", feature_identity=ours)
+    code, _, err = run_cli(capsys, "--model", str(tmp_path / "same"), "--runtime", "tensorflow", photo)
+    assert code == 0, err
+    write_model(tmp_path / "other", f"file://{converted_weights}",
+                feature_identity={**ours, "weights_digest": "sha256:" + "0" * 64})
+    code, out, err = run_cli(capsys, "--model", str(tmp_path / "other"), "--runtime", "tensorflow", photo)
+    assert code == 2 and out == ""
+    assert "was trained on features of mobilenet_v2, weights sha256:0000000" in err
+    assert "score with the weights the model was trained with" in err
+    write_model(tmp_path / "bf16", f"file://{converted_weights}", feature_identity={**ours, "precision_class": "bf16"})
+    code, _, err = run_cli(capsys, "--model", str(tmp_path / "bf16"), "--runtime", "tensorflow", photo)
+    assert code == 2 and "score with precision bf16" in err

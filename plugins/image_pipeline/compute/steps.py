@@ -71,7 +71,7 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
         *_weights_args(plan),
         "--run-key", plan["run_key"], "--modified-before", plan["modified_before"],
         "--batch-size", str(plan["batch_size"]), "--labels-json", labels,
-        "--summary-uri", extract_summary, *_inference_args(plan), *_read_args(plan),
+        "--summary-uri", extract_summary, *_read_args(plan), *_inference_args(plan),
     ]
     train = [
         "--features-uri", plan["features_uri"], "--backbone", plan["backbone"],
@@ -107,7 +107,7 @@ def build_scoring_steps(plan: dict, staged_weights_uri: str | None = None) -> li
         *(["--weights-uri", weights] if weights and weights != "random" else []),
         *(["--threshold", str(plan["answer_threshold"])] if plan.get("answer_threshold") is not None else []),
         "--summary-uri", join(plan["steps_uri"], f"{SCORE}.json"),
-        *_inference_args(plan), *_read_args(plan),
+        *_read_args(plan), *_inference_args(plan),
     ]
     return [StepSpec(SCORE, tuple(score))]
 

@@ -66,6 +66,7 @@ class RunPlan:
     test_fraction: float
     min_accuracy: float
     batch_size: int
+    read_concurrency: int  # photos each featurizing task reads at once
     seed: int
     local_workers: int
     local_worker_cores: int
@@ -247,7 +248,7 @@ def _check_class_sizes(counts: dict[str, int], labels: list[str], ratios: list[f
 
 # the plan's numbers checked as declared, besides test_fraction (checked first: the class sizes need it)
 _NUMBERS = ("max_per_class", "iterations", "pca_components", "min_accuracy", "target_precision", "batch_size",
-            "seed", *LOCAL_PARAMS)
+            "read_concurrency", "seed", *LOCAL_PARAMS)
 
 
 def build_run_plan(params: dict, run_id: str, modified_before: datetime, settings: Settings,

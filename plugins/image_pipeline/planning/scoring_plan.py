@@ -47,6 +47,7 @@ class ScoringPlan:
     weights_uri: str | None
     labels: list[str]
     batch_size: int
+    read_concurrency: int  # photos each scoring task reads at once
     local_workers: int
     local_worker_cores: int
     local_worker_memory_gb: int
@@ -80,7 +81,8 @@ def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, set
         weights_uri=latest.get("weights_uri"),
         labels=list(latest.get("labels") or []),
         # answer_threshold: None (declared nullable) for the model's own
-        **{name: bounded(params, name) for name in ("batch_size", "answer_threshold", *LOCAL_PARAMS)},
+        **{name: bounded(params, name) for name in ("batch_size", "read_concurrency", "answer_threshold",
+                                                    *LOCAL_PARAMS)},
         emr=emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
         runtime=runtime,
         precision=precision,

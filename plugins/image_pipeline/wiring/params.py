@@ -15,6 +15,7 @@ from typing import Any
 from image_pipeline.compute.emr.capacity import INSTANCE_TYPES
 from image_pipeline.conventions import (
     BACKBONE_NAMES,
+    DEFAULT_READ_CONCURRENCY,
     DEFAULT_RUNTIME,
     DEFAULT_SPLIT_RATIOS,
     PAIR_MODES,
@@ -143,6 +144,9 @@ _SPECS = (
     # what runs the CNN forward pass (extraction, scoring), at which precision, in batches of how many
     ParamSpec("batch_size", "integer", "Inference batch size", "Images per forward pass of the CNN (feature "
               "extraction and scoring).", default=32, low=1, high=1024),
+    ParamSpec("read_concurrency", "integer", "Photo reads at once", "Photos each task reads at once, ahead of the "
+              "forward pass: hides the object store's latency (S3 answers in tens of milliseconds).",
+              default=DEFAULT_READ_CONCURRENCY, low=1, high=256),
     ParamSpec("runtime", "string", "Inference runtime", "openvino: the Keras backbone exported once to OpenVINO IR "
               "next to the weights (the same features, about twice as fast on CPU); tensorflow: Keras itself "
               "(needed for random weights).", default=DEFAULT_RUNTIME, enum=RUNTIMES),
@@ -178,11 +182,12 @@ PARAM_SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in _SPECS}
 INPUT_PARAMS = ("images_uri", "labels", "backbone", "weights_uri")
 INFERENCE_PARAMS = ("runtime", "precision")
 TRAINING_PARAMS = ("pair_mode", "focus_class", "split_ratios", "max_per_class", "iterations", "pca_components",
-                   "test_fraction", "min_accuracy", "target_precision", "batch_size", *INFERENCE_PARAMS, "seed")
+                   "test_fraction", "min_accuracy", "target_precision", "batch_size", "read_concurrency",
+                   *INFERENCE_PARAMS, "seed")
 LOCAL_PARAMS = ("local_workers", "local_worker_cores", "local_worker_memory_gb")
 EMR_PARAMS = ("emr_release_label", "emr_instance_type", "emr_core_instance_count", "emr_spot_task_count",
               "emr_idle_timeout_minutes", "emr_subnet_id")
-SCORING_PARAMS = ("batch_size", "answer_threshold", *INFERENCE_PARAMS)
+SCORING_PARAMS = ("batch_size", "read_concurrency", "answer_threshold", *INFERENCE_PARAMS)
 
 
 def emr_defaults(emr) -> dict[str, Any]:

@@ -288,3 +288,29 @@ def test_scoring_on_openvino_answers_like_tensorflow(spark, trained, predictor):
     assert [by_index[i].top1_class for i in range(len(photos))] == [p.top[0][0] for p in expected]
     assert [by_index[i].top1_probability for i in range(len(photos))] == pytest.approx(
         [p.top[0][1] for p in expected], abs=1e-4)
+
+
+def test_scoring_refuses_features_of_another_identity_than_the_models(spark, trained, tmp_path):
+    """The trained model records its features' identity: scoring at bf16, or with a weights file whose bytes
+    differ from the training's, is refused before any photo is read, naming both identities."""
+    from image_jobs.feature_identity import FeatureIdentityError
+    from image_jobs.inference import resolve_precision
+
+    model = json.loads((trained["root"] / "runs" / "train1" / "models" / "multiclass" / "model.json").read_text())
+    assert model["feature_identity"]["precision_class"] == "fp32"
+    assert model["feature_identity"]["weights_digest"].startswith("sha256:")
+    (tmp_path / "inbox").mkdir()
+    shutil.copy(trained["held_out"][0], tmp_path / "inbox" / "photo.jpg")
+    args = inbox_args(tmp_path, "other_precision", models_uri=trained["models_uri"])
+    args.runtime, args.precision = "openvino", "bf16"
+    if resolve_precision("openvino", "auto") == "bf16":  # the CPU offers BF16: a bf16 scoring run is possible
+        with pytest.raises(FeatureIdentityError, match="was trained on features of mobilenet_v2, weights "
+                                                       "sha256:.*, fp32; .*, bf16, .*score with precision fp32"):
+            score_inbox.run(spark, args)
+    other = tmp_path / "other_weights.keras"
+    other.write_bytes(Path(model["weights_uri"].removeprefix("file://")).read_bytes() + b"\0")
+    args = inbox_args(tmp_path, "other_weights", models_uri=trained["models_uri"])
+    args.weights_uri = f"file://{other}"
+    with pytest.raises(FeatureIdentityError, match="score with the weights the model was trained with"):
+        score_inbox.run(spark, args)
+    assert not (tmp_path / "predictions").exists()

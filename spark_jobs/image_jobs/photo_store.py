@@ -45,8 +45,8 @@ class StoreError(OSError):
 
 @dataclass(frozen=True)
 class StoreOptions:
-    """How the workers reach the store: an S3-compatible endpoint (None: AWS itself), the region (None:
-    the bucket's own, looked up), reads at once per task, and attempts per request."""
+    """How the workers reach the store: an S3-compatible endpoint (None: AWS itself), the region (None: the
+    AWS SDK's, an EMR node's own; the bucket must be in it), reads at once per task, and attempts per request."""
 
     endpoint: str | None = None
     region: str | None = None
@@ -104,16 +104,15 @@ def filesystem(location: StoreLocation, options: StoreOptions):
     """This process's pyarrow filesystem for ``location`` (built once, then shared by every thread)."""
     import pyarrow.fs as pafs
 
-    if location.scheme == "file":
-        key: tuple = ("file",)
-    else:
-        key = ("s3", options.endpoint, options.region or (None if options.endpoint else location.bucket),
-               options.max_attempts)
+    key = ("file",) if location.scheme == "file" else ("s3", options.endpoint, options.region, options.max_attempts)
     if key not in _FILESYSTEMS:
         if location.scheme == "file":
             _FILESYSTEMS[key] = pafs.LocalFileSystem()
         else:
-            region = options.region or ("us-east-1" if options.endpoint else pafs.resolve_s3_region(location.bucket))
+            # no region given: the AWS SDK's own (environment, config file, then the EC2 instance's metadata:
+            # an EMR node's region), never a lookup through S3's global endpoint, which a private subnet
+            # with only an S3 gateway endpoint cannot reach
+            region = options.region or ("us-east-1" if options.endpoint else None)
             _FILESYSTEMS[key] = pafs.S3FileSystem(
                 region=region, endpoint_override=options.endpoint, connect_timeout=10, request_timeout=60,
                 retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=options.max_attempts))

@@ -55,7 +55,7 @@ def emr_choices(**overrides) -> dict:
                "core_instance_count": s.core_instance_count, "spot_task_count": s.spot_task_count,
                "capacity": s.capacity,
                "idle_timeout_minutes": s.idle_timeout_minutes, "subnet_id": "", "job_flow_role": s.job_flow_role,
-               "service_role": s.service_role, "security_configuration": ""}
+               "service_role": s.service_role, "security_configuration": "", "region": s.region}
     choices.update(overrides)
     return choices
 
@@ -87,6 +87,8 @@ def test_run_job_flow_body_is_valid_and_complete():
     defaults = body["Configurations"][1]["Properties"]
     assert all(isinstance(v, str) for v in defaults.values())
     assert defaults["spark.sql.execution.arrow.maxRecordsPerBatch"] == "32"
+    # the driver's S3 client (the photos' reads) is told the cluster's region, not left to look it up
+    assert defaults["spark.yarn.appMasterEnv.AWS_REGION"] == load_emr_settings({}).region == "us-east-1"
     assert len(body["Configurations"]) == 2  # no task nodes: no node labels
     bootstrap = body["BootstrapActions"][0]["ScriptBootstrapAction"]
     assert bootstrap["Path"] == ARTIFACTS["bootstrap_uri"] and ARTIFACTS["wheelhouse_uri"] in bootstrap["Args"]

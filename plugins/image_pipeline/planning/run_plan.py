@@ -196,6 +196,7 @@ def emr_choices(params: dict, emr_settings) -> dict[str, Any]:
         "job_flow_role": emr_settings.job_flow_role,
         "service_role": emr_settings.service_role,
         "security_configuration": emr_settings.security_configuration,
+        "region": emr_settings.region,  # the cluster's: the jobs' S3 client reads the photos there
     }
 
 

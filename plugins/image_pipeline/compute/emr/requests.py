@@ -152,15 +152,20 @@ def bootstrap_actions(artifacts: dict) -> list[dict]:
 
 
 def cluster_configurations(emr: dict, batch_size: int) -> list[dict]:
-    """``Configurations``: the nodes' Python for PySpark, spark-defaults that fit YARN, node labels with task nodes."""
+    """``Configurations``: the nodes' Python for PySpark, spark-defaults that fit YARN, node labels with task nodes.
+
+    The driver (YARN cluster mode: the application master's container) gets ``AWS_REGION``: the jobs read the
+    photos with their own S3 client (``image_jobs.photo_store``), which looks up no bucket's region.
+    """
+    defaults = spark_defaults(emr["instance_type"], emr["core_instance_count"], emr["spot_task_count"], batch_size)
+    if emr.get("region"):  # plans made before the region was recorded leave it to the SDK's default chain
+        defaults["spark.yarn.appMasterEnv.AWS_REGION"] = emr["region"]
     return [
         {"Classification": "spark-env", "Configurations": [
             {"Classification": "export", "Properties": {"PYSPARK_PYTHON": NODE_PYTHON,
                                                         "PYSPARK_DRIVER_PYTHON": NODE_PYTHON}},
         ], "Properties": {}},
-        {"Classification": "spark-defaults",
-         "Properties": spark_defaults(emr["instance_type"], emr["core_instance_count"], emr["spot_task_count"],
-                                      batch_size)},
+        {"Classification": "spark-defaults", "Properties": defaults},
         *([{"Classification": "yarn-site", "Properties": dict(DRIVER_ON_CORE_NODES)}]
           if emr["spot_task_count"] else []),
     ]

@@ -68,12 +68,14 @@ def count_rejects(spark, args: argparse.Namespace, labels: list[str]) -> dict:
 
 def read_training_results(spark: SparkSession,
                           args: argparse.Namespace) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """Read what train_models wrote: its summary, the pairwise results and the multiclass test predictions."""
+    """Read what train_models wrote: its summary, the pairwise results (one row per pairwise model) and the
+    multiclass test predictions' counts per (label, predicted) pair."""
     training = json.loads(storage.read_text(spark, storage.join_uri(args.models_uri, "training_summary.json")))
     results = spark.read.parquet(storage.join_uri(args.models_uri, "pairwise_results")).toPandas()
-    predictions = spark.read.parquet(
-        storage.join_uri(args.models_uri, "multiclass", "test_predictions")).select("label", "predicted").toPandas()
-    return training, results, predictions
+    # the test predictions stay in Spark: the driver gets their counts per (label, predicted) pair
+    confusion = spark.read.parquet(storage.join_uri(args.models_uri, "multiclass", "test_predictions")).groupBy(
+        "label", "predicted").count().toPandas()
+    return training, results, confusion
 
 
 def write_tables(spark: SparkSession, report: str, metrics: pd.DataFrame, pairs: pd.DataFrame,

@@ -32,20 +32,30 @@ def pair_accuracy(metrics: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["mean_pct", "class_1", "class_2"]).reset_index(drop=True)
 
 
-def multiclass_tables(predictions: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Per-class precision/recall/F1/support, the confusion matrix, and accuracy + macro-F1."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+def multiclass_tables(confusion: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Per-class precision/recall/F1/support, the confusion matrix, and accuracy + macro-F1, from the counts of
+    (label, predicted) pairs (``count``: aggregated in Spark; at most classes x classes rows).
 
-    y_true, y_pred = predictions["label"].to_numpy(), predictions["predicted"].to_numpy()
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    The figures of scikit-learn's ``precision_recall_fscore_support`` with ``zero_division=0``.
+    """
+    position = {label: i for i, label in enumerate(labels)}
+    counts = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for true, predicted, n in confusion[["label", "predicted", "count"]].itertuples(index=False):
+        if true in position and predicted in position:
+            counts[position[true], position[predicted]] += int(n)
+    hits, support, predicted = np.diag(counts), counts.sum(axis=1), counts.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, hits / np.maximum(predicted, 1), 0.0)
+        recall = np.where(support > 0, hits / np.maximum(support, 1), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / np.where(precision + recall > 0,
+                                                                                 precision + recall, 1), 0.0)
     per_class = pd.DataFrame({"class": labels, "precision": precision, "recall": recall, "f1": f1,
                               "support": support.astype(int)})
-    matrix = pd.DataFrame(confusion_matrix(y_true, y_pred, labels=labels), index=labels, columns=labels)
+    matrix = pd.DataFrame(counts, index=labels, columns=labels)
     matrix.index.name = "true \\ predicted"
-    overall = {"accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
-               "macro_f1": float(np.mean(f1)) if len(f1) else 0.0, "test_images": len(y_true)}
+    total = int(counts.sum())
+    overall = {"accuracy": float(hits.sum() / total) if total else 0.0,
+               "macro_f1": float(np.mean(f1)) if len(f1) else 0.0, "test_images": total}
     return per_class, matrix, overall
 
 

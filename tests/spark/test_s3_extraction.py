@@ -23,8 +23,9 @@ HOSTILE = "chat noir é [1]"  # spaces, accents and glob characters survive the 
 
 @pytest.fixture(scope="module")
 def bucket(tmp_path_factory):
-    """3 classes x 5 generated photos and one hostile-named class, on local disk and in the bucket."""
-    import boto3
+    """3 classes x 5 generated photos and one hostile-named class, on local disk and in the bucket (written with
+    pyarrow's S3 client: the Spark 3.5 test environment, like the EMR nodes, has no boto3)."""
+    import pyarrow.fs as pafs
 
     root = tmp_path_factory.mktemp("s3-extract")
     images = root / "images"
@@ -32,12 +33,13 @@ def bucket(tmp_path_factory):
     (images / HOSTILE).mkdir()
     (images / HOSTILE / "photo 1.jpg").write_bytes(next((images / "Abyssinian").iterdir()).read_bytes())
     with seaweed_s3(root / "weed") as endpoint:
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY,
-                              aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
+        client = pafs.S3FileSystem(access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint_override=endpoint,
+                                   region="us-east-1", allow_bucket_creation=True)
+        client.create_dir(BUCKET)
         for path in sorted(images.rglob("*")):
             if path.is_file():
-                client.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{path.relative_to(images)}", Body=path.read_bytes())
+                with client.open_output_stream(f"{BUCKET}/{PREFIX}/{path.relative_to(images)}") as out:
+                    out.write(path.read_bytes())
         yield {"endpoint": endpoint, "root": root, "n": sum(1 for p in images.rglob("*") if p.is_file())}
 
 

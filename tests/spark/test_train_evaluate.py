@@ -61,7 +61,10 @@ def test_separable_pairs_near_100_and_indistinguishable_near_50(features_root, t
     m = metrics(features_root)
     per_pair = m.groupby(["class_1", "class_2"])["predict_pct"].mean()
     assert per_pair[("dog_a", "dog_twin")] < 70
-    assert per_pair.drop(("dog_a", "dog_twin")).min() > 95
+    # 30 images a class, 6 of them to train at split 0.2: the least separable pair's mean over the splits
+    # varies with the sample between 90 and 97 (seeds 0-4, whether each pair draws its own sample from all rows
+    # or the pairs share a per-class sample, as the sweep now does)
+    assert per_pair.drop(("dog_a", "dog_twin")).min() > 90
     _, report = trained
     assert report["hardest_pairs"][0]["class_1"] == "dog_a" and report["hardest_pairs"][0]["class_2"] == "dog_twin"
 

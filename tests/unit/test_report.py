@@ -130,3 +130,29 @@ def test_report_md_says_which_model_was_chosen_and_its_threshold(tmp_path):
     write(tmp_path, SUMMARY)  # a summary from before model selection: no such sections, no error
     publish(f"file://{tmp_path}", 0.5)
     assert "Multiclass model selection" not in (tmp_path / "report.md").read_text()
+
+
+def test_multiclass_tables_from_counts_equal_scikit_learns_from_rows():
+    """The evaluation gets (label, predicted) counts from Spark, never the rows: the per-class table, the
+    matrix and accuracy/macro-F1 are scikit-learn's on the rows they count (a class never predicted, a class
+    without test photos included)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from image_jobs import report_tables
+
+    labels = ["beagle", "pug", "Siamese", "Sphynx"]
+    rng = np.random.default_rng(0)
+    y_true = rng.choice(labels[:3], 500)
+    y_pred = np.where(rng.random(500) < 0.7, y_true, rng.choice(labels[:2], 500))
+    counts = pd.DataFrame({"label": y_true, "predicted": y_pred}).groupby(["label", "predicted"]).size().rename(
+        "count").reset_index()
+    per_class, matrix, overall = report_tables.multiclass_tables(counts, labels)
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    np.testing.assert_allclose(per_class[["precision", "recall", "f1"]].to_numpy(),
+                               np.stack([precision, recall, f1], axis=1))
+    assert per_class["support"].tolist() == support.tolist()
+    assert (matrix.to_numpy() == confusion_matrix(y_true, y_pred, labels=labels)).all()
+    assert overall == {"accuracy": float((y_true == y_pred).mean()), "macro_f1": float(np.mean(f1)),
+                       "test_images": 500}

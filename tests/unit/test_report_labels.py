@@ -41,8 +41,8 @@ def test_plot_file_stems_are_safe_and_never_collide():
 
 def test_plots_draw_class_names_as_plain_text():
     metrics = report_tables.metrics_table(results_frame(REPORT_LABELS))
-    predictions = pd.DataFrame({"label": sorted(REPORT_LABELS), "predicted": sorted(REPORT_LABELS)})
-    _, confusion, _ = report_tables.multiclass_tables(predictions, sorted(REPORT_LABELS))
+    counts = pd.DataFrame({"label": sorted(REPORT_LABELS), "predicted": sorted(REPORT_LABELS), "count": 1})
+    _, confusion, _ = report_tables.multiclass_tables(counts, sorted(REPORT_LABELS))
     pngs = [report_tables.plot_pair_heatmap(metrics, sorted(REPORT_LABELS)),
             report_tables.plot_confusion_matrix(confusion),
             *(report_tables.plot_accuracy_vs_split(metrics, label) for label in REPORT_LABELS)]

@@ -21,7 +21,7 @@ def choice_key(seed: int, purpose: str):
     return F.xxhash64(F.lit(seed), F.lit(purpose), F.col("path"))
 
 
-def test_quota(n: int, fraction: float) -> int:
+def held_out_quota(n: int, fraction: float) -> int:
     """Test rows of a class of ``n`` rows: ``fraction`` of it, at least 1, leaving at least 1 to train."""
     return min(n - 1, max(1, round(n * fraction)))
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from image_jobs.samples import bounded_quotas, mark_first_per_class, test_quota
+from image_jobs.samples import bounded_quotas, held_out_quota, mark_first_per_class
 from image_jobs.statistics import Reduction, distributed_moments, reduce_rows
 
 log = logging.getLogger("train_models")
@@ -53,7 +53,7 @@ def class_counts(features) -> dict[str, int]:
 
 def with_test_split(features, counts: dict[str, int], fraction: float, seed: int):
     """``features`` with a ``test`` column: ``fraction`` of each class (at least one, never all), seeded."""
-    quotas = {label: test_quota(n, fraction) for label, n in counts.items()}
+    quotas = {label: held_out_quota(n, fraction) for label, n in counts.items()}
     return mark_first_per_class(features, quotas, seed, "multiclass test", "test")
 
 

@@ -50,7 +50,7 @@ def image_classification():
         """Validate params and resolve them with the data interval into the run plan."""
         from image_pipeline.planning.layout import run_key_for, run_layout
         from image_pipeline.planning.listing import scan_images
-        from image_pipeline.planning.run_plan import build_run_plan
+        from image_pipeline.planning.run_plan import build_run_plan, write_labels
 
         dag_run = context["dag_run"]
         modified_before = context.get("data_interval_end") or dag_run.run_after  # manual runs: trigger time
@@ -61,7 +61,7 @@ def image_classification():
         for warning in scan.warnings():
             print(f"WARNING: {warning}")
         plan = build_run_plan(params, dag_run.run_id, modified_before, SETTINGS, scan.counts, EMR).as_dict()
-        print(f"run plan: {plan}")
+        print(f"run plan: {plan}; the {len(plan['labels'])} classes in {write_labels(plan, SETTINGS.aws_conn_id)}")
         return plan
 
     @task(retries=0, outlets=[MODEL])

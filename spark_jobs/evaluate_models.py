@@ -44,7 +44,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backbone", required=True)
     parser.add_argument("--run-key", required=True)
     parser.add_argument("--modified-before", required=True)
-    parser.add_argument("--labels-json", default="[]", help="the run's classes; [] = all")
     parser.add_argument("--extract-summary-uri", default=None, help="the extraction step's summary JSON, if any")
     return parser.parse_args(argv)
 

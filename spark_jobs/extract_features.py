@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING
 
 from image_jobs import storage
 from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
-from image_jobs.cli import add_inference_args, add_read_args, check_inference_args, parse_labels_json, run_job
+from image_jobs.cli import (
+    LabelsFileError,
+    add_inference_args,
+    add_labels_args,
+    add_read_args,
+    check_inference_args,
+    load_labels,
+    parse_labels_json,
+    run_job,
+)
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import (
     CHANGED,
@@ -75,8 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modified-before", required=True,
                         help="ISO-8601 time: only images modified before it are seen")
     parser.add_argument("--batch-size", type=int, required=True, help="images per forward pass")
-    parser.add_argument("--labels-json", default="[]",
-                        help='JSON list of class folders to include, e.g. \'["beagle", "pug"]\'; [] = all')
+    add_labels_args(parser, "the class folders to include")
     parser.add_argument("--summary-uri", default=None, help="also write the job's JSON summary to this file")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="decompression-bomb guard: images with more pixels are rejected")
@@ -279,6 +287,7 @@ def report(spark: SparkSession, args: argparse.Namespace, summary: dict, outcome
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     """Extract features for the new images; returns the counts and timings it logged."""
     started = time.perf_counter()
+    load_labels(spark, args)
     prepared = prepare_run(spark, args)
     counters = extract_counters(spark.sparkContext)
     selection = select_new_images(spark, args, prepared.options, prepared.identity)
@@ -299,7 +308,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse the arguments and extract the features under run_job; returns the exit code."""
-    return run_job("extract_features", parse_args(argv), run, (StoreError,), log)
+    return run_job("extract_features", parse_args(argv), run, (StoreError, LabelsFileError), log)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     spark-submit --py-files image_jobs.zip train_models.py \
         --features-uri file:///data/features --backbone mobilenet_v2 \
         --models-uri file:///data/runs/<run_key>/models --run-key <run_key> \
-        --modified-before 2026-11-21T10:00:00Z --labels-json '[]' --pair-mode all_pairs
+        --modified-before 2026-11-21T10:00:00Z --labels-uri file:///data/runs/<run_key>/steps/labels.json \
+        --extract-summary-uri file:///data/runs/<run_key>/steps/extract_features.json --pair-mode all_pairs
 
 Writes under ``--models-uri``:
   multiclass/model.json           standardise (+ PCA) + multinomial logistic regression, with its labels
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from image_jobs import storage
-from image_jobs.cli import parse_labels_json, run_job
+from image_jobs.cli import LabelsFileError, add_labels_args, load_labels, parse_labels_json, run_job
 from image_jobs.conventions import DEFAULT_SPLIT_RATIOS, MODEL_FORMAT, PAIR_MODES
 from image_jobs.extraction import spark_timestamp
 from image_jobs.feature_identity import FeatureIdentity
@@ -96,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models-uri", required=True, help="this run's models folder")
     parser.add_argument("--run-key", required=True)
     parser.add_argument("--modified-before", required=True, help="ISO-8601: only images modified before it")
-    parser.add_argument("--labels-json", default="[]", help="JSON list of the run's classes; [] = all found")
+    add_labels_args(parser, "the run's classes")
     parser.add_argument("--pair-mode", choices=PAIR_MODES, default="all_pairs")
     parser.add_argument("--focus-class", default=None, help="the class of one_vs_each / one_vs_rest")
     parser.add_argument("--split-ratios", default=",".join(str(r) for r in DEFAULT_SPLIT_RATIOS),
@@ -336,6 +337,7 @@ def write_summary(spark: SparkSession, args: argparse.Namespace, summary: dict) 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     """Train everything for one run; returns the training summary it wrote."""
     started = time.perf_counter()
+    load_labels(spark, args)
     args.feature_identity = read_feature_identity(spark, args)
     data = read_training_data(spark, args)
     reduce_seconds = time.perf_counter() - started
@@ -359,7 +361,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse the arguments and train the run under run_job; returns the exit code."""
-    return run_job("train_models", parse_args(argv), run, (TrainingInputError,), log)
+    return run_job("train_models", parse_args(argv), run, (TrainingInputError, LabelsFileError), log)
 
 
 if __name__ == "__main__":

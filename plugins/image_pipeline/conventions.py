@@ -44,4 +44,5 @@ min_images_per_class = _conventions.min_images_per_class
 ir_folder_glob = _conventions.ir_folder_glob
 PREPARED_WEIGHTS: dict[str, str] = _conventions.PREPARED_WEIGHTS
 hidden_to_spark = _conventions.hidden_to_spark
+MAX_CLASSES: int = _conventions.MAX_CLASSES
 DEFAULT_READ_CONCURRENCY: int = _conventions.DEFAULT_READ_CONCURRENCY

@@ -7,6 +7,38 @@ import json
 from collections.abc import Callable
 
 
+def add_labels_args(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--labels-uri`` (a JSON file of the run's classes, written next to the run's steps by the plan) or
+    ``--labels-json`` (the list itself: short lists, hand-run jobs); neither: every class found."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--labels-uri", default=None,
+                       help=f"a JSON file holding the list of {help_text} (file://, s3://)")
+    group.add_argument("--labels-json", default="[]",
+                       help=f'JSON list of {help_text}, e.g. \'["beagle", "pug"]\'; [] = all')
+
+
+class LabelsFileError(ValueError):
+    """``--labels-uri`` names a file that does not hold the run's class list; the message names it."""
+
+
+def load_labels(spark, args: argparse.Namespace) -> None:
+    """Set ``args.labels`` from ``--labels-uri`` (read through Hadoop's file system) when it was given;
+    LabelsFileError names the file when it is missing or does not hold a JSON list of names."""
+    if not getattr(args, "labels_uri", None):
+        return
+    from image_jobs import storage
+
+    try:
+        labels = json.loads(storage.read_text(spark, args.labels_uri))
+    except FileNotFoundError:
+        raise LabelsFileError(f"--labels-uri {args.labels_uri} does not exist (plan_run writes it)") from None
+    except ValueError:
+        labels = None
+    if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+        raise LabelsFileError(f"--labels-uri {args.labels_uri} does not hold a JSON list of class names")
+    args.labels = labels
+
+
 def parse_labels_json(parser: argparse.ArgumentParser, value: str) -> list[str]:
     """``--labels-json`` as a list of class names; a parser error naming the flag otherwise.
 

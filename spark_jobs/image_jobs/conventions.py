@@ -34,6 +34,10 @@ def ir_folder_glob(weights_name: str) -> str:
     """The glob matching every exported IR folder of the weights file named ``weights_name``."""
     return f"{weights_name.split('.', 1)[0]}{IR_FOLDER_SUFFIX}*"
 PAIR_MODES = ("all_pairs", "one_vs_each", "one_vs_rest")
+# the most classes a run may have: the plan refuses more, naming the param. The class list travels to the jobs
+# in a file (--labels-uri), so it is bounded by the report and the pairwise sweep (all_pairs fits
+# n (n - 1) / 2 pairs), not by the 10,240 characters of EMR's step arguments
+MAX_CLASSES = 1000
 DEFAULT_SPLIT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # what the extraction job reads (Spark's pathGlobFilter, case-insensitive) and the listings count
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "gif", "bmp", "webp", "tif", "tiff")

@@ -261,7 +261,10 @@ def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_serve
     assert groups["TASK"]["RequestedInstanceCount"] == 2 and groups["TASK"]["Market"] == "SPOT"  # spot: task nodes only
     steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert sorted(s["Name"] for s in steps) == sorted(STEP_ORDER) and len(steps) == 3  # added once
-    assert arg(simulator.seen_args["train_models"], "--labels-json") == '["cat", "dog"]'
+    labels_uri = arg(simulator.seen_args["train_models"], "--labels-uri")  # plan_run wrote the class list there
+    assert labels_uri == arg(simulator.seen_args["extract_features"], "--labels-uri")
+    labels_key = labels_uri.removeprefix(f"s3://{BUCKET}/")
+    assert json.loads(aws.get_object(Bucket=BUCKET, Key=labels_key)["Body"].read()) == ["cat", "dog"]
     staged = [o["Key"] for o in aws.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/artifacts/")["Contents"]]
     assert {k.rsplit("/", 1)[-1] for k in staged} >= {"image_jobs.zip", "extract_features.py",
                                                        "install_python_deps.sh", "requirements-emr.txt"}

@@ -228,3 +228,17 @@ def test_report_says_what_was_chosen_and_why(features_root, trained):
     assert chosen_row["held_out_coverage"] == threshold["coverage"]
     assert chosen_row["test_precision"] == threshold["test_precision"]
     assert curve["held_out_coverage"].is_monotonic_decreasing and curve.iloc[0]["held_out_coverage"] == 1.0
+
+
+def test_the_class_list_comes_from_the_labels_file(spark, features_root, tmp_path):
+    """--labels-uri (what the DAG's steps get): the file's classes are the run's; a file that is no JSON list
+    of names fails naming it."""
+    labels_file = tmp_path / "labels.json"
+    labels_file.write_text(json.dumps(["cat_a", "dog_a"]))
+    args = train_args(features_root, "from_file")
+    args.labels_uri = f"file://{labels_file}"
+    summary = train_models.run(spark, args)
+    assert summary["classes"] == ["cat_a", "dog_a"] and summary["image_counts"] == {"cat_a": 40, "dog_a": 40}
+    labels_file.write_text('{"cat_a": 1}')
+    with pytest.raises(ValueError, match=f"--labels-uri file://{labels_file} does not hold a JSON list"):
+        train_models.run(spark, args)

@@ -164,6 +164,34 @@ def test_steps_are_valid_and_carry_the_local_arguments():
         assert step["ActionOnFailure"] == "CANCEL_AND_WAIT"
 
 
+def test_a_thousand_long_class_names_travel_in_a_file_within_emrs_step_size_limit():
+    """1,000 classes of 60-character names: the steps carry the labels file's URI and stay far under
+    AddJobFlowSteps' 10,240 characters per HadoopJarStep (moto accepts them); the same list as an argument (a
+    plan from before the labels file) is refused naming the step, before any cluster starts."""
+    from moto import mock_aws
+
+    from image_pipeline.compute.emr.requests import HADOOP_JAR_STEP_MAX_CHARACTERS, hadoop_jar_step_characters
+
+    params = {"labels": [], "pair_mode": "one_vs_rest", "focus_class": "class_0000_" + "x" * 49}
+    classes = {f"class_{i:04d}_" + "x" * 49: 20 for i in range(1000)}
+    p = build_run_plan(params, "scheduled__2026-03-01T00:00:00+00:00", datetime(2026, 3, 1, tzinfo=UTC), SETTINGS,
+                       classes).as_dict()
+    steps = emr_steps(p, ARTIFACTS)
+    assert max(hadoop_jar_step_characters(step) for step in steps) < HADOOP_JAR_STEP_MAX_CHARACTERS // 4
+    with mock_aws():
+        emr = boto3.client("emr", region_name="us-east-1")
+        cluster = emr.run_job_flow(Name="c", ReleaseLabel="emr-7.13.0", JobFlowRole="r", ServiceRole="s",
+                                   Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1})["JobFlowId"]
+        added = emr.add_job_flow_steps(JobFlowId=cluster, Steps=steps)["StepIds"]
+        assert len(added) == 3
+        args = emr.describe_step(ClusterId=cluster, StepId=added[0])["Step"]["Config"]["Args"]
+        assert args[args.index("--labels-uri") + 1] == p["labels_uri"]
+    old = {key: value for key, value in p.items() if key != "labels_uri"}
+    with pytest.raises(ValueError, match=r"EMR step extract_features: its arguments hold \d+ characters, over "
+                                         r"AddJobFlowSteps' limit of 10240"):
+        emr_steps(old, ARTIFACTS)
+
+
 def test_invalid_bodies_are_caught_by_botocore():
     body = job_flow_overrides(plan(), emr_choices(), ARTIFACTS, "d")
     body["Instances"]["InstanceFleets"][1]["TargetOnDemandCapacity"] = "two"

@@ -1,4 +1,5 @@
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -55,7 +56,8 @@ def test_steps_get_the_same_arguments_from_the_plan():
                           SETTINGS, LABELS).as_dict()
     extract, train, evaluate = build_steps(plan)
     assert extract.entry_script == "extract_features.py"
-    assert extract.args[extract.args.index("--labels-json") + 1] == '["beagle", "pug"]'
+    assert extract.args[extract.args.index("--labels-uri") + 1] == plan["labels_uri"]
+    assert plan["labels_uri"] == f"{plan['steps_uri']}/labels.json" and plan["labels"] == ["beagle", "pug"]
     assert train.args[train.args.index("--focus-class") + 1] == "pug"
     assert train.args[train.args.index("--split-ratios") + 1] == "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
     assert train.args[train.args.index("--target-precision") + 1] == "0.95"  # no such param: the default
@@ -193,15 +195,23 @@ def test_hidden_to_spark_follows_sparks_rule():
     assert not any(hidden_to_spark(n) for n in ("a..b", "x_", "_a=b", "chat noir é", "$(touch pwned)"))
 
 
-def test_hostile_labels_are_accepted_exactly_and_reach_the_steps_as_json_arguments():
+def test_hostile_labels_are_accepted_exactly_and_reach_the_steps_in_the_labels_file(tmp_path):
     import json
 
+    from image_pipeline.planning.run_plan import write_labels
+
+    settings = load_settings({"IMAGE_PIPELINE_ROOT_URI": f"file://{tmp_path}"})
     plan = build_run_plan(params(labels=list(HOSTILE_LABELS), pair_mode="one_vs_each", focus_class="$(touch pwned)"),
-                          "r", WHEN, SETTINGS, {label: 20 for label in HOSTILE_LABELS}).as_dict()
+                          "r", WHEN, settings, {label: 20 for label in HOSTILE_LABELS}).as_dict()
     assert plan["labels"] == sorted(HOSTILE_LABELS)
-    for step in build_steps(plan):
+    written = write_labels(plan)
+    assert json.loads(Path(written.removeprefix("file://")).read_text()) == sorted(HOSTILE_LABELS)
+    for step in build_steps(plan)[:2]:
         assert all(isinstance(arg, str) for arg in step.args)  # one argv entry each, nothing to split or quote
-        assert json.loads(step.args[step.args.index("--labels-json") + 1]) == sorted(HOSTILE_LABELS)
+        assert step.args[step.args.index("--labels-uri") + 1] == written
+    old = {key: value for key, value in plan.items() if key != "labels_uri"}  # a plan from before the file
+    assert json.loads(build_steps(old)[0].args[build_steps(old)[0].args.index("--labels-json") + 1]) == sorted(
+        HOSTILE_LABELS)
     train = build_steps(plan)[1]
     assert train.args[train.args.index("--focus-class") + 1] == "$(touch pwned)"
 
@@ -290,3 +300,14 @@ def test_each_prepared_backbone_defaults_to_the_weights_make_weights_writes():
     given = build_run_plan(params(backbone="efficientnet_lite2", weights_uri="file:///w/mine.keras"), "r", WHEN,
                            SETTINGS, LABELS).as_dict()
     assert given["weights_uri"] == "file:///w/mine.keras"
+
+
+def test_a_thousand_classes_plan_and_more_are_refused_naming_the_param():
+    from image_pipeline.conventions import MAX_CLASSES
+
+    classes = {f"class_{i:04d}": 20 for i in range(MAX_CLASSES)}
+    plan = build_run_plan(params(), "r", WHEN, SETTINGS, classes).as_dict()
+    assert len(plan["labels"]) == MAX_CLASSES == 1000
+    with pytest.raises(PlanError, match=r"param 'labels': the run would have 1001 classes, more than the maximum of "
+                                        r"1000 \(every class folder found\): choose the classes"):
+        build_run_plan(params(), "r", WHEN, SETTINGS, {**classes, "one_more": 20})

@@ -63,20 +63,22 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
     """
     if staged_weights_uri:
         plan = {**plan, "weights_uri": staged_weights_uri}
-    labels = json.dumps(plan["labels"])
+    # the class list in a file the plan wrote (plans from before it: the list itself, short enough then)
+    labels = ["--labels-uri", plan["labels_uri"]] if plan.get("labels_uri") else [
+        "--labels-json", json.dumps(plan["labels"])]
     extract_summary = join(plan["steps_uri"], f"{EXTRACT}.json")
     extract = [
         "--images-uri", plan["images_uri"], "--features-uri", plan["features_uri"],
         "--rejects-uri", plan["rejects_uri"], "--backbone", plan["backbone"],
         *_weights_args(plan),
         "--run-key", plan["run_key"], "--modified-before", plan["modified_before"],
-        "--batch-size", str(plan["batch_size"]), "--labels-json", labels,
+        "--batch-size", str(plan["batch_size"]), *labels,
         "--summary-uri", extract_summary, *_read_args(plan), *_inference_args(plan),
     ]
     train = [
         "--features-uri", plan["features_uri"], "--backbone", plan["backbone"],
         "--models-uri", plan["models_uri"], "--run-key", plan["run_key"],
-        "--modified-before", plan["modified_before"], "--labels-json", labels,
+        "--modified-before", plan["modified_before"], *labels,
         "--pair-mode", plan["pair_mode"],
         *(["--focus-class", plan["focus_class"]] if plan["focus_class"] else []),
         "--split-ratios", ",".join(str(r) for r in plan["split_ratios"]),
@@ -90,7 +92,7 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
     evaluate = [
         "--models-uri", plan["models_uri"], "--report-uri", plan["report_uri"],
         "--rejects-uri", plan["rejects_uri"], "--backbone", plan["backbone"], "--run-key", plan["run_key"],
-        "--modified-before", plan["modified_before"], "--labels-json", labels,
+        "--modified-before", plan["modified_before"],
         "--extract-summary-uri", extract_summary,
     ]
     return [StepSpec(EXTRACT, tuple(extract)), StepSpec(TRAIN, tuple(train)), StepSpec(EVALUATE, tuple(evaluate))]

@@ -20,6 +20,9 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+# the run's class list, written by plan_run into the run's steps folder; the steps get its URI (--labels-uri)
+LABELS_FILE = "labels.json"
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -74,6 +77,7 @@ class RunLayout(_Layout):
     rejects_uri: str
     models_uri: str
     report_uri: str
+    labels_uri: str  # the run's class list (LABELS_FILE), written by plan_run, read by the steps
 
 
 def run_layout(root_uri: str, run_key: str, images_uri: str | None = None) -> RunLayout:
@@ -90,6 +94,7 @@ def run_layout(root_uri: str, run_key: str, images_uri: str | None = None) -> Ru
         models_uri=join(run_uri, "models"),
         report_uri=join(run_uri, "report"),
         steps_uri=join(run_uri, "steps"),
+        labels_uri=join(run_uri, "steps", LABELS_FILE),
         cluster_uri=join(run_uri, "cluster"),
         artifacts_uri=artifacts_uri(root),
         logs_uri=logs_uri(root),

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from image_pipeline.conventions import hidden_to_spark, min_images_per_class
+from image_pipeline.conventions import MAX_CLASSES, hidden_to_spark, min_images_per_class
 from image_pipeline.planning import PlanError
 from image_pipeline.planning.layout import RunLayout, run_key_for, run_layout
 from image_pipeline.wiring.params import LOCAL_PARAMS, PARAM_SPECS, emr_defaults
@@ -210,6 +210,10 @@ def _run_labels(params: dict, available_labels: list[str] | dict[str, int]) -> l
     labels = requested or sorted(available_labels)
     if len(labels) < 2:
         raise PlanError(f"param 'labels': need at least 2 classes, the run would have {labels}")
+    if len(labels) > MAX_CLASSES:
+        raise PlanError(f"param 'labels': the run would have {len(labels)} classes, more than the maximum of "
+                        f"{MAX_CLASSES}" + ("" if requested else " (every class folder found): choose the classes "
+                                             "to train on with param 'labels'"))
     return labels
 
 
@@ -245,6 +249,17 @@ def _check_class_sizes(counts: dict[str, int], labels: list[str], ratios: list[f
             f"split_ratios {sorted(ratios)} and test_fraction {test_fraction} every class needs at least "
             f"{need} images (one on each side of every train/test split); add photos, leave the class out "
             f"with param 'labels', or change split_ratios/test_fraction")
+
+
+def write_labels(plan: dict, conn_id: str | None = None) -> str:
+    """Write the run's class list to its ``labels_uri`` (JSON; the steps read it from the object store: a list
+    of up to ``MAX_CLASSES`` names would not fit EMR's step arguments); returns the URI."""
+    import json
+
+    from image_pipeline.planning.objects import write_text_atomically
+
+    write_text_atomically(plan["labels_uri"], json.dumps(plan["labels"], ensure_ascii=False), conn_id)
+    return plan["labels_uri"]
 
 
 # the plan's numbers checked as declared, besides test_fraction (checked first: the class sizes need it)

@@ -189,7 +189,7 @@ def emr_steps(plan: dict, artifacts: dict) -> list[dict]:
     """
     steps = []
     for spec in steps_for(plan, artifacts.get("weights_uri")):
-        steps.append({
+        step = {
             "Name": spec.name,
             "ActionOnFailure": "CANCEL_AND_WAIT",
             "HadoopJarStep": {
@@ -201,8 +201,31 @@ def emr_steps(plan: dict, artifacts: dict) -> list[dict]:
                     *spec.args,
                 ],
             },
-        })
+        }
+        check_step_size(step)
+        steps.append(step)
     return steps
+
+
+# AWS's AddJobFlowSteps API reference: "The string values passed into HadoopJarStep object cannot exceed a total
+# of 10240 characters." (https://docs.aws.amazon.com/emr/latest/APIReference/API_AddJobFlowSteps.html)
+HADOOP_JAR_STEP_MAX_CHARACTERS = 10240
+
+
+def hadoop_jar_step_characters(step: dict) -> int:
+    """The characters of a step's HadoopJarStep strings (Jar, MainClass, Args, Properties' keys and values)."""
+    jar_step = step["HadoopJarStep"]
+    strings = [jar_step.get("Jar", ""), jar_step.get("MainClass", ""), *jar_step.get("Args", []),
+               *[part for prop in jar_step.get("Properties", []) for part in (prop["Key"], prop["Value"])]]
+    return sum(len(s) for s in strings)
+
+
+def check_step_size(step: dict) -> None:
+    """Refuse, before any cluster starts, a step EMR would refuse for the size of its arguments."""
+    size = hadoop_jar_step_characters(step)
+    if size > HADOOP_JAR_STEP_MAX_CHARACTERS:
+        raise ValueError(f"EMR step {step['Name']}: its arguments hold {size} characters, over AddJobFlowSteps' "
+                         f"limit of {HADOOP_JAR_STEP_MAX_CHARACTERS} (long values belong in a file the job reads)")
 
 
 def console_link(region: str, cluster_id: str) -> str:

@@ -35,7 +35,7 @@ from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import done_rows, list_photos, not_done, photo_partitions
 from image_jobs.feature_identity import FeatureIdentityError, check_scoring, job_identity
 from image_jobs.featurize import TENSORFLOW, InferenceChoice
-from image_jobs.inbox import first_score_per_photo, make_scorer, predictions_csv, scored_schema
+from image_jobs.inbox import csv_frame, first_score_per_photo, make_scorer, scored_schema
 from image_jobs.inference import resolve_precision, ship_ir
 from image_jobs.photo_store import StoreError, StoreLocation, StoreOptions, filesystem
 from image_jobs.predictor import ModelError, MulticlassModel, check_threshold, load_model_json
@@ -43,7 +43,6 @@ from image_jobs.progress import ProgressLogger
 from image_jobs.session import job_logger
 
 if TYPE_CHECKING:
-    import pandas as pd
     from pyspark import Accumulator, SparkContext
     from pyspark.sql import DataFrame, SparkSession
 
@@ -194,20 +193,26 @@ def score_new_photos(spark: SparkSession, args: argparse.Namespace, model: Multi
 
 
 def rewrite_predictions_csv(spark: SparkSession, args: argparse.Namespace, batches_uri: str,
-                            csv_uri: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rewrite predictions.csv from every batch; returns all its rows and this run's unscored ones."""
+                            csv_uri: str) -> tuple[int, int, int]:
+    """Rewrite predictions.csv from every batch, written by Spark's tasks (the driver holds no row); returns
+    (rows in it, this run's photos not scored, this run's uncertain ones), counted in Spark."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     batches = storage.read_committed(spark, batches_uri, log=log, merge_schema=True)
     if batches is not None:
-        every = first_score_per_photo(batches.drop("run")).toPandas()
+        every = first_score_per_photo(batches.drop("run")).persist(StorageLevel.DISK_ONLY)
     else:
-        every = spark.createDataFrame([], scored_schema()).withColumn("scored_by_run", F.lit("")).toPandas()
-    storage.write_text(spark, csv_uri, predictions_csv(every))
-    not_scored = every[every["scored_by_run"].eq(args.run_key) & every["reason"].notna()]
-    for row in not_scored.head(20).itertuples():
+        every = spark.createDataFrame([], scored_schema()).withColumn("scored_by_run", F.lit(""))
+    storage.write_csv_file(csv_frame(every), csv_uri)
+    this_run = F.col("scored_by_run") == args.run_key
+    uncertain = (this_run & F.col("uncertain")) if "uncertain" in every.columns else F.lit(False)
+    totals = every.agg(F.count("*").alias("rows"), F.sum((this_run & F.col("reason").isNotNull()).cast("long"))
+                       .alias("not_scored"), F.sum(uncertain.cast("long")).alias("uncertain")).first()
+    for row in every.filter(this_run & F.col("reason").isNotNull()).select("path", "reason").limit(20).collect():
         log.warning("not scored %s: %s", row.path, row.reason)
-    return every, not_scored
+    every.unpersist()
+    return int(totals["rows"]), int(totals["not_scored"] or 0), int(totals["uncertain"] or 0)
 
 
 def threshold_in_use(args: argparse.Namespace, model: MulticlassModel) -> tuple[float, str]:
@@ -271,10 +276,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         todo.unpersist()
     phase_score = time.perf_counter() - started
 
-    every, not_scored = rewrite_predictions_csv(spark, args, batches_uri, csv_uri)
-    this_run = every[every["scored_by_run"].eq(args.run_key)]
-    n_uncertain = int(this_run["uncertain"].eq(True).sum()) if "uncertain" in this_run else 0
-    summary = scoring_summary(args, model, n_seen, n_todo, n_new, len(not_scored), len(every), counters,
+    n_total, n_not_scored, n_uncertain = rewrite_predictions_csv(spark, args, batches_uri, csv_uri)
+    summary = scoring_summary(args, model, n_seen, n_todo, n_new, n_not_scored, n_total, counters,
                               time.perf_counter() - started, phase_score, csv_uri, out_batch, n_uncertain)
     write_summary(spark, args, summary)
     return summary

@@ -143,6 +143,27 @@ def first_score_per_photo(df):
     return df.withColumn("_rank", F.row_number().over(order)).filter("_rank = 1").drop("_rank")
 
 
+def csv_frame(rows):
+    """predictions.csv's columns as Spark strings, formatted as ``predictions_csv`` formats them (the reference
+    on small data), ordered by path and time: Spark's tasks write the file, the driver never holds the rows."""
+    from pyspark.sql import functions as F
+
+    def text(column):
+        return F.col(column).cast("string")
+
+    formatted = {
+        "path": text("path"), "top1_class": text("top1_class"),
+        "top1_probability": F.round("top1_probability", 6).cast("string"), "top3": text("top3"),
+        "reason": text("reason"), "length": text("length"),
+        "modification_time": F.date_format("modificationTime", "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'"),
+        "scored_by_run": text("scored_by_run"),
+        "uncertain": text("uncertain") if "uncertain" in rows.columns else F.lit(None).cast("string"),
+        "threshold": F.round("threshold", 6).cast("string") if "threshold" in rows.columns
+        else F.lit(None).cast("string"),
+    }
+    return rows.orderBy("path", "modificationTime").select(*[formatted[name].alias(name) for name in CSV_COLUMNS])
+
+
 def predictions_csv(rows: pd.DataFrame) -> str:
     """predictions.csv text from scored rows (``scored_schema()`` + ``scored_by_run``), ordered by path."""
     out = rows.rename(columns={"modificationTime": "modification_time"})

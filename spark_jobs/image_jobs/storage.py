@@ -74,6 +74,26 @@ def write_bytes(spark, uri: str, data: bytes) -> None:
         fs.rename(path, target)
 
 
+def write_csv_file(df, uri: str) -> None:
+    """Write ``df`` (string columns, in order) as one CSV file with a header at ``uri``, from Spark's tasks:
+    one task writes the rows in order into a folder beside ``uri``, whose single part file is then renamed.
+
+    The CSV is what pandas writes: fields quoted only when needed, quotes doubled, empty for null, spaces kept.
+    """
+    spark = df.sparkSession
+    parts = uri.rstrip("/") + ".parts"
+    (df.coalesce(1).write.mode("overwrite").option("header", "true").option("quote", '"').option("escape", '"')
+     .option("nullValue", "").option("emptyValue", '""').option("ignoreLeadingWhiteSpace", "false")
+     .option("ignoreTrailingWhiteSpace", "false").option("lineSep", "\n").csv(parts))
+    fs, folder = _hadoop_path(spark, parts)
+    (part,) = [s.getPath() for s in fs.listStatus(folder) if s.getPath().getName().startswith("part-")]
+    _, target = _hadoop_path(spark, uri)
+    if fs.exists(target):
+        fs.delete(target, False)
+    fs.rename(part, target)
+    fs.delete(folder, True)
+
+
 def write_text(spark, uri: str, text: str) -> None:
     """Write a small UTF-8 text file (see ``write_bytes``)."""
     write_bytes(spark, uri, text.encode("utf-8"))

@@ -314,3 +314,26 @@ def test_scoring_refuses_features_of_another_identity_than_the_models(spark, tra
     with pytest.raises(FeatureIdentityError, match="score with the weights the model was trained with"):
         score_inbox.run(spark, args)
     assert not (tmp_path / "predictions").exists()
+
+
+def test_predictions_csv_written_by_spark_is_the_reference_text(spark, tmp_path):
+    """predictions.csv is written by Spark's tasks (never collected): the same text, byte for byte, as the
+    pandas reference on the same rows: commas, quotes, leading spaces, accents, empty and null cells, old
+    batches without the threshold columns."""
+    from pyspark.sql import functions as F
+
+    from image_jobs import storage
+    from image_jobs.inbox import csv_frame, predictions_csv, scored_schema
+
+    when = datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=UTC)
+    rows = [("file:/inbox/b, \"quoted\".jpg", 10, when, "pug", 0.9123456789, '[{"class": "pug"}]', None, False, 0.5),
+            ("file:/inbox/ a é.jpg", 0, when, None, None, None, "empty file (0 bytes)", None, None),
+            ("file:/inbox/c.jpg", 7, datetime(2026, 3, 1, tzinfo=UTC), " chat noir", 1.0, "[]", None, True, 1.0)]
+    frame = spark.createDataFrame(rows, scored_schema()).withColumn("scored_by_run", F.lit("s1"))
+    storage.write_csv_file(csv_frame(frame), f"file://{tmp_path}/predictions.csv")
+    expected = predictions_csv(frame.toPandas())
+    assert (tmp_path / "predictions.csv").read_text() == expected
+    assert not (tmp_path / "predictions.csv.parts").exists()
+    old = frame.drop("uncertain", "threshold")  # a batch written before the threshold columns
+    storage.write_csv_file(csv_frame(old), f"file://{tmp_path}/old.csv")
+    assert (tmp_path / "old.csv").read_text() == predictions_csv(old.toPandas())

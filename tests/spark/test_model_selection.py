@@ -81,7 +81,11 @@ def test_the_same_seed_gives_the_same_choice_the_same_table_and_the_same_model(s
                                   pd.DataFrame(selected["multiclass"]["selection"]["table"])[columns])
     first, second = (json.loads((noisy_root / "runs" / key / "models" / "multiclass" / "model.json").read_text())
                      for key in ("selected", "again"))
-    assert first["coef"] == second["coef"] and first["answer_threshold"] == second["answer_threshold"]
+    assert first["answer_threshold"] == second["answer_threshold"]
+    # the final fit and the PCA aggregate over Spark's tasks, whose partial sums may meet in another order on
+    # another run: the same model to the last few bits, not bit for bit
+    for field in ("coef", "intercept", "scaler_mean", "scaler_std"):
+        np.testing.assert_allclose(first[field], second[field], rtol=1e-9, atol=1e-12)
     other_seed = train(spark, noisy_root, "seed7", "--seed", "7")
     assert cv_accuracy(other_seed) != cv_accuracy(selected)  # other folds (and another test split)
 

@@ -13,6 +13,7 @@ component's largest entry positive). The reduced rows are then computed in the t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -65,14 +66,16 @@ def _partition_moments(column: str, dim: int):
 
 def distributed_moments(df, column: str, dim: int) -> Moments:
     """The moments of the ``dim``-long array column ``column`` of ``df``, computed by the tasks; the driver
-    receives a few partial results (``treeReduce``), each a d-vector and a d x d matrix."""
+    receives at most about four partial results (``treeReduce`` deep enough for the partitions), each a
+    d-vector and a d x d matrix (13 MB for 1,280-d features)."""
     from pyspark.sql.types import BinaryType, LongType, StructField, StructType
 
     schema = StructType([StructField("n", LongType()), StructField("mean", BinaryType()),
                          StructField("scatter", BinaryType())])
     partials = df.select(column).mapInPandas(_partition_moments(column, dim), schema).rdd.map(
         lambda row: Moments(int(row.n), np.frombuffer(row.mean), np.frombuffer(row.scatter).reshape(dim, dim)))
-    return partials.treeReduce(Moments.combine, depth=2)
+    depth = max(2, math.ceil(math.log(max(partials.getNumPartitions(), 2), 4)))
+    return partials.treeReduce(Moments.combine, depth=depth)
 
 
 @dataclass(frozen=True)

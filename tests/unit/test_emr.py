@@ -89,6 +89,8 @@ def test_run_job_flow_body_is_valid_and_complete():
     assert defaults["spark.sql.execution.arrow.maxRecordsPerBatch"] == "32"
     # the driver's S3 client (the photos' reads) is told the cluster's region, not left to look it up
     assert defaults["spark.yarn.appMasterEnv.AWS_REGION"] == load_emr_settings({}).region == "us-east-1"
+    # the driver's heap and results are set, not left to Spark's defaults: both bounded by design
+    assert (defaults["spark.driver.memory"], defaults["spark.driver.maxResultSize"]) == ("2048m", "1536m")
     assert len(body["Configurations"]) == 2  # no task nodes: no node labels
     bootstrap = body["BootstrapActions"][0]["ScriptBootstrapAction"]
     assert bootstrap["Path"] == ARTIFACTS["bootstrap_uri"] and ARTIFACTS["wheelhouse_uri"] in bootstrap["Args"]
@@ -323,3 +325,17 @@ def test_staged_uris_are_joined_with_single_slashes():
 
     assert staged("h", "s3://b/p/artifacts/h/")["jobs_zip_uri"] == "s3://b/p/artifacts/h/image_jobs.zip"
     assert staged("h", "file:///tmp/artifacts/h")["jobs_zip_uri"] == "file:///tmp/artifacts/h/image_jobs.zip"
+
+
+def test_the_local_driver_gets_the_emr_drivers_heap_and_result_limit():
+    """Both backends size the jobs' driver alike: a 2 GiB heap and a 1.5 GiB result limit, set explicitly."""
+    from image_pipeline.compute.local.cluster import ClusterInfo, spark_submit_argv
+
+    argv = spark_submit_argv(ClusterInfo("/tmp/c", "spark://127.0.0.1:7077", workers=1, cores_per_worker=2,
+                                         memory_gb_per_worker=4), "train_models.py", ["--x"], "jobs.zip", "python",
+                             "train_models r")
+    confs = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--conf")
+    defaults = spark_defaults("m5.xlarge", 2, 0, 32)
+    assert confs["spark.driver.memory"] == defaults["spark.driver.memory"] == "2048m"
+    assert confs["spark.driver.maxResultSize"] == defaults["spark.driver.maxResultSize"] == "1536m"
+    assert confs["spark.executor.memory"] == "3g"

@@ -8,6 +8,14 @@
 
 from __future__ import annotations
 
+# The jobs' driver on both backends: a 2 GiB heap (what the EMR backend gives it in its 3 GiB container on every
+# instance type, ``emr.capacity.DRIVER_MIB``) and results of at most 1.5 GiB. Nothing the driver receives grows
+# with the photos: the largest result is the model selection's sample (at most --cv-max-rows rows: 20,000 x
+# (1,280 + 128) float32, about 110 MB), then the sweep's per-class samples and the moments' partial sums
+# (d x d float64: 13 MB for 1,280-d features, 134 MB for VGG16's 4,096).
+DRIVER_HEAP_MIB = 2048
+DRIVER_MAX_RESULT_MIB = 1536
+
 CLUSTER_SUMMARY_KEYS = ("cluster_id", "backend", "hours", "normalized_instance_hours", "estimated_cost_usd",
                         "hourly_price_usd", "console_link", "process_ids", "instances")
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from image_pipeline.compute.contract import DRIVER_HEAP_MIB, DRIVER_MAX_RESULT_MIB
+
 CAPACITY_MODES = ("fleets", "groups")
 
 
@@ -106,7 +108,7 @@ def spark_defaults(instance_type: str, core_count: int, task_count: int, batch_s
     """
     layout = executor_layout(instance_type)
     nodes = core_count + task_count
-    driver_heap = int(DRIVER_MIB * 2 / 3) // YARN_ALLOCATION_MIB * YARN_ALLOCATION_MIB
+    driver_heap = DRIVER_HEAP_MIB  # two thirds of the container; the rest is the driver's Python and JVM overhead
     return {
         "spark.executor.cores": str(layout.cores),
         "spark.executor.instances": str(layout.per_node * nodes),
@@ -115,6 +117,7 @@ def spark_defaults(instance_type: str, core_count: int, task_count: int, batch_s
         "spark.driver.memory": f"{driver_heap}m",
         "spark.driver.memoryOverhead": f"{DRIVER_MIB - driver_heap}m",
         "spark.driver.cores": "1",
+        "spark.driver.maxResultSize": f"{DRIVER_MAX_RESULT_MIB}m",
         "spark.dynamicAllocation.enabled": "false",
         "spark.sql.shuffle.partitions": str(max(8, 2 * layout.cores * layout.per_node * nodes)),
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_size),

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from image_pipeline.compute.contract import DRIVER_HEAP_MIB, DRIVER_MAX_RESULT_MIB
 from image_pipeline.wiring.settings import DEFAULT_LOCAL_IDLE_TIMEOUT_MINUTES, PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -348,6 +349,8 @@ def spark_submit_argv(info: ClusterInfo, entry_script: str, args: list[str], job
         "--conf", "spark.driver.host=127.0.0.1",
         "--conf", "spark.driver.bindAddress=127.0.0.1",
         "--conf", "spark.ui.enabled=false",
+        "--conf", f"spark.driver.memory={DRIVER_HEAP_MIB}m",
+        "--conf", f"spark.driver.maxResultSize={DRIVER_MAX_RESULT_MIB}m",
         "--conf", f"spark.executor.memory={executor_memory}g",
         "--conf", f"spark.sql.shuffle.partitions={max(2, 2 * info.workers * info.cores_per_worker)}",
         "--conf", f"spark.pyspark.python={python}",

@@ -311,3 +311,19 @@ def test_a_thousand_classes_plan_and_more_are_refused_naming_the_param():
     with pytest.raises(PlanError, match=r"param 'labels': the run would have 1001 classes, more than the maximum of "
                                         r"1000 \(every class folder found\): choose the classes"):
         build_run_plan(params(), "r", WHEN, SETTINGS, {**classes, "one_more": 20})
+
+
+def test_the_plans_scan_counts_every_file_and_names_a_bounded_few(tmp_path):
+    """The scan walks folder by folder and keeps counts, naming at most 100 files of each kind it leaves out:
+    a collection with thousands of loose or hidden files costs the plan task no more than a few."""
+    from image_pipeline.planning.listing import EXAMPLES
+
+    for folder, n in (("beagle", 300), ("pug/sub", 200), ("_drafts", 150), ("", 250)):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (tmp_path / folder / f"{i}.jpg").write_bytes(b"x")
+    scan = scan_images(f"file://{tmp_path}")
+    assert scan.counts == {"beagle": 300, "pug": 200}
+    assert (scan.n_loose, scan.n_hidden) == (250, 150)
+    assert len(scan.loose) == len(scan.hidden) == EXAMPLES == 100
+    assert scan.warnings()[0].startswith("250 image file(s) directly under the images URI")

@@ -24,35 +24,56 @@ def info_mtime(info: dict) -> datetime | None:
     return None
 
 
-@dataclass(frozen=True)
+EXAMPLES = 100  # files of each kind left out that a scan names (it counts them all)
+
+
+@dataclass
 class ImageScan:
-    """What one listing of the images URI found: images per class, and the files no class gets."""
+    """What one listing of the images URI found: images per class, and the files no class gets (counted,
+    with up to ``EXAMPLES`` of each named)."""
 
     counts: dict[str, int]  # class folder -> image files (nested sub-folders included)
     loose: list[str] = field(default_factory=list)  # image files directly under the root: rejected later
     hidden: list[str] = field(default_factory=list)  # image files under names Spark skips ('.', '_')
+    n_loose: int = 0
+    n_hidden: int = 0
+
+    def add(self, relative: str) -> None:
+        """Count one image file, by its path relative to the images URI."""
+        if any(hidden_to_spark(part) for part in relative.split("/")):
+            self.n_hidden += 1
+            if len(self.hidden) < EXAMPLES:
+                self.hidden.append(relative)
+        elif "/" not in relative:
+            self.n_loose += 1
+            if len(self.loose) < EXAMPLES:
+                self.loose.append(relative)
+        else:
+            label = relative.split("/", 1)[0]
+            self.counts[label] = self.counts.get(label, 0) + 1
 
     def warnings(self, limit: int = 10) -> list[str]:
         """Plain sentences for the plan's log about the files the run leaves out."""
         out = []
-        if self.loose:
-            out.append(f"{len(self.loose)} image file(s) directly under the images URI belong to no class "
-                       f"folder; extraction records them as rejects: {self.loose[:limit]}")
-        if self.hidden:
-            out.append(f"{len(self.hidden)} image file(s) under names starting with '.' or '_' are skipped "
+        if self.n_loose:
+            out.append(f"{self.n_loose} image file(s) directly under the images URI belong to no class "
+                       f"folder; extraction records them as rejects: {sorted(self.loose)[:limit]}")
+        if self.n_hidden:
+            out.append(f"{self.n_hidden} image file(s) under names starting with '.' or '_' are skipped "
                        f"(Spark's file sources treat them as hidden); rename them to include them: "
-                       f"{self.hidden[:limit]}")
+                       f"{sorted(self.hidden)[:limit]}")
         return out
 
 
 def scan_images(images_uri: str, conn_id: str | None = None, modified_before: datetime | None = None) -> ImageScan:
     """Image files per class folder under ``images_uri``, modified before ``modified_before``.
 
-    Goes through Airflow's object storage (file://, s3://) with one recursive listing, so a backfill of
-    a past interval does not pick up classes whose photos arrived later. A class is the first folder
-    under the root, with its nested sub-folders; an empty folder is no class. Files and folders
-    Spark's file sources skip (``hidden_to_spark``) are left out the same way and reported in
-    ``hidden``. Raises PlanError naming the images URI when it does not exist or cannot be read.
+    Goes through Airflow's object storage (file://, s3://) folder by folder (``walk``), so the task holds one
+    folder's listing at a time, never the whole collection, and a backfill of a past interval does not pick
+    up classes whose photos arrived later. A class is the first folder under the root, with its nested
+    sub-folders; an empty folder is no class. Files and folders Spark's file sources skip
+    (``hidden_to_spark``) are left out the same way and reported in ``hidden``. Raises PlanError naming the
+    images URI when it does not exist or cannot be read.
     """
     from airflow.sdk import ObjectStoragePath
 
@@ -61,24 +82,19 @@ def scan_images(images_uri: str, conn_id: str | None = None, modified_before: da
     try:
         if not root.exists() or not root.is_dir():
             raise PlanError(f"param 'images_uri': {images_uri} does not exist or is not a folder")
-        base = root.path.rstrip("/") + "/"
-        counts: dict[str, int] = {}
-        loose, hidden = [], []
-        for path, info in sorted(root.fs.find(root.path, detail=True).items()):
-            relative = path[len(base):] if path.startswith(base) else path
-            if not relative.lower().endswith(IMAGE_SUFFIXES):
-                continue
-            mtime = info_mtime(info)
-            if modified_before is not None and mtime is not None and mtime >= modified_before:
-                continue
-            if any(hidden_to_spark(part) for part in relative.split("/")):
-                hidden.append(relative)
-            elif "/" not in relative:
-                loose.append(relative)
-            else:
-                label = relative.split("/", 1)[0]
-                counts[label] = counts.get(label, 0) + 1
-        return ImageScan(dict(sorted(counts.items())), loose, hidden)
+        scan = ImageScan({})
+        top = root.path.rstrip("/")
+        for folder, _, files in root.fs.walk(top, detail=True, on_error="raise"):
+            relative_folder = folder.rstrip("/")[len(top) + 1:] if folder.rstrip("/") != top else ""
+            for name, info in files.items():
+                mtime = info_mtime(info)
+                if not name.lower().endswith(IMAGE_SUFFIXES) or (
+                        modified_before is not None and mtime is not None and mtime >= modified_before):
+                    continue
+                scan.add(f"{relative_folder}/{name}" if relative_folder else name)
+            root.fs.invalidate_cache(folder)  # s3fs would keep every folder's listing otherwise
+        scan.counts = dict(sorted(scan.counts.items()))
+        return scan
     except PlanError:
         raise
     except (OSError, PermissionError) as exc:

@@ -89,6 +89,21 @@ log = job_logger("train_models")
 DEFAULT_PCA_COMPONENTS = 128
 
 
+def add_selection_args(parser: argparse.ArgumentParser) -> None:
+    """The multiclass model's selection: folds, the grids compared, the threshold's target, the sample's size."""
+    parser.add_argument("--cv-folds", type=int, default=DEFAULT_CV_FOLDS,
+                        help="folds of the multiclass model's cross-validation (on the training split)")
+    parser.add_argument("--c-grid", default=",".join(str(c) for c in DEFAULT_C_GRID),
+                        help="comma-separated regularisation strengths C of the multiclass model to compare")
+    parser.add_argument("--reductions", default=",".join(reduction_name(k) for k in DEFAULT_REDUCTIONS),
+                        help="comma-separated reductions to compare: none, or PCA sizes (64 or pca64)")
+    parser.add_argument("--target-precision", type=float, default=DEFAULT_TARGET_PRECISION,
+                        help="precision the answered photos must reach: sets the model's answer threshold")
+    parser.add_argument("--cv-max-rows", type=int, default=DEFAULT_CV_MAX_ROWS,
+                        help="the model selection's cross-validation runs on at most this many training rows (a "
+                             "stratified sample; all of them below it); the chosen model is fitted on every row")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The job's command line, parsed and checked (errors exit through argparse)."""
     parser = argparse.ArgumentParser(description="Train pairwise SVMs and a multiclass model on CNN features.")
@@ -112,17 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--extract-summary-uri", required=True,
                         help="the run's extraction summary: the feature identity to train on (only rows made by "
                              "the same backbone, weights and precision are read)")
-    parser.add_argument("--cv-folds", type=int, default=DEFAULT_CV_FOLDS,
-                        help="folds of the multiclass model's cross-validation (on the training split)")
-    parser.add_argument("--c-grid", default=",".join(str(c) for c in DEFAULT_C_GRID),
-                        help="comma-separated regularisation strengths C of the multiclass model to compare")
-    parser.add_argument("--reductions", default=",".join(reduction_name(k) for k in DEFAULT_REDUCTIONS),
-                        help="comma-separated reductions to compare: none, or PCA sizes (64 or pca64)")
-    parser.add_argument("--target-precision", type=float, default=DEFAULT_TARGET_PRECISION,
-                        help="precision the answered photos must reach: sets the model's answer threshold")
-    parser.add_argument("--cv-max-rows", type=int, default=DEFAULT_CV_MAX_ROWS,
-                        help="the model selection's cross-validation runs on at most this many training rows (a "
-                             "stratified sample; all of them below it); the chosen model is fitted on every row")
+    add_selection_args(parser)
     args = parser.parse_args(argv)
     args.labels = parse_labels_json(parser, args.labels_json)
     try:
@@ -235,8 +240,7 @@ def train_multiclass(spark: SparkSession, args: argparse.Namespace, data: Traini
         storage.join_uri(args.models_uri, "multiclass", "test_predictions"))
     accuracy = accuracy_figures(predictions)
     thresholds = sorted({*CURVE_THRESHOLDS, threshold["threshold"]})
-    test_threshold, pr_curve = threshold_and_curve(selection, args.target_precision,
-                                                   answered_counts(predictions, thresholds), accuracy[1],
+    test_threshold, pr_curve = threshold_and_curve(selection, answered_counts(predictions, thresholds), accuracy[1],
                                                    threshold["threshold"])
     predictions.unpersist()
     threshold = {**threshold, **test_threshold}

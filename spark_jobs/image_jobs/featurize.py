@@ -150,13 +150,16 @@ def local_weights_file(weights: str) -> str | None:
 
 
 def local_shipped_file(uri: str) -> str:
-    """Where a file shipped with ``SparkContext.addFile`` is on this node (the path itself outside Spark)."""
+    """Where a file shipped with ``SparkContext.addFile`` is on this node; the path itself outside Spark, or where
+    the file was not shipped (a process that ran a Spark session before predicting on its own)."""
     if "pyspark" in sys.modules:  # outside Spark (the prediction command) pyspark is never imported
         from pyspark import SparkFiles
 
         name = uri.rstrip("/").rsplit("/", 1)[-1]
         try:
-            return SparkFiles.get(name)
+            shipped = SparkFiles.get(name)
+            if os.path.exists(shipped):
+                return shipped
         except Exception:  # not inside a Spark worker (unit tests): use the path as given
             pass
     return uri.removeprefix("file://")

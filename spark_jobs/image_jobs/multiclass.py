@@ -174,8 +174,8 @@ def answered_counts(predictions, thresholds: list[float]) -> dict[float, tuple[i
     return {t: (int(row[f"a{i}"] or 0), int(row[f"c{i}"] or 0)) for i, t in enumerate(thresholds)}
 
 
-def threshold_and_curve(selection: Selection, target: float, counts: dict[float, tuple[int, int]],
-                        n_test: int, chosen: float) -> tuple[dict, list[dict]]:
+def threshold_and_curve(selection: Selection, counts: dict[float, tuple[int, int]], n_test: int,
+                        chosen: float) -> tuple[dict, list[dict]]:
     """The answer threshold's test figures and the precision/coverage curve from the aggregated test counts."""
     def test_figures(t: float) -> tuple[float, float]:
         answered, correct = counts[t]

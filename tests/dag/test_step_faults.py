@@ -100,9 +100,10 @@ def cluster(root, java_home):
     stop_cluster(root / "cluster")
 
 
-def make_plan(root: Path, out: Path, run_id: str, weights: Path) -> dict:
-    """The run plan of a run over ``root``'s images that writes under ``out``."""
-    from image_pipeline.planning.run_plan import build_run_plan
+def make_plan(root: Path, out: Path, run_id: str, weights: Path, n_classes: int | None = None) -> dict:
+    """The run plan of a run over ``root``'s images (its first ``n_classes``) that writes under ``out``, its class
+    list written where the steps read it, as plan_run writes it."""
+    from image_pipeline.planning.run_plan import build_run_plan, write_labels
     from image_pipeline.wiring.params import dag_params
     from image_pipeline.wiring.settings import load_settings
 
@@ -115,7 +116,10 @@ def make_plan(root: Path, out: Path, run_id: str, weights: Path) -> dict:
     # (OpenVINO's workers hold a few hundred MB and finish these images about three times sooner)
     params["runtime"] = "tensorflow"
     labels = sorted(p.name for p in (root / "images").iterdir())
-    return build_run_plan(params, run_id, datetime.now(UTC), settings, labels).as_dict()
+    plan = build_run_plan(params, run_id, datetime.now(UTC), settings, labels).as_dict()
+    plan["labels"] = plan["labels"][:n_classes]
+    write_labels(plan)
+    return plan
 
 
 def step_operator(plan: dict, cluster: ClusterInfo, artifacts: dict):
@@ -201,8 +205,7 @@ def run_failing_step(root: Path, out: Path, cluster: ClusterInfo, artifacts: dic
     """spark-submit the extraction as the operator does; return the task error it would raise."""
     from image_pipeline.compute.steps import step_by_name
 
-    plan = make_plan(root, out, "fault", weights)
-    plan["labels"] = plan["labels"][:1]  # one class is enough to fail
+    plan = make_plan(root, out, "fault", weights, n_classes=1)  # one class is enough to fail
     if features_uri:
         plan["features_uri"] = features_uri
     spec = step_by_name(plan, "extract_features")

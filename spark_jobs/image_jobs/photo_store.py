@@ -228,16 +228,21 @@ def prefetched(batches: Iterable, fetch_rows: Callable[[Any], tuple[list[Callabl
 
     ``fetch_rows(batch)`` gives one read per row (a callable, or the ``Fetched`` of a row not to read,
     e.g. one rejected before reading) and the bytes the reads will bring. While the caller decodes and
-    runs one batch, the reads of the next ones go on, up to ``2 * concurrency`` photos and ``max_bytes``
-    ahead (always at least one batch). A read's exception is raised when its batch is reached, so the
-    task fails.
+    runs one batch, the reads of the next ones go on: two batches or ``2 * concurrency`` photos ahead,
+    whichever is more, within ``max_bytes`` (always at least one batch). A read's exception is raised
+    when its batch is reached, so the task fails.
     """
     source = iter(batches)
     pending: deque[tuple[Any, list[Future | Fetched], int, int]] = deque()
     ahead = {"rows": 0, "bytes": 0}
 
+    def wanted() -> bool:  # always one batch; then two, or 2 x concurrency photos, within max_bytes
+        if not pending:
+            return True
+        return ahead["bytes"] < max_bytes and (len(pending) < 2 or ahead["rows"] < 2 * concurrency)
+
     def submit_more(pool: ThreadPoolExecutor) -> None:
-        while not pending or (ahead["rows"] < 2 * concurrency and ahead["bytes"] < max_bytes):
+        while wanted():
             batch = next(source, None)
             if batch is None:
                 return

@@ -165,6 +165,28 @@ def plot_accuracy_vs_split(metrics: pd.DataFrame, focus: str | None = None) -> b
     return _png(fig)
 
 
+# A class x class figure grows with the classes up to this many inches a side (at the report's resolution a
+# 0.32-inch row per class would make 1,000 classes a 323-inch, billion-pixel image); past MAX_TICK_LABELS
+# classes the names are left out of the axes (the CSV tables hold every value by name).
+MAX_MATRIX_INCHES = 40.0
+MAX_TICK_LABELS = 120
+
+
+def _class_axes(ax, labels: list[str]) -> None:
+    """Name a class x class matrix's rows and columns, or say where the names are when there are too many."""
+    n = len(labels)
+    if n <= MAX_TICK_LABELS:
+        ax.set_xticks(range(n), labels, rotation=90, fontsize=_label_size(n))
+        ax.set_yticks(range(n), labels, fontsize=_label_size(n))
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def _matrix_inches(n: int, smallest: float) -> float:
+    return min(MAX_MATRIX_INCHES, max(smallest, 0.32 * n + 3))
+
+
 def plot_pair_heatmap(metrics: pd.DataFrame, labels: list[str]) -> bytes:
     """Class-by-class heatmap of mean pairwise accuracy over splits: which classes get confused."""
     table = pair_accuracy(metrics)
@@ -175,12 +197,12 @@ def plot_pair_heatmap(metrics: pd.DataFrame, labels: list[str]) -> bytes:
         if row.class_1 in index and row.class_2 in index:
             i, j = index[row.class_1], index[row.class_2]
             matrix[i, j] = matrix[j, i] = row.mean_pct
-    size = max(6.0, 0.32 * n + 3)
+    size = _matrix_inches(n, 6.0)
     fig, ax = _figure(size + 1.5, size)
     image = ax.imshow(matrix, cmap="viridis", vmin=np.nanmin(matrix) if np.isfinite(matrix).any() else 0, vmax=100)
-    ax.set_xticks(range(n), labels, rotation=90, fontsize=_label_size(n))
-    ax.set_yticks(range(n), labels, fontsize=_label_size(n))
-    ax.set_title("Mean pairwise test accuracy (%) over split ratios")
+    _class_axes(ax, labels)
+    ax.set_title("Mean pairwise test accuracy (%) over split ratios" + (
+        "" if n <= MAX_TICK_LABELS else f"\n{n} classes, in label order: hardest_pairs.csv names them"))
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="accuracy (%)")
     if n <= 12:
         for i in range(n):
@@ -194,14 +216,14 @@ def plot_confusion_matrix(matrix: pd.DataFrame) -> bytes:
     """The multiclass confusion matrix, counts per true (rows) and predicted (columns) class."""
     labels = list(matrix.columns)
     n = len(labels)
-    size = max(5.0, 0.32 * n + 3)
+    size = _matrix_inches(n, 5.0)
     fig, ax = _figure(size + 1.5, size)
     image = ax.imshow(matrix.to_numpy(), cmap="Blues")
-    ax.set_xticks(range(n), labels, rotation=90, fontsize=_label_size(n))
-    ax.set_yticks(range(n), labels, fontsize=_label_size(n))
+    _class_axes(ax, labels)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title("Multiclass confusion matrix (test images)")
+    ax.set_title("Multiclass confusion matrix (test images)" + (
+        "" if n <= MAX_TICK_LABELS else f"\n{n} classes, in label order: confusion_matrix.csv names them"))
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="images")
     if n <= 15:
         values = matrix.to_numpy()

@@ -242,3 +242,29 @@ def test_the_class_list_comes_from_the_labels_file(spark, features_root, tmp_pat
     labels_file.write_text('{"cat_a": 1}')
     with pytest.raises(ValueError, match=f"--labels-uri file://{labels_file} does not hold a JSON list"):
         train_models.run(spark, args)
+
+
+def test_a_thousand_classes_train_and_report_from_the_labels_file(spark, tmp_path):
+    """The most classes a run may have (conventions.MAX_CLASSES), their list in the labels file as the DAG's
+    steps get it: training and the report handle all of them (one_vs_rest keeps the sweep small)."""
+    from image_jobs.conventions import MAX_CLASSES
+
+    labels = [f"class_{i:04d}" for i in range(MAX_CLASSES)]
+    frame = sample_feature_frame(labels, per_class=6, dim=8, seed=9, noise=0.3)
+    write_sample_features(spark, f"file://{tmp_path}/features", "synthetic", "k", frame)
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    summary = train_models.run(spark, train_models.parse_args([
+        "--features-uri", f"file://{tmp_path}/features", "--backbone", "synthetic", "--models-uri",
+        f"file://{tmp_path}/runs/k/models", "--run-key", "k", "--modified-before", "2100-01-01T00:00:00Z",
+        "--labels-uri", f"file://{tmp_path}/labels.json", "--pair-mode", "one_vs_rest", "--focus-class",
+        "class_0000", "--split-ratios", "0.5", "--pca-components", "4", "--reductions", "4", "--c-grid", "1.0",
+        "--cv-folds", "2", "--test-fraction", "0.5", "--extract-summary-uri",
+        write_extract_summary(tmp_path, "synthetic")]))
+    assert summary["classes"] == labels and summary["multiclass"]["test_images"] == 3 * MAX_CLASSES
+    report = evaluate_models.run(spark, evaluate_models.parse_args([
+        "--models-uri", f"file://{tmp_path}/runs/k/models", "--report-uri", f"file://{tmp_path}/runs/k/report",
+        "--rejects-uri", f"file://{tmp_path}/rejects", "--backbone", "synthetic", "--run-key", "k",
+        "--modified-before", "2100-01-01T00:00:00Z"]))
+    assert report["classes"] == labels
+    confusion = pd.read_csv(tmp_path / "runs" / "k" / "report" / "confusion_matrix.csv", index_col=0)
+    assert confusion.shape == (MAX_CLASSES, MAX_CLASSES) and confusion.to_numpy().sum() == 3 * MAX_CLASSES

@@ -145,6 +145,25 @@ BENCH_ENV = PYTHONPATH="$(CURDIR)/plugins:$(CURDIR)/spark_jobs:$(CURDIR)/tools:$
 bench-extract: setup weights
 	$(SPARK_ENV) $(BENCH_ENV) $(PY) bench/extract_throughput.py $(BENCH_ARGS)
 
+# The extraction job with its photos in S3 (SeaweedFS) behind 0/25/50 ms of request latency, read concurrency
+# 16 and 1, and the raw fetch rate; BENCH_ARGS="--concurrency 4,8,16,32" sweeps the concurrency at 50 ms.
+.PHONY: bench-extract-s3
+bench-extract-s3: setup weights
+	$(SPARK_ENV) $(BENCH_ENV) $(PY) bench/extract_s3.py $(BENCH_ARGS)
+
+# Listing + incremental selection over 20,000 and 200,000 tiny files (half already done): seconds, JVM heap
+# and Python driver peaks, each size in a fresh process.
+.PHONY: bench-listing
+bench-listing: setup
+	$(SPARK_ENV) $(BENCH_ENV) $(PY) bench/listing_scale.py $(BENCH_ARGS)
+
+# Training and evaluation at 10,000, 100,000 and 1,000,000 synthetic feature rows (131 classes, 1280-d) on a local
+# standalone cluster, each size in fresh processes: seconds per phase, driver and executor memory peaks, and
+# the previous training job (d5a81ec) beside it at 10,000 and 100,000. BENCH_ARGS="--sizes 10000,100000".
+.PHONY: bench-scale
+bench-scale: setup
+	$(SPARK_ENV) $(BENCH_ENV) $(PY) bench/training_scale.py $(BENCH_ARGS)
+
 clean:
 	rm -rf dist .pytest_cache .ruff_cache
 

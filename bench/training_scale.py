@@ -674,8 +674,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> int:
-    # the product's local cluster and EMR capacity code; the jobs' predictor and fit_logistic (the same-data fit)
-    sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "spark_jobs")]
+    # the product's local cluster and EMR capacity code, the jobs' predictor and fit_logistic (the same-data
+    # fit) come from make's BENCH_ENV PYTHONPATH, read at start-up
     args = parse_args()
     # the jobs see only their --py-files zip (today's or the previous one), not this process's PYTHONPATH
     os.environ.pop("PYTHONPATH", None)

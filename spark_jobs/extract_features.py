@@ -136,7 +136,8 @@ def select_new_images(spark: SparkSession, args: argparse.Namespace, options: St
     listing = list_photos(spark, args.images_uri, args.modified_before, options, args.labels)
     done = done_rows(spark, [storage.join_uri(uri, f"backbone={args.backbone}")
                              for uri in (args.features_uri, args.rejects_uri)], args.run_key, identity.columns(), log)
-    todo = not_done(listing, done).persist()
+    todo = not_done(listing, done)
+    todo = todo if todo is listing else todo.persist()  # nothing done earlier: the cached listing itself
     n_seen, n_todo = listing.count(), todo.count()
     log.info("images seen: %d (modified before %s), already done by earlier runs with these features (%s): %d, "
              "to process: %d", n_seen, args.modified_before, identity.describe(), n_seen - n_todo, n_todo)
@@ -204,15 +205,21 @@ def featurized_rows(spark: SparkSession, args: argparse.Namespace, prepared: Pre
         StorageLevel.DISK_ONLY)
 
 
-def write_outputs(spark: SparkSession, featurized: DataFrame, n_todo: int, counters: dict[str, Accumulator],
-                  prepared: Prepared) -> None:
-    """Featurize (logging progress) and write the feature rows, then the reject rows from the same pass."""
+def write_features(spark: SparkSession, featurized: DataFrame, n_todo: int, counters: dict[str, Accumulator],
+                   prepared: Prepared) -> None:
+    """Featurize (logging progress) and write the feature rows, in one pass."""
     from pyspark.sql import functions as F
 
     with ProgressLogger(spark, log, n_todo, counters):  # one pass: read, featurize, write
         (featurized.filter(F.col("reason").isNull()).select(*FEATURE_COLUMNS).write.mode("overwrite")
          .option("parquet.enable.dictionary#features.list.element", "false")  # CNN outputs never repeat
          .parquet(prepared.out_features))
+
+
+def write_rejects(spark: SparkSession, featurized: DataFrame, prepared: Prepared) -> None:
+    """Write the reject rows of the same pass (read back from the executors' disks, the model not run again)."""
+    from pyspark.sql import functions as F
+
     (featurized.filter(F.col("reason").isNotNull()).select(*REJECT_COLUMNS)
      .coalesce(spark.sparkContext.defaultParallelism).write.mode("overwrite").parquet(prepared.out_rejects))
 
@@ -294,11 +301,12 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     phases = {"list": time.perf_counter() - started}
 
     featurized = featurized_rows(spark, args, prepared, selection, counters)
-    write_outputs(spark, featurized, selection.n_todo, counters, prepared)
+    write_features(spark, featurized, selection.n_todo, counters, prepared)
     phases["featurize"] = time.perf_counter() - started - sum(phases.values())
 
+    write_rejects(spark, featurized, prepared)
     outcome = count_outcome(featurized)
-    for frame in (featurized, selection.todo, selection.listing):
+    for frame in {id(f): f for f in (featurized, selection.todo, selection.listing)}.values():
         frame.unpersist()
     phases["write"] = time.perf_counter() - started - sum(phases.values())
     summary = extraction_summary(args, prepared, selection, outcome, phases, counters, time.perf_counter() - started)

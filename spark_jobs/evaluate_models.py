@@ -23,7 +23,7 @@ import pandas as pd
 
 from image_jobs import report_tables, storage
 from image_jobs.cli import run_job
-from image_jobs.extraction import REASON_KIND_PATTERN, spark_timestamp
+from image_jobs.extraction import reason_kind_column, spark_timestamp
 from image_jobs.selection import wilson_interval
 from image_jobs.session import job_logger
 
@@ -60,8 +60,7 @@ def count_rejects(spark, args: argparse.Namespace, labels: list[str]) -> dict:
         | (F.col("modificationTime") < F.to_timestamp(F.lit(spark_timestamp(args.modified_before))))
     )
     df = df.filter(F.col("label").isNull() | F.col("label").isin(labels)).dropDuplicates(["path"])
-    kinds = F.regexp_extract("reason", REASON_KIND_PATTERN, 1)
-    by_reason = {r["kind"].strip() or "other": r["count"] for r in df.groupBy(kinds.alias("kind")).count().collect()}
+    by_reason = {r["kind"]: r["count"] for r in df.groupBy(reason_kind_column().alias("kind")).count().collect()}
     return {"count": int(sum(by_reason.values())), "by_reason": by_reason}
 
 

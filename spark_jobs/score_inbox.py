@@ -153,12 +153,11 @@ def score_counters(sc: SparkContext) -> dict[str, Accumulator]:
 
 
 def scored_rows(spark: SparkSession, args: argparse.Namespace, model: MulticlassModel, weights: str,
-                todo: DataFrame, n_todo: int, counters: dict[str, Accumulator],
-                inference: InferenceChoice = TENSORFLOW) -> DataFrame:
-    """The scored rows (``inbox.scored_schema``) of the photos to score, read ``--read-concurrency`` at a time."""
+                todo: DataFrame, n_todo: int, counters: dict[str, Accumulator], inference: InferenceChoice,
+                options: StoreOptions) -> DataFrame:
+    """The scored rows (``inbox.scored_schema``) of the photos to score, read ``options.concurrency`` at a time."""
     from pyspark.sql import functions as F
 
-    options = StoreOptions.from_environment(args.read_concurrency)
     scorer = make_scorer(model, weights, args.batch_size, args.max_pixels, counters, args.threshold, inference,
                          options)
     scored = todo.repartition(photo_partitions(spark, n_todo, args.batch_size)).mapInPandas(
@@ -182,13 +181,13 @@ def write_batch(spark: SparkSession, args: argparse.Namespace, scored: DataFrame
 
 def score_new_photos(spark: SparkSession, args: argparse.Namespace, model: MulticlassModel, weights: str,
                      todo: DataFrame | None, n_todo: int, counters: dict[str, Accumulator], out_batch: str,
-                     inference: InferenceChoice = TENSORFLOW) -> int:
+                     inference: InferenceChoice, options: StoreOptions) -> int:
     """Write this run's batch of new rows (or remove a stale one when nothing is new); returns its rows."""
     if not n_todo:
         if storage.delete(spark, out_batch):
             log.info("removed %s: an earlier attempt of this run wrote it, nothing is new now", out_batch)
         return 0
-    scored = scored_rows(spark, args, model, weights, todo, n_todo, counters, inference)
+    scored = scored_rows(spark, args, model, weights, todo, n_todo, counters, inference, options)
     return write_batch(spark, args, scored, n_todo, counters, out_batch)
 
 
@@ -268,10 +267,10 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
              ", ".join(model.labels), model_uri)
     log.info("answer threshold: %s; photos under it are marked uncertain", threshold_in_use(args, model)[1])
 
-    n_seen, n_todo, todo = select_new_photos(spark, args, batches_uri,
-                                             StoreOptions.from_environment(args.read_concurrency))
+    options = StoreOptions.from_environment(args.read_concurrency)  # the listing's and the reads'
+    n_seen, n_todo, todo = select_new_photos(spark, args, batches_uri, options)
     counters = score_counters(spark.sparkContext)
-    n_new = score_new_photos(spark, args, model, weights, todo, n_todo, counters, out_batch, inference)
+    n_new = score_new_photos(spark, args, model, weights, todo, n_todo, counters, out_batch, inference, options)
     if todo is not None:
         todo.unpersist()
     phase_score = time.perf_counter() - started

@@ -87,10 +87,6 @@ class StoreLocation(NamedTuple):
             return cls(scheme, rest.rstrip("/"))
         raise StoreError(f"{uri!r}: the photos' store reads file:// and s3:// only, not {scheme}://")
 
-    @property
-    def bucket(self) -> str | None:
-        return None if self.scheme == "file" else self.path.split("/", 1)[0]
-
     def uri(self, path: str | None = None) -> str:
         """``path`` (default: this location's) in Spark's form: ``file:/a/b`` or ``s3://bucket/key``."""
         path = self.path if path is None else path

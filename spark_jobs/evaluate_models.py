@@ -17,18 +17,19 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from image_jobs import report_tables, storage
+from image_jobs import pairwise_report, report_tables, storage
 from image_jobs.cli import run_job
 from image_jobs.extraction import reason_kind_column, spark_timestamp
 from image_jobs.selection import wilson_interval
 from image_jobs.session import job_logger
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 log = job_logger("evaluate_models")
 
@@ -64,40 +65,84 @@ def count_rejects(spark, args: argparse.Namespace, labels: list[str]) -> dict:
     return {"count": int(sum(by_reason.values())), "by_reason": by_reason}
 
 
-def read_training_results(spark: SparkSession,
-                          args: argparse.Namespace) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """Read what train_models wrote: its summary, the pairwise results (one row per pairwise model) and the
+@dataclass
+class Pairwise:
+    """What the report shows of the pairwise models: the rows stay in Spark, the driver holds aggregates."""
+
+    metrics: DataFrame  # metrics.csv's rows, in order
+    pairs: DataFrame  # hardest_pairs.csv's rows, hardest first
+    hardest: pd.DataFrame  # the first HARDEST_PAIRS of them
+    models: int
+    mean_pct: float
+
+
+def read_training_results(spark: SparkSession, args: argparse.Namespace) -> tuple[dict, Pairwise, pd.DataFrame]:
+    """Read what train_models wrote: its summary, the pairwise models (as a dataset and its aggregates) and the
     multiclass test predictions' counts per (label, predicted) pair."""
+    from pyspark.sql import functions as F
+
     training = json.loads(storage.read_text(spark, storage.join_uri(args.models_uri, "training_summary.json")))
-    results = spark.read.parquet(storage.join_uri(args.models_uri, "pairwise_results")).toPandas()
+    results = spark.read.parquet(storage.join_uri(args.models_uri, "pairwise_results"))
+    metrics = pairwise_report.metrics_frame(results)
+    pairs = pairwise_report.pair_table(metrics)
+    figures = results.agg(F.count("*").alias("n"), F.avg("predict_pct").alias("mean")).first()
+    pairwise = Pairwise(metrics, pairs, pairs.limit(HARDEST_PAIRS).toPandas(), int(figures["n"]),
+                        float(figures["mean"] or 0.0))
     # the test predictions stay in Spark: the driver gets their counts per (label, predicted) pair
     confusion = spark.read.parquet(storage.join_uri(args.models_uri, "multiclass", "test_predictions")).groupBy(
         "label", "predicted").count().toPandas()
-    return training, results, confusion
+    return training, pairwise, confusion
 
 
-def write_tables(spark: SparkSession, report: str, metrics: pd.DataFrame, pairs: pd.DataFrame,
-                 per_class: pd.DataFrame, confusion: pd.DataFrame, multiclass: dict) -> None:
-    """Write the report's CSV tables (``multiclass``: the training summary's multiclass part)."""
+def write_tables(spark: SparkSession, report: str, pairwise: Pairwise, per_class: pd.DataFrame,
+                 confusion: pd.DataFrame, multiclass: dict) -> None:
+    """Write the report's CSV tables (``multiclass``: the training summary's multiclass part); the pairwise
+    tables from Spark's tasks."""
 
     def write_csv(name: str, frame: pd.DataFrame, index: bool = False) -> None:
-        """Write one table as CSV under the report folder."""
+        """Write one small table as CSV under the report folder."""
         storage.write_text(spark, storage.join_uri(report, name), frame.to_csv(index=index))
 
-    write_csv("metrics.csv", metrics)
-    write_csv("hardest_pairs.csv", pairs)
+    storage.write_csv_file(pairwise_report.csv_text_columns(pairwise.metrics), storage.join_uri(report, "metrics.csv"))
+    storage.write_csv_file(pairwise_report.csv_text_columns(pairwise.pairs),
+                           storage.join_uri(report, "hardest_pairs.csv"))
     write_csv("multiclass.csv", per_class)
     write_csv("confusion_matrix.csv", confusion, index=True)
     write_csv("model_selection.csv", report_tables.selection_table(multiclass["selection"]))
     write_csv("precision_coverage.csv", report_tables.precision_coverage_table(multiclass["answer_threshold"]))
 
 
-def render_plots(training: dict, labels: list[str], metrics: pd.DataFrame,
+def focus_classes(pairwise: Pairwise, training: dict, labels: list[str]) -> list[str]:
+    """The classes that get a plot of their own: every class in all_pairs mode, else the pairs' first classes."""
+    if training["pairwise"]["pair_mode"] == "all_pairs":
+        return labels
+    return sorted(row["class_1"] for row in pairwise.metrics.select("class_1").distinct().collect())
+
+
+def pairwise_plots(pairwise: Pairwise, training: dict, labels: list[str]) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The pairwise plots by file name (from aggregates), and the per-class plot's file name of each focus class."""
+    n_pairs = pairwise.pairs.count()
+    plots = {
+        "accuracy_vs_split.png": report_tables.plot_split_band(
+            pairwise_report.band_by_split(pairwise.metrics).toPandas(),
+            f"Pairwise accuracy vs split ratio ({n_pairs} pairs)"),
+        "pairwise_accuracy_heatmap.png": report_tables.plot_pair_heatmap(
+            pairwise.pairs.select("class_1", "class_2", "mean_pct").toPandas(), labels),
+    }
+    class_plots = {}
+    for focus, (kind, table) in pairwise_report.focus_tables(pairwise.metrics,
+                                                             focus_classes(pairwise, training, labels)).items():
+        class_plots[focus] = f"accuracy_vs_split_{report_tables.plot_file_stem(focus)}.png"
+        plots[class_plots[focus]] = report_tables.plot_focus_lines(table, focus) if kind == "lines" else (
+            report_tables.plot_split_band(table, f"{focus} vs each other class: accuracy vs split ratio"))
+    return plots, class_plots
+
+
+def render_plots(training: dict, labels: list[str], pairwise: Pairwise,
                  confusion: pd.DataFrame) -> tuple[dict[str, bytes], dict[str, str]]:
     """The report's PNG plots by file name, and the per-class plot's file name of each focus class."""
-    plots = {
-        "accuracy_vs_split.png": report_tables.plot_accuracy_vs_split(metrics),
-        "pairwise_accuracy_heatmap.png": report_tables.plot_pair_heatmap(metrics, labels),
+    plots, class_plots = pairwise_plots(pairwise, training, labels)
+    plots.update({
         "confusion_matrix.png": report_tables.plot_confusion_matrix(confusion),
         "pca_explained_variance.png": report_tables.plot_explained_variance(training["pca_explained_variance"]),
         "model_selection.png": report_tables.plot_model_selection(
@@ -105,14 +150,7 @@ def render_plots(training: dict, labels: list[str], metrics: pd.DataFrame,
         "precision_coverage.png": report_tables.plot_precision_coverage(
             report_tables.precision_coverage_table(training["multiclass"]["answer_threshold"]),
             training["multiclass"]["answer_threshold"]),
-    }
-    focus_classes = sorted(set(metrics["class_1"]))
-    if training["pairwise"]["pair_mode"] == "all_pairs":
-        focus_classes = labels
-    class_plots = {}
-    for focus in focus_classes:
-        class_plots[focus] = f"accuracy_vs_split_{report_tables.plot_file_stem(focus)}.png"
-        plots[class_plots[focus]] = report_tables.plot_accuracy_vs_split(metrics, focus)
+    })
     return plots, class_plots
 
 
@@ -149,7 +187,7 @@ def multiclass_summary(trained: dict, overall: dict) -> dict:
 
 
 def report_summary(args: argparse.Namespace, training: dict, labels: list[str], rejects: dict,
-                   overall: dict, metrics: pd.DataFrame, pairs: pd.DataFrame, seconds: dict,
+                   overall: dict, pairwise: Pairwise, seconds: dict,
                    plots: dict[str, bytes], class_plots: dict[str, str]) -> dict:
     """summary.json's content, from the training summary and the report's tables (no I/O)."""
     return {
@@ -163,8 +201,8 @@ def report_summary(args: argparse.Namespace, training: dict, labels: list[str], 
         "images": int(sum(training["image_counts"].values())),
         "rejects": rejects,
         "multiclass": multiclass_summary(training["multiclass"], overall),
-        "pairwise": {**training["pairwise"], "mean_accuracy_pct": round(float(metrics["predict_pct"].mean()), 4)},
-        "hardest_pairs": pairs.head(HARDEST_PAIRS).round(4).to_dict(orient="records"),
+        "pairwise": {**training["pairwise"], "mean_accuracy_pct": round(pairwise.mean_pct, 4)},
+        "hardest_pairs": pairwise.hardest.round(4).to_dict(orient="records"),
         "seconds_per_step": seconds,
         "report_uri": args.report_uri,
         "plots": sorted(plots),
@@ -175,23 +213,21 @@ def report_summary(args: argparse.Namespace, training: dict, labels: list[str], 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     """Write the report; returns summary.json's content."""
     started = time.perf_counter()
-    training, results, predictions = read_training_results(spark, args)
+    training, pairwise, predictions = read_training_results(spark, args)
     labels = training["classes"]
 
-    metrics = report_tables.metrics_table(results)
-    pairs = report_tables.pair_accuracy(metrics)
     per_class, confusion, overall = report_tables.multiclass_tables(predictions, labels)
     report = args.report_uri
-    write_tables(spark, report, metrics, pairs, per_class, confusion, training["multiclass"])
-    plots, class_plots = render_plots(training, labels, metrics, confusion)
+    write_tables(spark, report, pairwise, per_class, confusion, training["multiclass"])
+    plots, class_plots = render_plots(training, labels, pairwise, confusion)
     write_plots(spark, report, plots, labels)
 
     seconds = step_seconds(spark, args, training, started)
     rejects = count_rejects(spark, args, labels)
-    summary = report_summary(args, training, labels, rejects, overall, metrics, pairs, seconds, plots, class_plots)
+    summary = report_summary(args, training, labels, rejects, overall, pairwise, seconds, plots, class_plots)
     storage.write_text(spark, storage.join_uri(report, "summary.json"), json.dumps(summary, indent=2))
     log.info("report written to %s: multiclass accuracy %.2f%%, macro-F1 %.3f, %d pairwise models, %d plots",
-             report, 100 * overall["accuracy"], overall["macro_f1"], len(metrics), len(plots))
+             report, 100 * overall["accuracy"], overall["macro_f1"], pairwise.models, len(plots))
     return summary
 
 

@@ -1,4 +1,4 @@
-"""Report tables and plots from training results: pure functions of pandas frames, bytes out.
+"""Report tables and plots from training results' aggregates: pure functions of pandas frames, bytes out.
 
 Plots are rendered to PNG bytes (matplotlib's Agg backend, no display) so the job writes them
 through the same file-system layer as everything else: ``file://``, ``s3://`` and ``hdfs://`` alike.
@@ -15,21 +15,6 @@ import re
 
 import numpy as np
 import pandas as pd
-
-from image_jobs.conventions import METRICS_COLUMNS
-
-
-def metrics_table(results: pd.DataFrame) -> pd.DataFrame:
-    """metrics.csv: one row per pairwise model, the study's columns first, in a stable order."""
-    ordered = results.sort_values(["class_1", "class_2", "split"], kind="stable")
-    return ordered[list(METRICS_COLUMNS)].reset_index(drop=True)
-
-
-def pair_accuracy(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean/min/max accuracy of every pair over its splits, hardest first."""
-    grouped = metrics.groupby(["class_1", "class_2"], as_index=False)["predict_pct"]
-    table = grouped.agg(mean_pct="mean", min_pct="min", max_pct="max")
-    return table.sort_values(["mean_pct", "class_1", "class_2"]).reset_index(drop=True)
 
 
 def multiclass_tables(confusion: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -135,29 +120,33 @@ def _label_size(n: int) -> float:
     return max(6.0, min(10.0, 220.0 / max(n, 1)))
 
 
-def plot_accuracy_vs_split(metrics: pd.DataFrame, focus: str | None = None) -> bytes:
-    """Accuracy against split ratio: one line per pair involving ``focus`` (all pairs: mean and band)."""
+def plot_split_band(band: pd.DataFrame, title: str) -> bytes:
+    """Accuracy against split ratio as a band: mean, min-max and interquartile range per ratio (``band``: one row
+    per ratio, the columns of ``pairwise_report.BAND_COLUMNS``)."""
     fig, ax = _figure(9, 5.5)
-    if focus is None:
-        by_split = metrics.groupby("split")["predict_pct"]
-        stats = by_split.agg(["mean", "min", "max"]).join(by_split.quantile(0.25).rename("q1")).join(
-            by_split.quantile(0.75).rename("q3"))
-        ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15, label="min-max over pairs")
-        ax.fill_between(stats.index, stats["q1"], stats["q3"], alpha=0.3, label="interquartile range")
-        ax.plot(stats.index, stats["mean"], marker="o", label="mean over pairs")
-        ax.set_title(f"Pairwise accuracy vs split ratio ({metrics[['class_1', 'class_2']].drop_duplicates().shape[0]}"
-                     " pairs)")
-    else:
-        rows = metrics[(metrics["class_1"] == focus) | (metrics["class_2"] == focus)]
-        for (c1, c2), pair in rows.groupby(["class_1", "class_2"]):
-            other = c2 if c1 == focus else c1
-            ax.plot(pair["split"], pair["predict_pct"], marker=".", linewidth=1, label=other)
-        ax.set_title(f"{focus} vs each other class: accuracy vs split ratio")
-        n = rows[["class_1", "class_2"]].drop_duplicates().shape[0]
-        ax.legend(title="other class", fontsize=_label_size(n), ncol=2 if n > 18 else 1,
-                  loc="center left", bbox_to_anchor=(1.01, 0.5))
-    if focus is None:
-        ax.legend(loc="lower right")
+    ax.fill_between(band["split"], band["min"], band["max"], alpha=0.15, label="min-max over pairs")
+    ax.fill_between(band["split"], band["q1"], band["q3"], alpha=0.3, label="interquartile range")
+    ax.plot(band["split"], band["mean"], marker="o", label="mean over pairs")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    return _split_axes(ax, fig)
+
+
+def plot_focus_lines(rows: pd.DataFrame, focus: str) -> bytes:
+    """Accuracy against split ratio of each pair of ``focus``: one line per other class (``rows``: other, split,
+    predict_pct)."""
+    fig, ax = _figure(9, 5.5)
+    for other, pair in rows.groupby("other", sort=True):
+        pair = pair.sort_values("split", kind="stable")
+        ax.plot(pair["split"], pair["predict_pct"], marker=".", linewidth=1, label=other)
+    ax.set_title(f"{focus} vs each other class: accuracy vs split ratio")
+    n = rows["other"].nunique()
+    ax.legend(title="other class", fontsize=_label_size(n), ncol=2 if n > 18 else 1,
+              loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _split_axes(ax, fig)
+
+
+def _split_axes(ax, fig) -> bytes:
     ax.set_xlabel("split ratio (share of the pair's sample used for training)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 102)
@@ -187,13 +176,13 @@ def _matrix_inches(n: int, smallest: float) -> float:
     return min(MAX_MATRIX_INCHES, max(smallest, 0.32 * n + 3))
 
 
-def plot_pair_heatmap(metrics: pd.DataFrame, labels: list[str]) -> bytes:
-    """Class-by-class heatmap of mean pairwise accuracy over splits: which classes get confused."""
-    table = pair_accuracy(metrics)
+def plot_pair_heatmap(pairs: pd.DataFrame, labels: list[str]) -> bytes:
+    """Class-by-class heatmap of mean pairwise accuracy over splits: which classes get confused (``pairs``:
+    class_1, class_2, mean_pct)."""
     n = len(labels)
     matrix = np.full((n, n), np.nan)
     index = {label: i for i, label in enumerate(labels)}
-    for row in table.itertuples(index=False):
+    for row in pairs[["class_1", "class_2", "mean_pct"]].itertuples(index=False):
         if row.class_1 in index and row.class_2 in index:
             i, j = index[row.class_1], index[row.class_2]
             matrix[i, j] = matrix[j, i] = row.mean_pct

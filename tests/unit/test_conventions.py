@@ -16,7 +16,7 @@ def test_the_airflow_side_reads_the_jobs_own_file():
 
 def test_the_form_the_report_check_and_the_jobs_use_the_same_values():
     from image_jobs.backbones import BACKBONES as REGISTRY
-    from image_jobs.report_tables import METRICS_COLUMNS
+    from image_jobs.pairwise_report import METRICS_COLUMNS
     from image_jobs.training import PAIR_MODES as JOB_PAIR_MODES
 
     params = dag_params(load_settings({}))

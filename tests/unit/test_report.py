@@ -50,6 +50,7 @@ def test_quality_gate_fails_after_writing_the_report(tmp_path):
     (SUMMARY, None, "metrics.csv is missing"),
     (SUMMARY, "   \n", "metrics.csv is empty"),
     (SUMMARY, "a,b\n1,2\n", "metrics.csv does not start with the columns"),
+    (SUMMARY, METRICS.splitlines()[0] + "\n", "metrics.csv holds no model"),
     (SUMMARY, METRICS.replace("81.0", "high"), "metrics.csv line 2"),
 ])
 def test_bad_reports_name_the_file_and_the_problem_and_delete_nothing(tmp_path, summary, metrics, message):

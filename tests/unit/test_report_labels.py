@@ -39,13 +39,30 @@ def test_plot_file_stems_are_safe_and_never_collide():
     assert report_tables.plot_file_stem("a_b") == "a_b" != report_tables.plot_file_stem("a b")
 
 
+def pair_means(metrics: pd.DataFrame) -> pd.DataFrame:
+    """hardest_pairs.csv's rows (what the job computes in Spark), hardest first."""
+    table = metrics.groupby(["class_1", "class_2"], as_index=False)["predict_pct"].agg(
+        mean_pct="mean", min_pct="min", max_pct="max")
+    return table.sort_values(["mean_pct", "class_1", "class_2"]).reset_index(drop=True)
+
+
+def focus_lines(metrics: pd.DataFrame, focus: str) -> pd.DataFrame:
+    """A focus class's plot's rows: other, split, predict_pct."""
+    mine = metrics[(metrics["class_1"] == focus) | (metrics["class_2"] == focus)]
+    other = mine["class_2"].where(mine["class_1"] == focus, mine["class_1"])
+    return pd.DataFrame({"other": other, "split": mine["split"], "predict_pct": mine["predict_pct"]})
+
+
 def test_plots_draw_class_names_as_plain_text():
-    metrics = report_tables.metrics_table(results_frame(REPORT_LABELS))
+    metrics = results_frame(REPORT_LABELS)
     counts = pd.DataFrame({"label": sorted(REPORT_LABELS), "predicted": sorted(REPORT_LABELS), "count": 1})
     _, confusion, _ = report_tables.multiclass_tables(counts, sorted(REPORT_LABELS))
-    pngs = [report_tables.plot_pair_heatmap(metrics, sorted(REPORT_LABELS)),
+    band = pd.DataFrame({"split": [0.3, 0.7], "mean": [60.0, 70.0], "min": [50.0, 55.0], "max": [90.0, 99.0],
+                         "q1": [55.0, 60.0], "q3": [70.0, 80.0]})
+    pngs = [report_tables.plot_pair_heatmap(pair_means(metrics), sorted(REPORT_LABELS)),
             report_tables.plot_confusion_matrix(confusion),
-            *(report_tables.plot_accuracy_vs_split(metrics, label) for label in REPORT_LABELS)]
+            *(report_tables.plot_focus_lines(focus_lines(metrics, label), label) for label in REPORT_LABELS),
+            *(report_tables.plot_split_band(band, f"{label} vs each other class") for label in REPORT_LABELS)]
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000 for png in pngs)
 
 
@@ -59,8 +76,9 @@ def test_dollar_signs_in_class_names_are_not_mathtext():
         with pytest.raises(ValueError, match="Unknown symbol"):
             fig.savefig(io.BytesIO(), format="png")
         plt.close(fig)
-    metrics = report_tables.metrics_table(results_frame(REPORT_LABELS))
-    assert report_tables.plot_accuracy_vs_split(metrics, r"$\notacommand$").startswith(b"\x89PNG")
+    metrics = results_frame(REPORT_LABELS)
+    assert report_tables.plot_focus_lines(focus_lines(metrics, r"$\notacommand$"), r"$\notacommand$").startswith(
+        b"\x89PNG")
 
 
 def test_unrenderable_names_the_classes_no_installed_font_can_draw():
@@ -73,8 +91,8 @@ def test_csv_summary_and_report_md_keep_class_names_exactly(tmp_path):
     from markdown_it import MarkdownIt
 
     labels = sorted(REPORT_LABELS)
-    metrics = report_tables.metrics_table(results_frame(labels))
-    pairs = report_tables.pair_accuracy(metrics)
+    metrics = results_frame(labels)
+    pairs = pair_means(metrics)
     (tmp_path / "metrics.csv").write_text(metrics.to_csv(index=False))
     summary = {"run_key": "r", "backbone": "mobilenet_v2", "classes": labels,
                "image_counts": {label: 10 for label in labels}, "multiclass": {"accuracy": 0.9, "macro_f1": 0.9},

@@ -123,6 +123,20 @@ def test_the_inbox_pre_check_counts_photos_without_a_prediction(tmp_path):
     assert unscored_photos(f"file://{inbox}", f"file://{predictions}", WHEN) == (2, 1)
 
 
+def test_the_inbox_pre_check_skips_what_the_scoring_job_skips(tmp_path):
+    """Hidden names (macOS's ``._`` twins, ``_tmp/`` folders) are never scored: an inbox holding only them has
+    nothing to score, so no cluster starts for it."""
+    inbox, predictions = tmp_path / "inbox", tmp_path / "predictions" / "run"
+    for relative in ("._IMG_1.jpg", "team/._IMG_2.jpg", "_tmp/IMG_3.jpg", "team/.cache/IMG_4.jpg"):
+        (inbox / relative).parent.mkdir(parents=True, exist_ok=True)
+        (inbox / relative).write_bytes(b"x" * 10)
+        os.utime(inbox / relative, (WHEN.timestamp() - 60, WHEN.timestamp() - 60))
+    assert unscored_photos(f"file://{inbox}", f"file://{predictions}", WHEN) == (0, 0)
+    (inbox / "team" / "IMG_5.jpg").write_bytes(b"x" * 10)
+    os.utime(inbox / "team" / "IMG_5.jpg", (WHEN.timestamp() - 60, WHEN.timestamp() - 60))
+    assert unscored_photos(f"file://{inbox}", f"file://{predictions}", WHEN) == (1, 1)
+
+
 def test_an_answer_threshold_param_reaches_the_step_and_a_bad_one_is_named():
     settings = load_settings({"IMAGE_PIPELINE_ROOT_URI": "file:///data"})
     plan = build_scoring_plan({**PARAMS, "answer_threshold": 0.7}, "manual__x", WHEN, settings,

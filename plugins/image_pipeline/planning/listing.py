@@ -7,6 +7,7 @@ modification-time cut-off keeps a backfill of a past interval to the photos that
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -40,7 +41,7 @@ class ImageScan:
 
     def add(self, relative: str) -> None:
         """Count one image file, by its path relative to the images URI."""
-        if any(hidden_to_spark(part) for part in relative.split("/")):
+        if is_hidden(relative):
             self.n_hidden += 1
             if len(self.hidden) < EXAMPLES:
                 self.hidden.append(relative)
@@ -65,34 +66,47 @@ class ImageScan:
         return out
 
 
+def walk_images(root, modified_before: datetime | None = None) -> Iterator[tuple[str, dict]]:
+    """(path relative to ``root``, fsspec info) of every image file under the ``ObjectStoragePath`` ``root``,
+    modified before ``modified_before``, hidden names included (callers tell them apart with ``hidden_to_spark``).
+
+    Walks folder by folder: the caller holds one folder's listing at a time, never the whole collection.
+    """
+    top = root.path.rstrip("/")
+    for folder, _, files in root.fs.walk(top, detail=True, on_error="raise"):
+        relative_folder = folder.rstrip("/")[len(top) + 1:] if folder.rstrip("/") != top else ""
+        for name, info in files.items():
+            mtime = info_mtime(info)
+            if not name.lower().endswith(IMAGE_SUFFIXES) or (
+                    modified_before is not None and mtime is not None and mtime >= modified_before):
+                continue
+            yield (f"{relative_folder}/{name}" if relative_folder else name), info
+        root.fs.invalidate_cache(folder)  # s3fs would keep every folder's listing otherwise
+
+
+def is_hidden(relative: str) -> bool:
+    """Whether Spark's file sources and the jobs' listing skip a file, by its path below the root they list."""
+    return any(hidden_to_spark(part) for part in relative.split("/"))
+
+
 def scan_images(images_uri: str, conn_id: str | None = None, modified_before: datetime | None = None) -> ImageScan:
     """Image files per class folder under ``images_uri``, modified before ``modified_before``.
 
-    Goes through Airflow's object storage (file://, s3://) folder by folder (``walk``), so the task holds one
-    folder's listing at a time, never the whole collection, and a backfill of a past interval does not pick
-    up classes whose photos arrived later. A class is the first folder under the root, with its nested
-    sub-folders; an empty folder is no class. Files and folders Spark's file sources skip
-    (``hidden_to_spark``) are left out the same way and reported in ``hidden``. Raises PlanError naming the
-    images URI when it does not exist or cannot be read.
+    Goes through Airflow's object storage (file://, s3://) folder by folder (``walk_images``), so a backfill
+    of a past interval does not pick up classes whose photos arrived later. A class is the first folder under
+    the root, with its nested sub-folders; an empty folder is no class. Files and folders Spark's file sources
+    skip (``hidden_to_spark``) are left out the same way and reported in ``hidden``. Raises PlanError naming
+    the images URI when it does not exist or cannot be read.
     """
-    from airflow.sdk import ObjectStoragePath
+    from image_pipeline.planning.objects import object_path
 
-    root = ObjectStoragePath(images_uri, conn_id=conn_id) if images_uri.startswith("s3://") else \
-        ObjectStoragePath(images_uri)
+    root = object_path(images_uri, conn_id)
     try:
         if not root.exists() or not root.is_dir():
             raise PlanError(f"param 'images_uri': {images_uri} does not exist or is not a folder")
         scan = ImageScan({})
-        top = root.path.rstrip("/")
-        for folder, _, files in root.fs.walk(top, detail=True, on_error="raise"):
-            relative_folder = folder.rstrip("/")[len(top) + 1:] if folder.rstrip("/") != top else ""
-            for name, info in files.items():
-                mtime = info_mtime(info)
-                if not name.lower().endswith(IMAGE_SUFFIXES) or (
-                        modified_before is not None and mtime is not None and mtime >= modified_before):
-                    continue
-                scan.add(f"{relative_folder}/{name}" if relative_folder else name)
-            root.fs.invalidate_cache(folder)  # s3fs would keep every folder's listing otherwise
+        for relative, _ in walk_images(root, modified_before):
+            scan.add(relative)
         scan.counts = dict(sorted(scan.counts.items()))
         return scan
     except PlanError:

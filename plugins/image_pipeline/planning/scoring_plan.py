@@ -9,16 +9,14 @@ a poll that finds nothing new costs one listing, not a cluster.
 from __future__ import annotations
 
 import csv
-import io
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from image_pipeline.conventions import IMAGE_SUFFIXES
 from image_pipeline.planning import PlanError
 from image_pipeline.planning.layout import ScoringLayout, join, run_key_for, scoring_layout
-from image_pipeline.planning.listing import info_mtime
+from image_pipeline.planning.listing import info_mtime, is_hidden, walk_images
 from image_pipeline.planning.run_plan import (
     bounded,
     emr_choices,
@@ -102,22 +100,35 @@ def unscored_photos(inbox_uri: str, predictions_uri: str, modified_before: datet
                     conn_id: str | None = None) -> tuple[int, int]:
     """(photos in the inbox modified before ``modified_before``, how many of them predictions.csv lacks).
 
-    A best-effort pre-check: the scoring job decides exactly. An inbox that does not exist holds 0.
+    The inbox is listed as the scoring job lists it: recursive, image extensions, names Spark's file sources
+    treat as hidden (``._IMG.jpg``, ``_tmp/``) left out. Both are streamed: the task holds one 64-bit
+    fingerprint per scored photo, never the listing or the CSV. A best-effort pre-check: the scoring job
+    decides exactly. An inbox that does not exist holds 0.
     """
     from image_pipeline.planning.objects import object_path
 
     inbox = object_path(inbox_uri, conn_id)
     if not inbox.exists():
         return 0, 0
-    listed = set()
-    for path, info in inbox.fs.find(inbox.path, detail=True).items():
-        mtime = info_mtime(info)
-        if path.lower().endswith(IMAGE_SUFFIXES) and (mtime is None or mtime < modified_before):
-            listed.add(photo_key(path, info.get("size") or 0, mtime))
-    scored = set()
-    csv_path = object_path(join(predictions_uri, "predictions.csv"), conn_id)
-    if listed and csv_path.exists():
-        for row in csv.DictReader(io.StringIO(csv_path.read_text())):
+    scored = scored_fingerprints(object_path(join(predictions_uri, "predictions.csv"), conn_id))
+    top = inbox.path.rstrip("/")
+    listed = unscored = 0
+    for relative, info in walk_images(inbox, modified_before):
+        if is_hidden(relative):
+            continue
+        listed += 1
+        unscored += hash(photo_key(f"{top}/{relative}", info.get("size") or 0, info_mtime(info))) not in scored
+    return listed, unscored
+
+
+def scored_fingerprints(csv_path) -> set[int]:
+    """The fingerprint (``hash`` of ``photo_key``, stable within the process) of every photo predictions.csv
+    holds, read row by row."""
+    scored: set[int] = set()
+    if not csv_path.exists():
+        return scored
+    with csv_path.open("r", encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
             when = datetime.fromisoformat(row["modification_time"].replace("Z", "+00:00"))
-            scored.add(photo_key(row["path"], row["length"], when))
-    return len(listed), len(listed - scored)
+            scored.add(hash(photo_key(row["path"], row["length"], when)))
+    return scored

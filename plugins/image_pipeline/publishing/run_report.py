@@ -8,7 +8,6 @@ is ever deleted here.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import string
 from typing import Any
@@ -58,23 +57,34 @@ def read_summary(report_uri: str, conn_id: str | None = None) -> dict[str, Any]:
     return summary
 
 
-def read_metrics(report_uri: str, conn_id: str | None = None) -> list[dict[str, str]]:
-    """metrics.csv rows, checked for the study's columns and at least one model."""
+def read_metrics(report_uri: str, conn_id: str | None = None) -> dict[str, float | int]:
+    """metrics.csv checked row by row for the study's columns and at least one model, streamed (at 1,000 classes
+    it holds millions of models): the number of models and their mean accuracy."""
     uri = join(report_uri, "metrics.csv")
-    rows = list(csv.DictReader(io.StringIO(_read(uri, conn_id))))
-    header = list(rows[0].keys()) if rows else []
-    if header[: len(METRICS_HEADER_START)] != METRICS_HEADER_START:
-        raise ReportError(f"{uri} does not start with the columns {METRICS_HEADER_START} (got {header[:9]})")
-    for i, row in enumerate(rows, start=2):
-        try:
-            float(row["predict_pct"])
-            int(row["nb_test"])
-        except (TypeError, ValueError):
-            raise ReportError(f"{uri} line {i}: predict_pct/nb_test are not numbers: {row}") from None
-    return rows
+    path = object_path(uri, conn_id)
+    if not path.exists():
+        raise ReportError(f"{uri} is missing")
+    models, total = 0, 0.0
+    with path.open("r", encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        if not [name for name in header if name.strip()]:
+            raise ReportError(f"{uri} is empty")
+        if header[: len(METRICS_HEADER_START)] != METRICS_HEADER_START:
+            raise ReportError(f"{uri} does not start with the columns {METRICS_HEADER_START} (got {header[:9]})")
+        for i, row in enumerate(reader, start=2):
+            try:
+                total += float(row["predict_pct"])
+                int(row["nb_test"])
+            except (TypeError, ValueError):
+                raise ReportError(f"{uri} line {i}: predict_pct/nb_test are not numbers: {row}") from None
+            models += 1
+    if not models:
+        raise ReportError(f"{uri} holds no model")
+    return {"models": models, "mean_pct": total / models}
 
 
-def summarise(summary: dict, metrics: list[dict], report_uri: str) -> dict[str, Any]:
+def summarise(summary: dict, metrics: dict[str, float | int], report_uri: str) -> dict[str, Any]:
     """The run's headline numbers, for the log and the task's output."""
     return {
         "run_key": summary["run_key"],
@@ -85,8 +95,8 @@ def summarise(summary: dict, metrics: list[dict], report_uri: str) -> dict[str, 
         "rejects": summary.get("rejects", {}).get("count", 0),
         "multiclass_accuracy": summary["multiclass"]["accuracy"],
         "macro_f1": summary["multiclass"].get("macro_f1"),
-        "pairwise_models": len(metrics),
-        "pairwise_mean_accuracy_pct": round(sum(float(r["predict_pct"]) for r in metrics) / len(metrics), 2),
+        "pairwise_models": metrics["models"],
+        "pairwise_mean_accuracy_pct": round(metrics["mean_pct"], 2),
         "hardest_pairs": summary["hardest_pairs"][:5],
         "seconds_per_step": summary["seconds_per_step"],
         "report_uri": report_uri,

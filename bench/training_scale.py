@@ -4,6 +4,8 @@
     make bench-scale BENCH_ARGS="--sizes 10000,100000 --keep"     # keep (and reuse) the generated features
     make bench-scale BENCH_ARGS="--old-sizes ''"                  # without the previous job
     make bench-scale BENCH_ARGS="--live-heap-every 0"             # no forced GCs: the reference phase timings
+    make bench-scale BENCH_ARGS="--sizes 100000 --old-sizes '' --grid default --cv-max-rows 20000"
+                                                                  # the model selection's cost at its default grid
 
 Per size N it writes N synthetic 1,280-d float32 feature rows of 131 classes (the fruits study's count; one
 Gaussian cluster per class around a normal(0, 1) centre, noise 4.75: 10,000 rows give about 86% accuracy, more
@@ -70,8 +72,9 @@ SAMPLE_SECONDS = 0.5
 MB = 1024 * 1024
 # the training arguments: small enough for 2 cores, the same at every size
 TRAIN_OPTIONS = ["--pair-mode", "one_vs_each", "--focus-class", "class_000", "--split-ratios", "0.5",
-                 "--max-per-class", "200", "--pca-components", "64", "--reductions", "64", "--c-grid", "0.01,1.0",
-                 "--cv-folds", "3", "--test-fraction", "0.2", "--seed", "0"]
+                 "--max-per-class", "200", "--pca-components", "64", "--test-fraction", "0.2", "--seed", "0"]
+# the model selection's grid: small by default; --grid default measures the job's own (3 reductions x 4 C x 5 folds)
+SMALL_GRID = ["--reductions", "64", "--c-grid", "0.01,1.0", "--cv-folds", "3"]
 
 
 # ---- the synthetic feature rows ----------------------------------------------------------------------------
@@ -158,11 +161,11 @@ def build_zips(work: Path) -> tuple[Path, Path]:
     return Path(out.strip()), old_zip
 
 
-def train_args(run: Path, data: Path, models: str, cv_max_rows: int | None) -> list[str]:
+def train_args(run: Path, data: Path, models: str, cv_max_rows: int | None, grid: str) -> list[str]:
     """train_models' command line; ``cv_max_rows`` None: the previous job's (no identity, no CV sample)."""
     args = ["--features-uri", f"file://{data}/features", "--backbone", BACKBONE, "--models-uri",
             f"file://{run}/{models}", "--run-key", RUN_KEY, "--modified-before", MODIFIED_BEFORE,
-            "--labels-json", "[]", *TRAIN_OPTIONS]
+            "--labels-json", "[]", *TRAIN_OPTIONS, *(SMALL_GRID if grid == "small" else [])]
     if cv_max_rows is not None:
         args += ["--extract-summary-uri", f"file://{data}/extract_summary.json", "--cv-max-rows", str(cv_max_rows)]
     return args
@@ -397,12 +400,12 @@ def run_jobs(info, run: Path, data: Path, zips: tuple[Path, Path], args: argpars
         return run_job(argv, env, logs / f"n{n}-{name}.log", worker, probe, timeout)
 
     jobs = {"train": job("train", zips[0].parent / "train_models.py",
-                         train_args(run, data, "models", args.cv_max_rows), zips[0])}
+                         train_args(run, data, "models", args.cv_max_rows, args.grid), zips[0])}
     if jobs["train"]["error"] is None:
         jobs["evaluate"] = job("evaluate", zips[0].parent / "evaluate_models.py", evaluate_args(run), zips[0])
     if n in args.old_sizes:
         jobs["old_train"] = job("old_train", zips[1].parent / "spark_jobs" / "train_models.py",
-                                train_args(run, data, "old_models", None), zips[1], args.old_timeout)
+                                train_args(run, data, "old_models", None, args.grid), zips[1], args.old_timeout)
     for name, models in (("train", "models"), ("old_train", "old_models")):
         summary = run / models / "training_summary.json"
         if name in jobs and jobs[name]["error"] is None and summary.exists():
@@ -615,7 +618,8 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
           f"cluster (1 worker, {args.cores} cores, {args.worker_memory_gb} GB, executor "
           f"{args.worker_memory_gb - 1}g), driver {args.driver_memory} (capacity.spark_defaults m5.xlarge), each job "
           f"a fresh spark-submit; memory sampled every {SAMPLE_SECONDS} s")
-    print(f"train_models options: {shlex.join(TRAIN_OPTIONS)} --cv-max-rows {args.cv_max_rows}")
+    grid = SMALL_GRID if args.grid == "small" else ["(the job's default selection grid)"]
+    print(f"train_models options: {shlex.join([*TRAIN_OPTIONS, *grid])} --cv-max-rows {args.cv_max_rows}")
     gcs = (f"a full GC forced every {args.live_heap_every:g} s (included in the seconds; --live-heap-every 0 for "
            "the reference timings)" if args.live_heap_every > 0 else "no forced GCs: no live heap")
     print("phase seconds from training_summary.json; submit s / eval s: spark-submit wall (JVM start included); "
@@ -661,6 +665,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cores", type=int, default=2, help="the local worker's cores")
     parser.add_argument("--worker-memory-gb", type=int, default=4, help="the local worker's memory (executor: 1 less)")
     parser.add_argument("--cv-max-rows", type=int, default=20_000)
+    parser.add_argument("--grid", choices=("small", "default"), default="small",
+                        help="the model selection's grid: small (one PCA size, two C, 3 folds), or the job's default")
     parser.add_argument("--live-heap-every", type=float, default=5.0,
                         help="seconds between forced full GCs of the driver (jcmd GC.run) for the live heap's peak, "
                              "the figure the driver heap target uses; 0: none (the reference phase timings, no "

@@ -26,60 +26,35 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from image_jobs import storage
 from image_jobs.cli import LabelsFileError, add_labels_args, load_labels, parse_labels_json, run_job
-from image_jobs.conventions import DEFAULT_SPLIT_RATIOS, MODEL_FORMAT, PAIR_MODES
-from image_jobs.extraction import spark_timestamp
-from image_jobs.feature_identity import FeatureIdentity
-from image_jobs.multiclass import (
-    FinalModel,
-    Selection,
-    accuracy_figures,
-    answered_counts,
-    choose_threshold,
-    cross_validate,
-    fit_final,
-    multiclass_summary,
-    test_predictions,
-    threshold_and_curve,
-)
+from image_jobs.conventions import DEFAULT_SPLIT_RATIOS, PAIR_MODES
+from image_jobs.multiclass import cross_validate, fit_and_write
+from image_jobs.pairwise import pairwise_sweep
 from image_jobs.selection import (
-    CURVE_THRESHOLDS,
     DEFAULT_C_GRID,
     DEFAULT_CV_FOLDS,
     DEFAULT_REDUCTIONS,
     DEFAULT_TARGET_PRECISION,
     SelectionInputError,
-    Setting,
     parse_c_grid,
     parse_reductions,
     reduction_name,
 )
 from image_jobs.session import job_logger
-from image_jobs.training import (
-    TrainingInputError,
-    best_per_pair,
-    check_inputs,
-    latest_features,
-    make_pair_fitter,
-    pair_result_schema,
-    pair_tasks,
-    restrict_run,
-)
+from image_jobs.training import TrainingInputError, check_inputs
 from image_jobs.training_data import (
     DEFAULT_CV_MAX_ROWS,
     TrainingData,
     class_counts,
     cv_sample,
+    load_run_features,
     prepare,
-    sweep_sample,
+    read_feature_identity,
 )
 
 if TYPE_CHECKING:
-    from pyspark import Broadcast
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
 log = job_logger("train_models")
 
@@ -151,70 +126,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def read_feature_identity(spark, args: argparse.Namespace) -> FeatureIdentity:
-    """The identity of the run's features, as its extraction recorded it in ``--extract-summary-uri``."""
-    uri = args.extract_summary_uri
-    if not storage.exists(spark, uri):
-        raise TrainingInputError(f"--extract-summary-uri {uri} does not exist: run extract_features first")
-    try:
-        recorded = json.loads(storage.read_text(spark, uri)).get("feature_identity")
-        identity = FeatureIdentity.from_dict(recorded, uri)
-    except (ValueError, AttributeError) as exc:
-        raise TrainingInputError(f"{uri} records no usable feature identity ({exc}); run extract_features "
-                                 "again") from None
-    if identity.backbone != args.backbone:
-        raise TrainingInputError(f"{uri}: the extraction used backbone {identity.backbone}, not --backbone "
-                                 f"{args.backbone}")
-    return identity
-
-
-def load_run_features(spark, args: argparse.Namespace):
-    """The newest feature row per image the run sees, of the run's feature identity: path, label, features."""
-    from pyspark.sql import functions as F
-
-    df = storage.read_committed(spark, storage.join_uri(args.features_uri, f"backbone={args.backbone}"), log=log,
-                                merge_schema=True)
-    identity = args.feature_identity
-    if df is None or not set(identity.columns()) <= set(df.columns):
-        raise TrainingInputError(f"no features of {identity.describe()} under {args.features_uri} (rows written "
-                                 "before features had an identity are not read); run extract_features first")
-    for column, value in identity.columns().items():
-        df = df.filter(F.col(column) == value)
-    df = df.select("path", "label", "modificationTime", "run", "features")
-    return latest_features(restrict_run(df, args.labels, spark_timestamp(args.modified_before))).select(
-        "path", "label", "features")
-
-
-def portable_model(data: TrainingData, setting: Setting, final: FinalModel, args: argparse.Namespace,
-                   threshold: dict) -> dict:
-    """The chosen multiclass pipeline as plain arrays: what a prediction step needs, without Spark.
-
-    ``z = (x - scaler_mean) / scaler_std`` (0 where the std is 0), then ``z @ pca_components.T`` (no
-    PCA when the chosen reduction is none: ``pca_components`` is null); the standardised rows' mean is 0,
-    so the PCA needs no centring of its own.
-    """
-    reduction, k = data.reduction, setting.components
-    return {
-        "format": MODEL_FORMAT,
-        "run_key": args.run_key,
-        "backbone": args.backbone,
-        "weights_uri": args.weights_uri,
-        "feature_identity": args.feature_identity.to_dict(),
-        "feature_dim": data.feature_dim,
-        "labels": data.labels,
-        "scaler_mean": reduction.mean.tolist(),
-        "scaler_std": np.where(reduction.constant, 0.0, reduction.scale).tolist(),
-        "reduction": setting.reduction,
-        "pca_components": reduction.components[:k].tolist() if k else None,  # k x feature_dim
-        "explained_variance_ratio": reduction.explained_variance_ratio[:k].tolist() if k else None,
-        "classifier": "multinomial_logistic_regression",
-        "classifier_c": setting.c,
-        "coef": final.coef.tolist(),
-        "intercept": final.intercept.tolist(),
-        "answer_threshold": threshold,
-    }
-
-
 def read_training_data(spark: SparkSession, args: argparse.Namespace) -> TrainingData:
     """The run's rows (its feature identity, newest per photo), its classes checked, split and reduced."""
     features = load_run_features(spark, args)
@@ -223,84 +134,6 @@ def read_training_data(spark: SparkSession, args: argparse.Namespace) -> Trainin
                           args.focus_class)
     log.info("training on %d images of %d classes: %s", sum(counts.values()), len(labels), counts)
     return prepare(spark, features, labels, counts, args)
-
-
-def train_multiclass(spark: SparkSession, args: argparse.Namespace, data: TrainingData,
-                     selection: Selection) -> dict:
-    """Fit the chosen setting on every training row, set its threshold, write it and its test predictions;
-    returns the multiclass part of the training summary."""
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    final = fit_final(data.rows, selection.chosen, data.n_train, len(data.labels))
-    threshold = choose_threshold(selection, args.target_precision)
-    predictions = test_predictions(data.rows, selection.chosen, final, data.labels).withColumn(
-        "uncertain", F.col("probability") < threshold["threshold"]).persist(StorageLevel.DISK_ONLY)
-    predictions.drop("label_index", "predicted_index").write.mode("overwrite").parquet(
-        storage.join_uri(args.models_uri, "multiclass", "test_predictions"))
-    accuracy = accuracy_figures(predictions)
-    thresholds = sorted({*CURVE_THRESHOLDS, threshold["threshold"]})
-    test_threshold, pr_curve = threshold_and_curve(selection, answered_counts(predictions, thresholds), accuracy[1],
-                                                   threshold["threshold"])
-    predictions.unpersist()
-    threshold = {**threshold, **test_threshold}
-    model = portable_model(data, selection.chosen, final, args, threshold)
-    storage.write_text(spark, storage.join_uri(args.models_uri, "multiclass", "model.json"), json.dumps(model))
-    n_correct, n_test, low, high = accuracy
-    log.info("multiclass: accuracy %.2f%% (95%% interval %.1f-%.1f%%) on %d test images, fitted on %d rows in "
-             "%.1f s; threshold %.3f answers %.1f%% of them at %.1f%% precision", 100 * n_correct / n_test,
-             100 * low, 100 * high, n_test, data.n_train, final.seconds, threshold["threshold"],
-             100 * threshold["test_coverage"], 100 * threshold["test_precision"])
-    return multiclass_summary(args, selection, accuracy, data.n_train, threshold, pr_curve, final)
-
-
-def fit_pairs(spark: SparkSession, args: argparse.Namespace, tasks: list, label_index: dict[str, int],
-              broadcast: Broadcast) -> DataFrame:
-    """The pairwise results (every model, the best of each pair flagged), fitted on the executors."""
-    partitions = max(1, min(len(tasks), spark.sparkContext.defaultParallelism * 4))
-    task_df = spark.createDataFrame(
-        [(t.pair_index, t.class_1, t.class_2, t.split, t.num_model) for t in tasks],
-        "pair_index int, class_1 string, class_2 string, split double, num_model int",
-    ).repartition(partitions, "pair_index")
-    return best_per_pair(task_df.mapInPandas(
-        make_pair_fitter(broadcast, label_index, args.max_per_class, args.iterations, args.seed),
-        pair_result_schema(),
-    ))
-
-
-def write_pairwise(results: DataFrame, models_uri: str) -> None:
-    """Write every pairwise model's results, and the best model of each pair in its own partition."""
-    from pyspark.sql import functions as F
-
-    results.drop("coef", "intercept").orderBy("pair_index", "num_model").coalesce(1).write.mode(
-        "overwrite").parquet(storage.join_uri(models_uri, "pairwise_results"))
-    (results.filter("best_of_pair")
-     .withColumn("pair", F.concat_ws("_VS_", "class_1", "class_2"))
-     .select("pair", "class_1", "class_2", "split", "predict_pct", "nb_test", "coef", "intercept", "model_type")
-     .repartition("pair").write.mode("overwrite").partitionBy("pair")
-     .parquet(storage.join_uri(models_uri, "pairwise")))
-
-
-def pairwise_sweep(spark: SparkSession, args: argparse.Namespace, data: TrainingData) -> tuple[int, int, float]:
-    """Fit and write the pairwise models of the run's pair mode; returns (pairs, models, seconds)."""
-    # the per-class samples of the reduced rows go to every executor once; the task table spreads the fits
-    sweep_started = time.perf_counter()
-    tasks = pair_tasks(data.labels, args.pair_mode, args.focus_class, args.split_ratios)
-    n_pairs = len({t.pair_index for t in tasks})
-    log.info("pairwise sweep (%s): %d pairs x %d splits = %d models", args.pair_mode, n_pairs,
-             len(args.split_ratios), len(tasks))
-    sample = sweep_sample(data, args.max_per_class, args.seed)
-    broadcast = spark.sparkContext.broadcast((sample.pca, sample.y))
-    label_index = {label: i for i, label in enumerate(data.labels)}
-    results = fit_pairs(spark, args, tasks, label_index, broadcast).cache()
-    write_pairwise(results, args.models_uri)
-    n_models = results.count()
-    results.unpersist()
-    broadcast.unpersist()
-    sweep_seconds = time.perf_counter() - sweep_started
-    log.info("pairwise sweep: %d models in %.1f s (%.0f models/s)", n_models, sweep_seconds,
-             n_models / max(sweep_seconds, 1e-9))
-    return n_pairs, n_models, sweep_seconds
 
 
 def training_summary(args: argparse.Namespace, data: TrainingData, multiclass: dict, n_pairs: int, n_models: int,
@@ -339,18 +172,17 @@ def write_summary(spark: SparkSession, args: argparse.Namespace, summary: dict) 
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
-    """Train everything for one run; returns the training summary it wrote."""
+    """Train everything for one run, phase by phase; returns the training summary it wrote."""
     started = time.perf_counter()
     load_labels(spark, args)
-    args.feature_identity = read_feature_identity(spark, args)
+    args.feature_identity = read_feature_identity(spark, args.extract_summary_uri, args.backbone)
     data = read_training_data(spark, args)
     reduce_seconds = time.perf_counter() - started
 
-    sample = cv_sample(data, args.cv_max_rows, args.cv_folds, args.seed)
-    selection = cross_validate(spark, args, sample, data.labels, data.k_fit, data.feature_dim)
-    del sample
+    selection = cross_validate(spark, args, cv_sample(data, args.cv_max_rows, args.cv_folds, args.seed),
+                               data.labels, data.k_fit, data.feature_dim)
     mc_started = time.perf_counter()
-    multiclass = train_multiclass(spark, args, data, selection)
+    multiclass = fit_and_write(spark, args, data, selection)
     mc_seconds = time.perf_counter() - mc_started
 
     n_pairs, n_models, sweep_seconds = pairwise_sweep(spark, args, data)

@@ -10,12 +10,15 @@ rows already standardised). Test predictions, accuracy and the threshold's test 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from image_jobs import storage
+from image_jobs.predictor import model_document
 from image_jobs.selection import (
     CURVE_THRESHOLDS,
     MAX_ITER,
@@ -239,3 +242,33 @@ def multiclass_summary(args, selection: Selection, accuracy: tuple[int, int, flo
         },
         "answer_threshold": {**threshold, "curve": pr_curve},
     }
+
+
+def fit_and_write(spark, args, data, selection: Selection) -> dict:
+    """Fit the chosen setting on every training row, set its threshold, write model.json and the test
+    predictions under ``args.models_uri``; returns the multiclass part of the training summary."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    final = fit_final(data.rows, selection.chosen, data.n_train, len(data.labels))
+    threshold = choose_threshold(selection, args.target_precision)
+    predictions = test_predictions(data.rows, selection.chosen, final, data.labels).withColumn(
+        "uncertain", F.col("probability") < threshold["threshold"]).persist(StorageLevel.DISK_ONLY)
+    predictions.drop("label_index", "predicted_index").write.mode("overwrite").parquet(
+        storage.join_uri(args.models_uri, "multiclass", "test_predictions"))
+    accuracy = accuracy_figures(predictions)
+    thresholds = sorted({*CURVE_THRESHOLDS, threshold["threshold"]})
+    test_threshold, pr_curve = threshold_and_curve(selection, answered_counts(predictions, thresholds), accuracy[1],
+                                                   threshold["threshold"])
+    predictions.unpersist()
+    threshold = {**threshold, **test_threshold}
+    model = model_document(run_key=args.run_key, weights_uri=args.weights_uri, identity=args.feature_identity,
+                           labels=data.labels, reduction=data.reduction, setting=selection.chosen, coef=final.coef,
+                           intercept=final.intercept, threshold=threshold)
+    storage.write_text(spark, storage.join_uri(args.models_uri, "multiclass", "model.json"), json.dumps(model))
+    n_correct, n_test, low, high = accuracy
+    log.info("multiclass: accuracy %.2f%% (95%% interval %.1f-%.1f%%) on %d test images, fitted on %d rows in "
+             "%.1f s; threshold %.3f answers %.1f%% of them at %.1f%% precision", 100 * n_correct / n_test,
+             100 * low, 100 * high, n_test, data.n_train, final.seconds, threshold["threshold"],
+             100 * threshold["test_coverage"], 100 * threshold["test_precision"])
+    return multiclass_summary(args, selection, accuracy, data.n_train, threshold, pr_curve, final)

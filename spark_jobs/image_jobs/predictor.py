@@ -1,6 +1,6 @@
 """Prediction with a trained run's multiclass model: photo bytes -> the top classes with probabilities.
 
-The model is the run's ``multiclass/model.json`` (written by ``train_models.portable_model``): scaler
+The model is the run's ``multiclass/model.json`` (this module writes it too: ``model_document``): scaler
 mean/std, PCA components (k x feature_dim, or null when the run chose no reduction), multinomial
 logistic regression coefficients, labels, backbone and weights URI, as plain arrays, and the answer
 threshold. Photos go through exactly the extraction job's code path (``featurize.featurize_contents``:
@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from image_jobs.conventions import MODEL_FORMAT as MODEL_FORMAT  # re-exported: what this reader writes
-from image_jobs.conventions import MODEL_FORMATS_READ
+from image_jobs.conventions import MODEL_FORMAT, MODEL_FORMATS_READ
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.feature_identity import FeatureIdentity, FeatureIdentityError
 
@@ -94,6 +93,38 @@ class MulticlassModel:
         k = max(1, min(k, len(self.labels)))
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         return [[(self.labels[j], float(row[j])) for j in idx] for row, idx in zip(probabilities, order, strict=True)]
+
+
+def model_document(*, run_key: str, weights_uri: str | None, identity: FeatureIdentity, labels: list[str],
+                   reduction, setting, coef: np.ndarray, intercept: np.ndarray, threshold: dict) -> dict:
+    """model.json's content (format MODEL_FORMAT, the one ``model_from_dict`` reads): the chosen multiclass
+    pipeline as plain arrays, what a prediction needs without Spark.
+
+    ``reduction``: the run's ``statistics.Reduction``; ``setting``: the chosen ``selection.Setting``.
+    ``z = (x - scaler_mean) / scaler_std`` (0 where the std is 0), then ``z @ pca_components.T`` (no PCA when
+    the chosen reduction is none: ``pca_components`` is null); the standardised rows' mean is 0, so the PCA
+    needs no centring of its own.
+    """
+    k = setting.components
+    return {
+        "format": MODEL_FORMAT,
+        "run_key": run_key,
+        "backbone": identity.backbone,
+        "weights_uri": weights_uri,
+        "feature_identity": identity.to_dict(),
+        "feature_dim": int(reduction.mean.shape[0]),
+        "labels": list(labels),
+        "scaler_mean": reduction.mean.tolist(),
+        "scaler_std": np.where(reduction.constant, 0.0, reduction.scale).tolist(),
+        "reduction": setting.reduction,
+        "pca_components": reduction.components[:k].tolist() if k else None,  # k x feature_dim
+        "explained_variance_ratio": reduction.explained_variance_ratio[:k].tolist() if k else None,
+        "classifier": "multinomial_logistic_regression",
+        "classifier_c": setting.c,
+        "coef": np.asarray(coef).tolist(),
+        "intercept": np.asarray(intercept).tolist(),
+        "answer_threshold": threshold,
+    }
 
 
 def _array(model: dict, field: str, source: str, ndim: int) -> np.ndarray:

@@ -9,13 +9,18 @@ pairwise sweep's per-class samples (at most ``--max-per-class`` rows a class).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 
+from image_jobs import storage
+from image_jobs.extraction import spark_timestamp
+from image_jobs.feature_identity import FeatureIdentity
 from image_jobs.samples import bounded_quotas, held_out_quota, mark_first_per_class
 from image_jobs.statistics import Reduction, distributed_moments, reduce_rows
+from image_jobs.training import TrainingInputError, latest_features, restrict_run
 
 log = logging.getLogger("train_models")
 
@@ -143,3 +148,37 @@ def sweep_sample(data: TrainingData, max_per_class: int, seed: int) -> Sample:
                                   "pairwise sweep", "_in")
     sample = collect_sample(chosen.filter("_in"), ("pca",))
     return Sample(sample.y, np.ascontiguousarray(sample.pca[:, :data.k]), None)
+
+
+def read_feature_identity(spark, uri: str, backbone: str) -> FeatureIdentity:
+    """The identity of the run's features, as its extraction recorded it in its summary at ``uri``."""
+    if not storage.exists(spark, uri):
+        raise TrainingInputError(f"--extract-summary-uri {uri} does not exist: run extract_features first")
+    try:
+        recorded = json.loads(storage.read_text(spark, uri)).get("feature_identity")
+        identity = FeatureIdentity.from_dict(recorded, uri)
+    except (ValueError, AttributeError) as exc:
+        raise TrainingInputError(f"{uri} records no usable feature identity ({exc}); run extract_features "
+                                 "again") from None
+    if identity.backbone != backbone:
+        raise TrainingInputError(f"{uri}: the extraction used backbone {identity.backbone}, not --backbone "
+                                 f"{backbone}")
+    return identity
+
+
+def load_run_features(spark, args):
+    """The newest feature row per image the run sees, of the run's feature identity (``args.feature_identity``):
+    path, label, features."""
+    from pyspark.sql import functions as F
+
+    df = storage.read_committed(spark, storage.join_uri(args.features_uri, f"backbone={args.backbone}"), log=log,
+                                merge_schema=True)
+    identity = args.feature_identity
+    if df is None or not set(identity.columns()) <= set(df.columns):
+        raise TrainingInputError(f"no features of {identity.describe()} under {args.features_uri} (rows written "
+                                 "before features had an identity are not read); run extract_features first")
+    for column, value in identity.columns().items():
+        df = df.filter(F.col(column) == value)
+    df = df.select("path", "label", "modificationTime", "run", "features")
+    return latest_features(restrict_run(df, args.labels, spark_timestamp(args.modified_before))).select(
+        "path", "label", "features")

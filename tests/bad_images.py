@@ -42,6 +42,8 @@ HOSTILE_LABELS = [
     "50%20off",
     "ratio 1:2",
     "{{ 7*7 }} [x]*?",
+    "-x",  # looks like an option to a command line parser
+    "--pair-mode",
 ]
 
 

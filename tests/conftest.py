@@ -35,6 +35,17 @@ os.environ.update({
 })
 
 
+def option(args, name: str) -> str:
+    """The value of option ``name`` in a command line: ``--name=value`` (how the steps pass their options) or
+    ``--name value`` (spark-submit's own)."""
+    args = list(args)
+    values = [a.split("=", 1)[1] for a in args if a.startswith(f"{name}=")]
+    if name in args:
+        values.append(args[args.index(name) + 1])
+    assert len(values) == 1, f"{name} appears {len(values)} times in {args}"
+    return values[0]
+
+
 def pytest_collection_modifyitems(items):
     """Tests marked ``after_other_runs`` go last, so they see what every other test's runs left."""
     items.sort(key=lambda item: item.get_closest_marker("after_other_runs") is not None)

@@ -4,6 +4,10 @@ Every bad input becomes a ``DecodeError`` with a short human-readable reason, ne
 escaping into Spark: one bad photo must not fail a job over thousands of good ones. A reason starts
 with its kind in lower-case words ("too many pixels: image is ..."), which the job log and the report
 count by (``extraction.reason_kind``).
+
+Only what belongs to the file is a reason. A ``MemoryError`` (the worker short of memory, not the photo at
+fault: the pixel guard below refuses the photos too large for any worker) propagates: the task fails and
+Spark retries it, so the photo is never recorded as a permanent reject.
 """
 
 from __future__ import annotations
@@ -108,8 +112,6 @@ def decode_image(data: bytes, policy: ResizePolicy, max_pixels: int = DEFAULT_MA
         raise DecodeError(f"too many pixels (decompression bomb guard): {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"corrupt or truncated image: {exc}") from None
-    except MemoryError:
-        raise DecodeError("out of memory while decoding") from None
     if pixels.shape != (policy.size, policy.size, 3):
         raise DecodeError(f"decoded to unexpected shape {pixels.shape}")
     return DecodedImage(pixels, width, height)

@@ -36,6 +36,11 @@ def reason_kind(reason: str) -> str:
     return (match.group(1).strip() if match else "") or "other"
 
 
+# reasons earlier versions recorded as permanent rejects though the file was not at fault (a decoder out of
+# memory): a MemoryError now fails the task, which Spark retries; such rows are not "done" and are tried again
+TRANSIENT_REJECT_REASONS = ("out of memory while decoding",)
+
+
 def reason_kind_column(column: str = "reason"):
     """``reason_kind`` as a Spark column expression (for counting rejects by kind without collecting them)."""
     from pyspark.sql import functions as F
@@ -137,6 +142,8 @@ def done_rows(spark, dataset_uris: list[str], run_key: str, identity: dict[str, 
         if df is None or (identity and not set(identity) <= set(df.columns)):
             continue  # nothing committed, or only rows written before features had an identity
         df = df.filter(F.col("run") != run_key)
+        if "reason" in df.columns:  # a reject for a cause that was not the file's: not done, tried again
+            df = df.filter(~F.col("reason").isin(list(TRANSIENT_REJECT_REASONS)))
         for column, value in (identity or {}).items():
             df = df.filter(F.col(column) == value)
         frames.append(df.select("path", "length", F.unix_millis("modificationTime").alias("mtime_ms")))

@@ -180,3 +180,15 @@ def test_rejecting_a_400_megapixel_image_keeps_memory_bounded(tmp_path):
     assert "rejected: too many pixels: image is 20000x20000" in out
     before_kb, after_kb = (int(v) for v in out.split("peak_kb")[1].split())
     assert after_kb - before_kb < 50_000  # decoding would need 400 MB (grayscale) to 1.2 GB (RGB)
+
+
+def test_a_worker_out_of_memory_is_not_the_photos_fault(monkeypatch):
+    """A MemoryError while decoding fails the task (Spark retries it): never a permanent reject."""
+    from image_jobs import decode
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(decode, "_resize", exhausted)
+    with pytest.raises(MemoryError):
+        decode_image(jpeg_bytes((300, 200), (10, 200, 30)), SQUASH)

@@ -10,6 +10,7 @@ import pytest
 from botocore.exceptions import ParamValidationError
 from botocore.validate import validate_parameters
 
+from conftest import option
 from image_pipeline.compute.emr.capacity import (
     INSTANCE_TYPES,
     NODE_TYPES,
@@ -78,7 +79,7 @@ def test_run_job_flow_body_is_valid_and_complete():
     assert body["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
     assert body["LogUri"].startswith("s3://bucket/prefix/logs")
     tags = {t["Key"]: t["Value"] for t in body["Tags"]}
-    assert tags["run_key"] == "scheduled__2026-03-01T00_00_00_00_00"
+    assert tags["run_key"].startswith("scheduled__2026-03-01T00_00_00_00_00-")
     assert tags["for-use-with-amazon-emr-managed-policies"] == "true"  # AmazonEMRServicePolicy_v2 needs it
     assert body["ServiceRole"] == "EMR_DefaultRole_V2" and body["JobFlowRole"] == "EMR_EC2_DefaultRole"
     assert "VisibleToAllUsers" not in body  # no longer supported by EMR
@@ -160,7 +161,7 @@ def test_steps_are_valid_and_carry_the_local_arguments():
         args = step["HadoopJarStep"]["Args"]
         assert step["HadoopJarStep"]["Jar"] == "command-runner.jar"
         assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
-        assert args[args.index("--py-files") + 1] == ARTIFACTS["jobs_zip_uri"]
+        assert option(args, "--py-files") == ARTIFACTS["jobs_zip_uri"]
         entry = args.index(f"{ARTIFACTS['entry_dir_uri']}/{spec.entry_script}")
         assert tuple(args[entry + 1:]) == spec.args  # exactly the local backend's arguments
         assert step["ActionOnFailure"] == "CANCEL_AND_WAIT"
@@ -187,7 +188,7 @@ def test_a_thousand_long_class_names_travel_in_a_file_within_emrs_step_size_limi
         added = emr.add_job_flow_steps(JobFlowId=cluster, Steps=steps)["StepIds"]
         assert len(added) == 3
         args = emr.describe_step(ClusterId=cluster, StepId=added[0])["Step"]["Config"]["Args"]
-        assert args[args.index("--labels-uri") + 1] == p["labels_uri"]
+        assert option(args, "--labels-uri") == p["labels_uri"]
     old = {key: value for key, value in p.items() if key != "labels_uri"}
     with pytest.raises(ValueError, match=r"EMR step extract_features: its arguments hold \d+ characters, over "
                                          r"AddJobFlowSteps' limit of 10240"):

@@ -141,12 +141,14 @@ def test_a_plan_serialised_before_the_inference_choice_still_runs_tensorflow_at_
 
     old = {k: v for k, v in training_plan({}, LOCAL).items() if k not in ("runtime", "precision", "target_precision")}
     extract, train, _ = build_steps(old)
-    assert extract.args[-4:] == ("--runtime", RUNTIME_OF_PLANS_WITHOUT_ONE, "--precision",
-                                 PRECISION_OF_PLANS_WITHOUT_ONE) == ("--runtime", "tensorflow", "--precision", "fp32")
-    assert "--target-precision" not in train.args  # the job's own default, as when such a plan ran
+    assert extract.args[-2:] == (f"--runtime={RUNTIME_OF_PLANS_WITHOUT_ONE}",
+                                 f"--precision={PRECISION_OF_PLANS_WITHOUT_ONE}") == ("--runtime=tensorflow",
+                                                                                      "--precision=fp32")
+    # the job's own default, as when such a plan ran
+    assert not [a for a in train.args if a.startswith("--target-precision")]
     assert train_models.parse_args(list(train.args)).target_precision == PARAM_SPECS["target_precision"].default
     old_scoring = {k: v for k, v in scoring_plan({}, LOCAL).items() if k not in ("runtime", "precision")}
-    assert build_scoring_steps(old_scoring)[0].args[-4:] == ("--runtime", "tensorflow", "--precision", "fp32")
+    assert build_scoring_steps(old_scoring)[0].args[-2:] == ("--runtime=tensorflow", "--precision=fp32")
 
 
 def test_the_prepared_weights_are_named_by_the_conventions():

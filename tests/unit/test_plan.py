@@ -1,9 +1,11 @@
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from bad_images import HOSTILE_LABELS
+from conftest import option
 from image_pipeline.compute.steps import build_steps
 from image_pipeline.planning.layout import run_key_for, run_layout
 from image_pipeline.planning.listing import discover_labels, hidden_to_spark, scan_images
@@ -27,9 +29,21 @@ def params(**overrides):
 
 def test_run_key_is_path_safe():
     key = run_key_for("manual__2026-11-21T10:00:00.123+00:00")
-    assert key == "manual__2026-11-21T10_00_00.123_00_00"
+    assert re.fullmatch(r"manual__2026-11-21T10_00_00\.123_00_00-[0-9a-f]{10}", key)
     assert ":" not in run_key_for("scheduled__2026-01-01T00:00:00+00:00") and "+" not in key
-    assert run_key_for("backfill__a/b c") == "backfill__a_b_c"
+    assert run_key_for("backfill__a/b c").startswith("backfill__a_b_c-")
+    assert run_key_for("nightly_1") == "nightly_1"  # nothing folded: the id itself
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]{1,200}", run_key_for(i)) for i in ("x" * 500, "é" * 300, "a b"))
+
+
+def test_run_ids_that_fold_or_cut_alike_get_different_keys():
+    """The REST API accepts custom run ids: two that fold to one key would share a run folder, and one's
+    teardown would stop the other's cluster."""
+    pairs = [("manual__2026-11-21T10:00:00+00:00", "manual__2026-11-21T10_00_00_00_00"),
+             ("team a", "team_a"), ("run:1", "run+1"), ("x" * 200 + "a", "x" * 200 + "b"), ("x" * 200, "x" * 201)]
+    for first, second in pairs:
+        assert run_key_for(first) != run_key_for(second), (first, second)
+    assert run_key_for("run:1") == run_key_for("run:1")  # the same id, the same key on every call
 
 
 def test_layout_builds_every_uri_under_the_root():
@@ -44,7 +58,9 @@ def test_plan_resolves_everything_and_is_json_serialisable():
     import json
 
     plan = build_run_plan(params(), "scheduled__2026-03-01T00:00:00+00:00", WHEN, SETTINGS, LABELS)
-    assert plan.labels == sorted(LABELS) and plan.layout.run_key == "scheduled__2026-03-01T00_00_00_00_00"
+    assert plan.labels == sorted(LABELS)
+    assert plan.layout.run_key == run_key_for("scheduled__2026-03-01T00:00:00+00:00")
+    assert plan.layout.run_key.startswith("scheduled__2026-03-01T00_00_00_00_00-")
     assert plan.modified_before == "2026-03-01T12:00:00Z"
     assert plan.weights_uri == "file:///data/root/weights/mobilenet_v2_imagenet.keras"
     assert plan.layout.report_uri == f"file:///data/root/runs/{plan.layout.run_key}/report"
@@ -56,17 +72,17 @@ def test_steps_get_the_same_arguments_from_the_plan():
                           SETTINGS, LABELS).as_dict()
     extract, train, evaluate = build_steps(plan)
     assert extract.entry_script == "extract_features.py"
-    assert extract.args[extract.args.index("--labels-uri") + 1] == plan["labels_uri"]
+    assert option(extract.args, "--labels-uri") == plan["labels_uri"]
     assert plan["labels_uri"] == f"{plan['steps_uri']}/labels.json" and plan["labels"] == ["beagle", "pug"]
-    assert train.args[train.args.index("--focus-class") + 1] == "pug"
-    assert train.args[train.args.index("--split-ratios") + 1] == "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
-    assert train.args[train.args.index("--target-precision") + 1] == "0.95"  # no such param: the default
+    assert option(train.args, "--focus-class") == "pug"
+    assert option(train.args, "--split-ratios") == "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+    assert option(train.args, "--target-precision") == "0.95"  # no such param: the default
     strict = build_run_plan(params(target_precision=0.99), "r", WHEN, SETTINGS, LABELS).as_dict()
-    assert build_steps(strict)[1].args[build_steps(strict)[1].args.index("--target-precision") + 1] == "0.99"
+    assert option(build_steps(strict)[1].args, "--target-precision") == "0.99"
     with pytest.raises(PlanError, match=r"param 'target_precision' must be in \[0.5, 1.0\], got 0.2"):
         build_run_plan(params(target_precision=0.2), "r", WHEN, SETTINGS, LABELS)
-    assert evaluate.args[evaluate.args.index("--report-uri") + 1] == plan["report_uri"]
-    assert all(plan["modified_before"] in step.args for step in (extract, train, evaluate))
+    assert option(evaluate.args, "--report-uri") == plan["report_uri"]
+    assert all(option(step.args, "--modified-before") == plan["modified_before"] for step in (extract, train, evaluate))
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -101,12 +117,12 @@ def test_bad_params_are_named(overrides, message):
 
 def test_the_extraction_step_gets_the_runtime_and_precision():
     extract = build_steps(build_run_plan(params(), "r", WHEN, SETTINGS, LABELS).as_dict())[0]
-    assert extract.args[-4:] == ("--runtime", "openvino", "--precision", "fp32")  # the default
+    assert extract.args[-2:] == ("--runtime=openvino", "--precision=fp32")  # the default
     plan = build_run_plan(params(runtime="openvino", precision="bf16"), "r", WHEN, SETTINGS, LABELS).as_dict()
     assert (plan["runtime"], plan["precision"]) == ("openvino", "bf16")
     extract, train, evaluate = build_steps(plan)
-    assert extract.args[-4:] == ("--runtime", "openvino", "--precision", "bf16")
-    assert "--runtime" not in train.args and "--runtime" not in evaluate.args
+    assert extract.args[-2:] == ("--runtime=openvino", "--precision=bf16")
+    assert not [a for a in (*train.args, *evaluate.args) if a.startswith("--runtime")]
     import extract_features
 
     parsed = extract_features.parse_args(list(extract.args))  # the job accepts exactly what the plan sends
@@ -122,7 +138,7 @@ def test_read_concurrency_and_the_feature_identity_source_reach_the_jobs():
     plan = build_run_plan(params(read_concurrency=48), "r", WHEN, SETTINGS, LABELS).as_dict()
     extract, train, _ = build_steps(plan)
     assert extract_features.parse_args(list(extract.args)).read_concurrency == 48
-    summary = extract.args[extract.args.index("--summary-uri") + 1]
+    summary = option(extract.args, "--summary-uri")
     assert train_models.parse_args(list(train.args)).extract_summary_uri == summary
     assert build_run_plan(params(), "r", WHEN, SETTINGS, LABELS).read_concurrency == 16  # the declared default
     old = {key: value for key, value in plan.items() if key != "read_concurrency"}
@@ -190,6 +206,18 @@ def test_hostile_folder_names_are_discovered_literally_and_hidden_ones_left_out(
     assert "5 image file(s) under names starting with '.' or '_' are skipped" in warnings
 
 
+@pytest.mark.parametrize("focus", ["-x", "--pair-mode"])
+def test_a_class_named_like_an_option_reaches_the_jobs_as_a_value(focus):
+    import train_models
+
+    labels = ["beagle", "-x", "--pair-mode"]
+    plan = build_run_plan(params(pair_mode="one_vs_each", focus_class=focus), "-r", WHEN, SETTINGS,
+                          {label: 20 for label in labels}).as_dict()
+    train = build_steps(plan)[1]
+    args = train_models.parse_args(list(train.args))
+    assert (args.focus_class, args.pair_mode, args.run_key) == (focus, "one_vs_each", plan["run_key"])
+
+
 def test_hidden_to_spark_follows_sparks_rule():
     assert [hidden_to_spark(n) for n in (".x", "..x", "_x", "x._COPYING_", "_metadata")] == [True] * 4 + [False]
     assert not any(hidden_to_spark(n) for n in ("a..b", "x_", "_a=b", "chat noir é", "$(touch pwned)"))
@@ -208,12 +236,12 @@ def test_hostile_labels_are_accepted_exactly_and_reach_the_steps_in_the_labels_f
     assert json.loads(Path(written.removeprefix("file://")).read_text()) == sorted(HOSTILE_LABELS)
     for step in build_steps(plan)[:2]:
         assert all(isinstance(arg, str) for arg in step.args)  # one argv entry each, nothing to split or quote
-        assert step.args[step.args.index("--labels-uri") + 1] == written
+        assert option(step.args, "--labels-uri") == written
     old = {key: value for key, value in plan.items() if key != "labels_uri"}  # a plan from before the file
-    assert json.loads(build_steps(old)[0].args[build_steps(old)[0].args.index("--labels-json") + 1]) == sorted(
+    assert json.loads(option(build_steps(old)[0].args, "--labels-json")) == sorted(
         HOSTILE_LABELS)
     train = build_steps(plan)[1]
-    assert train.args[train.args.index("--focus-class") + 1] == "$(touch pwned)"
+    assert option(train.args, "--focus-class") == "$(touch pwned)"
 
 
 @pytest.mark.parametrize("labels,message", [

@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 import pytest
 from test_emr import ARTIFACTS, validate
 
+from conftest import option
 from image_pipeline.compute.emr.requests import emr_steps, job_flow_overrides, load_emr_settings
 from image_pipeline.compute.steps import step_by_name, steps_for
+from image_pipeline.planning.layout import run_key_for
 from image_pipeline.planning.run_plan import PlanError
 from image_pipeline.planning.scoring_plan import build_scoring_plan, photo_key, unscored_photos
 from image_pipeline.wiring.settings import load_settings
@@ -31,7 +33,8 @@ def test_the_plan_places_a_scoring_run_under_scoring_and_its_predictions_under_t
     plan = build_scoring_plan(PARAMS, "asset_triggered__2026-03-01T10:00:00+00:00", WHEN, settings,
                               latest("file:///data")).as_dict()
     assert json.loads(json.dumps(plan)) == plan
-    assert plan["kind"] == "scoring" and plan["run_key"] == "asset_triggered__2026-03-01T10_00_00_00_00"
+    assert plan["kind"] == "scoring"
+    assert plan["run_key"] == run_key_for("asset_triggered__2026-03-01T10:00:00+00:00")
     assert plan["inbox_uri"] == "file:///data/inbox"
     assert plan["predictions_uri"] == "file:///data/predictions/scheduled__2026-02-22T00_00_00_00_00"
     assert plan["cluster_uri"] == f"file:///data/scoring/{plan['run_key']}/cluster"
@@ -41,12 +44,12 @@ def test_the_plan_places_a_scoring_run_under_scoring_and_its_predictions_under_t
     assert step == step_by_name(plan, "score_inbox")
     assert step.entry_script == "score_inbox.py"
     assert list(step.args) == [
-        "--inbox-uri", "file:///data/inbox", "--predictions-uri", plan["predictions_uri"],
-        "--model-uri", "file:///data/runs/train/models", "--run-key", plan["run_key"],
-        "--modified-before", "2026-03-01T10:00:00Z", "--batch-size", "16",
-        "--weights-uri", "file:///data/weights/mobilenet_v2_imagenet.keras",
-        "--summary-uri", f"{plan['steps_uri']}/score_inbox.json", "--read-concurrency", "16",
-        "--runtime", "openvino", "--precision", "fp32"]
+        "--inbox-uri=file:///data/inbox", f"--predictions-uri={plan['predictions_uri']}",
+        "--model-uri=file:///data/runs/train/models", f"--run-key={plan['run_key']}",
+        "--modified-before=2026-03-01T10:00:00Z", "--batch-size=16",
+        "--weights-uri=file:///data/weights/mobilenet_v2_imagenet.keras",
+        f"--summary-uri={plan['steps_uri']}/score_inbox.json", "--read-concurrency=16",
+        "--runtime=openvino", "--precision=fp32"]
     with pytest.raises(ValueError, match="unknown step 'train_models'; steps are score_inbox"):
         step_by_name(plan, "train_models")
 
@@ -62,7 +65,7 @@ def test_emr_runs_the_same_step_with_the_staged_weights_and_a_valid_request():
     args = step["HadoopJarStep"]["Args"]
     assert args[:2] == ["spark-submit", "--deploy-mode"] and args[7] == "s3://bucket/prefix/artifacts/abc/score_inbox.py"
     local_args = list(steps_for(plan, staged["weights_uri"])[0].args)
-    assert args[8:] == local_args and "s3://bucket/prefix/artifacts/weights-1/mnv2.keras" in local_args
+    assert args[8:] == local_args and "--weights-uri=s3://bucket/prefix/artifacts/weights-1/mnv2.keras" in local_args
     body = job_flow_overrides(plan, plan["emr"], staged, "image_scoring")
     validate("RunJobFlow", body)
     core = next(f for f in body["Instances"]["InstanceFleets"] if f["InstanceFleetType"] == "CORE")
@@ -88,7 +91,7 @@ def test_scoring_on_openvino_passes_runtime_and_precision_to_the_step():
     plan = build_scoring_plan({**PARAMS, "runtime": "openvino", "precision": "auto"}, "manual__x", WHEN, settings,
                               latest("file:///data")).as_dict()
     (step,) = steps_for(plan)
-    assert step.args[-4:] == ("--runtime", "openvino", "--precision", "auto")
+    assert step.args[-2:] == ("--runtime=openvino", "--precision=auto")
 
 
 def test_photo_keys_match_across_spark_and_object_storage_paths():
@@ -142,7 +145,7 @@ def test_an_answer_threshold_param_reaches_the_step_and_a_bad_one_is_named():
     plan = build_scoring_plan({**PARAMS, "answer_threshold": 0.7}, "manual__x", WHEN, settings,
                               latest("file:///data")).as_dict()
     (step,) = steps_for(plan)
-    assert step.args[step.args.index("--threshold") + 1] == "0.7"
+    assert option(step.args, "--threshold") == "0.7"
     default = build_scoring_plan({**PARAMS, "answer_threshold": None}, "manual__x", WHEN, settings,
                                  latest("file:///data")).as_dict()
     assert default["answer_threshold"] is None and "--threshold" not in steps_for(default)[0].args

@@ -39,61 +39,65 @@ class StepSpec:
         return f"{self.name}.py"
 
 
+def opt(name: str, value: object) -> str:
+    """One option and its value as a single argument, ``--name=value``: argparse then never mistakes a value
+    that starts with ``-`` (a class named ``-x``, a run key ``--y``) for an option of its own."""
+    return f"--{name}={value}"
+
+
 def _weights_args(plan: dict) -> list[str]:
     if plan["weights_uri"] == "random":
         return ["--random-weights"]
-    return ["--weights-uri", plan["weights_uri"]] if plan["weights_uri"] else []
+    return [opt("weights-uri", plan["weights_uri"])] if plan["weights_uri"] else []
 
 
 def _inference_args(plan: dict) -> list[str]:
-    return ["--runtime", plan.get("runtime", RUNTIME_OF_PLANS_WITHOUT_ONE),
-            "--precision", plan.get("precision", PRECISION_OF_PLANS_WITHOUT_ONE)]
+    return [opt("runtime", plan.get("runtime", RUNTIME_OF_PLANS_WITHOUT_ONE)),
+            opt("precision", plan.get("precision", PRECISION_OF_PLANS_WITHOUT_ONE))]
 
 
 def _read_args(plan: dict) -> list[str]:
     # a plan serialised before the setting existed passes none: the jobs' default
-    return ["--read-concurrency", str(plan["read_concurrency"])] if "read_concurrency" in plan else []
+    return [opt("read-concurrency", plan["read_concurrency"])] if "read_concurrency" in plan else []
+
+
+def _run_args(plan: dict, *names: str) -> list[str]:
+    """``--<name>=<plan value>`` for plan keys named like the options (``features_uri`` -> ``--features-uri``)."""
+    return [opt(name.replace("_", "-"), plan[name]) for name in names]
 
 
 def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepSpec]:
     """The run's steps, in order. ``plan`` is a RunPlan as a dict (what crosses XCom).
 
     ``staged_weights_uri`` replaces the plan's weights URI where the weights were copied next to
-    the code for the cluster (EMR); every other argument comes from the plan as it is.
+    the code for the cluster (EMR); every other argument comes from the plan as it is. Every option is one
+    argument with its value (``opt``).
     """
     if staged_weights_uri:
         plan = {**plan, "weights_uri": staged_weights_uri}
     # the class list in a file the plan wrote (plans from before it: the list itself, short enough then)
-    labels = ["--labels-uri", plan["labels_uri"]] if plan.get("labels_uri") else [
-        "--labels-json", json.dumps(plan["labels"])]
+    labels = [opt("labels-uri", plan["labels_uri"])] if plan.get("labels_uri") else [
+        opt("labels-json", json.dumps(plan["labels"]))]
     extract_summary = join(plan["steps_uri"], f"{EXTRACT}.json")
     extract = [
-        "--images-uri", plan["images_uri"], "--features-uri", plan["features_uri"],
-        "--rejects-uri", plan["rejects_uri"], "--backbone", plan["backbone"],
-        *_weights_args(plan),
-        "--run-key", plan["run_key"], "--modified-before", plan["modified_before"],
-        "--batch-size", str(plan["batch_size"]), *labels,
-        "--summary-uri", extract_summary, *_read_args(plan), *_inference_args(plan),
+        *_run_args(plan, "images_uri", "features_uri", "rejects_uri", "backbone"), *_weights_args(plan),
+        *_run_args(plan, "run_key", "modified_before", "batch_size"), *labels,
+        opt("summary-uri", extract_summary), *_read_args(plan), *_inference_args(plan),
     ]
     train = [
-        "--features-uri", plan["features_uri"], "--backbone", plan["backbone"],
-        "--models-uri", plan["models_uri"], "--run-key", plan["run_key"],
-        "--modified-before", plan["modified_before"], *labels,
-        "--pair-mode", plan["pair_mode"],
-        *(["--focus-class", plan["focus_class"]] if plan["focus_class"] else []),
-        "--split-ratios", ",".join(str(r) for r in plan["split_ratios"]),
-        "--max-per-class", str(plan["max_per_class"]), "--iterations", str(plan["iterations"]),
-        "--pca-components", str(plan["pca_components"]), "--test-fraction", str(plan["test_fraction"]),
-        "--seed", str(plan["seed"]), "--extract-summary-uri", extract_summary,
-        *(["--target-precision", str(plan["target_precision"])] if "target_precision" in plan else []),
+        *_run_args(plan, "features_uri", "backbone", "models_uri", "run_key", "modified_before"), *labels,
+        opt("pair-mode", plan["pair_mode"]),
+        *([opt("focus-class", plan["focus_class"])] if plan["focus_class"] else []),
+        opt("split-ratios", ",".join(str(r) for r in plan["split_ratios"])),
+        *_run_args(plan, "max_per_class", "iterations", "pca_components", "test_fraction", "seed"),
+        opt("extract-summary-uri", extract_summary),
+        *([opt("target-precision", plan["target_precision"])] if "target_precision" in plan else []),
         # recorded in the model for prediction ("random" included, so prediction builds the same backbone)
-        *(["--weights-uri", plan["weights_uri"]] if plan["weights_uri"] else []),
+        *([opt("weights-uri", plan["weights_uri"])] if plan["weights_uri"] else []),
     ]
     evaluate = [
-        "--models-uri", plan["models_uri"], "--report-uri", plan["report_uri"],
-        "--rejects-uri", plan["rejects_uri"], "--backbone", plan["backbone"], "--run-key", plan["run_key"],
-        "--modified-before", plan["modified_before"],
-        "--extract-summary-uri", extract_summary,
+        *_run_args(plan, "models_uri", "report_uri", "rejects_uri", "backbone", "run_key", "modified_before"),
+        opt("extract-summary-uri", extract_summary),
     ]
     return [StepSpec(EXTRACT, tuple(extract)), StepSpec(TRAIN, tuple(train)), StepSpec(EVALUATE, tuple(evaluate))]
 
@@ -103,12 +107,11 @@ def build_scoring_steps(plan: dict, staged_weights_uri: str | None = None) -> li
     ``build_steps``. Without a weights URI the job loads the weights recorded in the model."""
     weights = staged_weights_uri or plan["weights_uri"]
     score = [
-        "--inbox-uri", plan["inbox_uri"], "--predictions-uri", plan["predictions_uri"],
-        "--model-uri", plan["models_uri"], "--run-key", plan["run_key"],
-        "--modified-before", plan["modified_before"], "--batch-size", str(plan["batch_size"]),
-        *(["--weights-uri", weights] if weights and weights != "random" else []),
-        *(["--threshold", str(plan["answer_threshold"])] if plan.get("answer_threshold") is not None else []),
-        "--summary-uri", join(plan["steps_uri"], f"{SCORE}.json"),
+        *_run_args(plan, "inbox_uri", "predictions_uri"), opt("model-uri", plan["models_uri"]),
+        *_run_args(plan, "run_key", "modified_before", "batch_size"),
+        *([opt("weights-uri", weights)] if weights and weights != "random" else []),
+        *([opt("threshold", plan["answer_threshold"])] if plan.get("answer_threshold") is not None else []),
+        opt("summary-uri", join(plan["steps_uri"], f"{SCORE}.json")),
         *_read_args(plan), *_inference_args(plan),
     ]
     return [StepSpec(SCORE, tuple(score))]

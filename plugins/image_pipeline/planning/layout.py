@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import asdict, dataclass
 
@@ -26,15 +27,24 @@ LABELS_FILE = "labels.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def run_key_for(run_id: str) -> str:
-    """A path-safe run key from an Airflow run id (no ':' or '+'; valid in S3, HDFS and local paths).
+MAX_RUN_KEY = 200
+DIGEST_CHARS = 10
 
-    ``manual__2026-11-21T10:00:00.123+00:00`` -> ``manual__2026-11-21T10_00_00.123_00_00``.
+
+def run_key_for(run_id: str) -> str:
+    """A path-safe run key from an Airflow run id (valid in S3, HDFS and local paths), one per run id.
+
+    Characters outside ``[A-Za-z0-9._-]`` fold to ``_`` and the key is cut at MAX_RUN_KEY characters; when
+    folding or cutting changed the id, ``-`` and the first DIGEST_CHARS hex digits of the id's SHA-256 end
+    the key, so two run ids never share a run folder (``a:b`` and ``a_b``, or two long ids alike in their
+    first 200 characters). ``manual__2026-11-21T10:00:00.123+00:00`` ->
+    ``manual__2026-11-21T10_00_00.123_00_00-<digest>``; a plain id such as ``nightly_1`` stays as it is.
     """
-    key = _UNSAFE.sub("_", run_id).strip("._")
-    if not key:
-        raise ValueError(f"run id {run_id!r} has no path-safe characters")
-    return key[:200]
+    folded = _UNSAFE.sub("_", run_id).strip("._") or "run"  # an id of no safe character: run-<digest>
+    if folded == run_id and len(folded) <= MAX_RUN_KEY:
+        return folded
+    digest = hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:DIGEST_CHARS]
+    return f"{folded[:MAX_RUN_KEY - DIGEST_CHARS - 1]}-{digest}"
 
 
 def join(base: str, *parts: str) -> str:

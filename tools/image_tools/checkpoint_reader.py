@@ -79,6 +79,21 @@ def _rebuild_parameter(data, *_ignored):
     return data
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """The header and trailer pickles (magic number, protocol, system info, storage keys): plain data only, so
+    any class or persistent id a crafted file names is refused before it is looked up."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise CheckpointFormatError(f"unsupported object in checkpoint header: {module}.{name}")
+
+    def persistent_load(self, saved_id: Any) -> Any:
+        raise CheckpointFormatError(f"unsupported persistent id in checkpoint header: {saved_id!r}")
+
+
+def _plain_load(f: IO[bytes]) -> Any:
+    return _PlainUnpickler(f, encoding="utf-8").load()
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file: IO[bytes], storages: dict[str, _Storage]):
         super().__init__(file, encoding="utf-8")
@@ -118,16 +133,18 @@ def load_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             raise CheckpointFormatError(f"{path} is a zip-format checkpoint, not the legacy format")
         f.seek(0)
         try:
-            magic = pickle.load(f)
-            protocol = pickle.load(f)
-            pickle.load(f)  # system info: endianness and type sizes, always little-endian here
+            magic = _plain_load(f)
+            protocol = _plain_load(f)
+            _plain_load(f)  # system info: endianness and type sizes, always little-endian here
+        except CheckpointFormatError as exc:
+            raise CheckpointFormatError(f"{path}: {exc}") from None
         except Exception as exc:
             raise CheckpointFormatError(f"{path} is not a torch checkpoint: {exc}") from exc
         if magic != LEGACY_MAGIC or protocol != LEGACY_PROTOCOL:
             raise CheckpointFormatError(f"{path}: unexpected magic {magic!r} or protocol {protocol!r}")
         storages: dict[str, _Storage] = {}
         obj = _Unpickler(f, storages).load()
-        keys = pickle.load(f)
+        keys = _plain_load(f)
         for key in keys:
             storage = storages[key]
             (numel,) = struct.unpack("<q", f.read(8))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC
 
 GLOB_SPECIAL = "\\{}[]*?"
@@ -53,25 +54,47 @@ def join_uri(base: str, *parts: str) -> str:
 def write_bytes(spark, uri: str, data: bytes) -> None:
     """Write a small file (report, plot, model) through Hadoop's FileSystem, replacing any old one.
 
-    Written to a temporary name first and renamed, so a reader never sees half a file; on object
-    stores the single PUT of ``create`` is atomic already.
+    A reader finds the old file or the new one, whole, and never no file (``_replace``). On object stores
+    the single PUT of ``create`` replaces the object whole when it completes; elsewhere the bytes go to a
+    temporary name beside the target first.
     """
-    fs, path = _hadoop_path(spark, uri)
+    fs, target = _hadoop_path(spark, uri)
+    if (target.toUri().getScheme() or "file") not in ("file", "hdfs"):
+        _write(fs, target, data)
+        return
+    partial = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(
+        target.getParent(), f".{target.getName()}.{uuid.uuid4().hex}.partial")
+    _write(fs, partial, data)
+    _replace(spark, fs, partial, target)
+
+
+def _replace(spark, fs, source, target) -> None:
+    """Put the file ``source`` in the place of ``target`` in one step, the old ``target`` readable until then.
+
+    Local: one rename, which replaces the target atomically (POSIX ``rename``); HDFS: a rename with the
+    OVERWRITE option; object stores: a copy onto the target (one upload that replaces the object whole when
+    it completes), then the source deleted.
+    """
     jvm = spark.sparkContext._jvm
-    scheme = path.toUri().getScheme() or "file"
-    target = path
-    via_rename = scheme in ("file", "hdfs")
-    if via_rename:
-        path = jvm.org.apache.hadoop.fs.Path(uri + ".partial")
+    scheme = target.toUri().getScheme() or "file"
+    if scheme == "file":
+        if not fs.rename(source, target):
+            raise OSError(f"could not replace {target.toString()} with {source.toString()}")
+    elif scheme == "hdfs":
+        overwrite = spark.sparkContext._gateway.new_array(jvm.org.apache.hadoop.fs.Options.Rename, 1)
+        overwrite[0] = jvm.org.apache.hadoop.fs.Options.Rename.OVERWRITE
+        fs.rename(source, target, overwrite)
+    else:
+        conf = spark.sparkContext._jsc.hadoopConfiguration()
+        jvm.org.apache.hadoop.fs.FileUtil.copy(fs, source, fs, target, True, True, conf)
+
+
+def _write(fs, path, data: bytes) -> None:
     out = fs.create(path, True)
     try:
         out.write(bytearray(data))
     finally:
         out.close()
-    if via_rename:
-        if fs.exists(target):
-            fs.delete(target, False)
-        fs.rename(path, target)
 
 
 def write_csv_file(df, uri: str) -> None:
@@ -88,9 +111,7 @@ def write_csv_file(df, uri: str) -> None:
     fs, folder = _hadoop_path(spark, parts)
     (part,) = [s.getPath() for s in fs.listStatus(folder) if s.getPath().getName().startswith("part-")]
     _, target = _hadoop_path(spark, uri)
-    if fs.exists(target):
-        fs.delete(target, False)
-    fs.rename(part, target)
+    _replace(spark, fs, part, target)  # the old file stays readable until the new one replaces it
     fs.delete(folder, True)
 
 

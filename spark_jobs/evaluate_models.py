@@ -101,7 +101,7 @@ def write_tables(spark: SparkSession, report: str, pairwise: Pairwise, per_class
 
     def write_csv(name: str, frame: pd.DataFrame, index: bool = False) -> None:
         """Write one small table as CSV under the report folder."""
-        storage.write_text(spark, storage.join_uri(report, name), frame.to_csv(index=index))
+        storage.write_text(spark, storage.join_uri(report, name), report_tables.csv_text(frame).to_csv(index=index))
 
     storage.write_csv_file(pairwise_report.csv_text_columns(pairwise.metrics), storage.join_uri(report, "metrics.csv"))
     storage.write_csv_file(pairwise_report.csv_text_columns(pairwise.pairs),

@@ -46,3 +46,4 @@ PREPARED_WEIGHTS: dict[str, str] = _conventions.PREPARED_WEIGHTS
 hidden_to_spark = _conventions.hidden_to_spark
 MAX_CLASSES: int = _conventions.MAX_CLASSES
 DEFAULT_READ_CONCURRENCY: int = _conventions.DEFAULT_READ_CONCURRENCY
+csv_cell_value = _conventions.csv_cell_value

@@ -80,3 +80,23 @@ def min_images_for_fraction(fraction: float) -> int:
 def min_images_per_class(split_ratios, test_fraction: float) -> int:
     """Fewest images a class needs so every train/test split and the test hold-out have both sides."""
     return max(min_images_for_fraction(f) for f in [*split_ratios, test_fraction])
+
+
+# CSV cells a spreadsheet would run as a formula start with one of these (OWASP, "CSV Injection"); every text
+# cell the product writes that starts with one of them, or with the quote itself, gets a leading "'": the
+# spreadsheet shows the text, and ``csv_cell_value`` gives the exact value back (one quote removed)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV_TEXT_QUOTE = "'"
+CSV_ESCAPED_START = "^[=+\\-@\t\r']"  # the same starts (and the quote), as a Java regular expression
+
+
+def csv_cell(text: str | None) -> str | None:
+    """A text value as the product writes it into a CSV cell: neutralised when a spreadsheet would run it."""
+    if text and text.startswith((*FORMULA_STARTS, CSV_TEXT_QUOTE)):
+        return CSV_TEXT_QUOTE + text
+    return text
+
+
+def csv_cell_value(cell: str | None) -> str | None:
+    """The exact value of a text cell the product wrote (``csv_cell`` undone)."""
+    return cell[1:] if cell and cell.startswith(CSV_TEXT_QUOTE) else cell

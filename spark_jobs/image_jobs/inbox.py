@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pandas as pd
 
+from image_jobs.conventions import csv_cell
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import DEFAULT_MAX_FILE_BYTES, size_reason
 
@@ -148,8 +149,10 @@ def csv_frame(rows):
     on small data), ordered by path and time: Spark's tasks write the file, the driver never holds the rows."""
     from pyspark.sql import functions as F
 
+    from image_jobs.storage import csv_text
+
     def text(column):
-        return F.col(column).cast("string")
+        return csv_text(F.col(column).cast("string"))
 
     formatted = {
         "path": text("path"), "top1_class": text("top1_class"),
@@ -167,6 +170,9 @@ def csv_frame(rows):
 def predictions_csv(rows: pd.DataFrame) -> str:
     """predictions.csv text from scored rows (``scored_schema()`` + ``scored_by_run``), ordered by path."""
     out = rows.rename(columns={"modificationTime": "modification_time"})
+    texts = ["path", "top1_class", "top3", "reason", "scored_by_run"]
+    out = out.assign(**{name: out[name].map(lambda v: csv_cell(v) if isinstance(v, str) else v)
+                        for name in texts if name in out})
     if len(out):
         times = pd.to_datetime(out["modification_time"], utc=True)
         out = out.assign(modification_time=times.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from image_jobs import storage
 from image_jobs.conventions import METRICS_COLUMNS
 
 if TYPE_CHECKING:
@@ -29,14 +30,16 @@ def metrics_frame(results: DataFrame) -> DataFrame:
 
 def csv_text_columns(df: DataFrame) -> DataFrame:
     """Every column as the text a CSV cell holds: numbers as Spark prints them, booleans as pandas writes them
-    (True/False), nulls empty."""
+    (True/False), nulls empty, text neutralised where a spreadsheet would run it (``storage.csv_text``)."""
     from pyspark.sql import functions as F
-    from pyspark.sql.types import BooleanType
+    from pyspark.sql.types import BooleanType, StringType
 
     def text(field):
         column = F.col(field.name)
         if isinstance(field.dataType, BooleanType):
             return F.when(column, "True").when(~column, "False").alias(field.name)
+        if isinstance(field.dataType, StringType):
+            return storage.csv_text(column).alias(field.name)
         return column.cast("string").alias(field.name)
 
     return df.select(*[text(field) for field in df.schema.fields])

@@ -16,6 +16,24 @@ import re
 import numpy as np
 import pandas as pd
 
+from image_jobs.conventions import csv_cell
+
+
+def csv_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell, column name and index label as the product writes it into a CSV
+    (``conventions.csv_cell``: neutralised where a spreadsheet would run it as a formula)."""
+    def cell(value):
+        return csv_cell(value) if isinstance(value, str) else value
+
+    out = frame.copy()
+    for name in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[name]) and not pd.api.types.is_bool_dtype(out[name]):
+            out[name] = out[name].map(cell)
+    out.columns = [cell(name) for name in out.columns]
+    out.index = out.index.map(cell)
+    out.index.name = cell(frame.index.name)
+    return out
+
 
 def multiclass_tables(confusion: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Per-class precision/recall/F1/support, the confusion matrix, and accuracy + macro-F1, from the counts of

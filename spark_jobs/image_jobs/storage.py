@@ -97,6 +97,17 @@ def _write(fs, path, data: bytes) -> None:
         out.close()
 
 
+def csv_text(column):
+    """A text column as its CSV cells (``conventions.csv_cell`` in Spark): a value a spreadsheet would run as a
+    formula (``=``, ``+``, ``-``, ``@``, tab, carriage return) or that starts with the quote gets a leading
+    ``'``."""
+    from pyspark.sql import functions as F
+
+    from image_jobs.conventions import CSV_ESCAPED_START, CSV_TEXT_QUOTE
+
+    return F.when(column.rlike(CSV_ESCAPED_START), F.concat(F.lit(CSV_TEXT_QUOTE), column)).otherwise(column)
+
+
 def write_csv_file(df, uri: str) -> None:
     """Write ``df`` (string columns, in order) as one CSV file with a header at ``uri``, from Spark's tasks:
     one task writes the rows in order into a folder beside ``uri``, whose single part file is then renamed.

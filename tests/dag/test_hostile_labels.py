@@ -12,6 +12,7 @@ images URI (a reject).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -24,15 +25,25 @@ from test_dag_end_to_end import leftover_processes, set_mtime
 
 from conftest import PROJECT_ROOT
 from dag_runs import task_states
+from image_jobs.conventions import FORMULA_STARTS, csv_cell_value
 from image_pipeline.compute.local.cluster import cluster_processes_alive
 from image_tools.sample_images import write_sample_images
 
 pytestmark = pytest.mark.spark
 
-LABELS = ["chat noir é 柴犬", "it's \"quoted\", a..b {{ 7*7 }}", "$(touch pwned) `touch pwned`", "a;rm -rf x"]
+LABELS = ["chat noir é 柴犬", "it's \"quoted\", a..b {{ 7*7 }}", "$(touch pwned) `touch pwned`", "a;rm -rf x",
+          "=HYPERLINK(\"x\",\"y\")", "-x"]  # the last two: a spreadsheet formula, an option to a parser
 PHOTOGRAPHED = datetime(2026, 4, 1, tzinfo=UTC)
 LOGICAL_DATE = datetime(2026, 4, 15, 12, 34, tzinfo=UTC)  # its own date: no other test's run is reused
 GLOBAL_PWNED = Path("/tmp/pwned")
+
+
+def is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def _stat(path: Path):
@@ -102,13 +113,18 @@ def test_summary_and_metrics_carry_the_class_names_exactly(hostile):
     assert summary["image_counts"] == {label: 8 for label in LABELS}  # nested images kept their class
     assert summary["rejects"] == {"count": 1, "by_reason": {"not inside a class folder": 1}}
     metrics = pd.read_csv(report / "metrics.csv")
-    assert len(metrics) == 6 * 3  # 4 classes: 6 pairs x 3 split ratios
-    assert set(metrics["class_1"]) | set(metrics["class_2"]) == set(LABELS)
+    assert len(metrics) == 15 * 3  # 6 classes: 15 pairs x 3 split ratios
+    assert set(metrics["class_1"].map(csv_cell_value)) | set(metrics["class_2"].map(csv_cell_value)) == set(LABELS)
     assert (metrics["nb_train"] + metrics["nb_test"] == 16).all()
     confusion = pd.read_csv(report / "confusion_matrix.csv", index_col=0)
-    assert list(confusion.columns) == sorted(LABELS) == list(confusion.index)
+    assert [csv_cell_value(c) for c in confusion.columns] == sorted(LABELS)
+    assert [csv_cell_value(c) for c in confusion.index] == sorted(LABELS)
+    for name in ("metrics.csv", "hardest_pairs.csv", "multiclass.csv", "confusion_matrix.csv"):
+        cells = [cell for row in csv.reader((report / name).open(newline="")) for cell in row]
+        assert not [c for c in cells if c.startswith(FORMULA_STARTS) and not is_number(c)], name
     extract = json.loads((hostile["run"] / "steps" / "extract_features.json").read_text())
-    assert extract["features_written"] == 32 and extract["rejected_by_reason"] == {"not inside a class folder": 1}
+    assert extract["features_written"] == 8 * len(LABELS)
+    assert extract["rejected_by_reason"] == {"not inside a class folder": 1}
 
 
 def test_report_md_lists_the_class_names_exactly(hostile):

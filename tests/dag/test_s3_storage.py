@@ -136,6 +136,7 @@ def test_the_latest_model_and_the_prediction_command_work_on_s3(s3, converted_we
     photo = str(write_sample_images(tmp_path / "photos", n_classes=1, per_class=1, seed=1)[0])
     cache = tmp_path / "cache"
     argv = ["--model", "latest", "--root-uri", root, "--aws-conn-id", CONN_ID, "--cache-dir", str(cache), "--json"]
+    capsys.readouterr()  # what publishing logged: the command's own output comes next
     assert cli.main([*argv, photo]) == 0
     out = capsys.readouterr()
     (result,) = json.loads(out.out)
@@ -147,3 +148,23 @@ def test_the_latest_model_and_the_prediction_command_work_on_s3(s3, converted_we
     capsys.readouterr()
     assert cli.main(["--model", f"s3://{BUCKET}/prod/runs/nothing/models", "--aws-conn-id", CONN_ID, photo]) == 2
     assert f"no model at s3://{BUCKET}/prod/runs/nothing/models" in capsys.readouterr().err
+
+
+def test_two_publishes_that_race_on_s3_leave_the_newer_data_recorded(s3, monkeypatch):
+    """The older run reads latest.json (none yet), the newer run publishes, then the older one writes: its
+    conditional PUT (If-None-Match: *) is refused with 412, it reads the newer record and keeps it."""
+    from publish_race import race_two_publishes
+
+    root = f"s3://{BUCKET}/race"
+    plans = {}
+    for run_key, modified_before in (("older", "2026-02-01T00:00:00Z"), ("newer", "2026-03-01T00:00:00Z")):
+        models = f"race/runs/{run_key}/models"
+        s3.put_object(Bucket=BUCKET, Key=f"{models}/multiclass/model.json", Body=json.dumps(
+            {"backbone": "mobilenet_v2", "labels": ["a", "b"], "weights_uri": None}).encode())
+        plans[run_key] = {"run_id": run_key, "run_key": run_key, "root_uri": root,
+                          "models_uri": f"s3://{BUCKET}/{models}", "report_uri": f"s3://{BUCKET}/race/runs/{run_key}",
+                          "min_accuracy": 0.5, "modified_before": modified_before}
+    older, newer = race_two_publishes(plans["older"], plans["newer"], CONN_ID, monkeypatch)
+    latest = json.loads(s3.get_object(Bucket=BUCKET, Key="race/models/latest.json")["Body"].read())
+    assert latest["run_key"] == "newer" and newer["replaced"] is True
+    assert older["replaced"] is False and older["record"]["run_key"] == "newer"

@@ -4,6 +4,7 @@ class's plot data (named lines up to MAX_FOCUS_LINES other classes, a band past 
 
 from __future__ import annotations
 
+import csv
 import itertools
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from bad_images import HOSTILE_LABELS
 from image_jobs import pairwise_report, storage
-from image_jobs.conventions import METRICS_COLUMNS
+from image_jobs.conventions import FORMULA_STARTS, METRICS_COLUMNS, csv_cell_value
 
 pytestmark = pytest.mark.spark
 
@@ -30,8 +31,14 @@ def results(labels: list[str], splits=(0.3, 0.5, 0.7)) -> pd.DataFrame:
     return pd.DataFrame(rows).sample(frac=1.0, random_state=1)  # Spark must order them itself
 
 
+def read_csv(path) -> pd.DataFrame:
+    """A report table as pandas reads it, its class names back to their exact values."""
+    frame = pd.read_csv(path, keep_default_na=False)
+    return frame.assign(class_1=frame["class_1"].map(csv_cell_value), class_2=frame["class_2"].map(csv_cell_value))
+
+
 def test_metrics_and_hardest_pairs_csv_are_pandas_tables_of_the_same_rows(spark, tmp_path):
-    labels = [*HOSTILE_LABELS, "=HYPERLINK(\"x\")", "line\nbreak"]
+    labels = [*HOSTILE_LABELS, "=HYPERLINK(\"x\")", "line\nbreak", "'quoted start", "@cmd", "+1"]
     frame = results(labels)
     metrics = pairwise_report.metrics_frame(spark.createDataFrame(frame).repartition(3))
     storage.write_csv_file(pairwise_report.csv_text_columns(metrics), f"file://{tmp_path}/metrics.csv")
@@ -39,13 +46,17 @@ def test_metrics_and_hardest_pairs_csv_are_pandas_tables_of_the_same_rows(spark,
                            f"file://{tmp_path}/hardest_pairs.csv")
 
     expected = frame.sort_values(["class_1", "class_2", "split"])[list(METRICS_COLUMNS)].reset_index(drop=True)
-    written = pd.read_csv(tmp_path / "metrics.csv", keep_default_na=False)
+    cells = [cell for name in ("metrics.csv", "hardest_pairs.csv") for row in csv.reader(
+        (tmp_path / name).open(newline="")) for cell in row]
+    assert "'=HYPERLINK(\"x\")" in cells and "'-x" in cells  # a spreadsheet shows them, never runs them
+    assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]
+    written = read_csv(tmp_path / "metrics.csv")
     pd.testing.assert_frame_equal(written, expected, check_exact=False, rtol=1e-12)
     assert written["best_of_pair"].dtype == bool
 
     pairs = expected.groupby(["class_1", "class_2"], as_index=False)["predict_pct"].agg(
         mean_pct="mean", min_pct="min", max_pct="max").sort_values(["mean_pct", "class_1", "class_2"])
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "hardest_pairs.csv", keep_default_na=False),
+    pd.testing.assert_frame_equal(read_csv(tmp_path / "hardest_pairs.csv"),
                                   pairs.reset_index(drop=True), check_exact=False, rtol=1e-12)
 
 

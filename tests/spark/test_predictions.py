@@ -337,3 +337,28 @@ def test_predictions_csv_written_by_spark_is_the_reference_text(spark, tmp_path)
     old = frame.drop("uncertain", "threshold")  # a batch written before the threshold columns
     storage.write_csv_file(csv_frame(old), f"file://{tmp_path}/old.csv")
     assert (tmp_path / "old.csv").read_text() == predictions_csv(old.toPandas())
+
+
+def test_predictions_csv_cells_never_run_as_spreadsheet_formulas(spark, tmp_path):
+    """A class or a reason a spreadsheet would run (OWASP CSV injection: =, +, -, @, tab, carriage return) is
+    written with a leading quote, and reads back exactly through ``csv_cell_value``."""
+    import csv
+
+    from pyspark.sql import functions as F
+
+    from image_jobs import storage
+    from image_jobs.conventions import FORMULA_STARTS, csv_cell_value
+    from image_jobs.inbox import csv_frame, predictions_csv, scored_schema
+
+    when = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
+    classes = ['=HYPERLINK("http://x","y")', "+1", "-x", "@SUM(A1)", "\tcmd", "'quoted", "pug"]
+    rows = [(f"file:/inbox/{i}.jpg", 10, when, label, 0.9, "[]", None, False, 0.5) for i, label in enumerate(classes)]
+    rows.append(("file:/inbox/z.jpg", 0, when, None, None, None, "=cmd|' /C calc'!A0", None, None))
+    frame = spark.createDataFrame(rows, scored_schema()).withColumn("scored_by_run", F.lit("s1"))
+    storage.write_csv_file(csv_frame(frame), f"file://{tmp_path}/predictions.csv")
+    assert (tmp_path / "predictions.csv").read_text() == predictions_csv(frame.toPandas())
+    written = list(csv.DictReader((tmp_path / "predictions.csv").open(newline="")))
+    cells = [cell for row in written for cell in row.values() if cell]
+    assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]
+    assert [csv_cell_value(row["top1_class"]) for row in written[:-1]] == classes
+    assert csv_cell_value(written[-1]["reason"]) == "=cmd|' /C calc'!A0"

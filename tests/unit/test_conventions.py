@@ -26,3 +26,14 @@ def test_the_form_the_report_check_and_the_jobs_use_the_same_values():
     assert JOB_PAIR_MODES is conventions.PAIR_MODES
     assert list(METRICS_COLUMNS[:9]) == METRICS_HEADER_START == list(conventions.STUDY_COLUMNS)
     assert tuple(f".{e}" for e in conventions.IMAGE_EXTENSIONS) == conventions.IMAGE_SUFFIXES
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised_and_read_back_exactly():
+    values = ['=HYPERLINK("http://x","y")', "+1", "-x", "@SUM(A1)", "\tcmd", "\rcmd", "'quoted", "''", "pug",
+              "a=b", "", None]
+    cells = [conventions.csv_cell(v) for v in values]
+    assert cells[:8] == ["'" + v for v in values[:8]] and cells[8:] == values[8:]
+    assert [conventions.csv_cell_value(c) for c in cells] == values
+    assert all(not c.startswith(conventions.FORMULA_STARTS) for c in cells if c)
+    import re
+    assert [bool(re.match(conventions.CSV_ESCAPED_START, v)) for v in values[:-1]] == [True] * 8 + [False] * 3

@@ -44,7 +44,8 @@ def test_a_run_that_passes_its_gate_becomes_the_latest(tmp_path):
         "multiclass_accuracy": 0.8, "min_accuracy": 0.5, "modified_before": "2026-02-01T00:00:00Z",
         "published_at": "2026-03-01T12:00:00Z"}
     assert read_latest(f"file://{tmp_path}") == record
-    assert [p.name for p in (tmp_path / "models").iterdir()] == ["latest.json"]  # no temporary file left
+    # no temporary file left; the lock file of the compare-and-swap stays (empty)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [".latest.json.lock", "latest.json"]
 
 
 def test_a_gate_failure_leaves_the_previous_latest_untouched(tmp_path):
@@ -92,3 +93,20 @@ def test_the_model_asset_is_the_latest_json_of_the_root(root):
     assert model_asset(f"{root}/other").name != asset.name  # one asset per storage root
     assert asset.uri == latest_uri(root) == f"{root}/models/latest.json"
     assert model_asset(root) == asset  # both DAGs build the same asset from the same settings
+
+
+@pytest.mark.parametrize("first", [None, "2026-01-01T00:00:00Z"])
+def test_two_publishes_that_race_leave_the_newer_data_recorded(tmp_path, monkeypatch, first):
+    """A backfill and a scheduled run publish at once (max_active_runs=2): whichever writes last, the record
+    ends on the run with the more recent data, on an empty store and over an earlier record."""
+    from publish_race import race_two_publishes
+
+    if first:
+        publish_run(make_run(tmp_path, "r0", 0.8, first), now=NOW)
+    older = make_run(tmp_path, "older", 0.8, "2026-02-01T00:00:00Z")
+    newer = make_run(tmp_path, "newer", 0.8, "2026-03-01T00:00:00Z")
+    older_outcome, newer_outcome = race_two_publishes(older, newer, None, monkeypatch)
+    assert read_latest(f"file://{tmp_path}")["run_key"] == "newer"
+    assert newer_outcome["replaced"] is True and older_outcome["replaced"] is True  # older first, then newer
+    assert newer_outcome["previous_run_key"] == "older"
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [".latest.json.lock", "latest.json"]

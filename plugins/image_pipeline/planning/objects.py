@@ -44,3 +44,69 @@ def write_text_atomically(uri: str, text: str, conn_id: str | None = None) -> No
         os.replace(tmp, target)
     else:
         object_path(uri, conn_id).write_text(text)
+
+
+CAS_ATTEMPTS = 10
+
+
+def update_text(uri: str, decide, conn_id: str | None = None) -> bool:
+    """Replace a small text file by compare-and-swap: ``decide(current text or None)`` returns the new text, or
+    None to keep the file; returns whether it was written. Two updates that race never both act on the same
+    old content: the second sees the first's file.
+
+    Locally: an exclusive ``flock`` on ``.<name>.lock`` beside the file around the read and the atomic
+    replace. On S3: a conditional PUT (``If-Match`` the ETag read, ``If-None-Match: *`` when there was no
+    object); S3 answers 412 Precondition Failed when another write came in between (409 ConditionalRequest
+    Conflict when one is under way), and the update reads again and decides again, up to CAS_ATTEMPTS times
+    (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html).
+    """
+    if uri.startswith("file://") or "://" not in uri:
+        return _update_local(Path(uri.removeprefix("file://")), decide)
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri}: compare-and-swap is implemented for file:// and s3:// only")
+    return _update_s3(uri, decide, conn_id)
+
+
+def _update_local(target: Path, decide) -> bool:
+    import fcntl
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.with_name(f".{target.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        text = decide(target.read_text() if target.exists() else None)
+        if text is None:
+            return False
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        tmp.write_text(text)
+        os.replace(tmp, target)
+        return True
+
+
+def _update_s3(uri: str, decide, conn_id: str | None) -> bool:
+    import random
+    import time
+
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from botocore.exceptions import ClientError
+
+    bucket, key = S3Hook.parse_s3_url(uri)
+    client = S3Hook(aws_conn_id=conn_id).get_conn()
+    for attempt in range(CAS_ATTEMPTS):
+        try:
+            current = client.get_object(Bucket=bucket, Key=key)
+            text, condition = current["Body"].read().decode("utf-8"), {"IfMatch": current["ETag"]}
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                raise
+            text, condition = None, {"IfNoneMatch": "*"}
+        new = decide(text)
+        if new is None:
+            return False
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=new.encode("utf-8"), **condition)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise
+        time.sleep(random.uniform(0, 0.05 * 2 ** attempt))  # another write came in between: read again
+    raise RuntimeError(f"{uri} changed under each of {CAS_ATTEMPTS} attempts to update it; try again")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from image_pipeline.conventions import csv_cell_value
 from image_pipeline.planning import PlanError
 from image_pipeline.planning.layout import ScoringLayout, join, run_key_for, scoring_layout
 from image_pipeline.planning.listing import info_mtime, is_hidden, walk_images
@@ -130,5 +131,5 @@ def scored_fingerprints(csv_path) -> set[int]:
     with csv_path.open("r", encoding="utf-8", newline="") as handle:
         for row in csv.DictReader(handle):
             when = datetime.fromisoformat(row["modification_time"].replace("Z", "+00:00"))
-            scored.add(hash(photo_key(row["path"], row["length"], when)))
+            scored.add(hash(photo_key(csv_cell_value(row["path"]), row["length"], when)))
     return scored

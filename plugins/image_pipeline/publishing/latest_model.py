@@ -7,7 +7,9 @@
 Readers (the prediction CLI with ``--model latest``, the ``image_scoring`` DAG) take the model from here.
 The file is replaced whole (never half-written), and only by a run whose data is at least as recent
 as the recorded one's: a backfill of a past interval publishes its report but leaves the current
-model in place.
+model in place. The update is a compare-and-swap (``objects.update_text``): two runs publishing at
+once (``max_active_runs=2``, a backfill beside a scheduled run) never both act on the same old record,
+so the more recent data always ends up recorded.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from image_pipeline.planning.layout import join
-from image_pipeline.planning.objects import object_path, readable_path, write_text_atomically
+from image_pipeline.planning.objects import object_path, readable_path, update_text
 
 LATEST_FILE = ("models", "latest.json")
 REQUIRED_KEYS = ("run_key", "models_uri", "model_uri", "backbone", "multiclass_accuracy", "modified_before")
@@ -97,14 +99,24 @@ def publish_latest(plan: dict, headline: dict, conn_id: str | None = None,
         "modified_before": plan["modified_before"],
         "published_at": (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    previous = None
-    with contextlib.suppress(NoModelError):  # none yet, or unreadable: this run's record replaces it
-        previous = read_latest(plan["root_uri"], conn_id)
-    if previous is not None and previous["modified_before"] > record["modified_before"]:
-        return {"record": previous, "replaced": False, "uri": uri, "previous_run_key": previous["run_key"]}
-    write_text_atomically(uri, json.dumps(record, indent=2), conn_id)
-    return {"record": record, "replaced": True, "uri": uri,
-            "previous_run_key": previous["run_key"] if previous else None}
+    outcome: dict[str, Any] = {}
+
+    def decide(current: str | None) -> str | None:
+        previous = None
+        with contextlib.suppress(NoModelError):  # none yet, or unreadable: this run's record replaces it
+            previous = parse_latest(current, uri) if current is not None else None
+        keep = _keep_previous(previous, record)
+        outcome.update(record=previous if keep else record, replaced=not keep, uri=uri,
+                       previous_run_key=previous["run_key"] if previous else None)
+        return None if keep else json.dumps(record, indent=2)
+
+    update_text(uri, decide, conn_id)  # compare-and-swap: a run racing this one is seen, never overwritten
+    return outcome
+
+
+def _keep_previous(previous: dict[str, Any] | None, record: dict[str, Any]) -> bool:
+    """Whether the recorded model stays: its data is more recent than the new run's (a backfill)."""
+    return previous is not None and previous["modified_before"] > record["modified_before"]
 
 
 def publish_run(plan: dict, conn_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:

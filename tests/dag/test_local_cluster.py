@@ -26,6 +26,7 @@ from image_pipeline.compute.local.cluster import (
     start_cluster,
     stop_cluster,
 )
+from image_pipeline.compute.local.health import gone_reason
 from image_pipeline.wiring.settings import load_settings
 
 pytestmark = pytest.mark.spark
@@ -126,12 +127,16 @@ def test_a_cluster_whose_owner_was_killed_stops_itself_after_the_idle_timeout(ja
         assert owner.wait() == -signal.SIGKILL
         roles = [p["role"] for p in ClusterInfo.load(cluster_dir).processes]
         assert sorted(roles) == ["master", "watchdog", "worker-0"]
+        assert gone_reason(cluster_dir) is None  # up, with its worker: a step may be submitted
         wait_until(lambda: not cluster_processes_alive(cluster_dir), IDLE_MINUTES * 60 + 60,
                    "the orphaned cluster to stop itself")
         log = watchdog_log(cluster_dir)
         assert len(stop_line(IDLE_MINUTES).findall(log)) == 1, log
         assert "stopped the cluster's master and workers" in log
         assert leftover_processes(str(cluster_dir)) == []  # the watchdog exited too
+        # a step retried now fails at once with the watchdog's line (its time included) and what to do
+        reason = gone_reason(cluster_dir)
+        assert stop_line(IDLE_MINUTES).search(reason) and "its watchdog stopped it after the idle timeout" in reason
     finally:
         stop_cluster(cluster_dir)
 

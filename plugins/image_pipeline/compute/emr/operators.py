@@ -27,15 +27,35 @@ from image_pipeline.compute.contract import cluster_summary, cluster_summary_lin
 from image_pipeline.compute.emr.explain import TERMINAL_CLUSTER_STATES, cluster_line, explain_step, s3_log_store
 from image_pipeline.compute.emr.requests import cluster_cost, console_link
 
+# what a user does about a step whose cluster is gone (the local backend says the same: local.health)
+WHAT_TO_DO = ("clear this task together with its setup task create_cluster (in the Airflow UI: Clear, with the "
+              "setup tasks included, which Airflow 3 does by default for a task with a setup): that starts a new "
+              "cluster and runs the steps on it")
+
 
 class EmrAddNamedStepsOperator(EmrAddStepsOperator):
     """Add the run's steps (never retried: a retry would add them twice) and name their ids in XCom."""
 
     def execute(self, context) -> list[str]:
+        self._require_running_cluster()
         step_ids = super().execute(context)
         for step, step_id in zip(self.steps, step_ids, strict=True):
             context["ti"].xcom_push(key=step["Name"], value=step_id)
         return step_ids
+
+
+    def _require_running_cluster(self) -> None:
+        """Steps added to a cluster that has ended are refused by EMR with no word of why it ended: fail first,
+        with the cluster's state-change reason and what to do."""
+        from airflow.providers.amazon.aws.hooks.emr import EmrHook
+        from airflow.sdk.exceptions import AirflowFailException
+
+        if not self.job_flow_id:
+            return  # resolved from job_flow_name by the provider: nothing to check yet
+        describe = EmrHook(aws_conn_id=self.aws_conn_id).conn.describe_cluster(ClusterId=self.job_flow_id)
+        ended = cluster_line(describe)
+        if ended:
+            raise AirflowFailException(f"steps not added: the run's {ended}; {WHAT_TO_DO}")
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -11,9 +11,10 @@ from airflow.sdk import BaseOperator
 class LocalSparkStepOperator(BaseOperator):
     """Run one Spark step of the run plan with spark-submit against the run's local master.
 
-    The driver's output streams into the task log line by line; a non-zero exit fails the task with
-    the tail of that output. Killing the task (or marking it failed) kills spark-submit's process
-    group; the cluster itself is stopped by the ``terminate_cluster`` teardown.
+    It first checks the cluster is there (``health.gone_reason``): a step whose cluster is gone fails at
+    once, naming why and what to do. The driver's output streams into the task log line by line; a
+    non-zero exit fails the task with the tail of that output. Killing the task (or marking it failed)
+    kills spark-submit's process group; the cluster itself is stopped by the ``terminate_cluster`` teardown.
     """
 
     template_fields = ("plan", "cluster", "artifacts")
@@ -25,6 +26,8 @@ class LocalSparkStepOperator(BaseOperator):
         self._process = None
 
     def execute(self, context) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from image_pipeline.compute.local.cluster import (
             ClusterInfo,
             StepFailedError,
@@ -32,12 +35,16 @@ class LocalSparkStepOperator(BaseOperator):
             cluster_env,
             spark_submit_argv,
         )
+        from image_pipeline.compute.local.health import gone_reason
         from image_pipeline.compute.local.java import require_java_home
         from image_pipeline.compute.staging import local_path
         from image_pipeline.compute.steps import step_by_name
 
         spec = step_by_name(self.plan, self.step)
         info = ClusterInfo(**self.cluster)
+        gone = gone_reason(info.cluster_dir)
+        if gone:  # a retry would meet the same: fail at once, naming the cause and the fix
+            raise AirflowFailException(f"{spec.name} not submitted: {gone}")
         argv = spark_submit_argv(
             info, str(Path(local_path(self.artifacts["entry_dir_uri"])) / spec.entry_script), list(spec.args),
             local_path(self.artifacts["jobs_zip_uri"]), self.python, f"{spec.name} {self.plan['run_key']}",

@@ -67,3 +67,39 @@ def test_project_folders_are_mounted_and_the_image_is_built(config):
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
     assert "FROM apache/airflow:3.3.2" in dockerfile and "openjdk-17" in dockerfile
     assert "requirements.txt" in dockerfile and "constraints.txt" in dockerfile
+
+
+def test_connections_are_encrypted_with_a_key_made_once(config, tmp_path, monkeypatch):
+    """Every Airflow service reads the Fernet key from the file airflow-init makes before the database
+    migration; the key made that way encrypts a connection's password as Airflow stores it, and a second
+    init keeps it."""
+    from image_tools.fernet_key import main as fernet_key
+
+    key_file = "/opt/airflow/data/airflow/fernet_key"
+    for service in ("airflow-init", *AIRFLOW_SERVICES):
+        env = config["services"][service]["environment"]
+        assert env["AIRFLOW__CORE__FERNET_KEY_CMD"] == f"cat {key_file}" and "AIRFLOW__CORE__FERNET_KEY" not in env
+    init = " ".join(config["services"]["airflow-init"]["command"])
+    assert init.index(f"image_tools.fernet_key {key_file}") < init.index("airflow db migrate")
+
+    path = tmp_path / "airflow" / "fernet_key"
+    assert fernet_key([str(path)]) == 0 and path.stat().st_mode & 0o777 == 0o600
+    key = path.read_text()
+    assert fernet_key([str(path)]) == 0 and path.read_text() == key  # kept: stored secrets stay readable
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY_CMD", f"cat {path}")
+    monkeypatch.delenv("AIRFLOW__CORE__FERNET_KEY", raising=False)
+    from airflow.configuration import conf
+    from airflow.models.crypto import get_fernet
+
+    assert conf.get("core", "fernet_key") == key
+    get_fernet.cache_clear()
+    try:
+        from airflow.models.connection import Connection
+
+        connection = Connection(conn_id="x", conn_type="aws", password="s3cr3t")
+        assert connection.is_encrypted and "s3cr3t" not in connection._password
+        assert connection.password == "s3cr3t"
+    finally:
+        get_fernet.cache_clear()
+    path.write_text("not a key\n")
+    assert fernet_key([str(path)]) == 2 and path.read_text() == "not a key\n"  # a damaged key is never replaced

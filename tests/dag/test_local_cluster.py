@@ -3,6 +3,7 @@ and stops itself once idle for the idle timeout (its watchdog), also when its ow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -211,3 +212,44 @@ def test_the_watchdog_imports_neither_airflow_nor_spark():
     result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(PLUGINS)},
                             capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+PI_APP = """
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.appName("probe").getOrCreate()
+print("sum", spark.sparkContext.parallelize(range(10), 2).sum(), flush=True)
+spark.stop()
+"""
+
+
+def test_only_holders_of_the_clusters_secret_can_submit(java_home, tmp_path):
+    """spark.authenticate with a secret made per cluster: a submit without it (any other local user) is refused;
+    the secret is in no command line, log or cluster.json. The cluster's own submits hold it (every DAG test)."""
+    from image_pipeline.compute.local.auth import conf_dir
+
+    cluster_dir = tmp_path / "secured"
+    info = start_cluster(cluster_dir, workers=1, cores=1, memory_gb=1, python=sys.executable, java_home=java_home,
+                         idle_timeout_minutes=0)
+    app = tmp_path / "probe.py"
+    app.write_text(PI_APP)
+    try:
+        defaults = conf_dir(cluster_dir) / "spark-defaults.conf"
+        assert defaults.stat().st_mode & 0o777 == 0o600 and conf_dir(cluster_dir).stat().st_mode & 0o777 == 0o700
+        secret = re.search(r"^spark\.authenticate\.secret\s+(\S+)$", defaults.read_text(), re.M).group(1)
+        assert len(secret) == 64 and "spark.authenticate              true" in defaults.read_text()
+        # the cluster's own submits (every DAG test's steps) hold the secret; another local user can only guess it
+        env = {**cluster_env(cluster_dir, sys.executable, java_home), "SPARK_CONF_DIR": str(tmp_path / "no-conf")}
+        (tmp_path / "no-conf").mkdir()
+        refused = subprocess.run([str(Path(spark_home()) / "bin" / "spark-submit"), "--master", info.master_url,
+                                  str(app)], env=env, capture_output=True, text=True, timeout=300)
+        assert refused.returncode != 0 and "sum 45" not in refused.stdout
+        assert "All masters are unresponsive" in refused.stderr, refused.stderr[-3000:]
+        assert _master_status(info.master_webui)["activeapps"] == []  # nothing of it ran
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        files = [p for p in cluster_dir.rglob("*") if p.is_file() and p != defaults]
+        assert [p for p in files if secret.encode() in p.read_bytes()] == []
+    finally:
+        stop_cluster(cluster_dir)
+    assert not conf_dir(cluster_dir).exists()  # the secret goes with the cluster

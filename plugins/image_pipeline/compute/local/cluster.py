@@ -84,12 +84,16 @@ def spark_home() -> str:
 
 
 def cluster_env(cluster_dir: Path, python: str, java_home: str) -> dict[str, str]:
-    """Environment of the cluster's processes: Java, Python, and run-private scratch folders."""
+    """Environment of the cluster's processes: Java, Python, run-private scratch folders, and the cluster's own
+    Spark configuration (with its secret: ``auth``; the project's ``conf/`` for a cluster started before it)."""
+    from image_pipeline.compute.local.auth import conf_dir
+
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK_", "PYSPARK_"))}
+    own_conf = conf_dir(cluster_dir)
     env.update({
         "JAVA_HOME": java_home,
         "SPARK_HOME": spark_home(),
-        "SPARK_CONF_DIR": str(SPARK_CONF_DIR),
+        "SPARK_CONF_DIR": str(own_conf if own_conf.is_dir() else SPARK_CONF_DIR),
         "SPARK_LOCAL_IP": "127.0.0.1",
         "SPARK_LOCAL_DIRS": str(cluster_dir / "local"),
         "SPARK_WORKER_DIR": str(cluster_dir / "work"),
@@ -176,7 +180,10 @@ def start_cluster(cluster_dir: Path, workers: int, cores: int, memory_gb: int, p
     application ran for that long. On any failure, whatever was started is stopped again before the
     error propagates.
     """
+    from image_pipeline.compute.local.auth import write_conf
+
     cluster_dir.mkdir(parents=True, exist_ok=True)
+    write_conf(cluster_dir, SPARK_CONF_DIR)  # a new secret: only this cluster's processes can talk to it
     env = cluster_env(cluster_dir, python, java_home)
     spark_class = str(Path(env["SPARK_HOME"]) / "bin" / "spark-class")
     info = ClusterInfo(str(cluster_dir), workers=workers, cores_per_worker=cores, memory_gb_per_worker=memory_gb,
@@ -314,8 +321,12 @@ def stop_spark_daemons(cluster_dir: str | Path) -> list[int]:
 
 
 def _stop_daemons(info: ClusterInfo) -> list[int]:
+    from image_pipeline.compute.local.auth import remove_conf
+
     daemons = [p for p in info.processes if p["role"] != WATCHDOG_ROLE]
-    return _stop_processes(sorted(daemons, key=lambda p: p["role"] == "master"))  # workers first
+    stopped = _stop_processes(sorted(daemons, key=lambda p: p["role"] == "master"))  # workers first
+    remove_conf(info.cluster_dir)  # its secret is of no use any more
+    return stopped
 
 
 def terminate_local_cluster(cluster_dir: str | Path) -> dict:

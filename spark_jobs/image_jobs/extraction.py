@@ -143,7 +143,7 @@ def done_rows(spark, dataset_uris: list[str], run_key: str, identity: dict[str, 
             continue  # nothing committed, or only rows written before features had an identity
         df = df.filter(F.col("run") != run_key)
         if "reason" in df.columns:  # a reject for a cause that was not the file's: not done, tried again
-            df = df.filter(~F.col("reason").isin(list(TRANSIENT_REJECT_REASONS)))
+            df = df.filter(F.col("reason").isNull() | ~F.col("reason").isin(list(TRANSIENT_REJECT_REASONS)))
         for column, value in (identity or {}).items():
             df = df.filter(F.col(column) == value)
         frames.append(df.select("path", "length", F.unix_millis("modificationTime").alias("mtime_ms")))

@@ -109,15 +109,16 @@ def test_a_reject_that_was_not_the_files_fault_is_tried_again(spark, tmp_path):
     """Earlier versions recorded a decoder out of memory as a permanent reject: such rows are not done."""
     images = tmp_path / "images" / "cats"
     images.mkdir(parents=True)
-    for name in ("a.jpg", "b.jpg", "c.jpg"):
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
         (images / name).write_bytes(b"x" * 10)
     listing = list_photos(spark, f"file://{tmp_path}/images", FAR_FUTURE, StoreOptions())
     rows = {r.path: r for r in listing.collect()}
-    reasons = {"a.jpg": "corrupt or truncated image: broken data stream", "b.jpg": "out of memory while decoding"}
+    reasons = {"a.jpg": "corrupt or truncated image: broken data stream", "b.jpg": "out of memory while decoding",
+               "c.jpg": None}  # scored rows (scoring's batches) have no reason: done
     frame = spark.createDataFrame(
         [(path, r.label, r.length, r.mtime_ms, reasons[path.rsplit("/", 1)[1]]) for path, r in rows.items()
          if path.rsplit("/", 1)[1] in reasons], "path string, label string, length long, mtime_ms long, reason string")
     frame.select("path", "label", "length", F.timestamp_millis("mtime_ms").alias("modificationTime"),
                  "reason").write.parquet(f"file://{tmp_path}/rejects/run=old")
     todo = not_done(listing, done_rows(spark, [f"file://{tmp_path}/rejects"], "now"))
-    assert sorted(r.path.rsplit("/", 1)[1] for r in todo.collect()) == ["b.jpg", "c.jpg"]
+    assert sorted(r.path.rsplit("/", 1)[1] for r in todo.collect()) == ["b.jpg", "d.jpg"]

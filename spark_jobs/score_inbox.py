@@ -2,8 +2,9 @@
 
     spark-submit --py-files image_jobs.zip score_inbox.py \
         --inbox-uri file:///data/inbox --predictions-uri file:///data/predictions/<model run_key> \
-        --model-uri file:///data/runs/<model run_key>/models --run-key <scoring run_key> \
-        --modified-before 2026-11-21T10:00:00Z --batch-size 32
+        --model-json-uri file:///data/models/published/sha256-<hex>/model.json --model-sha256 <hex> \
+        --run-key <scoring run_key> --modified-before 2026-11-21T10:00:00Z --batch-size 32
+        (or --model-uri file:///data/runs/<model run_key>/models: that run's multiclass/model.json)
 
 Reads every photo under ``--inbox-uri`` (recursive, image extensions, modified before the run's time)
 that has no row yet in this model's predictions (same path, length and modification time), scores it
@@ -14,7 +15,8 @@ under the answer threshold as uncertain (the model's, or ``--threshold``), and w
   <predictions-uri>/predictions.csv          every photo scored with this model: path, top1_class,
                                              top1_probability, top3 (JSON), reason, length,
                                              modification_time, scored_by_run, uncertain,
-                                             threshold; replaced whole
+                                             threshold, model_sha256 (the SHA-256 of the model.json
+                                             that scored the photo); replaced whole
 
 A photo that cannot be scored (corrupt, empty, not an image...) gets a row with its reason. A second
 run with no new photos adds no rows; a photo never gets two rows for the same model.
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING
 from image_jobs import storage
 from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
 from image_jobs.cli import add_inference_args, add_read_args, check_inference_args, run_job
+from image_jobs.conventions import model_changed, model_sha256
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import done_rows, list_photos, not_done, photo_partitions
 from image_jobs.feature_identity import FeatureIdentityError, check_scoring, job_identity
@@ -54,7 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Score inbox photos with a trained run's multiclass model.")
     parser.add_argument("--inbox-uri", required=True, help="folder of photos to score (any sub-folders)")
     parser.add_argument("--predictions-uri", required=True, help="this model's predictions folder")
-    parser.add_argument("--model-uri", required=True, help="the models folder of the run whose model scores")
+    parser.add_argument("--model-uri", default=None,
+                        help="the models folder of the run whose model scores (its multiclass/model.json)")
+    parser.add_argument("--model-json-uri", default=None,
+                        help="the model.json to score with: the gated model as published (models/published/...)")
+    parser.add_argument("--model-sha256", default=None,
+                        help="the SHA-256 the model was published with: a model.json with other bytes is refused")
     parser.add_argument("--run-key", required=True, help="path-safe key of this scoring run")
     parser.add_argument("--modified-before", required=True, help="ISO-8601: only photos modified before it")
     parser.add_argument("--batch-size", type=int, default=32, help="photos per forward pass")
@@ -69,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_inference_args(parser)
     add_read_args(parser)
     args = parser.parse_args(argv)
+    if (args.model_uri is None) == (args.model_json_uri is None):
+        parser.error("give the model with one of --model-uri (a run's models folder) or --model-json-uri")
     check_inference_args(parser, args)
     if args.threshold is not None:
         try:
@@ -84,10 +94,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_model(spark, args: argparse.Namespace):
     """The run's validated model and the weights the workers load; clear errors before any task starts."""
-    uri = storage.join_uri(args.model_uri, "multiclass", "model.json")
+    uri = args.model_json_uri or storage.join_uri(args.model_uri, "multiclass", "model.json")
     if not storage.exists(spark, uri):
-        raise ModelError(f"no model at --model-uri {args.model_uri}: {uri} does not exist")
-    model = load_model_json(storage.read_text(spark, uri), uri)
+        raise ModelError(f"no model at --model-{'json-' if args.model_json_uri else ''}uri "
+                         f"{args.model_json_uri or args.model_uri}: {uri} does not exist")
+    data = storage.read_bytes(spark, uri)
+    args.model_digest = model_sha256(data)  # every row this run writes names it
+    changed = model_changed(uri, args.model_digest, args.model_sha256)
+    if changed:
+        raise ModelError(changed)
+    model = load_model_json(data.decode("utf-8"), uri)
     try:
         backbone = get_backbone(model.backbone)
     except ValueError as exc:
@@ -171,7 +187,8 @@ def write_batch(spark: SparkSession, args: argparse.Namespace, scored: DataFrame
     """Score and write this run's batch in one pass, logging progress; returns its row count."""
     from pyspark.sql import functions as F
 
-    batch = scored.withColumn("scored_by_run", F.lit(args.run_key)).persist()
+    batch = scored.withColumn("scored_by_run", F.lit(args.run_key)).withColumn(
+        "model_sha256", F.lit(args.model_digest)).persist()
     with ProgressLogger(spark, log, n_read, counters):
         n_new = batch.count()
     batch.coalesce(max(1, spark.sparkContext.defaultParallelism)).write.mode("overwrite").parquet(out_batch)

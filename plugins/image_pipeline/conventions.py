@@ -47,3 +47,5 @@ hidden_to_spark = _conventions.hidden_to_spark
 MAX_CLASSES: int = _conventions.MAX_CLASSES
 DEFAULT_READ_CONCURRENCY: int = _conventions.DEFAULT_READ_CONCURRENCY
 csv_cell_value = _conventions.csv_cell_value
+model_sha256 = _conventions.model_sha256
+model_changed = _conventions.model_changed

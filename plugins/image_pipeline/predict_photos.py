@@ -48,6 +48,7 @@ class ResolvedModel:
     model_uri: str  # the model.json it was read from
     via_latest: str | None  # the latest.json followed to get there, if any
     model: object  # image_jobs.predictor.MulticlassModel
+    digest: str = ""  # the SHA-256 of the model.json bytes read (checked against latest.json's when followed)
 
 
 def _exists(uri: str, conn_id: str | None) -> bool:
@@ -58,10 +59,20 @@ def _read_text(uri: str, conn_id: str | None) -> str:
     return readable_path(uri, conn_id).read_text()
 
 
+def _read_model(uri: str, conn_id: str | None, expected: str | None):
+    """A model.json read once: its validated model and the digest of its bytes (checked when ``expected``)."""
+    from image_jobs.predictor import load_model_json
+    from image_pipeline.publishing.latest_model import verify_model
+
+    data = readable_path(uri, conn_id).read_bytes()
+    digest = verify_model(data, uri, expected)
+    return load_model_json(data.decode("utf-8"), uri), digest
+
+
 def resolve_model(spec: str, root_uri: str, conn_id: str | None) -> ResolvedModel:
     """Find and validate the model.json that ``spec`` designates; CliModelError says why not."""
     import_job_library()  # image_jobs from the Spark jobs' sources, sys.path unchanged
-    from image_jobs.predictor import ModelError, load_model_json
+    from image_jobs.predictor import ModelError
     from image_pipeline.publishing.latest_model import (
         NoModelError,
         latest_uri,
@@ -70,11 +81,12 @@ def resolve_model(spec: str, root_uri: str, conn_id: str | None) -> ResolvedMode
         read_latest,
     )
 
-    via_latest = None
+    via_latest, expected = None, None
     try:
         if spec == "latest":
             via_latest = latest_uri(root_uri)
-            model_uri = read_latest(root_uri, conn_id)["model_uri"]
+            record = read_latest(root_uri, conn_id)
+            model_uri, expected = record["model_uri"], record.get("model_sha256")
         else:
             uri = to_uri(spec)
             if uri.endswith("latest.json"):
@@ -93,17 +105,18 @@ def resolve_model(spec: str, root_uri: str, conn_id: str | None) -> ResolvedMode
             if via_latest is not None:
                 if not _exists(via_latest, conn_id):
                     raise CliModelError(f"no model at {spec}: {via_latest} does not exist")
-                model_uri = parse_latest(_read_text(via_latest, conn_id), via_latest)["model_uri"]
+                record = parse_latest(_read_text(via_latest, conn_id), via_latest)
+                model_uri, expected = record["model_uri"], record.get("model_sha256")
         if not _exists(model_uri, conn_id):
             raise CliModelError(f"no model at {spec}: {model_uri} does not exist")
-        model = load_model_json(_read_text(model_uri, conn_id), model_uri)
+        model, digest = _read_model(model_uri, conn_id, expected)
     except (ModelError, NoModelError) as exc:
         raise CliModelError(str(exc)) from None
     except CliModelError:
         raise
     except Exception as exc:  # permissions, credentials, an unreachable store: one clear line, no traceback
         raise CliModelError(f"cannot read the model {spec}: {type(exc).__name__}: {exc}") from None
-    return ResolvedModel(model_uri, via_latest, model)
+    return ResolvedModel(model_uri, via_latest, model, digest)
 
 
 def fetch_weights(weights_uri: str | None, conn_id: str | None, cache_dir: Path) -> str | None:
@@ -153,9 +166,10 @@ def read_photo(location: str, conn_id: str | None) -> tuple[bytes | None, str | 
 
 
 def predict_photos(predictor, photos: list[str], top: int, conn_id: str | None,
-                   threshold: float | None = None) -> list[dict]:
+                   threshold: float | None = None, model_sha256: str | None = None) -> list[dict]:
     """One result per photo, in order: ``{"photo", "top": [{"class", "probability"}] | None, "reason",
-    "uncertain", "threshold"}``; ``threshold`` None: the model's."""
+    "uncertain", "threshold", "model_sha256"}``; ``threshold`` None: the model's; ``model_sha256``: the
+    digest of the model.json that answered."""
     threshold = predictor.model.threshold if threshold is None else threshold
     contents, read_reasons = zip(*(read_photo(p, conn_id) for p in photos), strict=True) if photos else ((), ())
     predictions = predictor.predict([c if c is not None else b"" for c in contents], top, threshold)
@@ -168,6 +182,7 @@ def predict_photos(predictor, photos: list[str], top: int, conn_id: str | None,
             "reason": read_reason or prediction.reason,
             "uncertain": prediction.uncertain,
             "threshold": threshold,
+            "model_sha256": model_sha256,
         })
     return results
 
@@ -323,12 +338,12 @@ def predict(args: argparse.Namespace) -> int:
         return EXIT_MODEL_ERROR
     model = resolved.model
     print(f"model: run {model.run_key} ({model.backbone}, {len(model.labels)} classes) from {resolved.model_uri}"
-          + (f" via {resolved.via_latest}" if resolved.via_latest else "")
+          + (f" via {resolved.via_latest}" if resolved.via_latest else "") + f" (sha256 {resolved.digest})"
           + f", loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     threshold = model.threshold_note if args.threshold is None else \
         f"{args.threshold:g} from --threshold (the model's: {model.threshold_note})"
     print(f"answer threshold: {threshold}; photos under it are marked 'not sure'", file=sys.stderr)
-    results = predict_photos(predictor, args.photos, args.top, args.aws_conn_id, args.threshold)
+    results = predict_photos(predictor, args.photos, args.top, args.aws_conn_id, args.threshold, resolved.digest)
     print(json.dumps(results, indent=2) if args.json else render_table(results, min(args.top, len(model.labels))))
     return EXIT_NOT_SCORED if any(r["top"] is None for r in results) else EXIT_OK
 

@@ -100,3 +100,20 @@ def csv_cell(text: str | None) -> str | None:
 def csv_cell_value(cell: str | None) -> str | None:
     """The exact value of a text cell the product wrote (``csv_cell`` undone)."""
     return cell[1:] if cell and cell.startswith(CSV_TEXT_QUOTE) else cell
+
+
+def model_sha256(data: bytes) -> str:
+    """A model.json's identity: the SHA-256 of its bytes, in hex (latest.json records it when the model is
+    published; the scoring job and the prediction command check it and name it in every prediction)."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_changed(uri: str, digest: str, expected: str | None) -> str | None:
+    """Why a model file cannot be used when its digest is not the published one (None when it is, or when
+    nothing was published to compare with)."""
+    if not expected or digest == expected:
+        return None
+    return (f"{uri} has SHA-256 {digest}, not the {expected} it was published with: the file changed after its "
+            "quality gate; publish the run again (or train a new one)")

@@ -19,7 +19,7 @@ from image_jobs.extraction import DEFAULT_MAX_FILE_BYTES, size_reason
 TOP = 3
 # predictions.csv, in this order (the columns added later come last, so readers by position keep working)
 CSV_COLUMNS = ["path", "top1_class", "top1_probability", "top3", "reason", "length", "modification_time",
-               "scored_by_run", "uncertain", "threshold"]
+               "scored_by_run", "uncertain", "threshold", "model_sha256"]
 
 # (model URI, weights, runtime, precision) -> Predictor; lives as long as the Python worker
 _PREDICTORS: dict[tuple[str, str, str, str], object] = {}
@@ -163,6 +163,7 @@ def csv_frame(rows):
         "uncertain": text("uncertain") if "uncertain" in rows.columns else F.lit(None).cast("string"),
         "threshold": F.round("threshold", 6).cast("string") if "threshold" in rows.columns
         else F.lit(None).cast("string"),
+        "model_sha256": text("model_sha256") if "model_sha256" in rows.columns else F.lit(None).cast("string"),
     }
     return rows.orderBy("path", "modificationTime").select(*[formatted[name].alias(name) for name in CSV_COLUMNS])
 

@@ -362,3 +362,26 @@ def test_predictions_csv_cells_never_run_as_spreadsheet_formulas(spark, tmp_path
     assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]
     assert [csv_cell_value(row["top1_class"]) for row in written[:-1]] == classes
     assert csv_cell_value(written[-1]["reason"]) == "=cmd|' /C calc'!A0"
+
+
+def test_every_row_names_the_model_that_scored_it_and_a_changed_model_is_refused(spark, trained, tmp_path):
+    """Scoring with the published model and its digest: each row (batch and predictions.csv) carries the
+    digest; a model.json whose bytes differ from the published digest is refused before any photo is read."""
+    import hashlib
+
+    from image_jobs.predictor import ModelError
+
+    model_file = Path(trained["models_uri"].removeprefix("file://")) / "multiclass" / "model.json"
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    (tmp_path / "inbox").mkdir()
+    shutil.copy(trained["held_out"][0], tmp_path / "inbox" / "photo.jpg")
+    published = ["--model-json-uri", f"file://{model_file}", "--model-sha256", digest]
+    args = score_inbox.parse_args([
+        "--inbox-uri", f"file://{tmp_path}/inbox", "--predictions-uri", f"file://{tmp_path}/predictions/m",
+        "--run-key", "s1", "--modified-before", FAR_FUTURE, *published])
+    score_inbox.run(spark, args)
+    rows = pd.read_csv(tmp_path / "predictions" / "m" / "predictions.csv")
+    assert rows["model_sha256"].tolist() == [digest] and list(rows.columns)[-1] == "model_sha256"
+    args.model_sha256, args.run_key = "0" * 64, "s2"
+    with pytest.raises(ModelError, match=f"has SHA-256 {digest}, not the {'0' * 64} it was published with"):
+        score_inbox.run(spark, args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,15 +38,19 @@ def test_a_run_that_passes_its_gate_becomes_the_latest(tmp_path):
     headline = publish_run(plan, now=NOW)
     assert headline["latest"]["replaced"] is True and headline["latest"]["previous_run_key"] is None
     record = json.loads((tmp_path / "models" / "latest.json").read_text())
+    trained = tmp_path / "runs" / "r1" / "models" / "multiclass" / "model.json"
+    digest = hashlib.sha256(trained.read_bytes()).hexdigest()
     assert record == {
         "run_key": "r1", "run_id": "scheduled__r1", "models_uri": plan["models_uri"],
-        "model_uri": f"{plan['models_uri']}/multiclass/model.json", "report_uri": plan["report_uri"],
+        "model_uri": f"file://{tmp_path}/models/published/sha256-{digest}/model.json", "model_sha256": digest,
+        "trained_model_uri": f"{plan['models_uri']}/multiclass/model.json", "report_uri": plan["report_uri"],
         "backbone": "mobilenet_v2", "weights_uri": f"file://{tmp_path}/weights/w.keras", "labels": ["a", "b"],
         "multiclass_accuracy": 0.8, "min_accuracy": 0.5, "modified_before": "2026-02-01T00:00:00Z",
         "published_at": "2026-03-01T12:00:00Z"}
     assert read_latest(f"file://{tmp_path}") == record
     # no temporary file left; the lock file of the compare-and-swap stays (empty)
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [".latest.json.lock", "latest.json"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [".latest.json.lock", "latest.json", "published"]
+    assert (tmp_path / "models" / "published" / f"sha256-{digest}" / "model.json").read_bytes() == trained.read_bytes()
 
 
 def test_a_gate_failure_leaves_the_previous_latest_untouched(tmp_path):
@@ -109,4 +114,27 @@ def test_two_publishes_that_race_leave_the_newer_data_recorded(tmp_path, monkeyp
     assert read_latest(f"file://{tmp_path}")["run_key"] == "newer"
     assert newer_outcome["replaced"] is True and older_outcome["replaced"] is True  # older first, then newer
     assert newer_outcome["previous_run_key"] == "older"
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [".latest.json.lock", "latest.json"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [".latest.json.lock", "latest.json", "published"]
+
+
+def test_the_gated_model_cannot_change_after_its_gate(tmp_path, capsys):
+    """Clearing and re-running the run's train_models rewrites its own model.json: the published copy, named by
+    its digest, is what readers get; a published copy whose bytes changed is refused, naming both digests."""
+    from image_pipeline.publishing.latest_model import verify_model
+
+    plan = make_run(tmp_path, "r1", 0.8, "2026-02-01T00:00:00Z")
+    publish_run(plan, now=NOW)
+    record = read_latest(f"file://{tmp_path}")
+    published = Path(record["model_uri"].removeprefix("file://"))
+    gated = published.read_bytes()
+    trained = tmp_path / "runs" / "r1" / "models" / "multiclass" / "model.json"
+    trained.write_text(trained.read_text().replace('"labels": ["a", "b"]', '"labels": ["x", "y"]'))  # re-trained
+    assert published.read_bytes() == gated and verify_model(gated, record["model_uri"], record["model_sha256"])
+    published.write_bytes(gated.replace(b'"a"', b'"z"'))  # the copy itself altered
+    with pytest.raises(NoModelError, match=f"has SHA-256 [0-9a-f]{{64}}, not the {record['model_sha256']} it was "
+                                           "published with"):
+        verify_model(published.read_bytes(), record["model_uri"], record["model_sha256"])
+    publish_run(plan, now=NOW)  # publishing the run again publishes what it holds now, under its own digest
+    again = read_latest(f"file://{tmp_path}")
+    assert again["model_sha256"] != record["model_sha256"] and json.loads(
+        Path(again["model_uri"].removeprefix("file://")).read_text())["labels"] == ["x", "y"]

@@ -6,6 +6,7 @@ whether predictions are right for a trained run is tested in tests/spark/test_pr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -71,8 +72,11 @@ def test_json_output_has_the_top_classes_of_every_photo(store, capsys):
     assert code == 0, err
     results = json.loads(out)
     assert [r["photo"] for r in results] == photos(store)
+    model = store / "runs" / "run_1" / "models" / "multiclass" / "model.json"
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
     for r in results:
-        assert set(r) == {"photo", "top", "reason", "uncertain", "threshold"} and r["reason"] is None
+        assert set(r) == {"photo", "top", "reason", "uncertain", "threshold", "model_sha256"} and r["reason"] is None
+        assert r["model_sha256"] == digest  # every answer names the model.json that gave it
         assert r["uncertain"] is False and r["threshold"] == 0.0  # no threshold in the model: every photo answered
         assert len(r["top"]) == 3 and {t["class"] for t in r["top"]} <= set(LABELS)
         probabilities = [t["probability"] for t in r["top"]]
@@ -257,3 +261,22 @@ def test_features_of_another_identity_than_the_models_are_refused(tmp_path, caps
     write_model(tmp_path / "bf16", f"file://{converted_weights}", feature_identity={**ours, "precision_class": "bf16"})
     code, _, err = run_cli(capsys, "--model", str(tmp_path / "bf16"), "--runtime", "tensorflow", photo)
     assert code == 2 and "score with precision bf16" in err
+
+
+def test_a_published_model_whose_bytes_changed_is_refused(tmp_path, capsys, converted_weights):
+    """latest.json records the gated model's digest: the command checks the model.json it reads against it."""
+    models = tmp_path / "runs" / "run_1" / "models"
+    write_model(models, f"file://{converted_weights}")
+    model = models / "multiclass" / "model.json"
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "latest.json").write_text(json.dumps({
+        "run_key": "run_1", "models_uri": f"file://{models}", "model_uri": f"file://{model}", "model_sha256": digest,
+        "backbone": "mobilenet_v2", "multiclass_accuracy": 0.9, "modified_before": "2026-01-01T00:00:00Z"}))
+    write_sample_images(tmp_path / "photos", n_classes=1, per_class=1, seed=5)
+    photo = next(str(p) for p in (tmp_path / "photos").rglob("*.*"))
+    code, _, err = run_cli(capsys, "--model", "latest", "--root-uri", f"file://{tmp_path}", photo)
+    assert code == 0 and f"(sha256 {digest})" in err
+    model.write_text(model.read_text().replace('"run_1"', '"run_2"'))
+    code, _, err = run_cli(capsys, "--model", "latest", "--root-uri", f"file://{tmp_path}", photo)
+    assert code == 2 and f"not the {digest} it was published with" in err

@@ -151,3 +151,24 @@ def test_an_answer_threshold_param_reaches_the_step_and_a_bad_one_is_named():
     assert default["answer_threshold"] is None and "--threshold" not in steps_for(default)[0].args
     with pytest.raises(PlanError, match=r"param 'answer_threshold' must be in \[0.0, 1.0\], got 1.5"):
         build_scoring_plan({**PARAMS, "answer_threshold": 1.5}, "manual__x", WHEN, settings, latest("file:///data"))
+
+
+def test_scoring_reads_the_published_model_and_checks_its_digest():
+    """A latest.json of a model published under its digest: the step reads that copy and checks the digest;
+    one from before (no digest) reads the run's models folder as it always did."""
+    import score_inbox
+
+    settings = load_settings({"IMAGE_PIPELINE_ROOT_URI": "file:///data"})
+    digest = "ab" * 32
+    record = {**latest("file:///data"), "model_sha256": digest,
+              "model_uri": f"file:///data/models/published/sha256-{digest}/model.json"}
+    plan = build_scoring_plan(PARAMS, "manual__x", WHEN, settings, record).as_dict()
+    (step,) = steps_for(plan)
+    args = score_inbox.parse_args(list(step.args))
+    assert (args.model_json_uri, args.model_sha256, args.model_uri) == (record["model_uri"], digest, None)
+    (old,) = steps_for(build_scoring_plan(PARAMS, "manual__x", WHEN, settings, latest("file:///data")).as_dict())
+    args = score_inbox.parse_args(list(old.args))
+    assert (args.model_uri, args.model_json_uri, args.model_sha256) == ("file:///data/runs/train/models", None, None)
+    with pytest.raises(SystemExit):
+        score_inbox.parse_args(["--inbox-uri", "i", "--predictions-uri", "p", "--run-key", "k",
+                                "--modified-before", "2026-01-01T00:00:00Z"])  # no model at all

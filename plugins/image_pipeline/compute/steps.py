@@ -102,12 +102,20 @@ def build_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepS
     return [StepSpec(EXTRACT, tuple(extract)), StepSpec(TRAIN, tuple(train)), StepSpec(EVALUATE, tuple(evaluate))]
 
 
+def _model_args(plan: dict) -> list[str]:
+    """The scoring job's model: the gated model.json and its digest, or (a plan from before models were
+    published immutably) the run's models folder."""
+    if plan.get("model_json_uri"):
+        return [opt("model-json-uri", plan["model_json_uri"]), opt("model-sha256", plan["model_sha256"])]
+    return [opt("model-uri", plan["models_uri"])]
+
+
 def build_scoring_steps(plan: dict, staged_weights_uri: str | None = None) -> list[StepSpec]:
     """The scoring run's step. ``plan`` is a ScoringPlan as a dict; ``staged_weights_uri`` as for
     ``build_steps``. Without a weights URI the job loads the weights recorded in the model."""
     weights = staged_weights_uri or plan["weights_uri"]
     score = [
-        *_run_args(plan, "inbox_uri", "predictions_uri"), opt("model-uri", plan["models_uri"]),
+        *_run_args(plan, "inbox_uri", "predictions_uri"), *_model_args(plan),
         *_run_args(plan, "run_key", "modified_before", "batch_size"),
         *([opt("weights-uri", weights)] if weights and weights != "random" else []),
         *([opt("threshold", plan["answer_threshold"])] if plan.get("answer_threshold") is not None else []),

@@ -10,6 +10,7 @@
     artifacts/<content hash>/                   code zip, entry scripts, bootstrap, weights (EMR)
     logs/                                       EMR LogUri
     models/latest.json                          the latest successful model (a run that passed its gate)
+    models/published/sha256-<hex>/model.json    each gated model, as it was gated (named by its digest)
     inbox/...                                   photos to score, owned by the field team
     predictions/<model run_key>/                predictions.csv + batches/run=<scoring run_key>/
     scoring/<run_key>/steps/, cluster/          a scoring run's step summary and local cluster

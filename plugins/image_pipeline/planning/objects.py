@@ -30,6 +30,18 @@ def readable_path(uri: str, conn_id: str | None = None):
     return object_path(uri, conn_id)
 
 
+def write_bytes_atomically(uri: str, data: bytes, conn_id: str | None = None) -> None:
+    """Write a file so that a reader sees no file or the whole one (see ``write_text_atomically``)."""
+    if uri.startswith("file://"):
+        target = Path(uri.removeprefix("file://"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    else:
+        object_path(uri, conn_id).write_bytes(data)
+
+
 def write_text_atomically(uri: str, text: str, conn_id: str | None = None) -> None:
     """Write a small text file so that a reader sees the old file or the new one, never half of one.
 

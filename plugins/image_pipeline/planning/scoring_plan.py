@@ -54,6 +54,10 @@ class ScoringPlan:
     runtime: str  # what runs the CNN forward pass of scoring
     precision: str
     emr: dict[str, Any] | None = None
+    # the gated model.json (published under its digest) and its SHA-256; None for a latest.json from before
+    # models were published immutably: the job then reads <models_uri>/multiclass/model.json
+    model_json_uri: str | None = None
+    model_sha256: str | None = None
     kind: str = SCORING_KIND  # steps.steps_for builds the scoring step from such a plan
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,7 +72,9 @@ def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, set
         raise PlanError(f"param 'runtime' openvino runs exported weights; the latest model (run "
                         f"{latest['run_key']}) was trained on random weights, a timing run: use runtime tensorflow")
     layout = scoring_layout(settings.root_uri, run_key_for(run_id), latest["run_key"])
-    require_local_uris({**layout.as_dict(), "models_uri": latest["models_uri"]}, settings.compute)
+    published = latest.get("model_sha256") is not None
+    require_local_uris({**layout.as_dict(), "models_uri": latest["models_uri"],
+                        **({"model_json_uri": latest["model_uri"]} if published else {})}, settings.compute)
     return ScoringPlan(
         run_id=run_id,
         compute=settings.compute,
@@ -85,6 +91,8 @@ def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, set
         emr=emr_choices(params, emr_settings) if settings.compute == "emr" and emr_settings else None,
         runtime=runtime,
         precision=precision,
+        model_json_uri=latest["model_uri"] if published else None,
+        model_sha256=latest.get("model_sha256"),
     )
 
 

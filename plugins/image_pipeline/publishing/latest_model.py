@@ -1,10 +1,15 @@
 """The "latest successful" model: ``<root>/models/latest.json``, written only after a run's quality gate passed.
 
-    {"run_key": ..., "run_id": ..., "models_uri": ..., "model_uri": .../multiclass/model.json,
+    {"run_key": ..., "run_id": ..., "models_uri": ..., "model_uri": .../models/published/sha256-<hex>/model.json,
+     "model_sha256": <hex>, "trained_model_uri": .../multiclass/model.json,
      "report_uri": ..., "backbone": ..., "weights_uri": ..., "labels": [...],
      "multiclass_accuracy": 0.97, "min_accuracy": 0.5, "modified_before": ..., "published_at": ...}
 
 Readers (the prediction CLI with ``--model latest``, the ``image_scoring`` DAG) take the model from here.
+The gated model is published immutably: its bytes are copied, once, to a path named by their SHA-256
+(``models/published/sha256-<hex>/model.json``) and the record names that copy and its digest, so clearing
+and re-running the run's ``train_models`` (which rewrites the run's own ``model.json``) cannot change what
+was gated. Readers check the digest of what they read (``verify_model``).
 The file is replaced whole (never half-written), and only by a run whose data is at least as recent
 as the recorded one's: a backfill of a past interval publishes its report but leaves the current
 model in place. The update is a compare-and-swap (``objects.update_text``): two runs publishing at
@@ -19,8 +24,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from image_pipeline.conventions import model_changed, model_sha256
 from image_pipeline.planning.layout import join
-from image_pipeline.planning.objects import object_path, readable_path, update_text
+from image_pipeline.planning.objects import object_path, readable_path, update_text, write_bytes_atomically
 
 LATEST_FILE = ("models", "latest.json")
 REQUIRED_KEYS = ("run_key", "models_uri", "model_uri", "backbone", "multiclass_accuracy", "modified_before")
@@ -66,17 +72,46 @@ def read_latest(root_uri: str, conn_id: str | None = None) -> dict[str, Any]:
     return parse_latest(path.read_text(), uri)
 
 
-def _read_model_facts(models_uri: str, conn_id: str | None) -> dict[str, Any]:
-    """Backbone, weights URI and labels from the run's model.json: what prediction will load."""
-    uri = model_json_uri(models_uri)
+PUBLISHED = ("models", "published")
+
+
+def published_model_uri(root_uri: str, digest: str) -> str:
+    """Where a gated model is kept, named by its content: ``models/published/sha256-<hex>/model.json``."""
+    return join(root_uri, *PUBLISHED, f"sha256-{digest}", "model.json")
+
+
+class ModelChangedError(NoModelError):
+    """A model file's bytes are not the ones its record was published with; the message names both digests."""
+
+
+def verify_model(data: bytes, uri: str, expected: str | None) -> str:
+    """The digest of a model file read from ``uri``; ModelChangedError when ``expected`` is given and differs."""
+    digest = model_sha256(data)
+    changed = model_changed(uri, digest, expected)
+    if changed:
+        raise ModelChangedError(changed)
+    return digest
+
+
+def _publish_model(plan: dict, conn_id: str | None) -> tuple[dict[str, Any], str, str]:
+    """Copy the run's model.json, as it is now, to its content-named place (once: the copy never changes);
+    returns its facts (backbone, weights URI, labels), its digest and the copy's URI."""
+    uri = model_json_uri(plan["models_uri"])
     path = object_path(uri, conn_id)
     if not path.exists():
         raise NoModelError(f"the run's model {uri} does not exist: nothing to publish")
+    data = path.read_bytes()
     try:
-        model = json.loads(path.read_text())
-        return {"backbone": model["backbone"], "weights_uri": model.get("weights_uri"), "labels": model["labels"]}
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        model = json.loads(data)
+        facts = {"backbone": model["backbone"], "weights_uri": model.get("weights_uri"), "labels": model["labels"]}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise NoModelError(f"the run's model {uri} is unreadable ({type(exc).__name__}: {exc})") from None
+    digest = model_sha256(data)
+    published = published_model_uri(plan["root_uri"], digest)
+    target = object_path(published, conn_id)
+    if not target.exists():  # content-named: an existing copy holds these very bytes
+        write_bytes_atomically(published, data, conn_id)
+    return facts, digest, published
 
 
 def publish_latest(plan: dict, headline: dict, conn_id: str | None = None,
@@ -87,13 +122,16 @@ def publish_latest(plan: dict, headline: dict, conn_id: str | None = None,
     not replaced when the current one comes from a run whose data is more recent (a backfill).
     """
     uri = latest_uri(plan["root_uri"])
+    facts, digest, published = _publish_model(plan, conn_id)
     record = {
         "run_key": plan["run_key"],
         "run_id": plan["run_id"],
         "models_uri": plan["models_uri"],
-        "model_uri": model_json_uri(plan["models_uri"]),
+        "model_uri": published,  # the gated bytes, never rewritten: a re-run of training cannot change them
+        "model_sha256": digest,
+        "trained_model_uri": model_json_uri(plan["models_uri"]),
         "report_uri": plan["report_uri"],
-        **_read_model_facts(plan["models_uri"], conn_id),
+        **facts,
         "multiclass_accuracy": headline["multiclass_accuracy"],
         "min_accuracy": plan["min_accuracy"],
         "modified_before": plan["modified_before"],

@@ -7,7 +7,10 @@ prints it for the deployment's settings (``IMAGE_PIPELINE_EMR_SERVICE_ROLE`` and
 
 - the EMR actions the DAGs call (RunJobFlow needs AddTags to tag the cluster at creation);
 - ``iam:PassRole`` for exactly the two configured roles, each only to the service that uses it;
-- S3 on the product's prefix only: read under it, write only ``artifacts/``, ``runs/`` and ``models/latest.json``;
+- S3 on the product's prefix only: read under it, write only ``artifacts/``, ``runs/``, ``models/latest.json``
+  (by conditional PUT: If-Match needs s3:GetObject and s3:PutObject, If-None-Match s3:PutObject,
+  https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html) and ``models/published/``
+  (the gated models, named by their digest);
   and s3:ListBucket on the bucket, with no ``s3:prefix`` condition. A HeadObject of a missing key answers 404
   only to a caller with s3:ListBucket on the bucket, 403 to others
   (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadObject.html), and a HeadObject carries no prefix
@@ -64,7 +67,8 @@ def iam_policy(account_id: str = "<account-id>", bucket: str = "<bucket>", prefi
         {"Sid": "ReadImagesReportsLogsAndArtifacts", "Effect": "Allow", "Action": "s3:GetObject",
          "Resource": f"{objects}/*"},
         {"Sid": "WriteArtifactsReportPagesAndTheLatestModel", "Effect": "Allow", "Action": "s3:PutObject",
-         "Resource": [f"{objects}/artifacts/*", f"{objects}/runs/*", f"{objects}/models/latest.json"]},
+         "Resource": [f"{objects}/artifacts/*", f"{objects}/runs/*", f"{objects}/models/latest.json",
+                      f"{objects}/models/published/*"]},
     ]}
 
 

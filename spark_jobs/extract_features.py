@@ -6,12 +6,13 @@
         --weights-uri file:///data/weights/mobilenet_v2_imagenet.keras \
         --run-key manual__2026-11-21T10_00_00_00_00 --modified-before 2026-11-21T10:00:00Z
 
-Writes ``<features-uri>/backbone=<name>/run=<run-key>/`` (path, label, length, modificationTime,
+Writes ``<features-uri>/backbone=<name>/run=<run-key>@<attempt>/`` (path, label, length, modificationTime,
 width, height, the feature identity, features array<float>) and the rejected files with their reasons
-under ``<rejects-uri>/backbone=<name>/run=<run-key>/``. Images that already have a feature or reject
-row of the same feature identity (backbone, weights digest, precision class) from another run (same
-path, length and modification time) are skipped; a retried run overwrites its own partition, so rows
-are never duplicated. The listing and the selection are Spark datasets; the tasks read the photos'
+under ``<rejects-uri>/backbone=<name>/run=<run-key>@<attempt>/``. Images that already have a feature or
+reject row of the same feature identity (backbone, weights digest, precision class) from another run (same
+path, length and modification time) are skipped. Each attempt writes a folder of its own and readers take
+each run's newest committed attempt (``storage.partitions``): a retry never removes rows a reader is
+reading, and rows are never duplicated. The listing and the selection are Spark datasets; the tasks read the photos'
 bytes ``--read-concurrency`` at a time (``image_jobs.photo_store``).
 """
 
@@ -163,8 +164,11 @@ class Prepared:
 def prepare_run(spark: SparkSession, args: argparse.Namespace) -> Prepared:
     """Check the weights and ship them (and with openvino the IR, exported here when it is not yet), resolve
     the precision, and settle the feature identity of this run."""
-    out_features = storage.join_uri(args.features_uri, f"backbone={args.backbone}", f"run={args.run_key}")
-    out_rejects = storage.join_uri(args.rejects_uri, f"backbone={args.backbone}", f"run={args.run_key}")
+    # each attempt writes a folder of its own: a retry never removes rows another run is reading
+    out_features = storage.attempt_folder(storage.join_uri(args.features_uri, f"backbone={args.backbone}"),
+                                          args.run_key)
+    out_rejects = storage.attempt_folder(storage.join_uri(args.rejects_uri, f"backbone={args.backbone}"),
+                                         args.run_key)
     check_weights_available(spark, args.backbone, args.weights)
     if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
         spark.sparkContext.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://

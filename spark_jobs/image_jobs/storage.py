@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC
+from datetime import UTC, datetime
 
 GLOB_SPECIAL = "\\{}[]*?"
 
@@ -31,7 +31,6 @@ def exists(spark, uri: str) -> bool:
 
 def file_status(spark, uri: str) -> tuple[int, object] | None:
     """(length, modification time as a UTC datetime) of a file, or None when it does not exist."""
-    from datetime import datetime
 
     fs, path = _hadoop_path(spark, uri)
     if not fs.exists(path):
@@ -150,23 +149,41 @@ def read_text(spark, uri: str) -> str:
 
 
 SUCCESS_MARKER = "_SUCCESS"  # what Spark's file committer writes last, once every file of a write is in place
+# ``<column>=<key>@<attempt>``: each attempt of a run's write has a folder of its own (a retry never deletes
+# what a reader may be reading); ``@`` is in no run key, and attempts sort by their start time
+ATTEMPT_MARK = "@"
+
+
+def attempt_folder(base_uri: str, key: str, column: str = "run") -> str:
+    """A new folder for one attempt of ``key``'s write under ``base_uri``; readers take the newest committed."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return join_uri(base_uri, f"{column}={key}{ATTEMPT_MARK}{stamp}-{uuid.uuid4().hex[:8]}")
 
 
 def partitions(spark, base_uri: str, column: str = "run") -> tuple[list[str], list[str]]:
-    """(committed, uncommitted) ``<base_uri>/<column>=*`` folders, by the presence of Spark's _SUCCESS marker.
+    """(committed, uncommitted) ``<base_uri>/<column>=*`` folders, by the presence of Spark's _SUCCESS marker;
+    of a key's committed attempts (``attempt_folder``), only the newest (a folder without attempt, written
+    before attempts had folders, is the oldest).
 
-    An uncommitted folder is a write that was killed (or is still running, in a concurrent run):
-    its files may be partial or not Parquet at all, so readers must not see it.
+    An uncommitted folder is a write that was killed (or is still running, in a concurrent run): its files may
+    be partial or not Parquet at all, so readers must not see it. An older committed attempt stays where it
+    is, so a reader that listed it before a retry committed still finds its files.
     """
     fs, pattern = _hadoop_path(spark, join_uri(base_uri, f"{column}=*"))
-    committed, uncommitted = [], []
+    newest: dict[str, tuple[str, str]] = {}
+    uncommitted = []
     for status in fs.globStatus(pattern) or []:
         if not status.isDirectory():
             continue
         folder = status.getPath()
         marker = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(folder, SUCCESS_MARKER)
-        (committed if fs.exists(marker) else uncommitted).append(str(folder.toString()))
-    return sorted(committed), sorted(uncommitted)
+        if not fs.exists(marker):
+            uncommitted.append(str(folder.toString()))
+            continue
+        key, _, attempt = folder.getName().partition("=")[2].partition(ATTEMPT_MARK)
+        if key not in newest or attempt > newest[key][0]:
+            newest[key] = (attempt, str(folder.toString()))
+    return sorted(path for _, path in newest.values()), sorted(uncommitted)
 
 
 def read_committed(spark, base_uri: str, column: str = "run", log=None, merge_schema: bool = False):
@@ -184,8 +201,11 @@ def read_committed(spark, base_uri: str, column: str = "run", log=None, merge_sc
                     len(uncommitted), ", ".join(uncommitted))
     if not committed:
         return None
+    from pyspark.sql import functions as F
+
     reader = spark.read.option("basePath", qualify(spark, base_uri))
-    return (reader.option("mergeSchema", "true") if merge_schema else reader).parquet(*committed)
+    df = (reader.option("mergeSchema", "true") if merge_schema else reader).parquet(*committed)
+    return df.withColumn(column, F.regexp_replace(F.col(column), f"{ATTEMPT_MARK}.*$", ""))  # the key alone
 
 
 def delete(spark, uri: str) -> bool:

@@ -132,7 +132,11 @@ def step_operator(plan: dict, cluster: ClusterInfo, artifacts: dict):
 
 
 def feature_rows(spark, plan: dict, run_key: str):
-    return spark.read.parquet(f"{plan['features_uri']}/backbone=mobilenet_v2/run={run_key}").select("path").collect()
+    """The run's committed feature rows, as every reader sees them (the newest committed attempt)."""
+    from image_jobs import storage
+
+    features = storage.read_committed(spark, f"{plan['features_uri']}/backbone=mobilenet_v2")
+    return features.filter(features["run"] == run_key).select("path").collect()
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +172,7 @@ def test_a_killed_step_leaves_no_process_and_its_retry_no_duplicate(spark, root,
                                                                     converted_weights):
     alive = [p for p in cluster.processes if p["role"] != "worker-1"]  # worker-1 was killed above
     plan = make_plan(root, out, "killed_then_retried", converted_weights)
-    output = Path(plan["features_uri"].removeprefix("file://")) / "backbone=mobilenet_v2" / f"run={plan['run_key']}"
+    features = Path(plan["features_uri"].removeprefix("file://")) / "backbone=mobilenet_v2"
     operator = step_operator(plan, cluster, artifacts)
     outcome = {}
 
@@ -191,13 +195,15 @@ def test_a_killed_step_leaves_no_process_and_its_retry_no_duplicate(spark, root,
         wait_until(lambda p=process: not executors(p["pgid"]) and not python_workers(p["pgid"]), 60,
                    f"the killed run's executors on {process['role']} to exit")
     # a partly written file of the killed attempt, as an object store may keep one
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "part-99999-killed-attempt.snappy.parquet").write_bytes(b"PAR1 half written")
+    (killed,) = features.glob(f"run={plan['run_key']}@*")
+    (killed / "part-99999-killed-attempt.snappy.parquet").write_bytes(b"PAR1 half written")
     retry = step_operator(plan, cluster, artifacts).execute({})
     assert retry["exit_code"] == 0
     paths = [r["path"] for r in feature_rows(spark, plan, plan["run_key"])]
     assert len(paths) == N_CLASSES * PER_CLASS and len(set(paths)) == len(paths)
-    assert not (output / "part-99999-killed-attempt.snappy.parquet").exists()
+    # the retry wrote an attempt of its own; the killed one is never committed, so never read
+    attempts = sorted(features.glob(f"run={plan['run_key']}@*"))
+    assert len(attempts) == 2 and killed in attempts and not (killed / "_SUCCESS").exists()
 
 
 def run_failing_step(root: Path, out: Path, cluster: ClusterInfo, artifacts: dict, weights: Path, java_home: str,

@@ -1,8 +1,9 @@
 """The storage layout: every URI of a run, built from the root URI and the run key.
 
     images/<label>/...                          input, owned by the user
-    features/backbone=<name>/run=<run_key>/     feature rows (appended per run)
-    rejects/backbone=<name>/run=<run_key>/      files that could not be featurized, with reasons
+    features/backbone=<name>/run=<run_key>@<attempt>/   feature rows (appended per run; readers take each
+                                                        run's newest committed attempt)
+    rejects/backbone=<name>/run=<run_key>@<attempt>/    files that could not be featurized, with reasons
     runs/<run_key>/models/                      PCA + multiclass model, best pairwise models
     runs/<run_key>/report/                      metrics.csv, summary.json, plots/, report.md
     runs/<run_key>/steps/                       each step's own summary (timings, counts)

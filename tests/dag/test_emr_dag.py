@@ -23,7 +23,7 @@ import time
 import boto3
 import pytest
 
-from conftest import DAGS_DIR
+from conftest import DAGS_DIR, option
 from image_pipeline.compute.local.cluster import free_port
 
 pytestmark = pytest.mark.spark  # slow-ish: parses the DAG and runs it with dag.test()
@@ -84,7 +84,7 @@ def aws(moto_server, tmp_path_factory):
 
 
 def arg(args: list[str], name: str) -> str:
-    return args[args.index(name) + 1]
+    return option(args, name)
 
 
 def fake_report(s3, report_uri: str) -> None:
@@ -329,7 +329,8 @@ def test_emr_scoring_scores_the_inbox_with_the_latest_model_then_skips(emr_dag, 
     (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert step["Name"] == "score_inbox"
     args = simulator.seen_args["score_inbox"]
-    assert arg(args, "--inbox-uri") == f"{ROOT}/inbox" and arg(args, "--model-uri") == latest["models_uri"]
+    assert arg(args, "--inbox-uri") == f"{ROOT}/inbox" and arg(args, "--model-json-uri") == latest["model_uri"]
+    assert arg(args, "--model-sha256") == latest["model_sha256"]  # the gated model, checked by its digest
     assert arg(args, "--predictions-uri") == f"{ROOT}/predictions/{latest['run_key']}"
     assert arg(args, "--weights-uri") == latest["weights_uri"] and arg(args, "--batch-size") == "8"
 

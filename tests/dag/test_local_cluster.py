@@ -144,12 +144,12 @@ def test_a_cluster_whose_owner_was_killed_stops_itself_after_the_idle_timeout(ja
 
 def test_a_running_application_is_never_stopped_and_the_idle_cluster_is_after_it(java_home, tmp_path):
     cluster_dir = tmp_path / "busy"
-    env = cluster_env(cluster_dir, sys.executable, java_home)
     # a new cluster waiting for its first application is idle, and spark-submit may take longer than
     # 6 s to start on a loaded machine: the watchdog joins (as start_cluster starts it) once the
     # application runs, so from its first look the application stays active 1.5 idle timeouts
     info = start_cluster(cluster_dir, workers=1, cores=1, memory_gb=1, python=sys.executable, java_home=java_home,
                          idle_timeout_minutes=0)
+    env = cluster_env(cluster_dir, sys.executable, java_home)  # with the cluster's secret, made by start_cluster
     try:
         (tmp_path / "slow_app.py").write_text(SLOW_APP)
         argv = [str(Path(spark_home()) / "bin" / "spark-submit"), "--master", info.master_url,

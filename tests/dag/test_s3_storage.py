@@ -3,6 +3,7 @@ server (SeaweedFS on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import airflow.sdk  # noqa: F401  Airflow binds its logging to the streams of its first import: not capsys's
@@ -130,7 +131,13 @@ def test_the_latest_model_and_the_prediction_command_work_on_s3(s3, converted_we
     headline = publish_run(plan, CONN_ID)
     assert headline["latest"]["replaced"]
     latest = json.loads(s3.get_object(Bucket=BUCKET, Key="prod/models/latest.json")["Body"].read())
-    assert latest["model_uri"] == f"s3://{BUCKET}/{run}/models/multiclass/model.json"
+    trained = s3.get_object(Bucket=BUCKET, Key=f"{run}/models/multiclass/model.json")["Body"].read()
+    digest = hashlib.sha256(trained).hexdigest()
+    assert latest["model_uri"] == f"s3://{BUCKET}/prod/models/published/sha256-{digest}/model.json"
+    assert latest["model_sha256"] == digest
+    assert latest["trained_model_uri"] == f"s3://{BUCKET}/{run}/models/multiclass/model.json"
+    published = s3.get_object(Bucket=BUCKET, Key=f"prod/models/published/sha256-{digest}/model.json")
+    assert published["Body"].read() == trained  # the gated bytes, under their digest
     assert latest["weights_uri"] == f"s3://{BUCKET}/{weights_key}"
 
     photo = str(write_sample_images(tmp_path / "photos", n_classes=1, per_class=1, seed=1)[0])

@@ -32,11 +32,16 @@ def job_args(root: Path, run_key: str, weights: str | None, *extra: str, backbon
 
 
 def read_features(spark, root: Path, backbone: str = "mobilenet_v2"):
-    return spark.read.parquet(f"file://{root}/features/backbone={backbone}")
+    """The feature store as every reader sees it: each run's newest committed attempt."""
+    from image_jobs import storage
+
+    return storage.read_committed(spark, f"file://{root}/features/backbone={backbone}", merge_schema=True)
 
 
 def read_rejects(spark, root: Path, backbone: str = "mobilenet_v2"):
-    return spark.read.parquet(f"file://{root}/rejects/backbone={backbone}")
+    from image_jobs import storage
+
+    return storage.read_committed(spark, f"file://{root}/rejects/backbone={backbone}", merge_schema=True)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 import extract_features
+from image_jobs import storage
 from image_jobs.extraction import done_rows, list_photos, not_done
 from image_jobs.feature_identity import weights_digest
 from image_jobs.inference import resolve_precision
@@ -29,7 +30,7 @@ def extract(spark, root: Path, run_key: str, *weights_and_inference: str) -> dic
 
 
 def identities(spark, root: Path) -> dict[tuple[str, str], int]:
-    rows = spark.read.parquet(f"file://{root}/features/backbone=mobilenet_v2").groupBy(
+    rows = storage.read_committed(spark, f"file://{root}/features/backbone=mobilenet_v2", merge_schema=True).groupBy(
         "weights_digest", "precision_class").count().collect()
     return {(r.weights_digest, r.precision_class): r["count"] for r in rows}
 
@@ -68,9 +69,10 @@ def test_rows_without_an_identity_are_extracted_again_once(spark, tmp_path, conv
     extract(spark, tmp_path, "written", *weights)
     for store in ("features", "rejects"):  # rewrite the run's rows as an old version of the job wrote them
         folder = tmp_path / store / "backbone=mobilenet_v2"
-        spark.read.parquet(str(folder / "run=written")).drop("weights_digest", "precision_class").write.parquet(
-            str(folder / "run=legacy"))
-        shutil.rmtree(folder / "run=written")
+        (written,) = folder.glob("run=written@*")
+        spark.read.parquet(str(written)).drop("weights_digest", "precision_class").write.parquet(
+            str(folder / "run=legacy"))  # an old version wrote run=<key>/, without an attempt
+        shutil.rmtree(written)
     assert "weights_digest" not in spark.read.parquet(f"file://{tmp_path}/features/backbone=mobilenet_v2").columns
     after = extract(spark, tmp_path, "after", *weights)
     assert (after["skipped_done_earlier"], after["features_written"]) == (0, 6)

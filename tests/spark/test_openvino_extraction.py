@@ -33,7 +33,9 @@ def images(tmp_path_factory) -> Path:
 
 
 def features_by_path(spark, root: Path) -> dict[str, np.ndarray]:
-    rows = spark.read.parquet(f"file://{root}/features/backbone=mobilenet_v2").collect()
+    from image_jobs import storage
+
+    rows = storage.read_committed(spark, f"file://{root}/features/backbone=mobilenet_v2").collect()
     return {r["path"]: np.array(r["features"], np.float32) for r in rows}
 
 

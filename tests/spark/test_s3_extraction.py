@@ -61,7 +61,9 @@ def extract(spark, images_uri: str, out: Path, weights: Path, run_key: str) -> d
 
 
 def features_by_photo(spark, out: Path, prefix: str) -> dict[str, tuple[str, np.ndarray]]:
-    rows = spark.read.parquet(f"file://{out}/features/backbone=mobilenet_v2").collect()
+    from image_jobs import storage
+
+    rows = storage.read_committed(spark, f"file://{out}/features/backbone=mobilenet_v2").collect()
     assert len({r.path for r in rows}) == len(rows)  # every photo once
     return {r.path.removeprefix(prefix): (r.label, np.asarray(r.features)) for r in rows}
 

@@ -112,6 +112,8 @@ def assert_ran_side_by_side_without_colliding(server, other: str, form: str) -> 
     for run_id in (other, form):
         assert processes_mentioning(str(root / "runs" / run_key_for(run_id))) == []
     features = pd.read_parquet(root / "features" / "backbone=mobilenet_v2")
+    runs = features["run"].astype(str).str.split("@").str[0]  # run=<key>@<attempt>: the key
     for run_id in (other, form):  # no run wrote an image twice
-        assert features[features["run"] == run_key_for(run_id)]["path"].is_unique
-    assert features["path"].nunique() == 48
+        mine = features[runs == run_key_for(run_id)]
+        assert mine["path"].is_unique
+    assert features["path"].nunique() == 48 and set(runs) <= {run_key_for(r) for r in (other, form)}

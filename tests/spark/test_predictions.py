@@ -8,6 +8,7 @@ test is skipped and the library stands in for it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -144,7 +145,9 @@ def test_inbox_photos_are_scored_and_bad_ones_get_a_reason(trained, first_scorin
     root = trained["root"]
     rows = predictions(root)
     assert list(rows.columns) == ["path", "top1_class", "top1_probability", "top3", "reason", "length",
-                                  "modification_time", "scored_by_run", "uncertain", "threshold"]
+                                  "modification_time", "scored_by_run", "uncertain", "threshold", "model_sha256"]
+    model = Path(trained["models_uri"].removeprefix("file://")) / "multiclass" / "model.json"
+    assert set(rows["model_sha256"]) == {hashlib.sha256(model.read_bytes()).hexdigest()}
     assert len(rows) == 10 and rows["path"].is_unique and set(rows["scored_by_run"]) == {"score1"}
     assert first_scoring["photos_seen"] == 10 and first_scoring["scored_now"] == 8
     assert first_scoring["not_scored_now"] == 2

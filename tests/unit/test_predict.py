@@ -217,5 +217,7 @@ def test_predictions_csv_writes_the_uncertain_mark_and_leaves_it_empty_for_older
     assert list(before.columns) == CSV_COLUMNS and before[["uncertain", "threshold"]].isna().all().all()
     rows = rows.assign(uncertain=[False, True, None], threshold=[0.5, 0.5, None])
     text = predictions_csv(rows)
-    assert [line.split(",")[-2:] for line in text.splitlines()[1:]] == [["false", "0.5"], ["true", "0.5"], ["", ""]]
+    # the columns after scored_by_run: uncertain, threshold, model_sha256 (empty: no digest in these rows)
+    assert [line.split(",")[-3:] for line in text.splitlines()[1:]] == [["false", "0.5", ""], ["true", "0.5", ""],
+                                                                         ["", "", ""]]
     assert text.splitlines()[1].split(",")[6] == "2026-03-01T10:00:00.123Z"

@@ -195,7 +195,10 @@ def test_a_killed_step_leaves_no_process_and_its_retry_no_duplicate(spark, root,
         wait_until(lambda p=process: not executors(p["pgid"]) and not python_workers(p["pgid"]), 60,
                    f"the killed run's executors on {process['role']} to exit")
     # a partly written file of the killed attempt, as an object store may keep one
-    (killed,) = features.glob(f"run={plan['run_key']}@*")
+    # (the killed attempt's folder, or one like it when the kill came before its write had begun)
+    killed = next(iter(features.glob(f"run={plan['run_key']}@*")),
+                  features / f"run={plan['run_key']}@20000101T000000000000Z-killed")
+    killed.mkdir(parents=True, exist_ok=True)
     (killed / "part-99999-killed-attempt.snappy.parquet").write_bytes(b"PAR1 half written")
     retry = step_operator(plan, cluster, artifacts).execute({})
     assert retry["exit_code"] == 0

@@ -121,13 +121,12 @@ def focus_classes(pairwise: Pairwise, training: dict, labels: list[str]) -> list
 
 def pairwise_plots(pairwise: Pairwise, training: dict, labels: list[str]) -> tuple[dict[str, bytes], dict[str, str]]:
     """The pairwise plots by file name (from aggregates), and the per-class plot's file name of each focus class."""
-    n_pairs = pairwise.pairs.count()
+    means = pairwise.pairs.select("class_1", "class_2", "mean_pct").toPandas()  # one row per pair
     plots = {
         "accuracy_vs_split.png": report_tables.plot_split_band(
             pairwise_report.band_by_split(pairwise.metrics).toPandas(),
-            f"Pairwise accuracy vs split ratio ({n_pairs} pairs)"),
-        "pairwise_accuracy_heatmap.png": report_tables.plot_pair_heatmap(
-            pairwise.pairs.select("class_1", "class_2", "mean_pct").toPandas(), labels),
+            f"Pairwise accuracy vs split ratio ({len(means)} pairs)"),
+        "pairwise_accuracy_heatmap.png": report_tables.plot_pair_heatmap(means, labels),
     }
     class_plots = {}
     for focus, (kind, table) in pairwise_report.focus_tables(pairwise.metrics,

@@ -83,10 +83,6 @@ def aws(moto_server, tmp_path_factory):
         yield s3
 
 
-def arg(args: list[str], name: str) -> str:
-    return option(args, name)
-
-
 def fake_report(s3, report_uri: str) -> None:
     """What evaluate_models writes, as the simulated cluster's evaluation step."""
     key = report_uri.removeprefix(f"s3://{BUCKET}/")
@@ -111,16 +107,16 @@ def fake_model(s3, models_uri: str, weights_uri: str) -> None:
 
 def fake_predictions(s3, args: list[str]) -> None:
     """What score_inbox writes: a prediction for every inbox photo, and its summary."""
-    inbox, predictions = arg(args, "--inbox-uri"), arg(args, "--predictions-uri")
+    inbox, predictions = option(args, "--inbox-uri"), option(args, "--predictions-uri")
     photos = s3.list_objects_v2(Bucket=BUCKET, Prefix=inbox.removeprefix(f"s3://{BUCKET}/") + "/")["Contents"]
     rows = ["path,top1_class,top1_probability,top3,reason,length,modification_time,scored_by_run"]
     rows += [f"s3://{BUCKET}/{o['Key']},cat,0.9,[],,{o['Size']},"
-             f"{o['LastModified'].strftime('%Y-%m-%dT%H:%M:%S.000Z')},{arg(args, '--run-key')}" for o in photos]
+             f"{o['LastModified'].strftime('%Y-%m-%dT%H:%M:%S.000Z')},{option(args, '--run-key')}" for o in photos]
     s3.put_object(Bucket=BUCKET, Key=predictions.removeprefix(f"s3://{BUCKET}/") + "/predictions.csv",
                   Body="\n".join(rows).encode())
     summary = {"scored_now": len(photos), "not_scored_now": 0, "skipped_scored_earlier": 0,
                "predictions_total": len(photos), "predictions_csv": f"{predictions}/predictions.csv"}
-    s3.put_object(Bucket=BUCKET, Key=arg(args, "--summary-uri").removeprefix(f"s3://{BUCKET}/"),
+    s3.put_object(Bucket=BUCKET, Key=option(args, "--summary-uri").removeprefix(f"s3://{BUCKET}/"),
                   Body=json.dumps(summary).encode())
 
 
@@ -167,9 +163,9 @@ class ClusterSimulator(threading.Thread):
                             later.state = "CANCELLED"  # ActionOnFailure CANCEL_AND_WAIT
                     else:
                         if step.name == "train_models":
-                            fake_model(self.s3, arg(step.args, "--models-uri"), arg(step.args, "--weights-uri"))
+                            fake_model(self.s3, option(step.args, "--models-uri"), option(step.args, "--weights-uri"))
                         if step.name == "evaluate_models":
-                            fake_report(self.s3, arg(step.args, "--report-uri"))
+                            fake_report(self.s3, option(step.args, "--report-uri"))
                         if step.name == "score_inbox":
                             fake_predictions(self.s3, step.args)
                         step.state = "COMPLETED"
@@ -261,8 +257,8 @@ def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_serve
     assert groups["TASK"]["RequestedInstanceCount"] == 2 and groups["TASK"]["Market"] == "SPOT"  # spot: task nodes only
     steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert sorted(s["Name"] for s in steps) == sorted(STEP_ORDER) and len(steps) == 3  # added once
-    labels_uri = arg(simulator.seen_args["train_models"], "--labels-uri")  # plan_run wrote the class list there
-    assert labels_uri == arg(simulator.seen_args["extract_features"], "--labels-uri")
+    labels_uri = option(simulator.seen_args["train_models"], "--labels-uri")  # plan_run wrote the class list there
+    assert labels_uri == option(simulator.seen_args["extract_features"], "--labels-uri")
     labels_key = labels_uri.removeprefix(f"s3://{BUCKET}/")
     assert json.loads(aws.get_object(Bucket=BUCKET, Key=labels_key)["Body"].read()) == ["cat", "dog"]
     staged = [o["Key"] for o in aws.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/artifacts/")["Contents"]]
@@ -271,13 +267,13 @@ def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_serve
     from image_pipeline.compute.emr.wheelhouse import requirements_hash
 
     assert f"{PREFIX}/artifacts/wheelhouse-{requirements_hash()}/manifest.json" in staged  # the nodes' wheelhouse
-    report_uri = arg(simulator.seen_args["evaluate_models"], "--report-uri")
+    report_uri = option(simulator.seen_args["evaluate_models"], "--report-uri")
     report_md = aws.get_object(Bucket=BUCKET, Key=report_uri.removeprefix(f"s3://{BUCKET}/") + "/report.md")
     assert b"Multiclass accuracy" in report_md["Body"].read()
     # the run passed its gate: it is the latest successful model, with the weights the cluster used
     latest = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{PREFIX}/models/latest.json")["Body"].read())
     assert latest["report_uri"] == report_uri and latest["multiclass_accuracy"] == 0.9
-    assert latest["weights_uri"] == arg(simulator.seen_args["train_models"], "--weights-uri")
+    assert latest["weights_uri"] == option(simulator.seen_args["train_models"], "--weights-uri")
     assert latest["weights_uri"] == f"{ROOT}/weights/mobilenet_v2_imagenet.keras"  # on S3 already: not copied
     captured = capfd.readouterr()
     logged = captured.out
@@ -329,10 +325,10 @@ def test_emr_scoring_scores_the_inbox_with_the_latest_model_then_skips(emr_dag, 
     (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert step["Name"] == "score_inbox"
     args = simulator.seen_args["score_inbox"]
-    assert arg(args, "--inbox-uri") == f"{ROOT}/inbox" and arg(args, "--model-json-uri") == latest["model_uri"]
-    assert arg(args, "--model-sha256") == latest["model_sha256"]  # the gated model, checked by its digest
-    assert arg(args, "--predictions-uri") == f"{ROOT}/predictions/{latest['run_key']}"
-    assert arg(args, "--weights-uri") == latest["weights_uri"] and arg(args, "--batch-size") == "8"
+    assert option(args, "--inbox-uri") == f"{ROOT}/inbox" and option(args, "--model-json-uri") == latest["model_uri"]
+    assert option(args, "--model-sha256") == latest["model_sha256"]  # the gated model, checked by its digest
+    assert option(args, "--predictions-uri") == f"{ROOT}/predictions/{latest['run_key']}"
+    assert option(args, "--weights-uri") == latest["weights_uri"] and option(args, "--batch-size") == "8"
 
     # every inbox photo has its prediction from this model now: the next poll starts no cluster
     before = {c["Id"] for c in only_cluster(emr)}

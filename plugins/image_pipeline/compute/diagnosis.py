@@ -13,6 +13,10 @@ import re
 from dataclasses import dataclass
 
 MAX_EVIDENCE_CHARS = 300
+# what a user does about a step whose cluster is gone, on either backend (local.health, emr.operators)
+CLUSTER_GONE_FIX = ("clear this task together with its setup task create_cluster (in the Airflow UI: Clear, with "
+                    "the setup tasks included, which Airflow 3 does by default for a task with a setup): that "
+                    "starts a new cluster and runs the steps on it")
 
 
 @dataclass(frozen=True)

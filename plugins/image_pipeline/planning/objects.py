@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 
@@ -31,11 +32,15 @@ def readable_path(uri: str, conn_id: str | None = None):
 
 
 def write_bytes_atomically(uri: str, data: bytes, conn_id: str | None = None) -> None:
-    """Write a file so that a reader sees no file or the whole one (see ``write_text_atomically``)."""
+    """Write a small file so that a reader sees the old file (or none) or the new one, never half of one.
+
+    Locally: a temporary file of this writer's own in the same folder, then ``os.replace`` (atomic on
+    POSIX). On S3 a single PUT is atomic already: the object is replaced whole when the upload completes.
+    """
     if uri.startswith("file://"):
         target = Path(uri.removeprefix("file://"))
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
         tmp.write_bytes(data)
         os.replace(tmp, target)
     else:
@@ -43,19 +48,8 @@ def write_bytes_atomically(uri: str, data: bytes, conn_id: str | None = None) ->
 
 
 def write_text_atomically(uri: str, text: str, conn_id: str | None = None) -> None:
-    """Write a small text file so that a reader sees the old file or the new one, never half of one.
-
-    Locally: a temporary file in the same folder, then ``os.replace`` (atomic on POSIX). On S3 a
-    single PUT is atomic already: the object is replaced whole when the upload completes.
-    """
-    if uri.startswith("file://"):
-        target = Path(uri.removeprefix("file://"))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        tmp.write_text(text)
-        os.replace(tmp, target)
-    else:
-        object_path(uri, conn_id).write_text(text)
+    """Write a small UTF-8 text file (see ``write_bytes_atomically``)."""
+    write_bytes_atomically(uri, text.encode("utf-8"), conn_id)
 
 
 CAS_ATTEMPTS = 10
@@ -88,9 +82,7 @@ def _update_local(target: Path, decide) -> bool:
         text = decide(target.read_text() if target.exists() else None)
         if text is None:
             return False
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        tmp.write_text(text)
-        os.replace(tmp, target)
+        write_text_atomically(f"file://{target}", text)
         return True
 
 

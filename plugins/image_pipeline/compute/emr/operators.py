@@ -24,13 +24,9 @@ from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
 from image_pipeline.compute.contract import cluster_summary, cluster_summary_line
+from image_pipeline.compute.diagnosis import CLUSTER_GONE_FIX
 from image_pipeline.compute.emr.explain import TERMINAL_CLUSTER_STATES, cluster_line, explain_step, s3_log_store
 from image_pipeline.compute.emr.requests import cluster_cost, console_link
-
-# what a user does about a step whose cluster is gone (the local backend says the same: local.health)
-WHAT_TO_DO = ("clear this task together with its setup task create_cluster (in the Airflow UI: Clear, with the "
-              "setup tasks included, which Airflow 3 does by default for a task with a setup): that starts a new "
-              "cluster and runs the steps on it")
 
 
 class EmrAddNamedStepsOperator(EmrAddStepsOperator):
@@ -55,7 +51,7 @@ class EmrAddNamedStepsOperator(EmrAddStepsOperator):
         describe = EmrHook(aws_conn_id=self.aws_conn_id).conn.describe_cluster(ClusterId=self.job_flow_id)
         ended = cluster_line(describe)
         if ended:
-            raise AirflowFailException(f"steps not added: the run's {ended}; {WHAT_TO_DO}")
+            raise AirflowFailException(f"steps not added: the run's {ended}; {CLUSTER_GONE_FIX}")
 
 
 def is_transient(exc: BaseException) -> bool:

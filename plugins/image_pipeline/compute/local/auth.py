@@ -33,8 +33,8 @@ def write_conf(cluster_dir: str | Path, project_conf: Path) -> Path:
     for source in project_conf.iterdir():
         if source.is_file() and source.name != "spark-defaults.conf":
             shutil.copy(source, folder / source.name)
-    defaults = (project_conf / "spark-defaults.conf").read_text() if (project_conf / "spark-defaults.conf").exists() \
-        else ""
+    source = project_conf / "spark-defaults.conf"
+    defaults = source.read_text() if source.exists() else ""
     descriptor = os.open(folder / "spark-defaults.conf", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(defaults.rstrip("\n") + "\n# this cluster's shared secret (compute.local.auth)\n"

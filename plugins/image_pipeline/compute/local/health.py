@@ -4,20 +4,18 @@ A step retried after its cluster went away (stopped by its watchdog after the id
 down, stopped by the teardown, gone with a reboot) would otherwise spend 40 s on "Failed to connect to master"
 and end in a py4j traceback that says nothing of why. ``gone_reason`` says why, and what to do.
 
-Standard library and the cluster module only.
+Standard library, the cluster module and the failure wording (``diagnosis``) only.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from image_pipeline.compute.diagnosis import CLUSTER_GONE_FIX
 from image_pipeline.compute.local.cluster import WATCHDOG_ROLE, ClusterInfo, _master_status, _session_alive
 
 # the watchdog's log line when it stops an idle cluster (watchdog.watch)
 WATCHDOG_STOP_MARK = "stopping the cluster (idle timeout"
-WHAT_TO_DO = ("clear this task together with its setup task create_cluster (in the Airflow UI: Clear, with the "
-              "setup tasks included, which Airflow 3 does by default for a task with a setup): that starts a new "
-              "cluster and runs the step on it")
 
 
 def watchdog_stop_line(info: ClusterInfo) -> str | None:
@@ -36,7 +34,8 @@ def gone_reason(cluster_dir: str | Path) -> str | None:
     """None while the cluster's master runs and answers with live workers; else why it is gone and what to do."""
     info = ClusterInfo.load(cluster_dir)
     if info is None:
-        return f"the run's local cluster is gone: {Path(cluster_dir) / 'cluster.json'} does not exist; {WHAT_TO_DO}"
+        record = Path(cluster_dir) / "cluster.json"
+        return f"the run's local cluster is gone: {record} does not exist; {CLUSTER_GONE_FIX}"
     masters = [p for p in info.processes if p["role"] == "master"]
     status = _master_status(info.master_webui) if info.master_webui else None
     alive = bool(masters) and all(_session_alive(p["pgid"]) for p in masters)
@@ -52,4 +51,4 @@ def gone_reason(cluster_dir: str | Path) -> str | None:
         cause = f"its master does not answer on {info.master_webui}"
     else:
         cause = "no worker of it is alive"
-    return f"the run's local cluster at {info.master_url} is gone: {cause}; {WHAT_TO_DO}"
+    return f"the run's local cluster at {info.master_url} is gone: {cause}; {CLUSTER_GONE_FIX}"

@@ -24,6 +24,8 @@ MemoryError
  SQLSTATE: 38000
 """
 MAP_FAILED = ("ImportError: libtensorflow_framework.so.2: failed to map segment from shared object\n")
+THREAD_FAILED = ("    File \"/usr/lib/python3.11/threading.py\", line 968, in start\n      raise\n"
+                 "  RuntimeError: can't start new thread\n")  # a capped address space: no room for its stack
 JVM_OOM = "Exception in thread \"Executor task launch worker\" java.lang.OutOfMemoryError: Java heap space\n"
 WORKER_DIED = ("26/11/21 WARN TaskSetManager: Lost task 1.0 in stage 3.0: org.apache.spark.SparkException: "
                "Python worker exited unexpectedly (crashed)\n")
@@ -36,6 +38,7 @@ JOB_ERROR = ("2026-11-21 23:20:22,182 ERROR train_models: class 'pug' has 1 usab
     (PYTHON_OOM, "cause: out of memory"),
     (JVM_OOM, "cause: out of memory"),
     (MAP_FAILED, "cause: out of memory"),
+    (THREAD_FAILED, "cause: out of memory"),
     (WORKER_DIED, "cause: worker died"),
     (JOB_ERROR, "cause: the job stopped on its input: class 'pug' has 1 usable image(s)"),
 ])

@@ -31,7 +31,7 @@ CAUSES = (
           re.compile(r"No space left on device|Disk quota exceeded|ENOSPC")),
     Cause("out of memory", "a Spark JVM or Python worker ran out of memory",
           re.compile(r"java\.lang\.OutOfMemoryError.*|(?<![\w.])MemoryError\b.*|Cannot allocate memory|"
-                     r"std::bad_alloc|failed to map segment from shared object|"
+                     r"std::bad_alloc|failed to map segment from shared object|can't start new thread|"
                      r"Container killed by YARN for exceeding memory limits.*|"
                      r"exit(?:ed with)? (?:code|status) 137\b")),
     Cause("worker died", "a Python worker or executor died without an error of its own (often the kernel's "

@@ -318,7 +318,7 @@ def test_the_run_job_flow_body_is_its_named_parts():
     assert body["Instances"] == requests.cluster_instances(choices)
     assert body["BootstrapActions"] == requests.bootstrap_actions(ARTIFACTS)
     assert body["Configurations"] == requests.cluster_configurations(choices, p["batch_size"])
-    assert body["Tags"] == requests.cluster_tags(p["run_key"], "d")
+    assert body["Tags"] == requests.cluster_tags(p["run_key"], "d", p["root_uri"])
 
 
 def test_staged_uris_are_joined_with_single_slashes():

@@ -37,6 +37,10 @@ NODE_PYTHON = "/usr/bin/python3.11"
 DEFAULT_SERVICE_ROLE = "EMR_DefaultRole_V2"
 DEFAULT_JOB_FLOW_ROLE = "EMR_EC2_DefaultRole"
 MANAGED_POLICY_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
+# every cluster carries its deployment's root URI under this key; the Airflow role's policy scopes every
+# cluster action to it (docs/aws.md, "The Airflow connection and its policy")
+DEPLOYMENT_TAG = "image-pipeline-root"
+CLUSTER_TAG_KEYS = ("run_key", "dag_id", "app", DEPLOYMENT_TAG, MANAGED_POLICY_TAG["Key"])
 # EXAMPLE prices per instance-hour (EC2 + EMR, USD), not taken from AWS's price list: set the deployment's own
 # with IMAGE_PIPELINE_EMR_PRICES_JSON from the Amazon EMR pricing page (https://aws.amazon.com/emr/pricing/,
 # EC2 and EMR price per type and Region). A type a fleet launched that has no price is named in the cost
@@ -117,7 +121,7 @@ def job_flow_overrides(plan: dict, emr: dict, artifacts: dict, dag_id: str) -> d
         "AutoTerminationPolicy": {"IdleTimeout": int(emr["idle_timeout_minutes"]) * 60},
         "JobFlowRole": emr["job_flow_role"],
         "ServiceRole": emr["service_role"],
-        "Tags": cluster_tags(plan["run_key"], dag_id),
+        "Tags": cluster_tags(plan["run_key"], dag_id, plan["root_uri"]),
         "StepConcurrencyLevel": 1,
     }
     if emr.get("security_configuration"):
@@ -171,12 +175,14 @@ def cluster_configurations(emr: dict, batch_size: int) -> list[dict]:
     ]
 
 
-def cluster_tags(run_key: str, dag_id: str) -> list[dict]:
-    """``Tags``: the run's, and the tag AmazonEMRServicePolicy_v2 requires (EMR propagates it)."""
+def cluster_tags(run_key: str, dag_id: str, root_uri: str) -> list[dict]:
+    """``Tags``: the run's; the deployment's root (``DEPLOYMENT_TAG``: the Airflow role may act only on clusters
+    carrying its own, ``iam.iam_policy``); and the tag AmazonEMRServicePolicy_v2 requires (EMR propagates it)."""
     return [
         {"Key": "run_key", "Value": run_key},
         {"Key": "dag_id", "Value": dag_id},
         {"Key": "app", "Value": "image-classification"},
+        {"Key": DEPLOYMENT_TAG, "Value": root_uri.rstrip("/")},
         dict(MANAGED_POLICY_TAG),
     ]
 

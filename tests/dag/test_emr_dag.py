@@ -17,8 +17,11 @@ import contextlib
 import gzip
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -27,6 +30,8 @@ from conftest import DAGS_DIR, option
 from image_pipeline.compute.local.cluster import free_port
 
 pytestmark = pytest.mark.spark  # slow-ish: parses the DAG and runs it with dag.test()
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 BUCKET, PREFIX, REGION, ACCOUNT = "pipeline", "prod", "us-east-1", "123456789012"
 ROOT = f"s3://{BUCKET}/{PREFIX}"
@@ -123,10 +128,10 @@ def fake_predictions(s3, args: list[str]) -> None:
 class ClusterSimulator(threading.Thread):
     """Completes (or fails) the moto cluster's steps in order, like EMR running them."""
 
-    def __init__(self, s3, fail_step: str | None = None, fail_bootstrap: bool = False):
+    def __init__(self, s3, fail_step: str | None = None, fail_bootstrap: bool = False, step_seconds: float = 0):
         super().__init__(daemon=True)
         self.s3, self.fail_step, self.stop_event, self.seen_args = s3, fail_step, threading.Event(), {}
-        self.fail_bootstrap = fail_bootstrap
+        self.fail_bootstrap, self.step_seconds, self.started = fail_bootstrap, step_seconds, {}
 
     def end_in_bootstrap(self, cluster) -> None:
         """A bootstrap action fails on the primary node: EMR ends the cluster and cancels its steps."""
@@ -152,6 +157,9 @@ class ClusterSimulator(threading.Thread):
                     if step.state in ("COMPLETED", "FAILED", "CANCELLED"):
                         continue
                     self.seen_args[step.name] = list(step.args)
+                    if time.monotonic() - self.started.setdefault(step.id, time.monotonic()) < self.step_seconds:
+                        step.state = "RUNNING"  # a step that takes a while: its sensor finds it running
+                        break
                     if step.name == self.fail_step:
                         # the cause sits far above the tail, deep in a stack trace, as on a real failure
                         log = "\n".join(["Caused by: java.io.IOException: No space left on device",
@@ -287,6 +295,32 @@ def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_serve
     assert str(getattr(dag_run.state, "value", dag_run.state)) == "success"
     again = [o["Key"] for o in aws.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/artifacts/")["Contents"]]
     assert sorted(again) == sorted(staged)
+
+
+def test_a_deployment_with_default_deferrable_on_runs_the_whole_dag(emr_dag, aws, moto_server):
+    """``[operators] default_deferrable = True`` (many deployments set it) and the sensors and the teardown
+    deferring (IMAGE_PIPELINE_EMR_DEFERRABLE's default): add_steps still adds the steps in one call and names
+    each step's id, each sensor and the teardown wait on their provider trigger (run in line by dag.test()),
+    and the run succeeds. Under the switch the provider's add_steps would defer until every step ended, and
+    push no step ids for the sensors."""
+    env = {**os.environ, "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True", "IMAGE_PIPELINE_EMR_DEFERRABLE": "true",
+           "PYTHONPATH": os.pathsep.join(str(PROJECT_ROOT / p) for p in ("plugins", "spark_jobs", "tools", "tests"))}
+    simulator = ClusterSimulator(aws, step_seconds=3)  # each sensor finds its step running, and defers
+    simulator.start()
+    try:
+        done = subprocess.run([sys.executable, str(PROJECT_ROOT / "tests" / "emr_dag_probe.py"),
+                               str(DAGS_DIR / "image_classification.py"), json.dumps({"emr_core_instance_count": 2})],
+                              capture_output=True, text=True, env=env, timeout=900)
+    finally:
+        simulator.stop_event.set()
+        simulator.join()
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["state"] == "success" and set(result["states"].values()) == {"success"}, result["states"]
+    assert result["deferrable"]["create_cluster"] is False and result["deferrable"]["add_steps"] is False
+    assert all(result["deferrable"][name] is True for name in [*STEP_ORDER, "terminate_cluster"])
+    # a trigger for each sensor and one for the teardown: none for add_steps
+    assert (done.stdout + done.stderr).count("[DAG TEST] running trigger in line") == len(STEP_ORDER) + 1
 
 
 def test_failed_step_fails_the_run_explains_why_and_terminates(emr_dag, aws, moto_server, capfd):

@@ -313,7 +313,7 @@ async def first_event(trigger) -> dict:
     raise AssertionError("the trigger ended without an event")
 
 
-@pytest.mark.parametrize("mode", ["synchronous", "default_deferrable"])
+@pytest.mark.parametrize("mode", ["synchronous", "deferred"])
 def test_the_teardown_waits_for_terminated_and_costs_the_instances_that_ran(aws, moto_server, monkeypatch,  # noqa: F811
                                                                              mode):
     from airflow.sdk.exceptions import TaskDeferred
@@ -327,13 +327,9 @@ def test_the_teardown_waits_for_terminated_and_costs_the_instances_that_ran(aws,
     # one of the two spot task nodes never launched (no spot capacity): ListInstances has 4 instances, not 5
     cluster.ec2_instances.remove(next(i for i in cluster.ec2_instances if i.market == "SPOT"))
     termination = SlowTermination(monkeypatch, cluster_id)
-    kwargs = {"deferrable": False} if mode == "synchronous" else {}
-    if mode == "default_deferrable":  # the global switch on, as a deployment sets it; the DAG passes no deferrable
-        monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
     op = EmrTerminateWithCostOperator(task_id="terminate_cluster", job_flow_id=cluster_id, aws_conn_id="aws_default",
                                       prices={"m5.xlarge": 0.24}, region=REGION, waiter_delay=0,
-                                      waiter_max_attempts=10, **kwargs)
-    assert op.deferrable is (mode == "default_deferrable")
+                                      waiter_max_attempts=10, deferrable=mode == "deferred")
     if op.deferrable:
         with pytest.raises(TaskDeferred) as deferred:
             op.execute(CONTEXT)
@@ -347,8 +343,10 @@ def test_the_teardown_waits_for_terminated_and_costs_the_instances_that_ran(aws,
     assert termination.answers[-1] == "TERMINATED"  # and the cost comes from the terminated cluster:
     assert summary["hours"] == 0.5 and summary["normalized_instance_hours"] == 8  # its end time, EMR's final hours
     assert summary["instances"] == {"m5.xlarge on-demand": 3, "m5.xlarge spot": 1}  # what ran, not what was asked
-    assert summary["estimated_cost_usd"] == round(4 * 0.24 * 0.5, 2)  # every instance until the cluster's end
-    assert summary["hourly_price_usd"] == round(4 * 0.24, 3)
+    ebs_hourly = 96 * 0.08 / 730  # each node's 32 + 64 GiB of gp3 at the default $0.08 per GiB-month
+    assert summary["estimated_cost_usd"] == round(4 * (0.24 + ebs_hourly) * 0.5, 2)  # every instance until the end
+    assert summary["hourly_price_usd"] == round(4 * (0.24 + ebs_hourly), 3)
+    assert summary["unpriced_instances"] == {}
     assert summary["cluster_id"] == cluster_id and summary["backend"] == "emr" and cluster_id in summary["console_link"]
 
 

@@ -236,11 +236,33 @@ def test_log_uri_and_cost():
     instances = [instance("m5.xlarge", "ON_DEMAND"), instance("m5.xlarge", "ON_DEMAND"),
                  instance("m5a.xlarge", "ON_DEMAND"),  # a fleet's other type, not in the price table
                  instance("m5.xlarge", "SPOT", start, datetime(2026, 3, 1, 10, 0, 10, tzinfo=UTC))]  # 10 s: 1 min
-    cost = cluster_cost(describe, {"m5.xlarge": 0.24}, instances)
+    cost = cluster_cost(describe, {"m5.xlarge": 0.24}, instances, ebs_gib_month_usd=0.08)
+    # every node's 32 GiB root and 64 GiB data volume, gp3 at $0.08 per GiB-month (730 h), for its hours:
+    # the unpriced m5a's too (its hours are the ones missing)
+    ebs_hourly = 96 * 0.08 / 730
     assert cost == {"cluster_id": "j-1", "normalized_instance_hours": 24, "hours": 1.5,
-                    "estimated_cost_usd": round(0.24 * 1.5 * 2 + 0.24 / 60, 2), "hourly_price_usd": 0.72,
+                    "estimated_cost_usd": round(0.24 * 1.5 * 2 + 0.24 / 60 + ebs_hourly * (3 * 1.5 + 1 / 60), 2),
+                    "hourly_price_usd": round(0.72 + 4 * ebs_hourly, 3),
                     "instances": {"m5.xlarge on-demand": 2, "m5.xlarge spot": 1, "m5a.xlarge on-demand": 1},
-                    "unpriced_types": ["m5a.xlarge"]}
+                    "unpriced_instances": {"m5a.xlarge": 1}}
+    assert cost["estimated_cost_usd"] == 0.77  # 0.72 of instances, 0.048 of EBS, 0.004 the spot's minute
+
+
+@pytest.mark.parametrize("instance_type", INSTANCE_TYPES)
+def test_fleets_launch_the_chosen_type_first_and_it_is_priced(instance_type):
+    from image_pipeline.compute.emr.capacity import SAME_SIZE, instance_fleets
+    from image_pipeline.compute.emr.requests import DEFAULT_PRICES
+
+    fleets = {f["InstanceFleetType"]: f for f in instance_fleets(instance_type, 2, 1)}
+    for role in ("MASTER", "CORE"):
+        assert fleets[role]["LaunchSpecifications"]["OnDemandSpecification"]["AllocationStrategy"] == "prioritized"
+        priorities = {c["InstanceType"]: c["Priority"] for c in fleets[role]["InstanceTypeConfigs"]}
+        assert min(priorities, key=priorities.get) == instance_type and len(set(priorities.values())) == len(priorities)
+    launchable = {c["InstanceType"] for f in fleets.values() for c in f["InstanceTypeConfigs"]}
+    assert launchable == set(SAME_SIZE[instance_type])
+    # the chosen type, launched first, has an example price; another launches only without its capacity,
+    # and the teardown's cost line names it when it has none
+    assert instance_type in DEFAULT_PRICES
 
 
 def test_iam_policy_is_least_privilege():

@@ -93,12 +93,16 @@ def test_both_backends_summarise_a_terminated_cluster_in_one_shape():
         "CreationDateTime": datetime(2026, 1, 1, 10, 0, tzinfo=UTC),
         "EndDateTime": datetime(2026, 1, 1, 10, 30, tzinfo=UTC)}}}}
     instances = [{"InstanceType": "m5.xlarge", "Market": "ON_DEMAND"}] * 3  # no timeline: the cluster's
-    cost = cluster_cost(describe, {"m5.xlarge": 0.2}, instances)
-    assert cost.pop("unpriced_types") == []
+    cost = cluster_cost(describe, {"m5.xlarge": 0.2}, instances, ebs_gib_month_usd=0.0)
     emr = cluster_summary(backend="emr", console_link="https://console/j-1", **cost)
     assert tuple(emr) == CLUSTER_SUMMARY_KEYS and emr["estimated_cost_usd"] == 0.3 and emr["process_ids"] == []
     assert cluster_summary_line(emr) == ("cluster j-1: emr, 0.500 h on 3 x m5.xlarge on-demand, 16 normalized "
                                          "instance hours, about $0.30 (https://console/j-1)")
+    # an instance of a type with no price: the line says the estimate leaves it out
+    cost = cluster_cost(describe, {}, instances[:1], ebs_gib_month_usd=0.0)
+    assert cluster_summary_line(cluster_summary(backend="emr", **cost)) == (
+        "cluster j-1: emr, 0.500 h on 1 x m5.xlarge on-demand, 16 normalized instance hours, about $0.00 WITHOUT "
+        "1 x m5.xlarge (no price: the estimate is too low)")
 
 
 SELECTED = {**SUMMARY, "multiclass": {

@@ -111,9 +111,13 @@ def emr_backend(plan, step_names: Sequence[str], settings: Settings, emr, dag_id
 
     stage_artifacts, emr_requests = emr_request_tasks(settings, dag_id)
     requests = emr_requests(plan, stage_artifacts(plan))
+    # each wait decided here, never by [operators] default_deferrable: creating the cluster and adding the
+    # steps are single API calls (the first step's sensor waits for the cluster); the sensors and the
+    # teardown's wait for TERMINATED defer when IMAGE_PIPELINE_EMR_DEFERRABLE says so
     cluster = EmrCreateJobFlowOperator(
         task_id="create_cluster", job_flow_overrides=requests["job_flow"], aws_conn_id=settings.aws_conn_id,
         emr_conn_id=None, retries=0,  # every setting is in the body: no base config from a connection
+        wait_for_completion=False, deferrable=False,
     )
     add_steps = EmrAddNamedStepsOperator(
         task_id="add_steps", job_flow_id=cluster.output, steps=requests["steps"], aws_conn_id=settings.aws_conn_id,
@@ -130,7 +134,7 @@ def emr_backend(plan, step_names: Sequence[str], settings: Settings, emr, dag_id
     ]
     terminate = EmrTerminateWithCostOperator(
         task_id="terminate_cluster", job_flow_id=cluster.output, aws_conn_id=settings.aws_conn_id,
-        prices=emr.prices, region=emr.region,
+        prices=emr.prices, region=emr.region, deferrable=emr.deferrable, ebs_gib_month_usd=emr.ebs_gib_month_usd,
     ).as_teardown(setups=cluster)
     chain(add_steps, *sensors)
     return sensors[-1], terminate.output

@@ -58,6 +58,7 @@ INSTANCE_TYPES = tuple(sorted(SAME_SIZE))
 # the data volume holds Spark's shuffle and spill, the staged model and HDFS on core nodes.
 ROOT_VOLUME_GIB = 32
 DATA_VOLUME_GIB = 64
+EBS_GIB_PER_NODE = ROOT_VOLUME_GIB + DATA_VOLUME_GIB  # gp3 both (the root volume from EMR 6.15 on)
 EXECUTOR_CORES = 4  # at most: TensorFlow / the inference runtime runs one Python worker per core
 DRIVER_MIB = 3072  # the cluster-mode driver's YARN container (heap + overhead) on one core node
 HEAP_SHARE = 0.4  # the forward pass runs in the Python workers, outside the JVM heap: most goes to overhead
@@ -141,16 +142,24 @@ def _ebs() -> dict:
 
 
 def instance_fleets(instance_type: str, core_count: int, task_count: int) -> list[dict]:
-    """Primary and core fleets on-demand; the task fleet (when asked for) on spot, over same-size types."""
-    def configs(types: tuple[str, ...]) -> list[dict]:
-        return [{"InstanceType": t, "WeightedCapacity": 1, "EbsConfiguration": _ebs()} for t in types]
+    """Primary and core fleets on-demand; the task fleet (when asked for) on spot, over same-size types.
 
-    on_demand = {"OnDemandSpecification": {"AllocationStrategy": "lowest-price"}}
+    On-demand fleets launch by priority, the chosen type first (``prioritized``: "Amazon EMR should launch
+    the instances with the highest priority first", priority 0 the highest,
+    https://docs.aws.amazon.com/emr/latest/APIReference/API_OnDemandProvisioningSpecification.html and
+    .../API_InstanceTypeConfig.html): the others of its size only when it has no capacity. ``lowest-price``
+    would launch the cheapest first (m5a, AMD without AVX-512, where the measured rates may not hold).
+    """
+    def configs(types: tuple[str, ...], prioritized: bool = False) -> list[dict]:
+        return [{"InstanceType": t, "WeightedCapacity": 1, "EbsConfiguration": _ebs(),
+                 **({"Priority": float(rank)} if prioritized else {})} for rank, t in enumerate(types)]
+
+    on_demand = {"OnDemandSpecification": {"AllocationStrategy": "prioritized"}}
     fleets = [
         {"Name": "Primary", "InstanceFleetType": "MASTER", "TargetOnDemandCapacity": 1,
-         "InstanceTypeConfigs": configs(SAME_SIZE[instance_type]), "LaunchSpecifications": on_demand},
+         "InstanceTypeConfigs": configs(SAME_SIZE[instance_type], True), "LaunchSpecifications": on_demand},
         {"Name": "Core", "InstanceFleetType": "CORE", "TargetOnDemandCapacity": core_count,
-         "InstanceTypeConfigs": configs(SAME_SIZE[instance_type]), "LaunchSpecifications": on_demand},
+         "InstanceTypeConfigs": configs(SAME_SIZE[instance_type], True), "LaunchSpecifications": on_demand},
     ]
     if task_count:
         fleets.append({

@@ -1,7 +1,9 @@
 """Amazon provider operators, extended where the run needs more than they give.
 
 - ``EmrAddNamedStepsOperator`` also pushes each step id under the step's name, so each sensor is
-  wired with ``add_steps.output["<step name>"]``.
+  wired with ``add_steps.output["<step name>"]``. It never defers: deferred, the provider's operator waits
+  for *every* step on one trigger (60 polls of 30 s) and its ``execute_complete`` pushes no per-step ids.
+  Its default comes from ``[operators] default_deferrable``, so it is set explicitly.
 - ``EmrStepWithLogsSensor`` explains a step that did not complete in its own log (``explain.explain_step``:
   EMR's reasons, the cluster's state-change reason when it ended, the step's, the driver's and the
   bootstrap's log paths and tails) and re-raises the provider's own exception with the explanation as a
@@ -10,7 +12,7 @@
   While its step is pending it watches the cluster: one that ends before the step runs (bootstrap
   failure, capacity, a role it cannot use) fails the sensor at once, with the cluster's reason.
 - ``EmrTerminateWithCostOperator`` terminates, waits for ``TERMINATED`` (synchronously, or deferred when
-  ``deferrable``, which defaults to ``[operators] default_deferrable`` read when the task is built), then
+  ``deferrable``, given explicitly: the backend passes ``IMAGE_PIPELINE_EMR_DEFERRABLE``), then
   reports the cluster id, its console link, the instances that ran, normalized instance hours and an
   estimated cost, all from the terminated cluster.
 """
@@ -26,11 +28,18 @@ from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 from image_pipeline.compute.contract import cluster_summary, cluster_summary_line
 from image_pipeline.compute.diagnosis import CLUSTER_GONE_FIX
 from image_pipeline.compute.emr.explain import TERMINAL_CLUSTER_STATES, cluster_line, explain_step, s3_log_store
-from image_pipeline.compute.emr.requests import cluster_cost, console_link
+from image_pipeline.compute.emr.requests import DEFAULT_EBS_GIB_MONTH_USD, cluster_cost, console_link
 
 
 class EmrAddNamedStepsOperator(EmrAddStepsOperator):
-    """Add the run's steps (never retried: a retry would add them twice) and name their ids in XCom."""
+    """Add the run's steps (never retried: a retry would add them twice) and name their ids in XCom.
+
+    One API call: it neither waits nor defers (the sensors wait, one per step)."""
+
+    def __init__(self, **kwargs):
+        if kwargs.pop("deferrable", False) or kwargs.pop("wait_for_completion", False):
+            raise ValueError("add_steps never waits: each step's sensor does (deferrable or not)")
+        super().__init__(deferrable=False, wait_for_completion=False, **kwargs)
 
     def execute(self, context) -> list[str]:
         self._require_running_cluster()
@@ -154,13 +163,10 @@ class EmrStepWithLogsSensor(EmrStepSensor):
 class EmrTerminateWithCostOperator(EmrTerminateJobFlowOperator):
     """Terminate the cluster (teardown), wait until it is terminated, then log and return what it cost."""
 
-    def __init__(self, *, prices: dict[str, float], region: str, deferrable: bool | None = None, **kwargs):
-        if deferrable is None:  # the provider reads the global switch once, when its module is imported
-            from airflow.providers.common.compat.sdk import conf
-
-            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
+    def __init__(self, *, prices: dict[str, float], region: str, deferrable: bool,
+                 ebs_gib_month_usd: float = DEFAULT_EBS_GIB_MONTH_USD, **kwargs):
         super().__init__(deferrable=deferrable, **kwargs)
-        self.prices, self.region = prices, region
+        self.prices, self.region, self.ebs_gib_month_usd = prices, region, ebs_gib_month_usd
 
     def _wait_terminated(self) -> None:
         from airflow.exceptions import AirflowException
@@ -183,9 +189,12 @@ class EmrTerminateWithCostOperator(EmrTerminateJobFlowOperator):
         conn = self.hook.conn
         describe = conn.describe_cluster(ClusterId=self.job_flow_id)
         instances = conn.get_paginator("list_instances").paginate(ClusterId=self.job_flow_id)
-        cost = cluster_cost(describe, self.prices, [i for page in instances for i in page["Instances"]])
-        if unpriced := cost.pop("unpriced_types"):
-            self.log.warning("no price for %s: not in the estimate (set IMAGE_PIPELINE_EMR_PRICES_JSON)", unpriced)
+        cost = cluster_cost(describe, self.prices, [i for page in instances for i in page["Instances"]],
+                            ebs_gib_month_usd=self.ebs_gib_month_usd)
+        if unpriced := cost["unpriced_instances"]:
+            self.log.warning("THE COST ESTIMATE IS TOO LOW: %s ran without a price and are not in it; set their "
+                             "USD per instance-hour in IMAGE_PIPELINE_EMR_PRICES_JSON",
+                             ", ".join(f"{n} x {kind}" for kind, n in unpriced.items()))
         summary = cluster_summary(backend="emr", console_link=console_link(self.region, self.job_flow_id), **cost)
         self.log.info("%s", cluster_summary_line(summary))
         return summary

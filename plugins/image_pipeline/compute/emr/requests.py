@@ -49,6 +49,12 @@ DEFAULT_PRICES: dict[str, float] = {
     "m5.xlarge": 0.192 + 0.048, "m5.2xlarge": 0.384 + 0.096, "m5.4xlarge": 0.768 + 0.192,
     "c5.2xlarge": 0.34 + 0.085, "c5.4xlarge": 0.68 + 0.17,
 }
+# gp3 storage, USD per GiB-month in US East (N. Virginia), from EMR's gp2/gp3 comparison
+# (https://docs.aws.amazon.com/emr/latest/ManagementGuide/emr-plan-storage-compare-volume-types.html: "$0.08/GiB-
+# month"); the volumes' baseline IOPS and throughput are free. Set IMAGE_PIPELINE_EMR_EBS_GIB_MONTH_USD for
+# another Region. A month is taken as 730 hours.
+DEFAULT_EBS_GIB_MONTH_USD = 0.08
+HOURS_PER_MONTH = 730
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class EmrSettings:
     step_timeout_hours: float
     prices: dict[str, float]
     region: str
+    ebs_gib_month_usd: float = DEFAULT_EBS_GIB_MONTH_USD
 
 
 def load_emr_settings(environ: dict[str, str] | None = None) -> EmrSettings:
@@ -99,6 +106,7 @@ def load_emr_settings(environ: dict[str, str] | None = None) -> EmrSettings:
         step_timeout_hours=float(env.get("IMAGE_PIPELINE_EMR_STEP_TIMEOUT_HOURS", "6")),
         prices=prices,
         region=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+        ebs_gib_month_usd=float(env.get("IMAGE_PIPELINE_EMR_EBS_GIB_MONTH_USD", DEFAULT_EBS_GIB_MONTH_USD)),
     )
 
 
@@ -244,7 +252,7 @@ def _seconds(start: datetime | None, end: datetime) -> float:
 
 
 def cluster_cost(describe: dict, prices: dict[str, float], instances: list[dict],
-                 now: datetime | None = None) -> dict:
+                 now: datetime | None = None, ebs_gib_month_usd: float = DEFAULT_EBS_GIB_MONTH_USD) -> dict:
     """What a cluster cost, from DescribeCluster and the instances that actually ran (ListInstances).
 
     Each instance counts from its creation to its end (the cluster's end when it has none), per second
@@ -252,28 +260,34 @@ def cluster_cost(describe: dict, prices: dict[str, float], instances: list[dict]
     (https://aws.amazon.com/about-aws/whats-new/2017/10/announcing-amazon-ec2-per-second-billing/ and, for
     EMR, https://aws.amazon.com/blogs/aws/new-per-second-billing-for-ec2-instances-and-ebs-volumes/), at the
     on-demand price of its type: spot instances are counted at that price too, so the estimate is an upper
-    bound. Types without a price are returned in ``unpriced_types`` and not counted.
+    bound. Its EBS volumes (the root volume and the data volume every node gets, ``capacity.EBS_GIB_PER_NODE``)
+    count for the same time at ``ebs_gib_month_usd``. Instances of a type without a price are counted in
+    ``unpriced_instances`` (per type), their EBS still in the estimate, their hours not.
     """
+    from image_pipeline.compute.emr.capacity import EBS_GIB_PER_NODE
+
     cluster = describe["Cluster"]
     timeline = cluster["Status"].get("Timeline", {})
     start = timeline.get("CreationDateTime")
     end = timeline.get("EndDateTime") or now or datetime.now(UTC)
-    cost, unpriced, counts = 0.0, set(), Counter()
+    cost, unpriced, counts = 0.0, Counter(), Counter()
     for instance in instances:
         kind = instance["InstanceType"]
         counts[f"{kind} {instance.get('Market', 'ON_DEMAND').lower().replace('_', '-')}"] += 1
         span = instance.get("Status", {}).get("Timeline", {})
-        seconds = max(60.0, _seconds(span.get("CreationDateTime") or start, span.get("EndDateTime") or end))
+        hours = max(60.0, _seconds(span.get("CreationDateTime") or start, span.get("EndDateTime") or end)) / 3600
+        cost += EBS_GIB_PER_NODE * ebs_gib_month_usd * hours / HOURS_PER_MONTH
         if kind in prices:
-            cost += prices[kind] * seconds / 3600
+            cost += prices[kind] * hours
         else:
-            unpriced.add(kind)
+            unpriced[kind] += 1
+    ebs_hourly = EBS_GIB_PER_NODE * ebs_gib_month_usd / HOURS_PER_MONTH
     return {
         "cluster_id": cluster["Id"],
         "normalized_instance_hours": cluster.get("NormalizedInstanceHours", 0),
         "hours": round(_seconds(start, end) / 3600, 3),
         "estimated_cost_usd": round(cost, 2),
-        "hourly_price_usd": round(sum(prices.get(i["InstanceType"], 0.0) for i in instances), 3),
+        "hourly_price_usd": round(sum(prices.get(i["InstanceType"], 0.0) + ebs_hourly for i in instances), 3),
         "instances": dict(sorted(counts.items())),
-        "unpriced_types": sorted(unpriced),
+        "unpriced_instances": dict(sorted(unpriced.items())),
     }

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from iam_eval import Request, allowed
 
 from conftest import PROJECT_ROOT
+from iam_eval import Request, allowed
 from image_pipeline.compute.emr.iam import CLUSTER_ACTIONS, iam_policy, main, node_role_policy
 from image_pipeline.compute.emr.requests import DEPLOYMENT_TAG, cluster_tags
 
@@ -71,8 +71,8 @@ def test_other_clusters_are_out_of_reach(policy, tags):
 
 @pytest.mark.parametrize("document", ["iam-policy.json", "node-role-policy.json", "generated"])
 def test_no_statement_grants_an_emr_action_on_every_resource_without_a_condition(document):
-    policy = (iam_policy(ACCOUNT, BUCKET, PREFIX, kms_key_arn="arn:aws:kms:us-east-1:1:key/k") if document == "generated"
-              else json.loads((PROJECT_ROOT / "docs" / document).read_text()))
+    generated = iam_policy(ACCOUNT, BUCKET, PREFIX, kms_key_arn="arn:aws:kms:us-east-1:1:key/k")
+    policy = generated if document == "generated" else json.loads((PROJECT_ROOT / "docs" / document).read_text())
     for statement in policy["Statement"]:
         actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
         resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]

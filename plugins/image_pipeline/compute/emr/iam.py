@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
                              "default: IMAGE_PIPELINE_S3_KMS_KEY_ARN")
     args = parser.parse_args(argv)
     if args.kms_key_arn and not args.kms_key_arn.startswith("arn:aws:kms:"):
-        parser.error(f"--kms-key-arn {args.kms_key_arn!r} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/...)")
+        parser.error(f"--kms-key-arn {args.kms_key_arn!r} is not a KMS key ARN "
+                     "(arn:aws:kms:<region>:<account>:key/...)")
     if args.nodes:
         print(json.dumps(node_role_policy(args.bucket, args.prefix.strip("/"), args.kms_key_arn), indent=2))
         return

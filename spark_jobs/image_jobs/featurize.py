@@ -39,11 +39,13 @@ _MODEL_CACHE: dict[tuple[str, str, str, str], tuple[object, object]] = {}
 @dataclass(frozen=True)
 class InferenceChoice:
     """Which runtime runs the forward pass, at which precision; ``ir_uri`` is the exported OpenVINO IR
-    (its ``.xml``, shipped to the executors with ``SparkContext.addFile`` next to its ``.bin``)."""
+    (its ``.xml``, shipped to the executors with ``SparkContext.addFile`` next to its ``.bin``), and
+    ``ir_digests`` its files' ``(name, sha256 hex)``, which every worker checks its copies against."""
 
     runtime: str = "tensorflow"
     precision: str = "fp32"
     ir_uri: str | None = None
+    ir_digests: tuple[tuple[str, str], ...] = ()
 
 
 TENSORFLOW = InferenceChoice()
@@ -119,7 +121,7 @@ def load_model(backbone_name: str, weights: str, weights_file: str | None,
             if not inference.ir_uri:
                 raise ValueError("runtime 'openvino' needs the exported IR (InferenceChoice.ir_uri)")
             model = OpenVinoForwardPass(local_shipped_file(inference.ir_uri), threads or _task_cores(),
-                                        inference.precision)
+                                        inference.precision, dict(inference.ir_digests) or None)
         else:
             # Threads come from the environment set by configure_threads before TensorFlow's import:
             # measured here, tf.config.threading calls on top of it make inference ~40% slower.

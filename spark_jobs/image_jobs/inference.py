@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from image_jobs.conventions import IR_FOLDER_SUFFIX, PRECISIONS, RUNTIMES
+from image_jobs.ir_digests import digests_file, ir_problem, parse_digests, read_digests, write_digests
 
 log = logging.getLogger("image_jobs.inference")
 
@@ -87,14 +88,19 @@ def export_ir(backbone_name: str, weights_file: str | Path, target: Path | None 
     ``target``: its ``ir_path`` when the caller has it already (the weights' hash is not computed again).
 
     Written to a temporary folder beside the final one, then renamed into place: a reader never sees
-    half an IR, and two exports racing both end with the same complete one.
+    half an IR, and two exports racing both end with the same complete one. An IR found there is checked
+    against its digests (``ir_digests``); a damaged one is exported again, saying what was wrong.
     """
     if not Path(weights_file).is_file():
         raise FileNotFoundError(f"weights file {weights_file} does not exist: nothing to export to OpenVINO IR")
     target = target or ir_path(backbone_name, weights_file)
-    if target.exists() and target.with_suffix(".bin").exists():
-        log.info("OpenVINO IR already exported: %s", target)
-        return target
+    if target.parent.exists():
+        problem = ir_problem(target, _readable_digests(target))
+        if problem is None:
+            log.info("OpenVINO IR already exported: %s", target)
+            return target
+        log.warning("%s: exporting it again", problem)
+        _discard(target.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.parent.name}.", dir=target.parent.parent))
     try:
         _convert(backbone_name, Path(weights_file), staging / target.name)
@@ -107,6 +113,25 @@ def export_ir(backbone_name: str, weights_file: str | Path, target: Path | None 
         shutil.rmtree(staging, ignore_errors=True)
     log.info("exported %s with weights %s to OpenVINO IR %s", backbone_name, weights_file, target)
     return target
+
+
+def _readable_digests(xml: Path) -> dict[str, str] | None:
+    """The IR's digests, None when its digests file is missing or not one (the IR is exported again)."""
+    try:
+        return read_digests(xml)
+    except ValueError as exc:
+        log.warning("%s", exc)
+        return None
+
+
+def _discard(folder: Path) -> None:
+    """Move a damaged IR folder out of the way, then delete it (a racing export may have moved it first)."""
+    aside = folder.with_name(f".{folder.name}.damaged-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        folder.rename(aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _convert(backbone_name: str, weights_file: Path, xml: Path) -> None:
@@ -122,6 +147,7 @@ def _convert(backbone_name: str, weights_file: Path, xml: Path) -> None:
     converted = ov.convert_model(forward.get_concrete_function())
     # fp16 compression would round the weights; reduced precision is a choice made at compile time
     ov.save_model(converted, str(xml), compress_to_fp16=False)
+    write_digests(xml)
 
 
 def choose_precision(precision: str, capabilities: list[str]) -> str:
@@ -170,9 +196,12 @@ class OpenVinoForwardPass:
     bf16 141-157 pinned, 138-225 not), so the operating system stays free to place them.
     """
 
-    def __init__(self, xml: str | Path, threads: int, precision: str = "fp32"):
+    def __init__(self, xml: str | Path, threads: int, precision: str = "fp32",
+                 digests: dict[str, str] | None = None):
         import openvino as ov
 
+        if digests is not None and (problem := ir_problem(xml, digests)):
+            raise InferenceRuntimeError(problem)
         core = ov.Core()
         capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         self.precision = choose_precision(precision, capabilities)
@@ -181,13 +210,45 @@ class OpenVinoForwardPass:
                  ov.get_version(), capabilities, precision, self.precision, threads)
         config = {"INFERENCE_NUM_THREADS": max(1, threads), "INFERENCE_PRECISION_HINT": _HINTS[self.precision],
                   "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
-        self._compiled = core.compile_model(str(xml), "CPU", config)
-        self._request = self._compiled.create_infer_request()
+        try:
+            self._compiled = core.compile_model(str(xml), "CPU", config)
+            self._request = self._compiled.create_infer_request()
+        except RuntimeError as exc:
+            raise openvino_failure(exc, f"compile the IR {xml}") from exc
 
     def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
         """Features of a batch of RGB pixels in [0, 255], ``(n, size, size, 3)`` float32."""
-        result = self._request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
+        try:
+            result = self._request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
+        except RuntimeError as exc:
+            raise openvino_failure(exc, f"run a batch of {len(batch)} photos") from exc
         return np.array(result[self._compiled.output(0)], dtype=np.float32)  # a copy: the next call reuses
+
+
+# what OpenVINO says when an allocation (memory, or a thread's stack) is refused
+_REFUSED_ALLOCATION = ("Resource temporarily unavailable", "bad_alloc", "Cannot allocate memory", "out of memory")
+
+
+def openvino_failure(exc: RuntimeError, doing: str) -> Exception:
+    """OpenVINO's error, named: its last line (what it could not do) without its stack of C++ locations.
+
+    Refused allocations under a capped address space (Spark's ``spark.executor.pyspark.memory`` sets one
+    on every Python worker) are a ``MemoryError`` naming the cap, so a step's diagnosis says out of memory.
+    """
+    said = ([line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__])[-1][:300]
+    cap = address_space_cap_mib()
+    if cap is not None and any(sign in said for sign in _REFUSED_ALLOCATION):
+        return MemoryError(f"OpenVINO could not {doing} within this Python worker's {cap} MiB address-space cap "
+                           f"(spark.executor.pyspark.memory): {said}; give the Python workers more memory")
+    return InferenceRuntimeError(f"OpenVINO could not {doing}: {said}")
+
+
+def address_space_cap_mib() -> int | None:
+    """This process's address-space limit (MiB), None when it has none."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft // (1 << 20)
 
 
 def driver_weights_file(backbone_name: str, weights: str) -> Path:
@@ -216,16 +277,28 @@ def stored_ir_uri(weights_uri: str, xml: Path) -> str:
     return f"{weights_uri.rsplit('/', 1)[0]}/{xml.parent.name}/{xml.name}"
 
 
+def stored_ir_files(xml_uri: str) -> list[str]:
+    """The URIs of a stored IR's files: its graph, its weights, its digests."""
+    base = xml_uri.removesuffix(".xml")
+    return [xml_uri, f"{base}.bin", f"{base}{digests_file(xml_uri).suffix}"]
+
+
 def stored_ir_exists(spark, xml_uri: str) -> bool:
-    """Whether both files of a stored IR (``.xml`` and ``.bin``) are at ``xml_uri``, read through Hadoop's
+    """Whether every file of a stored IR (``.xml``, ``.bin``, digests) is at ``xml_uri``, read through Hadoop's
     filesystem (s3:// on EMR, hdfs://, file://): the nodes may read the artifacts, not write them."""
     jvm = spark.sparkContext._jvm
     conf = spark.sparkContext._jsc.hadoopConfiguration()
-    for uri in (xml_uri, xml_uri.removesuffix(".xml") + ".bin"):
+    for uri in stored_ir_files(xml_uri):
         path = jvm.org.apache.hadoop.fs.Path(uri)
         if not path.getFileSystem(conf).exists(path):
             return False
     return True
+
+
+def stored_digests(spark, xml_uri: str) -> dict[str, str]:
+    """The digests stored beside the IR at ``xml_uri`` (a few lines, read through Spark's text source)."""
+    uri = stored_ir_files(xml_uri)[2]
+    return parse_digests("\n".join(row.value for row in spark.read.text(uri).collect()), uri)
 
 
 def ship_ir(spark, backbone_name: str, weights: str, precision: str):
@@ -245,17 +318,18 @@ def ship_ir(spark, backbone_name: str, weights: str, precision: str):
     remote = weights != "imagenet" and local_weights.resolve() != Path(weights.removeprefix("file://")).resolve()
     if remote and not xml.exists() and stored_ir_exists(spark, stored := stored_ir_uri(weights, xml)):
         log.info("OpenVINO IR found beside the weights: %s", stored)
-        parts = [stored, stored.removesuffix(".xml") + ".bin"]
+        parts, digests = stored_ir_files(stored)[:2], stored_digests(spark, stored)
     else:
         if remote:
             log.info("no OpenVINO IR beside the weights %s (%s): exporting it on the driver for this run; "
                      "'make weights' before staging stores it there for every run",
                      weights, stored_ir_uri(weights, xml))
         xml = export_ir(backbone_name, local_weights, xml)
-        parts = [str(xml), str(xml.with_suffix(".bin"))]
+        parts, digests = [str(xml), str(xml.with_suffix(".bin"))], read_digests(xml)
     for part in parts:
         spark.sparkContext.addFile(part)  # flat next to each other in every node's SparkFiles folder
-    return InferenceChoice("openvino", precision, parts[0])
+    # every worker checks its copies against the digests before compiling them
+    return InferenceChoice("openvino", precision, parts[0], tuple(sorted(digests.items())))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import extract_features
+from image_jobs.ir_digests import read_digests
 from image_tools.sample_images import write_sample_images
 from image_tools.weights import find_package_file
 
@@ -106,9 +107,15 @@ def test_a_staged_ir_beside_object_store_weights_is_shipped_not_exported(spark, 
         choice = inference.ship_ir(spark, "mobilenet_v2", weights_uri, "fp32")
     assert choice.ir_uri == f"file://{staged_xml}"
     assert shipped == [f"file://{staged_xml}", f"file://{staged_xml.with_suffix('.bin')}"]
+    # the stored digests travel with the choice: every worker checks its copies against them
+    assert dict(choice.ir_digests) == read_digests(staged_xml) and len(choice.ir_digests) == 2
     assert list(driver.iterdir()) == [driver / "mnv2.keras"]  # nothing exported on the driver
     assert f"OpenVINO IR found beside the weights: file://{staged_xml}" in caplog.text
 
+    digests = staged_xml.with_suffix(".sha256")
+    digests.rename(digests.with_suffix(".away"))  # an IR that cannot be checked is not used
+    assert not inference.stored_ir_exists(spark, inference.stored_ir_uri(weights_uri, staged_xml))
+    digests.with_suffix(".away").rename(digests)
     staged_xml.with_suffix(".bin").unlink()  # an incomplete IR is not used
     assert not inference.stored_ir_exists(spark, inference.stored_ir_uri(weights_uri, staged_xml))
     shipped.clear()
@@ -116,5 +123,6 @@ def test_a_staged_ir_beside_object_store_weights_is_shipped_not_exported(spark, 
         choice = inference.ship_ir(spark, "mobilenet_v2", weights_uri, "fp32")
     exported = inference.ir_path("mobilenet_v2", driver / "mnv2.keras")
     assert choice.ir_uri == str(exported) and exported.with_suffix(".bin").is_file()
+    assert dict(choice.ir_digests) == read_digests(exported)
     assert shipped == [str(exported), str(exported.with_suffix(".bin"))]
     assert "exporting it on the driver for this run" in caplog.text

@@ -26,6 +26,9 @@ MemoryError
 MAP_FAILED = ("ImportError: libtensorflow_framework.so.2: failed to map segment from shared object\n")
 THREAD_FAILED = ("    File \"/usr/lib/python3.11/threading.py\", line 968, in start\n      raise\n"
                  "  RuntimeError: can't start new thread\n")  # a capped address space: no room for its stack
+DAMAGED_IR = ("  File \"./image_jobs.zip/image_jobs/inference.py\", line 200, in __init__\n"
+              "image_jobs.inference.InferenceRuntimeError: OpenVINO IR file /x/mobilenet_v2-ab.bin (1024 bytes) "
+              "does not match its digest (sha256 0123..., expected 4567...): it is truncated or corrupted\n")
 JVM_OOM = "Exception in thread \"Executor task launch worker\" java.lang.OutOfMemoryError: Java heap space\n"
 WORKER_DIED = ("26/11/21 WARN TaskSetManager: Lost task 1.0 in stage 3.0: org.apache.spark.SparkException: "
                "Python worker exited unexpectedly (crashed)\n")
@@ -40,6 +43,8 @@ JOB_ERROR = ("2026-11-21 23:20:22,182 ERROR train_models: class 'pug' has 1 usab
     (MAP_FAILED, "cause: out of memory"),
     (THREAD_FAILED, "cause: out of memory"),
     (WORKER_DIED, "cause: worker died"),
+    (WORKER_DIED + DAMAGED_IR, "cause: inference runtime: the inference runtime could not load or run the model "
+     "on a worker (OpenVINO IR file /x/mobilenet_v2-ab.bin (1024 bytes) does not match its digest"),
     (JOB_ERROR, "cause: the job stopped on its input: class 'pug' has 1 usable image(s)"),
 ])
 def test_the_cause_is_named(text, expected):

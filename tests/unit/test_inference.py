@@ -1,5 +1,6 @@
 """The OpenVINO runtime: the exported IR gives TensorFlow's features on real photos, bf16 keeps their
-classes, the export is done once per content hash, and loading the IR imports no TensorFlow."""
+classes, the export is done once per content hash (and again when the IR is damaged, also by two exports at
+once), a damaged IR is named before OpenVINO reads it, and loading the IR imports no TensorFlow."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from image_jobs.inference import (
     ir_key,
     ir_path,
 )
+from image_jobs.ir_digests import ir_problem, read_digests
 from image_tools.weights import find_package_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -221,3 +223,56 @@ def test_the_openvino_forward_pass_imports_no_tensorflow(converted_weights, ir, 
     assert result["imported"] == ["openvino"]
     assert result["size"] == 224
     assert relative_error(np.array([result["features"]], np.float32), reference[0][:1]) <= 1e-4
+
+
+def truncate(path: Path, size: int) -> None:
+    with path.open("r+b") as f:
+        f.truncate(size)
+
+
+def test_the_export_writes_digests_and_exports_a_damaged_ir_again(converted_weights, ir, tmp_path, caplog):
+    digests = read_digests(ir)
+    assert ir_problem(ir, digests) is None and set(digests) == {ir.name, ir.with_suffix(".bin").name}
+    # a copy of the weights with the exported IR beside it, then its .bin cut short (a full disk, a copy cut off)
+    weights = tmp_path / converted_weights.name
+    shutil.copyfile(converted_weights, weights)
+    shutil.copytree(ir.parent, tmp_path / ir.parent.name)
+    copy = tmp_path / ir.parent.name / ir.name
+    truncate(copy.with_suffix(".bin"), 1_000_000)
+    with caplog.at_level("WARNING", logger="image_jobs.inference"):
+        assert export_ir("mobilenet_v2", weights) == copy
+    assert f"OpenVINO IR file {copy.with_suffix('.bin')} (1000000 bytes) does not match its digest" in caplog.text
+    assert "exporting it again" in caplog.text
+    assert read_digests(copy) == digests and ir_problem(copy, digests) is None  # the same IR, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([weights.name, ir.parent.name])  # nothing left
+
+
+def test_a_damaged_ir_is_named_before_openvino_reads_it(ir, tmp_path):
+    copy = tmp_path / ir.name
+    shutil.copyfile(ir, copy)
+    shutil.copyfile(ir.with_suffix(".bin"), copy.with_suffix(".bin"))
+    truncate(copy.with_suffix(".bin"), 4_000_000)
+    # a worker's copy checked against the digests the driver shipped
+    with pytest.raises(InferenceRuntimeError, match=rf"IR file {copy.with_suffix('.bin')} \(4000000 bytes\) does "
+                                                    "not match its digest"):
+        OpenVinoForwardPass(copy, 1, "fp32", read_digests(ir))
+    # without digests, OpenVINO's own complaint, named, instead of its stack of C++ locations
+    with pytest.raises(InferenceRuntimeError, match=rf"OpenVINO could not compile the IR {copy}: Incorrect weights"):
+        OpenVinoForwardPass(copy, 1, "fp32")
+
+
+def test_two_exports_of_the_same_weights_at_once_both_succeed(converted_weights, ir, tmp_path):
+    """Two runs exporting the same IR at the same moment (two processes: each converts, one rename wins)."""
+    weights = tmp_path / "shared.keras"
+    shutil.copyfile(converted_weights, weights)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "spark_jobs")}
+    command = [sys.executable, "-m", "image_jobs.inference", "--backbone", "mobilenet_v2", "--weights", str(weights)]
+    exports = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+               for _ in range(2)]
+    outputs = [export.communicate(timeout=600) for export in exports]
+    assert [export.returncode for export in exports] == [0, 0], [err[-2000:] for _, err in outputs]
+    expected = ir_path("mobilenet_v2", weights)
+    assert [out.strip().splitlines()[-1] for out, _ in outputs] == [str(expected)] * 2
+    assert ir_problem(expected, read_digests(expected)) is None
+    assert read_digests(expected)[expected.with_suffix(".bin").name] == read_digests(ir)[ir.with_suffix(".bin").name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([weights.name, expected.parent.name])  # no staging

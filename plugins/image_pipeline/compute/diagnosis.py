@@ -34,6 +34,8 @@ CAUSES = (
                      r"std::bad_alloc|failed to map segment from shared object|can't start new thread|"
                      r"Container killed by YARN for exceeding memory limits.*|"
                      r"exit(?:ed with)? (?:code|status) 137\b")),
+    Cause("inference runtime", "the inference runtime could not load or run the model on a worker",
+          re.compile(r"(?<=InferenceRuntimeError: ).*")),
     Cause("worker died", "a Python worker or executor died without an error of its own (often the kernel's "
           "out-of-memory killer: see dmesg on the node)",
           re.compile(r"Python worker exited unexpectedly.*|Executor (?:lost|.*exited).*|"

@@ -230,27 +230,23 @@ def test_report_says_what_was_chosen_and_why(features_root, trained):
     assert curve["held_out_coverage"].is_monotonic_decreasing and curve.iloc[0]["held_out_coverage"] == 1.0
 
 
-def test_the_class_list_comes_from_the_labels_file(spark, features_root, tmp_path):
-    """--labels-uri (what the DAG's steps get): the file's classes are the run's; a file that is no JSON list
-    of names fails naming it."""
+def test_a_labels_file_that_is_no_list_of_names_fails_naming_it(spark, features_root, tmp_path):
     labels_file = tmp_path / "labels.json"
-    labels_file.write_text(json.dumps(["cat_a", "dog_a"]))
+    labels_file.write_text('{"cat_a": 1}')
     args = train_args(features_root, "from_file")
     args.labels_uri = f"file://{labels_file}"
-    summary = train_models.run(spark, args)
-    assert summary["classes"] == ["cat_a", "dog_a"] and summary["image_counts"] == {"cat_a": 40, "dog_a": 40}
-    labels_file.write_text('{"cat_a": 1}')
     with pytest.raises(ValueError, match=f"--labels-uri file://{labels_file} does not hold a JSON list"):
         train_models.run(spark, args)
 
 
 def test_a_thousand_classes_train_and_report_from_the_labels_file(spark, tmp_path):
     """The most classes a run may have (conventions.MAX_CLASSES), their list in the labels file as the DAG's
-    steps get it: training and the report handle all of them (one_vs_rest keeps the sweep small)."""
+    steps get it (--labels-uri): the file's classes are the run's, not every class with features (one more
+    is there), and training and the report handle all of them (one_vs_rest keeps the sweep small)."""
     from image_jobs.conventions import MAX_CLASSES
 
     labels = [f"class_{i:04d}" for i in range(MAX_CLASSES)]
-    frame = sample_feature_frame(labels, per_class=6, dim=8, seed=9, noise=0.3)
+    frame = sample_feature_frame([*labels, "not_in_the_file"], per_class=6, dim=8, seed=9, noise=0.3)
     write_sample_features(spark, f"file://{tmp_path}/features", "synthetic", "k", frame)
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     summary = train_models.run(spark, train_models.parse_args([
@@ -261,6 +257,7 @@ def test_a_thousand_classes_train_and_report_from_the_labels_file(spark, tmp_pat
         "--cv-folds", "2", "--test-fraction", "0.5", "--extract-summary-uri",
         write_extract_summary(tmp_path, "synthetic")]))
     assert summary["classes"] == labels and summary["multiclass"]["test_images"] == 3 * MAX_CLASSES
+    assert set(summary["image_counts"]) == set(labels) and set(summary["image_counts"].values()) == {6}
     report = evaluate_models.run(spark, evaluate_models.parse_args([
         "--models-uri", f"file://{tmp_path}/runs/k/models", "--report-uri", f"file://{tmp_path}/runs/k/report",
         "--rejects-uri", f"file://{tmp_path}/rejects", "--backbone", "synthetic", "--run-key", "k",

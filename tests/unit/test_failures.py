@@ -73,3 +73,36 @@ def test_the_scanner_keeps_only_evidence_not_the_whole_output():
         scanner.feed(f"INFO line {i}")
     scanner.feed("java.lang.OutOfMemoryError: Java heap space " + "x" * 5000)
     assert len(scanner.evidence["out of memory"]) <= 300 and scanner.job_error is None
+
+
+def test_a_crashed_worker_is_explained_from_its_executors_log(tmp_path):
+    """A Python worker aborted in native code under its memory cap: spark-submit's output has only "exited
+    unexpectedly"; the application's executor log has the worker's own words, and the cause comes from there."""
+    from image_pipeline.compute.local.cluster import APP_ID, StepProcess
+
+    app = "app-20261207011019-0001"
+    (tmp_path / app / "0").mkdir(parents=True)
+    (tmp_path / app / "1").mkdir(parents=True)
+    (tmp_path / app / "0" / "stderr").write_text("INFO Executor: Running task 0.0\n")
+    (tmp_path / app / "1" / "stderr").write_text(
+        "INFO Executor: Running task 1.0\ncannot allocate memory for thread-local data: ABORT\n")
+    step = StepProcess(["spark-submit"], {}, lambda line: None, work_dir=tmp_path)
+    connected = f"26/12/07 01:10:20 INFO StandaloneSchedulerBackend: Connected to Spark cluster with app ID {app}"
+    step.app_id = APP_ID.search(connected).group(0)  # what run() keeps from the output
+    step.scanner.feed_text(WORKER_DIED)
+    diagnosis = step.diagnosis()
+    assert diagnosis.startswith("cause: out of memory") and "cannot allocate memory for thread-local data" in diagnosis
+    assert diagnosis.endswith(f"(executor log {tmp_path / app / '1' / 'stderr'})")
+    # without the logs (another application's, or none kept) the output's own diagnosis stands
+    assert StepProcess(["spark-submit"], {}, lambda line: None, work_dir=tmp_path / "none").scanner.diagnosis() is None
+    other = StepProcess(["spark-submit"], {}, lambda line: None, work_dir=tmp_path)
+    other.scanner.feed_text(WORKER_DIED)
+    other.app_id = "app-20261207000000-0009"
+    assert other.diagnosis().startswith("cause: worker died")
+    # the output named no application (Spark logs its id at INFO): the applications started since the step did
+    unnamed = StepProcess(["spark-submit"], {}, lambda line: None, work_dir=tmp_path)
+    unnamed.scanner.feed_text(WORKER_DIED)
+    unnamed.started = (tmp_path / app).stat().st_mtime - 10  # the step started, then its application
+    assert unnamed.diagnosis().endswith(f"(executor log {tmp_path / app / '1' / 'stderr'})")
+    unnamed.started += 3600  # a step started an hour after that application: not its logs
+    assert unnamed.diagnosis().startswith("cause: worker died")

@@ -32,6 +32,7 @@ CAUSES = (
     Cause("out of memory", "a Spark JVM or Python worker ran out of memory",
           re.compile(r"java\.lang\.OutOfMemoryError.*|(?<![\w.])MemoryError\b.*|Cannot allocate memory|"
                      r"std::bad_alloc|failed to map segment from shared object|can't start new thread|"
+                     r"cannot allocate memory for thread-local data|"
                      r"Container killed by YARN for exceeding memory limits.*|"
                      r"exit(?:ed with)? (?:code|status) 137\b")),
     Cause("inference runtime", "the inference runtime could not load or run the model on a worker",
@@ -70,6 +71,16 @@ class FailureScanner:
     def feed_text(self, text: str) -> FailureScanner:
         for line in text.splitlines():
             self.feed(line)
+        return self
+
+    def feed_file(self, path) -> FailureScanner:
+        """Every line of a log file, streamed (a missing or unreadable file adds nothing)."""
+        try:
+            with open(path, errors="replace") as f:
+                for line in f:
+                    self.feed(line.rstrip("\n"))
+        except OSError:
+            pass
         return self
 
     def diagnosis(self) -> str | None:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -35,6 +36,7 @@ CLUSTER_FILE = "cluster.json"
 SPARK_CONF_DIR = PROJECT_ROOT / "conf"
 START_ATTEMPTS = 3
 WATCHDOG_ROLE = "watchdog"
+APP_ID = re.compile(r"\bapp-\d{14}-\d{4,}\b")  # a standalone application's id, as spark-submit logs it
 
 
 class StepFailedError(RuntimeError):
@@ -376,19 +378,26 @@ class StepProcess:
     """A running spark-submit whose output streams line by line into ``emit``; kill() stops it.
 
     Every line also goes through a ``FailureScanner``, so a failure can be explained by its cause
-    (out of memory, disk full, ...) and not only by its exit code.
+    (out of memory, disk full, ...) and not only by its exit code. A Python worker that crashed in native
+    code (an allocation refused under its memory cap aborts it) leaves only "exited unexpectedly" in this
+    output: its own words are in its executor's log, ``<work_dir>/<app id>/<executor>/stderr``, which a
+    failure without a more specific cause is then explained from.
     """
 
-    def __init__(self, argv: list[str], env: dict[str, str], emit: Callable[[str], None], tail_lines: int = 40):
+    def __init__(self, argv: list[str], env: dict[str, str], emit: Callable[[str], None], tail_lines: int = 40,
+                 work_dir: Path | None = None):
         from image_pipeline.compute.diagnosis import FailureScanner
 
-        self.argv, self.env, self.emit = argv, env, emit
+        self.argv, self.env, self.emit, self.work_dir = argv, env, emit, work_dir
         self.tail: deque[str] = deque(maxlen=tail_lines)
         self.scanner = FailureScanner()
         self.proc: subprocess.Popen | None = None
         self.killed = False
+        self.app_id: str | None = None  # from the output, when a line names it (Spark logs it at INFO)
+        self.started = time.time()
 
     def run(self) -> int:
+        self.started = time.time()
         self.proc = subprocess.Popen(
             self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, text=True, errors="replace", bufsize=1,
@@ -398,15 +407,38 @@ class StepProcess:
             line = line.rstrip("\n")
             self.tail.append(line)
             self.scanner.feed(line)
+            if self.app_id is None and (found := APP_ID.search(line)):
+                self.app_id = found.group(0)
             self.emit(line)
         return self.proc.wait()
+
+    def diagnosis(self) -> str | None:
+        """The cause from the output; where that names none, or only a worker that died, from the application's
+        executor logs as well (their evidence of a cause of its own: out of memory, disk full)."""
+        diagnosis = self.scanner.diagnosis()
+        if (diagnosis is None or diagnosis.startswith("cause: worker died")) and self.work_dir:
+            from image_pipeline.compute.diagnosis import FailureScanner
+
+            for log in self.executor_logs():
+                found = FailureScanner().feed_file(log).diagnosis()
+                if found and not found.startswith("cause: worker died"):
+                    return f"{found} (executor log {log})"
+        return diagnosis
+
+    def executor_logs(self) -> list[Path]:
+        """The executors' stderr of this step's application: its id's when the output named it, else of every
+        application the cluster started since this step did (a run's steps never run at once)."""
+        work = Path(self.work_dir)
+        apps = [work / self.app_id] if self.app_id else [
+            app for app in work.glob("app-*") if app.stat().st_mtime >= self.started - 1]
+        return sorted(log for app in apps for log in app.glob("*/stderr"))
 
     def failure_message(self, name: str, code: int) -> str:
         """What a failed step's task error says: the cause when known, then the last output lines."""
         if self.killed:
             headline = f"step {name} was killed (exit code {code})"
         else:
-            diagnosis = self.scanner.diagnosis()
+            diagnosis = self.diagnosis()
             headline = f"step {name} failed with exit code {code}" + (f"; {diagnosis}" if diagnosis else "")
         return f"{headline}\nlast output lines:\n" + "\n".join(self.tail)
 

@@ -51,7 +51,8 @@ class LocalSparkStepOperator(BaseOperator):
         )
         env = cluster_env(Path(info.cluster_dir), self.python, require_java_home())
         self.log.info("submitting %s to %s: %s", spec.name, info.master_url, argv)
-        self._process = StepProcess(argv, env, lambda line: self.log.info("%s", line))
+        self._process = StepProcess(argv, env, lambda line: self.log.info("%s", line),
+                                    work_dir=Path(info.cluster_dir) / "work")
         code = self._process.run()
         if code != 0:
             raise StepFailedError(self._process.failure_message(spec.name, code))

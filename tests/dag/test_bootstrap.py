@@ -154,7 +154,8 @@ def node(tmp_path_factory, s3, first_staging) -> dict:
         target = root / "s3" / BUCKET / key
         target.parent.mkdir(parents=True, exist_ok=True)
         s3.download_file(BUCKET, key, str(target))
-    plan = {"run_key": "r1", "logs_uri": f"s3://{BUCKET}/{PREFIX}/logs", "batch_size": 32}
+    plan = {"run_key": "r1", "root_uri": f"s3://{BUCKET}/{PREFIX}", "logs_uri": f"s3://{BUCKET}/{PREFIX}/logs",
+            "batch_size": 32}
     body = job_flow_overrides(plan, asdict(load_emr_settings({})), first_staging, "image_classification")
     action = body["BootstrapActions"][0]["ScriptBootstrapAction"]
     script = root / "s3" / action["Path"].removeprefix("s3://")

@@ -51,12 +51,13 @@ def test_staging_uploads_once_and_is_idempotent(s3, converted_weights):
     assert {u.rsplit("/", 1)[-1] for u in first["uploaded"]} == {
         "image_jobs.zip", "extract_features.py", "train_models.py", "evaluate_models.py", "score_inbox.py",
         "install_python_deps.sh", "requirements-emr.txt", converted_weights.name, "tiny-1.0-py3-none-any.whl",
-        "manifest.json", xml.name, xml.with_suffix(".bin").name}
+        "manifest.json", xml.name, xml.with_suffix(".bin").name, xml.with_suffix(".sha256").name}
     staged = keys(s3, "prod/artifacts/")
-    assert len(staged) == 12 and first["weights_uri"].startswith(f"s3://{BUCKET}/prod/artifacts/weights-")
-    # the IR sits beside the staged weights where the nodes look for it (inference.ship_ir)
+    assert len(staged) == 13 and first["weights_uri"].startswith(f"s3://{BUCKET}/prod/artifacts/weights-")
+    # the IR (and its digests) sits beside the staged weights where the nodes look for it (inference.ship_ir)
     stored = stored_ir_uri(first["weights_uri"], xml).removeprefix(f"s3://{BUCKET}/")
     assert stored in staged and stored.removesuffix(".xml") + ".bin" in staged
+    assert stored.removesuffix(".xml") + ".sha256" in staged
     body = s3.get_object(Bucket=BUCKET, Key=stored.removesuffix(".xml") + ".bin")["Body"].read()
     assert body == xml.with_suffix(".bin").read_bytes()
     assert f"{first['wheelhouse_uri']}/manifest.json".removeprefix(f"s3://{BUCKET}/") in staged

@@ -175,9 +175,10 @@ def stage_weights(weights_uri: str | None, prefix: str, put: Callable[[Path, str
 
 def exported_irs(weights_file: Path) -> list[Path]:
     """The complete OpenVINO IR folders beside a weights file (``make weights`` exports one; an export
-    writes elsewhere and renames, so a folder there is whole): each holds one ``.xml`` and its ``.bin``."""
+    writes elsewhere and renames, so a folder there is whole): each holds one ``.xml``, its ``.bin`` and their
+    digests (``.sha256``: the nodes use a staged IR only with them)."""
     return [ir for ir in sorted(weights_file.parent.glob(ir_folder_glob(weights_file.name)))
-            if ir.is_dir() and any(ir.glob("*.xml")) and any(ir.glob("*.bin"))]
+            if ir.is_dir() and all(any(ir.glob(f"*{suffix}")) for suffix in (".xml", ".bin", ".sha256"))]
 
 
 def main(argv: list[str] | None = None) -> int:

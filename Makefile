@@ -22,7 +22,16 @@ AIRFLOW_ENV = AIRFLOW_HOME="$(DATA)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDI
 	AIRFLOW__CORE__PLUGINS_FOLDER="$(CURDIR)/plugins" AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: setup run extract test test-spark35 system-deps lint sample-data weights airflow-db airflow bench-extract bench-sweep bench-predict clean wheelhouse mwaa-bundle
+.PHONY: help setup run extract test test-quick test-spark35 system-deps lint sample-data weights airflow-db airflow \
+	bench-extract bench-sweep bench-predict clean wheelhouse mwaa-bundle
+
+# Every target, with the first sentence of the comment above it.
+help:
+	@awk '/^# / { doc = doc " " substr($$0, 3); next } /^$$/ { doc = ""; next } \
+		/^[a-z0-9-]+:/ && !/:=/ { name = $$1; sub(":.*", "", name); sub(/^ /, "", doc); \
+			if (match(doc, /\. /)) doc = substr(doc, 1, RSTART); \
+			if (length(doc) > 100) doc = substr(doc, 1, 97) "..."; printf "  %-18s %s\n", name, doc; doc = "" }' \
+		$(MAKEFILE_LIST)
 
 $(STAMP): requirements.txt constraints.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +40,10 @@ $(STAMP): requirements.txt constraints.txt requirements-nodeps.txt
 	PYTHONPATH=plugins $(PY) -m image_pipeline.compute.local.java > /dev/null
 	touch $(STAMP)
 
+# The virtual environment .venv with the pinned dependencies (and a JDK when the machine has none).
 setup: $(STAMP)
 
+# Sample photos in data/images (6 generated classes of 40), kept when there.
 sample-data: setup
 	@if [ ! -d "$(IMAGES)" ]; then \
 		PYTHONPATH=tools $(PY) -m image_tools.sample_images --out "$(IMAGES)" --classes 6 --per-class 40 --seed 0; \
@@ -63,6 +74,7 @@ extract: setup sample-data weights
 		--modified-before "$$(date -u +%Y-%m-%dT%H:%M:%SZ)" --batch-size 32
 	@echo "features: $(DATA)/features/backbone=mobilenet_v2/run=$(RUN_KEY)"
 
+# Airflow's metadata database in data/airflow, migrated.
 airflow-db: setup
 	@mkdir -p "$(DATA)/airflow"
 	$(AIRFLOW_ENV) $(VENV)/bin/airflow db migrate > "$(DATA)/airflow/db-migrate.log"
@@ -82,6 +94,7 @@ airflow: setup sample-data weights airflow-db
 wheelhouse: setup
 	PYTHONPATH=plugins $(PY) -m image_pipeline.compute.emr.wheelhouse
 
+# Ruff over the whole project.
 lint: setup
 	$(VENV)/bin/ruff check .
 
@@ -124,9 +137,15 @@ $(VENV_MWAA)/.installed: $(MWAA_IMAGE) requirements-mwaa.txt mwaa/requirements-t
 	$(MWAA_PIP) -r mwaa/requirements-test.txt; \
 	rm -f $(VENV_MWAA)/.unavailable; touch $@
 
+# The whole suite (what CI runs): lint, every layer, then the Spark jobs' tests on Spark 3.5. PYTEST_ARGS="tests/unit
+# -k latest" runs only that subset (and not the Spark 3.5 pass).
 test: setup lint system-deps wheelhouse $(VENV_MWAA)/.installed
 	$(SPARK_ENV) $(PY) -m pytest $(PYTEST_ARGS)
-	$(MAKE) test-spark35
+	$(if $(PYTEST_ARGS),,$(MAKE) test-spark35)
+
+# The fast layer for a quick check while working: lint and tests/unit (no wheelhouse, MWAA venv or apt).
+test-quick: setup lint
+	$(SPARK_ENV) $(PY) -m pytest tests/unit -p no:cacheprovider $(PYTEST_ARGS)
 
 # The Spark jobs' tests again on Spark 3.5 (what EMR 7.x runs), in their own virtual environment.
 VENV35 := .venv-spark35
@@ -136,12 +155,14 @@ $(VENV35)/.installed: requirements-spark35.txt bootstrap/requirements-emr.txt re
 	$(VENV35)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-nodeps.txt
 	touch $(VENV35)/.installed
 
+# The Spark jobs' tests (tests/spark) on Spark 3.5, in .venv-spark35.
 test-spark35: setup $(VENV35)/.installed
 	$(SPARK_ENV) $(VENV35)/bin/python -m pytest tests/spark -p no:cacheprovider -W ignore::DeprecationWarning
 
 # The benchmarks import the package, the jobs' library, the tools and the tests' synthetic data.
 BENCH_ENV = PYTHONPATH="$(CURDIR)/plugins:$(CURDIR)/spark_jobs:$(CURDIR)/tools:$(CURDIR)/tests"
 
+# Extraction throughput on local files (docs/benchmarks.md).
 bench-extract: setup weights
 	$(SPARK_ENV) $(BENCH_ENV) $(PY) bench/extract_throughput.py $(BENCH_ARGS)
 
@@ -164,9 +185,11 @@ bench-listing: setup
 bench-scale: setup
 	$(SPARK_ENV) $(BENCH_ENV) $(PY) bench/training_scale.py $(BENCH_ARGS)
 
+# Removes build outputs and caches (not the virtual environments, data/ or the wheelhouse).
 clean:
 	rm -rf dist .pytest_cache .ruff_cache
 
+# The pairwise SVM sweep's time per pair of classes (docs/benchmarks.md).
 bench-sweep: setup
 	$(SPARK_ENV) $(BENCH_ENV) $(PY) bench/pairwise_sweep.py $(BENCH_ARGS)
 

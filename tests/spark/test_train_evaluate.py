@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyspark
 import pytest
 from PIL import Image
 
@@ -239,6 +240,8 @@ def test_a_labels_file_that_is_no_list_of_names_fails_naming_it(spark, features_
         train_models.run(spark, args)
 
 
+@pytest.mark.skipif(int(pyspark.__version__.split(".")[0]) >= 4, reason="on Spark 4 the same run goes through the "
+                    "local backend: dag/test_a_thousand_classes.py; here it runs on Spark 3.5, what EMR runs")
 def test_a_thousand_classes_train_and_report_from_the_labels_file(spark, tmp_path):
     """The most classes a run may have (conventions.MAX_CLASSES), their list in the labels file as the DAG's
     steps get it (--labels-uri): the file's classes are the run's, not every class with features (one more

@@ -95,12 +95,13 @@ def export_ir(backbone_name: str, weights_file: str | Path, target: Path | None 
         raise FileNotFoundError(f"weights file {weights_file} does not exist: nothing to export to OpenVINO IR")
     target = target or ir_path(backbone_name, weights_file)
     if target.parent.exists():
-        problem = ir_problem(target, _readable_digests(target))
+        problem = _checked(target)
         if problem is None:
             log.info("OpenVINO IR already exported: %s", target)
             return target
         log.warning("%s: exporting it again", problem)
-        _discard(target.parent)
+        if _checked(target) is not None:  # still damaged: not one a racing export has just put in place
+            _discard(target.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.parent.name}.", dir=target.parent.parent))
     try:
         _convert(backbone_name, Path(weights_file), staging / target.name)
@@ -115,13 +116,13 @@ def export_ir(backbone_name: str, weights_file: str | Path, target: Path | None 
     return target
 
 
-def _readable_digests(xml: Path) -> dict[str, str] | None:
-    """The IR's digests, None when its digests file is missing or not one (the IR is exported again)."""
+def _checked(xml: Path) -> str | None:
+    """What is wrong with the IR at ``xml`` (None: it is whole); a digests file that is not one, or files that
+    vanish while checked (a racing export moved a damaged folder aside), count as damaged."""
     try:
-        return read_digests(xml)
-    except ValueError as exc:
-        log.warning("%s", exc)
-        return None
+        return ir_problem(xml, read_digests(xml))
+    except (ValueError, OSError) as exc:
+        return str(exc)
 
 
 def _discard(folder: Path) -> None:
@@ -301,6 +302,24 @@ def stored_digests(spark, xml_uri: str) -> dict[str, str]:
     return parse_digests("\n".join(row.value for row in spark.read.text(uri).collect()), uri)
 
 
+def usable_stored_ir(spark, xml_uri: str) -> dict[str, str] | None:
+    """The digests of the stored IR at ``xml_uri`` when all its files are there and match them, else None (said
+    in the log). Its two files are read once on the driver (Spark's binaryFile source: tens of MB): a staged IR
+    whose files disagree with its digests (one staged before digests existed, then digests of another export
+    added beside it) would otherwise fail every task of every run."""
+    if not stored_ir_exists(spark, xml_uri):
+        return None
+    digests = stored_digests(spark, xml_uri)
+    for row in spark.read.format("binaryFile").load(stored_ir_files(xml_uri)[:2]).select("path", "content").collect():
+        name = row["path"].rstrip("/").rsplit("/", 1)[-1]
+        if hashlib.sha256(row["content"]).hexdigest() != digests.get(name):
+            log.warning("the stored OpenVINO IR file %s does not match its digest (damaged, or staged from another "
+                        "export): not used; stage the weights again after 'make weights' to replace it",
+                        row["path"])
+            return None
+    return digests
+
+
 def ship_ir(spark, backbone_name: str, weights: str, precision: str):
     """The IR of (backbone, weights) shipped to the executors; returns the ``featurize.InferenceChoice``
     the Python workers load it with (they import no TensorFlow).
@@ -316,12 +335,13 @@ def ship_ir(spark, backbone_name: str, weights: str, precision: str):
     xml = ir_path(backbone_name, local_weights)
     # a copy (s3:// weights fetched by addFile): their IR, if staged, is beside the original
     remote = weights != "imagenet" and local_weights.resolve() != Path(weights.removeprefix("file://")).resolve()
-    if remote and not xml.exists() and stored_ir_exists(spark, stored := stored_ir_uri(weights, xml)):
+    stored = stored_ir_uri(weights, xml) if remote and not xml.exists() else None
+    if stored and (digests := usable_stored_ir(spark, stored)) is not None:
         log.info("OpenVINO IR found beside the weights: %s", stored)
-        parts, digests = stored_ir_files(stored)[:2], stored_digests(spark, stored)
+        parts = stored_ir_files(stored)[:2]
     else:
         if remote:
-            log.info("no OpenVINO IR beside the weights %s (%s): exporting it on the driver for this run; "
+            log.info("no usable OpenVINO IR beside the weights %s (%s): exporting it on the driver for this run; "
                      "'make weights' before staging stores it there for every run",
                      weights, stored_ir_uri(weights, xml))
         xml = export_ir(backbone_name, local_weights, xml)

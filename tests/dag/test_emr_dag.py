@@ -128,10 +128,11 @@ def fake_predictions(s3, args: list[str]) -> None:
 class ClusterSimulator(threading.Thread):
     """Completes (or fails) the moto cluster's steps in order, like EMR running them."""
 
-    def __init__(self, s3, fail_step: str | None = None, fail_bootstrap: bool = False, step_seconds: float = 0):
+    def __init__(self, s3, fail_step: str | None = None, fail_bootstrap: bool = False, polls: int = 0):
         super().__init__(daemon=True)
         self.s3, self.fail_step, self.stop_event, self.seen_args = s3, fail_step, threading.Event(), {}
-        self.fail_bootstrap, self.step_seconds, self.started = fail_bootstrap, step_seconds, {}
+        # polls: a step stays RUNNING until its sensor has asked for it this many times (DescribeStep)
+        self.fail_bootstrap, self.polls, self.described = fail_bootstrap, polls, {}
 
     def end_in_bootstrap(self, cluster) -> None:
         """A bootstrap action fails on the primary node: EMR ends the cluster and cancels its steps."""
@@ -157,7 +158,7 @@ class ClusterSimulator(threading.Thread):
                     if step.state in ("COMPLETED", "FAILED", "CANCELLED"):
                         continue
                     self.seen_args[step.name] = list(step.args)
-                    if time.monotonic() - self.started.setdefault(step.id, time.monotonic()) < self.step_seconds:
+                    if self.described.get(step.id, 0) < self.polls:
                         step.state = "RUNNING"  # a step that takes a while: its sensor finds it running
                         break
                     if step.name == self.fail_step:
@@ -297,7 +298,7 @@ def test_emr_run_creates_steps_publishes_and_terminates(emr_dag, aws, moto_serve
     assert sorted(again) == sorted(staged)
 
 
-def test_a_deployment_with_default_deferrable_on_runs_the_whole_dag(emr_dag, aws, moto_server):
+def test_a_deployment_with_default_deferrable_on_runs_the_whole_dag(emr_dag, aws, moto_server, monkeypatch):
     """``[operators] default_deferrable = True`` (many deployments set it) and the sensors and the teardown
     deferring (IMAGE_PIPELINE_EMR_DEFERRABLE's default): add_steps still adds the steps in one call and names
     each step's id, each sensor and the teardown wait on their provider trigger (run in line by dag.test()),
@@ -305,7 +306,17 @@ def test_a_deployment_with_default_deferrable_on_runs_the_whole_dag(emr_dag, aws
     push no step ids for the sensors."""
     env = {**os.environ, "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True", "IMAGE_PIPELINE_EMR_DEFERRABLE": "true",
            "PYTHONPATH": os.pathsep.join(str(PROJECT_ROOT / p) for p in ("plugins", "spark_jobs", "tools", "tests"))}
-    simulator = ClusterSimulator(aws, step_seconds=3)  # each sensor finds its step running, and defers
+    from moto.emr.models import ElasticMapReduceBackend
+
+    # each step runs until its sensor has poked once (and found it running) and its trigger has polled once
+    simulator = ClusterSimulator(aws, polls=2)
+    describe_step = ElasticMapReduceBackend.describe_step
+
+    def counted(backend, cluster_id, step_id):
+        simulator.described[step_id] = simulator.described.get(step_id, 0) + 1
+        return describe_step(backend, cluster_id, step_id)
+
+    monkeypatch.setattr(ElasticMapReduceBackend, "describe_step", counted)
     simulator.start()
     try:
         done = subprocess.run([sys.executable, str(PROJECT_ROOT / "tests" / "emr_dag_probe.py"),

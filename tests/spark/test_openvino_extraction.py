@@ -112,6 +112,17 @@ def test_a_staged_ir_beside_object_store_weights_is_shipped_not_exported(spark, 
     assert list(driver.iterdir()) == [driver / "mnv2.keras"]  # nothing exported on the driver
     assert f"OpenVINO IR found beside the weights: file://{staged_xml}" in caplog.text
 
+    # a stored file that disagrees with the stored digests (staged from another export): not used, exported
+    original = staged_xml.read_bytes()
+    staged_xml.write_bytes(original.replace(b"</net>", b"</net>\n"))
+    shipped.clear()
+    with caplog.at_level("INFO", logger="image_jobs.inference"):
+        choice = inference.ship_ir(spark, "mobilenet_v2", weights_uri, "fp32")
+    assert f"the stored OpenVINO IR file file:{staged_xml} does not match its digest" in caplog.text
+    exported = inference.ir_path("mobilenet_v2", driver / "mnv2.keras")
+    assert choice.ir_uri == str(exported) and shipped == [str(exported), str(exported.with_suffix(".bin"))]
+    shutil.rmtree(exported.parent)
+    staged_xml.write_bytes(original)
     digests = staged_xml.with_suffix(".sha256")
     digests.rename(digests.with_suffix(".away"))  # an IR that cannot be checked is not used
     assert not inference.stored_ir_exists(spark, inference.stored_ir_uri(weights_uri, staged_xml))
@@ -125,4 +136,4 @@ def test_a_staged_ir_beside_object_store_weights_is_shipped_not_exported(spark, 
     assert choice.ir_uri == str(exported) and exported.with_suffix(".bin").is_file()
     assert dict(choice.ir_digests) == read_digests(exported)
     assert shipped == [str(exported), str(exported.with_suffix(".bin"))]
-    assert "exporting it on the driver for this run" in caplog.text
+    assert "no usable OpenVINO IR beside the weights" in caplog.text

@@ -29,13 +29,14 @@ class Cause:
 CAUSES = (
     Cause("disk full", "a disk of the cluster (or the output's file system) is full",
           re.compile(r"No space left on device|Disk quota exceeded|ENOSPC")),
-    Cause("out of memory", "a Spark JVM or Python worker ran out of memory",
+    Cause("out of memory", "a Spark JVM or Python worker ran out of memory (or, for a thread it could not "
+          "start, hit a limit on threads)",
           re.compile(r"java\.lang\.OutOfMemoryError.*|(?<![\w.])MemoryError\b.*|Cannot allocate memory|"
                      r"std::bad_alloc|failed to map segment from shared object|can't start new thread|"
                      r"cannot allocate memory for thread-local data|"
                      r"Container killed by YARN for exceeding memory limits.*|"
                      r"exit(?:ed with)? (?:code|status) 137\b")),
-    Cause("inference runtime", "the inference runtime could not load or run the model on a worker",
+    Cause("inference runtime", "the inference runtime could not load or run the model",
           re.compile(r"(?<=InferenceRuntimeError: ).*")),
     Cause("worker died", "a Python worker or executor died without an error of its own (often the kernel's "
           "out-of-memory killer: see dmesg on the node)",

@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -36,7 +35,8 @@ CLUSTER_FILE = "cluster.json"
 SPARK_CONF_DIR = PROJECT_ROOT / "conf"
 START_ATTEMPTS = 3
 WATCHDOG_ROLE = "watchdog"
-APP_ID = re.compile(r"\bapp-\d{14}-\d{4,}\b")  # a standalone application's id, as spark-submit logs it
+# the causes an executor's log may add to a step's diagnosis
+WORKER_CAUSES = ("cause: out of memory", "cause: disk full", "cause: inference runtime")
 
 
 class StepFailedError(RuntimeError):
@@ -393,7 +393,6 @@ class StepProcess:
         self.scanner = FailureScanner()
         self.proc: subprocess.Popen | None = None
         self.killed = False
-        self.app_id: str | None = None  # from the output, when a line names it (Spark logs it at INFO)
         self.started = time.time()
 
     def run(self) -> int:
@@ -407,30 +406,27 @@ class StepProcess:
             line = line.rstrip("\n")
             self.tail.append(line)
             self.scanner.feed(line)
-            if self.app_id is None and (found := APP_ID.search(line)):
-                self.app_id = found.group(0)
             self.emit(line)
         return self.proc.wait()
 
     def diagnosis(self) -> str | None:
         """The cause from the output; where that names none, or only a worker that died, from the application's
-        executor logs as well (their evidence of a cause of its own: out of memory, disk full)."""
+        executor logs as well: their evidence of out of memory, a full disk or the inference runtime (what a
+        worker says of itself), nothing vaguer."""
         diagnosis = self.scanner.diagnosis()
         if (diagnosis is None or diagnosis.startswith("cause: worker died")) and self.work_dir:
             from image_pipeline.compute.diagnosis import FailureScanner
 
             for log in self.executor_logs():
                 found = FailureScanner().feed_file(log).diagnosis()
-                if found and not found.startswith("cause: worker died"):
+                if found and found.startswith(WORKER_CAUSES):
                     return f"{found} (executor log {log})"
         return diagnosis
 
     def executor_logs(self) -> list[Path]:
-        """The executors' stderr of this step's application: its id's when the output named it, else of every
-        application the cluster started since this step did (a run's steps never run at once)."""
-        work = Path(self.work_dir)
-        apps = [work / self.app_id] if self.app_id else [
-            app for app in work.glob("app-*") if app.stat().st_mtime >= self.started - 1]
+        """The executors' stderr of the applications the cluster started since this step did (a run's steps
+        never run at once; Spark names the application only at INFO, which conf/log4j2.properties hides)."""
+        apps = [app for app in Path(self.work_dir).glob("app-*") if app.stat().st_mtime >= self.started - 1]
         return sorted(log for app in apps for log in app.glob("*/stderr"))
 
     def failure_message(self, name: str, code: int) -> str:

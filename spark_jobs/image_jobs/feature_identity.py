@@ -17,14 +17,12 @@ the next run extracts those photos again, once, and no model trains on them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 RANDOM_DIGEST = "random"
 PRECISION_CLASSES = ("fp32", "bf16")
-_HASH_CHUNK = 1 << 20
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
@@ -69,11 +67,9 @@ def weights_digest(weights_file: str | Path) -> str:
     stat = os.stat(weights_file)
     key = (str(Path(weights_file).resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(weights_file, "rb") as f:
-            while chunk := f.read(_HASH_CHUNK):
-                digest.update(chunk)
-        _DIGESTS[key] = f"sha256:{digest.hexdigest()}"
+        from image_jobs.ir_digests import file_sha256
+
+        _DIGESTS[key] = f"sha256:{file_sha256(weights_file)}"
     return _DIGESTS[key]
 
 

@@ -1,7 +1,7 @@
 """Batch scoring of inbox photos inside Spark's Python workers, and the predictions table.
 
 ``make_scorer`` returns a ``mapInPandas`` function: the run's model (backbone + PCA + classifier,
-``predict.Predictor``) is built once per Python worker and reused across tasks; photos are decoded
+``predictor.Predictor``) is built once per Python worker and reused across tasks; photos are decoded
 and run in batches by the same code as extraction. A photo that cannot be scored gets a reason; a
 photo whose top probability is under the threshold is marked ``uncertain`` (its top classes are kept).
 """
@@ -59,7 +59,7 @@ def _predictor_key(model, weights: str, inference) -> tuple[str, str, str, str]:
 
 
 def predictor_for(model, weights: str, batch_size: int, max_pixels: int, inference=None):
-    """This worker's Predictor for ``model`` (a ``predict.MulticlassModel``) with ``weights``, its forward
+    """This worker's Predictor for ``model`` (a ``predictor.MulticlassModel``) with ``weights``, its forward
     pass on ``inference`` (a ``featurize.InferenceChoice``; None: tensorflow), built on first use and
     then cached."""
     key = _predictor_key(model, weights, inference)
@@ -104,7 +104,7 @@ def make_scorer(model, weights: str, batch_size: int, max_pixels: int = DEFAULT_
                                                                            Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function: listed photos (path, length, mtime_ms, label) -> ``scored_schema("ms")``.
 
-    ``model`` is the run's validated ``predict.MulticlassModel``; ``weights`` the weights URI the
+    ``model`` is the run's validated ``predictor.MulticlassModel``; ``weights`` the weights URI the
     driver shipped with ``SparkContext.addFile`` (or ``imagenet``, ``random``); ``threshold`` overrides
     the model's answer threshold (None: the model's, 0 for a model without one). ``counters`` may hold
     accumulators ``done``, ``rejected``, ``seconds``, ``model_loads`` and ``load_seconds``, as for

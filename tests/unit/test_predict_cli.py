@@ -1,7 +1,7 @@
 """The prediction command: model resolution, clear errors, table and JSON output, exit codes.
 
 The model here has the real backbone and weights and a synthetic classifier over its 1280 features;
-whether predictions are right for a trained run is tested in tests/spark/test_predict_trained.py.
+whether predictions are right for a trained run is tested in tests/spark/test_predictions.py.
 """
 
 from __future__ import annotations

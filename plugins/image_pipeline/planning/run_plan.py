@@ -273,7 +273,7 @@ def build_run_plan(params: dict, run_id: str, modified_before: datetime, setting
 
     ``available_labels`` are the class folders found under the images URI (see ``discover_labels``),
     or their image counts (``listing.scan_images(...).counts``): with counts, a class with too few images for
-    the splits fails the plan, naming the class; ``emr_settings`` (an ``emr.EmrSettings``) gives the
+    the splits fails the plan, naming the class; ``emr_settings`` (an ``emr.requests.EmrSettings``) gives the
     EMR defaults when the backend is EMR.
     """
     backbone = choice(params, "backbone")

@@ -160,7 +160,7 @@ def _keep_previous(previous: dict[str, Any] | None, record: dict[str, Any]) -> b
 def publish_run(plan: dict, conn_id: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """publish_report's work: the report (read back, checked, report.md, quality gate), then latest.json.
 
-    The quality gate raises ``report.QualityGateError`` before latest.json is touched, so a failed
+    The quality gate raises ``run_report.QualityGateError`` before latest.json is touched, so a failed
     run never becomes the latest successful model. Returns the headline with a ``latest`` entry.
     """
     from image_pipeline.publishing.run_report import publish

@@ -191,7 +191,7 @@ SCORING_PARAMS = ("batch_size", "read_concurrency", "answer_threshold", *INFEREN
 
 
 def emr_defaults(emr) -> dict[str, Any]:
-    """The EMR params' defaults: the deployment's settings (an ``emr.EmrSettings``), by param name."""
+    """The EMR params' defaults: the deployment's settings (an ``emr.requests.EmrSettings``), by param name."""
     return {name: getattr(emr, name.removeprefix("emr_")) for name in EMR_PARAMS}
 
 

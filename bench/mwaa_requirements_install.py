@@ -1,4 +1,4 @@
-"""Benchmark: how long Amazon MWAA's install of ``requirements-mwaa.txt`` takes, against its 9-minute limit.
+"""Benchmark: how long Amazon MWAA's install of ``requirements/mwaa.txt`` takes, against its 9-minute limit.
 
     make bench-mwaa-install
     (= <a Python 3.12> bench/mwaa_requirements_install.py --python <that Python 3.12>)
@@ -9,9 +9,9 @@ update), with its constraints, and stops that install when it takes more than 9 
 aws/amazon-mwaa-docker-images). Here:
 
 1. a fresh Python 3.12 virtual environment in a temporary folder gets MWAA's image as the tests rebuild it
-   (``mwaa/airflow-image.txt``: Airflow 3.3.1) under MWAA's constraints: not timed, MWAA's image has it;
+   (``requirements/mwaa-image.txt``: Airflow 3.3.1) under MWAA's constraints: not timed, MWAA's image has it;
 2. then, timed, with an empty pip cache of its own (``PIP_CACHE_DIR`` in the temporary folder: every
-   download is cold), what MWAA runs at the environment's start: ``pip install -r requirements-mwaa.txt
+   download is cold), what MWAA runs at the environment's start: ``pip install -r requirements/mwaa.txt
    -c mwaa/airflow-3.3.1-constraints.txt -c mwaa/mwaa-3.3.1-essential-constraints.txt``.
 
 Prints the seconds of step 2, the packages it added (names and versions) and its share of the 540 s limit.
@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGE = ROOT / "mwaa" / "airflow-image.txt"
-REQUIREMENTS = ROOT / "requirements-mwaa.txt"
+IMAGE = ROOT / "requirements" / "mwaa-image.txt"
+REQUIREMENTS = ROOT / "requirements" / "mwaa.txt"
 CONSTRAINTS = (ROOT / "mwaa" / "airflow-3.3.1-constraints.txt", ROOT / "mwaa" / "mwaa-3.3.1-essential-constraints.txt")
 LIMIT_SECONDS = 9 * 60  # MWAA's USER_REQUIREMENTS_MAX_INSTALL_TIME
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python", default=None, help="a Python 3.12 (default: from PATH or pyenv)")
     parser.add_argument("--requirements", type=Path, default=REQUIREMENTS,
-                        help="the requirements file MWAA installs (default requirements-mwaa.txt)")
+                        help="the requirements file MWAA installs (default requirements/mwaa.txt)")
     args = parser.parse_args(argv)
     python312 = args.python or find_python312()
     if not python312:

@@ -58,8 +58,8 @@ def openvino_version() -> str:
         return version("openvino")
     except PackageNotFoundError:
         raise InferenceRuntimeError(
-            "runtime 'openvino' needs the openvino package (pinned in requirements.txt and "
-            "bootstrap/requirements-emr.txt); it is not installed in this Python") from None
+            "runtime 'openvino' needs the openvino package (pinned in pyproject.toml's model extra, and so in "
+            "every environment's lock); it is not installed in this Python") from None
 
 
 def ir_key(backbone_name: str, weights_file: Path, ov_version: str | None = None) -> str:

@@ -28,7 +28,7 @@ def config() -> dict:
 
 
 def test_services_and_commands(config):
-    assert set(config["services"]) == {"postgres", "airflow-init", *AIRFLOW_SERVICES}
+    assert set(config["services"]) == {"postgres", "airflow-init", "airflow-prepare-data", *AIRFLOW_SERVICES}
     for service, command in AIRFLOW_SERVICES.items():
         assert config["services"][service]["command"] == [command] or config["services"][service]["command"] == command
         env = config["services"][service]["environment"]
@@ -36,9 +36,14 @@ def test_services_and_commands(config):
         assert env["IMAGE_PIPELINE_COMPUTE"] == "local" and env["IMAGE_PIPELINE_ROOT_URI"] == "file:///opt/airflow/data"
         depends = config["services"][service]["depends_on"]
         assert depends["airflow-init"]["condition"] == "service_completed_successfully"
+        assert depends["airflow-prepare-data"]["condition"] == "service_completed_successfully"
         assert depends["postgres"]["condition"] == "service_healthy"
     init = " ".join(config["services"]["airflow-init"]["command"])
-    assert "airflow db migrate" in init and "image_tools.weights" in init
+    assert "airflow db migrate" in init and config["services"]["airflow-init"]["user"] == "0:0"
+    prepare = config["services"]["airflow-prepare-data"]
+    assert prepare["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert prepare["user"] == "50000:0"  # .env.example's AIRFLOW_UID: the services' user writes data/weights
+    assert "image_tools.prepare_weights --dir data/weights" in " ".join(prepare["command"])
 
 
 def test_health_checks(config):
@@ -50,7 +55,7 @@ def test_health_checks(config):
 
 
 def test_project_folders_are_mounted_and_the_image_is_built(config):
-    for service in ("airflow-init", *AIRFLOW_SERVICES):
+    for service in ("airflow-init", "airflow-prepare-data", *AIRFLOW_SERVICES):
         spec = config["services"][service]
         targets = {}
         for volume in spec["volumes"]:
@@ -66,7 +71,7 @@ def test_project_folders_are_mounted_and_the_image_is_built(config):
     assert any("127.0.0.1" in str(p) and "8080" in str(p) for p in ports)
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
     assert "FROM apache/airflow:3.3.2" in dockerfile and "openjdk-17" in dockerfile
-    assert "requirements.txt" in dockerfile and "constraints.txt" in dockerfile
+    assert "requirements/docker.txt" in dockerfile  # the runtime lock: tests/unit/test_locks.py reads it
 
 
 def test_connections_are_encrypted_with_a_key_made_once(config, tmp_path, monkeypatch):

@@ -1,8 +1,8 @@
 """Amazon MWAA as close as this machine gets: its Airflow, provider and constraints on Python 3.12.
 
 ``.venv-mwaa`` (built by ``make test``, cached like ``.venv-spark35``): Python 3.12, apache-airflow 3.3.1 and
-``requirements-mwaa.txt`` installed under MWAA's constraints (``mwaa/airflow-3.3.1-constraints.txt`` and
-``mwaa/mwaa-3.3.1-essential-constraints.txt``), plus the test tools of ``mwaa/requirements-test.txt``. The
+``requirements/mwaa.txt`` installed under MWAA's constraints (``mwaa/airflow-3.3.1-constraints.txt`` and
+``mwaa/mwaa-3.3.1-essential-constraints.txt``), plus the test tools of ``requirements/mwaa-test.txt``. The
 deployment is laid out like MWAA's: the bundle's ``dags/``, and ``plugins.zip`` unpacked into ``plugins/``;
 no ``spark_jobs/``, ``bootstrap/`` or checkout next to it, and the settings come from the bundle's
 ``startup.sh``. The runs there record which Spark-job and bootstrap files they read (``staging_reads.py``):
@@ -69,7 +69,7 @@ def test_the_bundle_holds_the_package_the_jobs_and_the_bootstrap_and_nothing_els
 
     assert sorted(p.name for p in bundle.iterdir()) == ["dags", "plugins.zip", "requirements.txt", "startup.sh"]
     assert sorted(p.name for p in (bundle / "dags").iterdir()) == ["image_classification.py", "image_scoring.py"]
-    assert (bundle / "requirements.txt").read_text() == (PROJECT_ROOT / "requirements-mwaa.txt").read_text()
+    assert (bundle / "requirements.txt").read_text() == (PROJECT_ROOT / "requirements" / "mwaa.txt").read_text()
     with zipfile.ZipFile(bundle / "plugins.zip") as archive:
         names = set(archive.namelist())
         modes = {i.filename: i.external_attr >> 16 for i in archive.infolist()}

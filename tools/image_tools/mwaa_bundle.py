@@ -10,8 +10,9 @@ writes ``dist/mwaa/``:
   bootstrap inside it, in the folder of its package ``image_pipeline.shipped`` (``image_pipeline/shipped/
   spark_jobs/`` and ``bootstrap/`` next to its ``__init__.py``, which finds them there), and
   ``.airflowignore`` at its root; MWAA unpacks it into its plugins folder;
-- ``requirements.txt``: ``requirements-mwaa.txt`` (MWAA installs it with its constraints; it must not conflict
-  with MWAA's essential constraints either, ``mwaa/mwaa-3.3.1-essential-constraints.txt``);
+- ``requirements.txt``: ``requirements/mwaa.txt``, generated from ``pyproject.toml``'s ``mwaa`` extra (MWAA
+  installs it with its constraints; it must not conflict with MWAA's essential constraints either,
+  ``mwaa/mwaa-3.3.1-essential-constraints.txt``: ``make check-locks`` resolves it under both);
 - ``startup.sh``: exports the ``IMAGE_PIPELINE_*`` settings of the settings file for every component.
 
 The zip is reproducible (sorted entries, fixed timestamps): the same sources give the same bytes. Nothing
@@ -30,6 +31,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "image_pipeline"
 DAG_FILES = ("image_classification.py", "image_scoring.py")
 BOOTSTRAP_FILES = ("install_python_deps.sh", "requirements-emr.txt")
+REQUIREMENTS = "requirements/mwaa.txt"
 SETTINGS_PREFIX = "IMAGE_PIPELINE_"
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
@@ -119,7 +121,7 @@ def build_bundle(out: Path, settings_file: Path | None = None, root: Path = PROJ
     for name in DAG_FILES:
         shutil.copy2(root / "dags" / name, out / "dags" / name)
     write_plugins_zip(out / "plugins.zip", root)
-    shutil.copy2(root / "requirements-mwaa.txt", out / "requirements.txt")
+    shutil.copy2(root / REQUIREMENTS, out / "requirements.txt")
     (out / "startup.sh").write_text(startup_script(settings))
     (out / "startup.sh").chmod(0o755)
     return out

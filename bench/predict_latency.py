@@ -84,7 +84,8 @@ def cold_command(models_uri: str, photo: Path, runs: int, inference: list[str]) 
 
 def export_ir_once(models_uri: str, cache: Path) -> None:
     """The model's OpenVINO IR next to its weights (found when there), exported in a child process."""
-    from image_pipeline.predict_photos import fetch_weights, resolve_model
+    from image_pipeline.predict_photos import fetch_weights
+    from image_pipeline.publishing.model_resolution import resolve_model
 
     model = resolve_model(models_uri, "", None).model
     command = [sys.executable, "-m", "image_jobs.inference", "--backbone", model.backbone,
@@ -122,7 +123,8 @@ def main() -> int:
         from image_jobs.featurize import configure_threads
 
         configure_threads(os.cpu_count() or 1)
-        from image_pipeline.predict_photos import fetch_weights, inference_choice, resolve_model
+        from image_pipeline.predict_photos import fetch_weights, inference_choice
+        from image_pipeline.publishing.model_resolution import resolve_model
 
         resolved = resolve_model(models_uri, "", None)
         from image_jobs.predictor import Predictor

@@ -375,7 +375,7 @@ def run_job(argv: list[str], env: dict[str, str], log_path: Path, worker_pid: in
 
 def submit_argv(info, script: Path, job_args: list[str], jobs_zip: Path, driver_memory: str) -> list[str]:
     """The product's spark-submit command for the local cluster, with EMR's driver memory added."""
-    from image_pipeline.compute.local.cluster import spark_submit_argv
+    from image_pipeline.compute.local.submit import spark_submit_argv
 
     argv = spark_submit_argv(info, str(script), job_args, str(jobs_zip), sys.executable, script.stem)
     at = argv.index("--py-files")

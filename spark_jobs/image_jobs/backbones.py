@@ -104,7 +104,7 @@ def _build_efficientnet_lite2(weights: str | None):
     model in Keras' cache (``imagenet``), or Keras weights (``.h5``/``.weights.h5``) for its architecture."""
     import keras
 
-    from image_jobs.efficientnet_lite import build_efficientnet_lite, get_variant
+    from image_jobs.efficientnet_lite_architecture import build_efficientnet_lite, get_variant
 
     if weights == "imagenet":
         backbone = BACKBONES["efficientnet_lite2"]

@@ -18,7 +18,6 @@ from test_dag_end_to_end import leftover_processes
 
 from image_pipeline.compute.local.cluster import (
     ClusterInfo,
-    _alive,
     _master_status,
     _start_watchdog,
     cluster_env,
@@ -28,6 +27,7 @@ from image_pipeline.compute.local.cluster import (
     stop_cluster,
 )
 from image_pipeline.compute.local.health import gone_reason
+from image_pipeline.compute.local.supervision import _alive
 from image_pipeline.wiring.settings import load_settings
 
 pytestmark = pytest.mark.spark

@@ -25,17 +25,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image_pipeline.compute.local.cluster import (
-    ClusterInfo,
-    StepFailedError,
-    StepProcess,
-    _alive,
-    _session_members,
-    cluster_env,
-    spark_submit_argv,
-    start_cluster,
-    stop_cluster,
-)
+from image_pipeline.compute.local.cluster import ClusterInfo, cluster_env, start_cluster, stop_cluster
+from image_pipeline.compute.local.submit import StepFailedError, StepProcess, spark_submit_argv
+from image_pipeline.compute.local.supervision import _alive, _session_members
 from image_pipeline.compute.staging import local_path
 from image_tools.sample_images import write_sample_images
 
@@ -166,15 +158,15 @@ def step_operator(plan: dict, cluster: ClusterInfo, artifacts: dict):
 
 def execute_keeping_output(operator) -> tuple[dict, list[str]]:
     """Run the step's operator; its result and every line of spark-submit's output it logged."""
-    from image_pipeline.compute.local import cluster as local_cluster
+    from image_pipeline.compute.local import submit
 
-    lines, real = [], local_cluster.StepProcess
+    lines, real = [], submit.StepProcess
 
     def tee(argv, env, on_line, **options):
         return real(argv, env, lambda line: (lines.append(line), on_line(line)), **options)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(local_cluster, "StepProcess", tee)
+        mp.setattr(submit, "StepProcess", tee)  # the operator imports it from submit when it runs
         return operator.execute({}), lines
 
 

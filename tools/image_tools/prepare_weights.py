@@ -30,9 +30,9 @@ def convert(backbone: str, out: Path) -> Path:
         from image_tools.weights import convert_checkpoint, default_checkpoint_path
 
         return convert_checkpoint(default_checkpoint_path(), out)
-    from image_jobs.efficientnet_lite import get_variant
-    from image_tools.efficientnet_lite import checkpoint_path
-    from image_tools.efficientnet_lite import convert_checkpoint as convert_lite
+    from image_jobs.efficientnet_lite_architecture import get_variant
+    from image_tools.efficientnet_lite_weights import checkpoint_path
+    from image_tools.efficientnet_lite_weights import convert_checkpoint as convert_lite
 
     variant = get_variant(backbone)  # the other backbones have no offline checkpoint: ValueError, naming them
     return convert_lite(variant, checkpoint_path(variant), out)

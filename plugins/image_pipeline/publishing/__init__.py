@@ -1,2 +1,3 @@
-"""Publishing: the run's report read back from the object store, the quality gate, and the latest
-successful model (``latest.json``) that predictions and the scoring DAG use."""
+"""Publishing: the run's report read back from the object store, the quality gate, the latest
+successful model (``latest.json``) that predictions and the scoring DAG use, and the resolution of the
+model a prediction names."""

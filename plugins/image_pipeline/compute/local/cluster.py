@@ -2,9 +2,9 @@
 
 The local twin of an EMR cluster: ``start_cluster`` starts a master and N workers bound to 127.0.0.1
 on free ports (so two runs never collide), waits until every worker has registered and records pids,
-ports and log files in ``<cluster_dir>/cluster.json`` as it goes; ``submit_step`` runs spark-submit
-against the master with an argument list (never a shell); ``stop_cluster`` stops every process of
-the cluster (executors and Python workers included: each daemon leads its own process group).
+ports and log files in ``<cluster_dir>/cluster.json`` as it goes; ``stop_cluster`` stops every process of
+the cluster (executors and Python workers included: each daemon leads its own process group, see
+``supervision.py``). Steps run on it through ``submit.py``.
 Like EMR's auto-termination policy, a watchdog started with the cluster (``watchdog.py``, in a session
 of its own) stops the master and workers once no application ran for the idle timeout, so a cluster
 whose owner was killed does not run on forever.
@@ -12,21 +12,23 @@ whose owner was killed does not run on forever.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
 import socket
-import subprocess
 import time
 import urllib.request
-from collections import deque
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from image_pipeline.compute.contract import DRIVER_HEAP_MIB, DRIVER_MAX_RESULT_MIB
+from image_pipeline.compute.local.supervision import (
+    _alive,
+    _session_members,
+    _spawn,
+    _stop_processes,
+    _tail,
+    _wait,
+)
 from image_pipeline.wiring.settings import DEFAULT_LOCAL_IDLE_TIMEOUT_MINUTES, PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,6 @@ CLUSTER_FILE = "cluster.json"
 SPARK_CONF_DIR = PROJECT_ROOT / "conf"
 START_ATTEMPTS = 3
 WATCHDOG_ROLE = "watchdog"
-# the causes an executor's log may add to a step's diagnosis
-WORKER_CAUSES = ("cause: out of memory", "cause: disk full", "cause: inference runtime")
-
-
-class StepFailedError(RuntimeError):
-    """A Spark step exited non-zero; the message carries the tail of its output."""
 
 
 @dataclass
@@ -105,72 +101,12 @@ def cluster_env(cluster_dir: Path, python: str, java_home: str) -> dict[str, str
     return env
 
 
-def _spawn(role: str, argv: list[str], env: dict[str, str], log_path: Path) -> dict:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: stop_cluster reaches its children too
-        )
-    return {"role": role, "pid": proc.pid, "pgid": proc.pid, "log": str(log_path)}
-
-
-def _stat_fields(pid: int | str) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state first), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()
-    except OSError:
-        return None
-
-
-def _alive(pid: int) -> bool:
-    """Running, and not a zombie (exited, not yet reaped by its parent)."""
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] != "Z"
-
-
-def _session_members(sid: int) -> list[int]:
-    """Processes of the session ``sid`` leads (every cluster process is started in its own session).
-
-    The session, not the process group: Spark's Python daemon moves itself and its workers into a
-    process group of their own, but stays in the session of the executor that started it.
-    """
-    members = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        fields = _stat_fields(entry)
-        if fields is not None and len(fields) > 3 and fields[3] == str(sid):
-            members.append(int(entry))
-    return members
-
-
-def _signal_session(sid: int, sig: int) -> None:
-    """Send ``sig`` to the session's leading group and to every member outside it (Python daemons)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(sid, sig)
-    for pid in _session_members(sid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-
-
-def _session_alive(pgid: int) -> bool:
-    return any(_alive(pid) for pid in _session_members(pgid))
-
-
 def _master_status(webui: str) -> dict | None:
     try:
         with urllib.request.urlopen(f"{webui}/json/", timeout=5) as response:
             return json.loads(response.read())
     except (OSError, ValueError):
         return None
-
-
-def _tail(path: str, lines: int = 30) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(deque(f, maxlen=lines))
-    except OSError:
-        return ""
 
 
 def start_cluster(cluster_dir: Path, workers: int, cores: int, memory_gb: int, python: str, java_home: str,
@@ -274,33 +210,6 @@ def _wait_for_workers(info: ClusterInfo, timeout: float) -> None:
              info.memory_gb_per_worker)
 
 
-def _wait(condition: Callable[[], bool], still_alive: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if not still_alive():
-            return False
-        time.sleep(0.5)
-    return False
-
-
-def _stop_processes(processes: list[dict], grace: float = 15.0) -> list[int]:
-    groups = [p["pgid"] for p in processes if _session_alive(p["pgid"])]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pgid in groups:
-            _signal_session(pgid, sig)
-        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 10.0)
-        while time.monotonic() < deadline and any(_session_alive(g) for g in groups):
-            time.sleep(0.2)
-        groups = [g for g in groups if _session_alive(g)]
-        if not groups:
-            break
-    if groups:
-        raise RuntimeError(f"processes of groups {groups} survived SIGKILL")
-    return [p["pid"] for p in processes]
-
-
 def stop_cluster(cluster_dir: str | Path) -> list[int]:
     """Stop every process recorded for the cluster in ``cluster_dir``; returns their pids.
 
@@ -348,97 +257,3 @@ def cluster_processes_alive(cluster_dir: str | Path) -> list[int]:
     if info is None:
         return []
     return [pid for p in info.processes for pid in _session_members(p["pgid"]) if _alive(pid)]
-
-
-def spark_submit_argv(info: ClusterInfo, entry_script: str, args: list[str], jobs_zip: str, python: str,
-                      app_name: str) -> list[str]:
-    """spark-submit against the local master, as an argument list (no shell, so no quoting issues)."""
-    executor_memory = max(1, info.memory_gb_per_worker - 1)
-    return [
-        str(Path(spark_home()) / "bin" / "spark-submit"),
-        "--master", info.master_url,
-        "--deploy-mode", "client",
-        "--name", app_name,
-        "--conf", "spark.driver.host=127.0.0.1",
-        "--conf", "spark.driver.bindAddress=127.0.0.1",
-        "--conf", "spark.ui.enabled=false",
-        "--conf", f"spark.driver.memory={DRIVER_HEAP_MIB}m",
-        "--conf", f"spark.driver.maxResultSize={DRIVER_MAX_RESULT_MIB}m",
-        "--conf", f"spark.executor.memory={executor_memory}g",
-        "--conf", f"spark.sql.shuffle.partitions={max(2, 2 * info.workers * info.cores_per_worker)}",
-        "--conf", f"spark.pyspark.python={python}",
-        "--conf", f"spark.pyspark.driver.python={python}",
-        "--py-files", jobs_zip,
-        entry_script,
-        *args,
-    ]
-
-
-class StepProcess:
-    """A running spark-submit whose output streams line by line into ``emit``; kill() stops it.
-
-    Every line also goes through a ``FailureScanner``, so a failure can be explained by its cause
-    (out of memory, disk full, ...) and not only by its exit code. A Python worker that crashed in native
-    code (an allocation refused under its memory cap aborts it) leaves only "exited unexpectedly" in this
-    output: its own words are in its executor's log, ``<work_dir>/<app id>/<executor>/stderr``, which a
-    failure without a more specific cause is then explained from.
-    """
-
-    def __init__(self, argv: list[str], env: dict[str, str], emit: Callable[[str], None], tail_lines: int = 40,
-                 work_dir: Path | None = None):
-        from image_pipeline.compute.diagnosis import FailureScanner
-
-        self.argv, self.env, self.emit, self.work_dir = argv, env, emit, work_dir
-        self.tail: deque[str] = deque(maxlen=tail_lines)
-        self.scanner = FailureScanner()
-        self.proc: subprocess.Popen | None = None
-        self.killed = False
-        self.started = time.time()
-
-    def run(self) -> int:
-        self.started = time.time()
-        self.proc = subprocess.Popen(
-            self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, text=True, errors="replace", bufsize=1,
-        )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.rstrip("\n")
-            self.tail.append(line)
-            self.scanner.feed(line)
-            self.emit(line)
-        return self.proc.wait()
-
-    def diagnosis(self) -> str | None:
-        """The cause from the output; where that names none, or only a worker that died, from the application's
-        executor logs as well: their evidence of out of memory, a full disk or the inference runtime (what a
-        worker says of itself), nothing vaguer."""
-        diagnosis = self.scanner.diagnosis()
-        if (diagnosis is None or diagnosis.startswith("cause: worker died")) and self.work_dir:
-            from image_pipeline.compute.diagnosis import FailureScanner
-
-            for log in self.executor_logs():
-                found = FailureScanner().feed_file(log).diagnosis()
-                if found and found.startswith(WORKER_CAUSES):
-                    return f"{found} (executor log {log})"
-        return diagnosis
-
-    def executor_logs(self) -> list[Path]:
-        """The executors' stderr of the applications the cluster started since this step did (a run's steps
-        never run at once; Spark names the application only at INFO, which conf/log4j2.properties hides)."""
-        apps = [app for app in Path(self.work_dir).glob("app-*") if app.stat().st_mtime >= self.started - 1]
-        return sorted(log for app in apps for log in app.glob("*/stderr"))
-
-    def failure_message(self, name: str, code: int) -> str:
-        """What a failed step's task error says: the cause when known, then the last output lines."""
-        if self.killed:
-            headline = f"step {name} was killed (exit code {code})"
-        else:
-            diagnosis = self.diagnosis()
-            headline = f"step {name} failed with exit code {code}" + (f"; {diagnosis}" if diagnosis else "")
-        return f"{headline}\nlast output lines:\n" + "\n".join(self.tail)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.killed = True
-            _stop_processes([{"pid": self.proc.pid, "pgid": self.proc.pid}], grace=10.0)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from image_pipeline.compute.diagnosis import CLUSTER_GONE_FIX
-from image_pipeline.compute.local.cluster import WATCHDOG_ROLE, ClusterInfo, _master_status, _session_alive
+from image_pipeline.compute.local.cluster import WATCHDOG_ROLE, ClusterInfo, _master_status
+from image_pipeline.compute.local.supervision import _session_alive
 
 # the watchdog's log line when it stops an idle cluster (watchdog.watch)
 WATCHDOG_STOP_MARK = "stopping the cluster (idle timeout"

@@ -28,15 +28,10 @@ class LocalSparkStepOperator(BaseOperator):
     def execute(self, context) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from image_pipeline.compute.local.cluster import (
-            ClusterInfo,
-            StepFailedError,
-            StepProcess,
-            cluster_env,
-            spark_submit_argv,
-        )
+        from image_pipeline.compute.local.cluster import ClusterInfo, cluster_env
         from image_pipeline.compute.local.health import gone_reason
         from image_pipeline.compute.local.java import require_java_home
+        from image_pipeline.compute.local.submit import StepFailedError, StepProcess, spark_submit_argv
         from image_pipeline.compute.staging import local_path
         from image_pipeline.compute.steps import step_by_name
 

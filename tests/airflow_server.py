@@ -14,11 +14,13 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import PROJECT_ROOT
 from image_pipeline.compute.local.cluster import free_port
+from project_paths import PROJECT_ROOT
 
 PASSWORD = "ui-test-password"
 DAG_ID = "image_classification"
+# a credential the Airflow server's environment and AWS connection carry; no output of a run may contain it
+UI_FAKE_SECRET = "fake/Secret+Key-ui-5e8a1f"
 
 
 def http_json(url: str, token: str | None = None, data: dict | None = None, method: str | None = None) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from project_paths import DAGS_DIR, PLUGINS_DIR
 
 # Spark's Python workers must run this interpreter, and Spark needs Java 17+.
 os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -21,11 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 for _key in [k for k in os.environ if k.startswith("AIRFLOW")]:
     del os.environ[_key]
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-home-"))
-# the DAG files and plugins a test session runs: the checkout's, or a deployment laid out elsewhere
-# (the MWAA bundle unpacked like MWAA does: tests/mwaa/test_mwaa.py)
-DEPLOYED = os.environ.get("IMAGE_PIPELINE_TEST_DEPLOYMENT")
-DAGS_DIR = Path(DEPLOYED) / "dags" if DEPLOYED else PROJECT_ROOT / "dags"
-PLUGINS_DIR = Path(DEPLOYED) / "plugins" if DEPLOYED else PROJECT_ROOT / "plugins"
+# the DAG files and plugins: the checkout's, or a deployment laid out elsewhere (project_paths.py)
 os.environ.update({
     "AIRFLOW_HOME": str(AIRFLOW_HOME),
     "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
@@ -33,17 +29,6 @@ os.environ.update({
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
 })
-
-
-def option(args, name: str) -> str:
-    """The value of option ``name`` in a command line: ``--name=value`` (how the steps pass their options) or
-    ``--name value`` (spark-submit's own)."""
-    args = list(args)
-    values = [a.split("=", 1)[1] for a in args if a.startswith(f"{name}=")]
-    if name in args:
-        values.append(args[args.index(name) + 1])
-    assert len(values) == 1, f"{name} appears {len(values)} times in {args}"
-    return values[0]
 
 
 def pytest_collection_modifyitems(items):
@@ -106,8 +91,6 @@ def airflow_db():
     return AIRFLOW_HOME
 
 
-# a credential the Airflow server's environment and AWS connection carry; no output of a run may contain it
-UI_FAKE_SECRET = "fake/Secret+Key-ui-5e8a1f"
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +99,7 @@ def airflow_server(tmp_path_factory, converted_weights, java_home):
     generated images; shared by the tests under tests/ui (trigger form, concurrent and killed runs)."""
     import json
 
-    from airflow_server import standalone_airflow
+    from airflow_server import UI_FAKE_SECRET, standalone_airflow
     from image_tools.sample_images import write_sample_images
 
     home = tmp_path_factory.mktemp("airflow-ui-home")

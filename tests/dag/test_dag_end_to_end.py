@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 
 from bad_images import rejected_files
-from conftest import PROJECT_ROOT
 from dag_runs import task_states
 from image_pipeline.compute.local.cluster import cluster_processes_alive
 from image_tools.sample_images import write_sample_images
+from project_paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.spark
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from project_paths import PROJECT_ROOT
 
 DAG_FILE = PROJECT_ROOT / "dags" / "image_classification.py"
 PACKAGE = PROJECT_ROOT / "plugins" / "image_pipeline"

@@ -26,8 +26,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from conftest import DAGS_DIR, option
+from command_lines import option
 from image_pipeline.compute.local.cluster import free_port
+from project_paths import DAGS_DIR
 
 pytestmark = pytest.mark.spark  # slow-ish: parses the DAG and runs it with dag.test()
 

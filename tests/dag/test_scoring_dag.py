@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from test_dag_integrity import HEAVY, parse_in_subprocess
 
-from conftest import PROJECT_ROOT
+from project_paths import PROJECT_ROOT
 
 SCORING_FILE = PROJECT_ROOT / "dags" / "image_scoring.py"
 TRAINING_FILE = PROJECT_ROOT / "dags" / "image_classification.py"

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_server import DAG_ID, http_json, wait_for
-from conftest import UI_FAKE_SECRET
+from airflow_server import DAG_ID, UI_FAKE_SECRET, http_json, wait_for
 from image_pipeline.planning.layout import run_key_for
 
 pytestmark = pytest.mark.spark

@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import ParamValidationError
 from botocore.validate import validate_parameters
 
-from conftest import option
+from command_lines import option
 from image_pipeline.compute.emr.capacity import (
     INSTANCE_TYPES,
     NODE_TYPES,
@@ -268,8 +268,8 @@ def test_fleets_launch_the_chosen_type_first_and_it_is_priced(instance_type):
 def test_iam_policy_is_least_privilege():
     import json
 
-    from conftest import PROJECT_ROOT
     from image_pipeline.compute.emr.iam import iam_policy
+    from project_paths import PROJECT_ROOT
 
     policy = json.loads((PROJECT_ROOT / "docs" / "iam-policy.json").read_text())
     assert policy == iam_policy()  # the documented policy is the generator's for the default roles
@@ -307,8 +307,8 @@ def test_iam_policy_passes_exactly_the_configured_roles(capsys):
 def test_the_nodes_role_reads_the_prefix_and_writes_only_the_jobs_outputs():
     import json
 
-    from conftest import PROJECT_ROOT
     from image_pipeline.compute.emr.iam import NODE_WRITES, node_role_policy
+    from project_paths import PROJECT_ROOT
 
     policy = json.loads((PROJECT_ROOT / "docs" / "node-role-policy.json").read_text())
     assert policy == node_role_policy()

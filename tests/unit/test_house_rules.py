@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from project_paths import PROJECT_ROOT
 
 MAX_FUNCTION_LINES = 50
 SOURCES = sorted(p for folder in ("plugins", "dags", "spark_jobs") for p in (PROJECT_ROOT / folder).rglob("*.py")

@@ -13,7 +13,7 @@ import venv
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from project_paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.spark
 

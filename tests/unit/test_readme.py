@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from project_paths import PROJECT_ROOT
 
 README = (PROJECT_ROOT / "README.md").read_text()
 NAME = re.compile(r"(?<![\w/.-])(\.?[\w-]+(?:\.[\w-]+)*(?:/[\w.-]*)*)")

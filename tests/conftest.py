@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -81,16 +80,6 @@ def converted_weights(tmp_path_factory) -> Path:
     from image_tools.weights import convert_checkpoint, default_checkpoint_path
 
     return convert_checkpoint(default_checkpoint_path(), tmp_path_factory.mktemp("weights") / "mnv2.keras")
-
-
-@pytest.fixture(scope="session")
-def airflow_db():
-    """The test session's Airflow metadata database, migrated once."""
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
-                   env=os.environ.copy())
-    return AIRFLOW_HOME
-
-
 
 
 @pytest.fixture(scope="session")

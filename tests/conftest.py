@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Spark session, Java, converted weights, generated images."""
+"""What every layer's tests run with: a private Airflow home for the session, Java, one local Spark session and
+the converted weights. Fixtures of one layer only are in that layer's conftest.py (tests/dag, tests/ui)."""
 
 from __future__ import annotations
 
@@ -80,24 +81,3 @@ def converted_weights(tmp_path_factory) -> Path:
     from image_tools.weights import convert_checkpoint, default_checkpoint_path
 
     return convert_checkpoint(default_checkpoint_path(), tmp_path_factory.mktemp("weights") / "mnv2.keras")
-
-
-@pytest.fixture(scope="session")
-def airflow_server(tmp_path_factory, converted_weights, java_home):
-    """`airflow standalone` (scheduler, LocalExecutor, REST API) on free 127.0.0.1 ports, isolated home,
-    generated images; shared by the tests under tests/ui (trigger form, concurrent and killed runs)."""
-    import json
-
-    from airflow_server import UI_FAKE_SECRET, standalone_airflow
-    from image_tools.sample_images import write_sample_images
-
-    home = tmp_path_factory.mktemp("airflow-ui-home")
-    root = tmp_path_factory.mktemp("ui-root")
-    write_sample_images(root / "images", n_classes=4, per_class=12, seed=31)
-    secrets = {
-        "AWS_SECRET_ACCESS_KEY": UI_FAKE_SECRET,
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "AKIAUITESTKEY",
-                                                "password": UI_FAKE_SECRET}),
-    }
-    with standalone_airflow(home, root, converted_weights, java_home, secrets) as server:
-        yield server

@@ -1,5 +1,6 @@
 """A real Airflow (``airflow standalone``: API server, scheduler, DAG processor, triggerer, LocalExecutor)
-on free 127.0.0.1 ports with an isolated home, for the tests that need a scheduler and the REST API."""
+on free 127.0.0.1 ports with an isolated home, for the tests that need a scheduler and the REST API; and what
+those tests ask it (trigger a run, wait for it, its task instances) and look for on this machine."""
 
 from __future__ import annotations
 
@@ -14,11 +15,17 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import PROJECT_ROOT
 from image_pipeline.compute.local.cluster import free_port
+from project_paths import PROJECT_ROOT
 
 PASSWORD = "ui-test-password"
 DAG_ID = "image_classification"
+# a credential the Airflow server's environment and AWS connection carry; no output of a run may contain it
+UI_FAKE_SECRET = "fake/Secret+Key-ui-5e8a1f"
+
+# a run small enough for the local machine: what the runs of the tests under a real scheduler trigger with
+SMALL = {"max_per_class": 12, "split_ratios": [0.5], "pca_components": 8, "iterations": 20,
+         "local_worker_cores": 1, "local_worker_memory_gb": 2, "min_accuracy": 0.3}
 
 
 def http_json(url: str, token: str | None = None, data: dict | None = None, method: str | None = None) -> dict:
@@ -43,6 +50,45 @@ def wait_for(condition, timeout: float, what: str, proc=None):
             raise RuntimeError(f"airflow exited with {proc.returncode} while waiting for {what}")
         time.sleep(2)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def trigger(server, conf: dict) -> str:
+    run = http_json(f"{server['base']}/api/v2/dags/{DAG_ID}/dagRuns", server["token"],
+                    data={"logical_date": None, "conf": conf})
+    return run["dag_run_id"]
+
+
+def run_state(server, run_id: str) -> str:
+    return http_json(f"{server['base']}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", server["token"])["state"]
+
+
+def wait_finished(server, run_id: str, timeout: float = 900) -> str:
+    return wait_for(lambda: (s := run_state(server, run_id)) in ("success", "failed") and s, timeout,
+                    f"run {run_id} to finish")
+
+
+def task_instances(server, run_id: str) -> dict[str, dict]:
+    tis = http_json(f"{server['base']}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", server["token"])
+    return {ti["task_id"]: ti for ti in tis["task_instances"]}
+
+
+def processes_mentioning(marker: str) -> list[str]:
+    """Command lines of live (not zombie) processes that mention ``marker``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+def intervals_overlap(a: dict, b: dict) -> bool:
+    """Whether two task instances (or runs) of the REST API were running at the same time."""
+    return a["start_date"] < b["end_date"] and b["start_date"] < a["end_date"]
 
 
 @contextmanager

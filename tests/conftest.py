@@ -1,16 +1,16 @@
-"""Shared fixtures: one local Spark session, Java, converted weights, generated images."""
+"""What every layer's tests run with: a private Airflow home for the session, Java, one local Spark session and
+the converted weights. Fixtures of one layer only are in that layer's conftest.py (tests/dag, tests/ui)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from project_paths import DAGS_DIR, PLUGINS_DIR
 
 # Spark's Python workers must run this interpreter, and Spark needs Java 17+.
 os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -21,11 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 for _key in [k for k in os.environ if k.startswith("AIRFLOW")]:
     del os.environ[_key]
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-home-"))
-# the DAG files and plugins a test session runs: the checkout's, or a deployment laid out elsewhere
-# (the MWAA bundle unpacked like MWAA does: tests/mwaa/test_mwaa.py)
-DEPLOYED = os.environ.get("IMAGE_PIPELINE_TEST_DEPLOYMENT")
-DAGS_DIR = Path(DEPLOYED) / "dags" if DEPLOYED else PROJECT_ROOT / "dags"
-PLUGINS_DIR = Path(DEPLOYED) / "plugins" if DEPLOYED else PROJECT_ROOT / "plugins"
+# the DAG files and plugins: the checkout's, or a deployment laid out elsewhere (project_paths.py)
 os.environ.update({
     "AIRFLOW_HOME": str(AIRFLOW_HOME),
     "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
@@ -33,17 +29,6 @@ os.environ.update({
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
 })
-
-
-def option(args, name: str) -> str:
-    """The value of option ``name`` in a command line: ``--name=value`` (how the steps pass their options) or
-    ``--name value`` (spark-submit's own)."""
-    args = list(args)
-    values = [a.split("=", 1)[1] for a in args if a.startswith(f"{name}=")]
-    if name in args:
-        values.append(args[args.index(name) + 1])
-    assert len(values) == 1, f"{name} appears {len(values)} times in {args}"
-    return values[0]
 
 
 def pytest_collection_modifyitems(items):
@@ -96,36 +81,3 @@ def converted_weights(tmp_path_factory) -> Path:
     from image_tools.weights import convert_checkpoint, default_checkpoint_path
 
     return convert_checkpoint(default_checkpoint_path(), tmp_path_factory.mktemp("weights") / "mnv2.keras")
-
-
-@pytest.fixture(scope="session")
-def airflow_db():
-    """The test session's Airflow metadata database, migrated once."""
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True,
-                   env=os.environ.copy())
-    return AIRFLOW_HOME
-
-
-# a credential the Airflow server's environment and AWS connection carry; no output of a run may contain it
-UI_FAKE_SECRET = "fake/Secret+Key-ui-5e8a1f"
-
-
-@pytest.fixture(scope="session")
-def airflow_server(tmp_path_factory, converted_weights, java_home):
-    """`airflow standalone` (scheduler, LocalExecutor, REST API) on free 127.0.0.1 ports, isolated home,
-    generated images; shared by the tests under tests/ui (trigger form, concurrent and killed runs)."""
-    import json
-
-    from airflow_server import standalone_airflow
-    from image_tools.sample_images import write_sample_images
-
-    home = tmp_path_factory.mktemp("airflow-ui-home")
-    root = tmp_path_factory.mktemp("ui-root")
-    write_sample_images(root / "images", n_classes=4, per_class=12, seed=31)
-    secrets = {
-        "AWS_SECRET_ACCESS_KEY": UI_FAKE_SECRET,
-        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "AKIAUITESTKEY",
-                                                "password": UI_FAKE_SECRET}),
-    }
-    with standalone_airflow(home, root, converted_weights, java_home, secrets) as server:
-        yield server

@@ -8,7 +8,7 @@ features, so scoring with other weights or another precision is refused (``check
 - ``weights_digest``: ``sha256:<hex>`` of the weights file (Keras' cached file for ``imagenet``), or
   ``random`` for random weights (timing runs: their features are never reused by a real run).
 - ``precision_class``: ``fp32`` for TensorFlow and for OpenVINO at fp32 (their features agree within the
-  runtime-equivalence test's tolerance, ``tests/unit/test_inference.py``), ``bf16`` for OpenVINO at
+  runtime-equivalence test's tolerance, ``tests/model/test_inference.py``), ``bf16`` for OpenVINO at
   bf16. ``auto`` is resolved once per job on the driver, and the workers run what it resolved to.
 
 Rows written before features had an identity have none (null columns): they never match an identity, so

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT
+from project_paths import PROJECT_ROOT
 
 COMPOSE = shutil.which("docker-compose")
 pytestmark = pytest.mark.skipif(

@@ -10,7 +10,6 @@ second scoring run finds nothing new and starts no cluster.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,10 +18,10 @@ import pandas as pd
 import pytest
 
 from bad_images import rejected_files
-from conftest import PROJECT_ROOT
-from dag_runs import task_states
+from dag_runs import leftover_processes, set_mtime, task_states
 from image_pipeline.compute.local.cluster import cluster_processes_alive
 from image_tools.sample_images import write_sample_images
+from project_paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.spark
 
@@ -30,11 +29,6 @@ OLD = datetime(2026, 1, 5, tzinfo=UTC)  # the first three classes were photograp
 NEW = datetime(2026, 2, 10, tzinfo=UTC)  # the fourth class arrived later
 RUN_CONF = {"max_per_class": 12, "local_worker_cores": 2, "local_worker_memory_gb": 3, "min_accuracy": 0.3}
 SCORE_CONF = {"local_worker_cores": 2, "local_worker_memory_gb": 3, "batch_size": 8}
-
-
-def set_mtime(folder: Path, when: datetime) -> None:
-    for path in folder.rglob("*"):
-        os.utime(path, (when.timestamp(), when.timestamp()))
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +67,6 @@ def dags(root, converted_weights, java_home, airflow_db):
 @pytest.fixture(scope="module")
 def dag(dags):
     return dags[0]
-
-
-def leftover_processes(marker: str) -> list[str]:
-    """Command lines of live processes that mention ``marker`` (a run's cluster folder)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline and int(pid) != os.getpid():
-            found.append(cmdline[:200])
-    return found
 
 
 def run_dir(root: Path, dag_run) -> Path:

@@ -9,20 +9,10 @@ import sys
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from dag_parse import HEAVY, parse_in_subprocess
+from project_paths import PROJECT_ROOT
 
-DAG_FILE = PROJECT_ROOT / "dags" / "image_classification.py"
 PACKAGE = PROJECT_ROOT / "plugins" / "image_pipeline"
-HEAVY = ["tensorflow", "keras", "pyspark", "sklearn", "pandas", "matplotlib", "numpy"]
-
-def parse_in_subprocess(compute: str, dag_file=DAG_FILE, **extra_env: str) -> dict:
-    probe = PROJECT_ROOT / "tests" / "dag" / "parse_probe.py"
-    env = {**os.environ, "IMAGE_PIPELINE_COMPUTE": compute,
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////nonexistent/folder/airflow.db", **extra_env}
-    out = subprocess.run([sys.executable, str(probe), str(dag_file), str(PROJECT_ROOT / "plugins")],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
-from test_emr_dag import ACCOUNT, BUCKET, PREFIX, REGION, aws, moto_server  # noqa: F401  (the module's fixtures)
+
+from fake_aws import ACCOUNT, BUCKET, PREFIX, REGION
 
 CLUSTER, STEP = "j-2AXXXXXXGAPLF", "s-1V0XXXXXXXXXX"
 LOGS = f"s3://{BUCKET}/{PREFIX}/logs"
@@ -43,7 +44,7 @@ def cluster_response(state: str, code: str | None = None, message: str | None = 
 
 
 @pytest.fixture
-def stubbed(moto_server):  # noqa: F811
+def stubbed(moto_server):
     """An EMR client that does not retry (the errors below are what is left after botocore's retries)."""
     client = boto3.client("emr", region_name=REGION, endpoint_url=moto_server,
                           config=Config(retries={"max_attempts": 1, "mode": "standard"}))
@@ -65,7 +66,7 @@ def put_log(s3, uri: str, text: str) -> None:
     s3.put_object(Bucket=BUCKET, Key=uri.removeprefix(f"s3://{BUCKET}/"), Body=gzip.compress(text.encode()))
 
 
-def test_throttling_during_a_poke_is_polled_again_and_other_api_errors_surface_unchanged(aws, stubbed,  # noqa: F811
+def test_throttling_during_a_poke_is_polled_again_and_other_api_errors_surface_unchanged(aws, stubbed,
                                                                                          capfd):
     from botocore.exceptions import ClientError
 
@@ -90,7 +91,7 @@ def test_throttling_during_a_poke_is_polled_again_and_other_api_errors_surface_u
     assert "DescribeStep: AccessDeniedException" in logged[0]
 
 
-def test_a_cluster_ended_by_its_bootstrap_fails_the_first_sensor_with_the_reason_and_the_log(aws, stubbed):  # noqa: F811
+def test_a_cluster_ended_by_its_bootstrap_fails_the_first_sensor_with_the_reason_and_the_log(aws, stubbed):
     from airflow.exceptions import AirflowException
 
     client, stubber = stubbed
@@ -112,7 +113,7 @@ def test_a_cluster_ended_by_its_bootstrap_fails_the_first_sensor_with_the_reason
     assert "Could not find a version that satisfies the requirement tensorflow-cpu" in note  # the log's tail
 
 
-def test_a_step_failed_before_its_logs_shipped_names_where_they_will_be(aws, stubbed):  # noqa: F811
+def test_a_step_failed_before_its_logs_shipped_names_where_they_will_be(aws, stubbed):
     from airflow.exceptions import AirflowException
 
     client, stubber = stubbed
@@ -128,7 +129,7 @@ def test_a_step_failed_before_its_logs_shipped_names_where_they_will_be(aws, stu
     assert f"{LOGS}/{CLUSTER}/steps/{STEP}/stderr.gz" in note and "not readable yet" in note
 
 
-def test_in_cluster_mode_the_driver_container_log_is_named_and_read(aws, stubbed):  # noqa: F811
+def test_in_cluster_mode_the_driver_container_log_is_named_and_read(aws, stubbed):
     from airflow.exceptions import AirflowException
 
     client, stubber = stubbed
@@ -161,7 +162,7 @@ def test_in_cluster_mode_the_driver_container_log_is_named_and_read(aws, stubbed
     assert "container_1767225600000_0003_01_000001/stderr.gz" in note
 
 
-def test_an_api_error_while_explaining_is_said_never_raised(aws, stubbed):  # noqa: F811
+def test_an_api_error_while_explaining_is_said_never_raised(aws, stubbed):
     from airflow.exceptions import AirflowException
 
     client, stubber = stubbed
@@ -198,7 +199,7 @@ def defer_and_trigger(sensor) -> dict:
     return asyncio.run(first_event(deferred.value.trigger))
 
 
-def test_a_step_failed_while_deferred_is_explained_and_the_providers_error_raised(aws, moto_server, stubbed,  # noqa: F811
+def test_a_step_failed_while_deferred_is_explained_and_the_providers_error_raised(aws, moto_server, stubbed,
                                                                                    capfd):
     from airflow.exceptions import AirflowException
 
@@ -231,7 +232,7 @@ def test_a_step_failed_while_deferred_is_explained_and_the_providers_error_raise
 
 
 def test_a_cluster_ended_in_its_bootstrap_while_deferred_gives_its_reason_and_the_bootstrap_log(
-        aws, moto_server, stubbed, capfd):  # noqa: F811
+        aws, moto_server, stubbed, capfd):
     from airflow.exceptions import AirflowException
     from moto.emr.models import emr_backends
 
@@ -314,7 +315,7 @@ async def first_event(trigger) -> dict:
 
 
 @pytest.mark.parametrize("mode", ["synchronous", "deferred"])
-def test_the_teardown_waits_for_terminated_and_costs_the_instances_that_ran(aws, moto_server, monkeypatch,  # noqa: F811
+def test_the_teardown_waits_for_terminated_and_costs_the_instances_that_ran(aws, moto_server, monkeypatch,
                                                                              mode):
     from airflow.sdk.exceptions import TaskDeferred
     from moto.emr.models import emr_backends
@@ -401,7 +402,7 @@ def deferred_sensor(emr, stubber, monkeypatch, script: list[str], **describe):
     return sensor, scripted, cluster_id, step_id
 
 
-def test_throttling_while_deferred_is_polled_again_and_the_step_completes(aws, moto_server, stubbed,  # noqa: F811
+def test_throttling_while_deferred_is_polled_again_and_the_step_completes(aws, moto_server, stubbed,
                                                                           monkeypatch, caplog):
     """The provider's trigger (``EmrStepSensorTrigger``, polling in ``waiter_with_logging.async_wait``) treats
     ThrottlingException as retriable: it logs it, waits its delay and polls again, without counting the
@@ -423,7 +424,7 @@ def test_throttling_while_deferred_is_polled_again_and_the_step_completes(aws, m
     assert sensor.execute_complete(CONTEXT, event) is None  # the run goes on
 
 
-def test_access_denied_while_deferred_ends_at_once_with_the_error_code(aws, moto_server, stubbed,  # noqa: F811
+def test_access_denied_while_deferred_ends_at_once_with_the_error_code(aws, moto_server, stubbed,
                                                                        monkeypatch):
     """A non-retriable error code ends the provider's ``async_wait`` at its first answer (an AirflowException
     with the failure message, the response and the waiter's error, which names the code); the trigger sends

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_dag_end_to_end import leftover_processes, set_mtime
 
-from conftest import PROJECT_ROOT
-from dag_runs import task_states
+from dag_runs import leftover_processes, set_mtime, task_states
 from image_jobs.conventions import FORMULA_STARTS, csv_cell_value
 from image_pipeline.compute.local.cluster import cluster_processes_alive
 from image_tools.sample_images import write_sample_images
+from project_paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.spark
 

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_dag_end_to_end import leftover_processes
 
+from dag_runs import leftover_processes
 from image_pipeline.compute.local.cluster import (
     ClusterInfo,
     _master_status,

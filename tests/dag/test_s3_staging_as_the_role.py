@@ -15,7 +15,8 @@ import re
 
 import pytest
 from botocore.exceptions import ClientError
-from test_emr_dag import BUCKET, aws, moto_server  # noqa: F401  (the module's fixtures)
+
+from fake_aws import BUCKET
 
 PREFIX = "team/images"  # the product's prefix in the bucket, as the policy is printed for it
 
@@ -82,7 +83,7 @@ def prefix_only(policy: dict) -> dict:
 
 
 @pytest.fixture
-def role_s3(aws, monkeypatch):  # noqa: F811
+def role_s3(aws, monkeypatch):
     """Every S3 hook's client answers as S3 answers a role whose listing is narrowed to the prefix; yields the
     calls staging made."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -113,7 +114,7 @@ def test_a_prefix_condition_allows_the_prefix_only_and_no_head_object():
     assert not list_bucket_allows(policy, BUCKET, None)  # HeadObject sends no s3:prefix: hence the 403
 
 
-def test_staging_succeeds_when_head_object_of_a_missing_key_is_403(aws, role_s3):  # noqa: F811
+def test_staging_succeeds_when_head_object_of_a_missing_key_is_403(aws, role_s3):
     from image_pipeline.compute.staging import stage_s3
 
     artifacts = f"s3://{BUCKET}/{PREFIX}/artifacts"

@@ -7,9 +7,9 @@ nothing scored twice) are in test_dag_end_to_end.py, which shares its training r
 from __future__ import annotations
 
 import pytest
-from test_dag_integrity import HEAVY, parse_in_subprocess
 
-from conftest import PROJECT_ROOT
+from dag_parse import HEAVY, parse_in_subprocess
+from project_paths import PROJECT_ROOT
 
 SCORING_FILE = PROJECT_ROOT / "dags" / "image_scoring.py"
 TRAINING_FILE = PROJECT_ROOT / "dags" / "image_classification.py"

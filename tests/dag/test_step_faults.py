@@ -37,7 +37,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # six tasks of 200 images: OpenVINO featurizes them in several seconds on the two workers, a window to hit
 N_CLASSES, PER_CLASS = 6, 200
-# the runtime test's tolerance for OpenVINO fp32 (tests/unit/test_inference.py)
+# the runtime test's tolerance for OpenVINO fp32 (tests/model/test_inference.py)
 TOLERANCE = 1e-4
 # a Python worker's address-space cap that OpenVINO's worker exceeds (TensorFlow's fails under 1200m)
 OPENVINO_CAP = "700m"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from project_paths import PROJECT_ROOT
 
 VENV = PROJECT_ROOT / ".venv-mwaa"
 CONSTRAINTS = PROJECT_ROOT / "mwaa" / "airflow-3.3.1-constraints.txt"

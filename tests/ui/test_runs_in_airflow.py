@@ -17,52 +17,25 @@ from pathlib import Path
 
 import pytest
 
-from airflow_server import DAG_ID, http_json, wait_for
-from conftest import UI_FAKE_SECRET
+from airflow_server import (
+    DAG_ID,
+    SMALL,
+    UI_FAKE_SECRET,
+    http_json,
+    processes_mentioning,
+    task_instances,
+    trigger,
+    wait_finished,
+    wait_for,
+)
 from image_pipeline.planning.layout import run_key_for
 
 pytestmark = pytest.mark.spark
-
-SMALL = {"max_per_class": 12, "split_ratios": [0.5], "pca_components": 8, "iterations": 20,
-         "local_worker_cores": 1, "local_worker_memory_gb": 2, "min_accuracy": 0.3}
-
-
-def trigger(server, conf: dict) -> str:
-    run = http_json(f"{server['base']}/api/v2/dags/{DAG_ID}/dagRuns", server["token"],
-                    data={"logical_date": None, "conf": conf})
-    return run["dag_run_id"]
-
-
-def run_state(server, run_id: str) -> str:
-    return http_json(f"{server['base']}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", server["token"])["state"]
-
-
-def wait_finished(server, run_id: str, timeout: float = 900) -> str:
-    return wait_for(lambda: (s := run_state(server, run_id)) in ("success", "failed") and s, timeout,
-                    f"run {run_id} to finish")
-
-
-def task_instances(server, run_id: str) -> dict[str, dict]:
-    tis = http_json(f"{server['base']}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", server["token"])
-    return {ti["task_id"]: ti for ti in tis["task_instances"]}
 
 
 def task_log(server, run_id: str, task_id: str) -> str:
     folder = Path(server["home"]) / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
     return "\n".join(p.read_text(errors="replace") for p in sorted(folder.glob("attempt=*.log")))
-
-
-def processes_mentioning(marker: str) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, __import__("os").listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z":
-            found.append(cmdline)
-    return found
 
 
 @pytest.mark.parametrize("conf,param", [
@@ -92,10 +65,6 @@ def test_params_valid_in_form_but_not_in_fact_fail_plan_run_before_any_cluster(a
         assert states["create_cluster"] in ("upstream_failed", None), states
         assert message in task_log(airflow_server, run_id, "plan_run")
         assert not (root / "runs" / run_key_for(run_id) / "cluster").exists()
-
-
-def intervals_overlap(a: dict, b: dict) -> bool:
-    return a["start_date"] < b["end_date"] and b["start_date"] < a["end_date"]
 
 
 def test_a_step_marked_failed_from_outside_is_killed_and_the_cluster_stopped(airflow_server):

@@ -16,11 +16,20 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_runs_in_airflow import SMALL, intervals_overlap, processes_mentioning, task_instances, trigger, wait_finished
 
-from airflow_server import PASSWORD, http_json, wait_for
-from conftest import PROJECT_ROOT
+from airflow_server import (
+    PASSWORD,
+    SMALL,
+    http_json,
+    intervals_overlap,
+    processes_mentioning,
+    task_instances,
+    trigger,
+    wait_finished,
+    wait_for,
+)
 from image_pipeline.planning.layout import run_key_for
+from project_paths import PROJECT_ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [

@@ -161,7 +161,7 @@ def test_rejecting_a_400_megapixel_image_keeps_memory_bounded(tmp_path):
     import subprocess
     import sys
 
-    from conftest import PROJECT_ROOT
+    from project_paths import PROJECT_ROOT
 
     (tmp_path / "giant.png").write_bytes(giant_png(20000, 20000))
     script = (

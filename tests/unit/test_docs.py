@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from project_paths import PROJECT_ROOT
 
 README = (PROJECT_ROOT / "README.md").read_text()
 ARCHITECTURE = (PROJECT_ROOT / "docs" / "architecture.md").read_text()

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 from botocore.exceptions import ParamValidationError
-from botocore.validate import validate_parameters
 
-from conftest import option
+from command_lines import option
+from emr_bodies import ARTIFACTS, validate
 from image_pipeline.compute.emr.capacity import (
     INSTANCE_TYPES,
     NODE_TYPES,
@@ -32,13 +32,6 @@ from image_pipeline.wiring.params import DEFAULT_SPLIT_RATIOS
 from image_pipeline.wiring.settings import load_settings
 
 SETTINGS = load_settings({"IMAGE_PIPELINE_ROOT_URI": "s3://bucket/prefix", "IMAGE_PIPELINE_COMPUTE": "emr"})
-ARTIFACTS = {
-    "jobs_zip_uri": "s3://bucket/prefix/artifacts/abc/image_jobs.zip",
-    "entry_dir_uri": "s3://bucket/prefix/artifacts/abc",
-    "bootstrap_uri": "s3://bucket/prefix/artifacts/abc/install_python_deps.sh",
-    "requirements_uri": "s3://bucket/prefix/artifacts/abc/requirements-emr.txt",
-    "wheelhouse_uri": "s3://bucket/prefix/artifacts/wheelhouse-123/",
-}
 
 
 def plan() -> dict:
@@ -59,11 +52,6 @@ def emr_choices(**overrides) -> dict:
                "service_role": s.service_role, "security_configuration": "", "region": s.region}
     choices.update(overrides)
     return choices
-
-
-def validate(operation: str, params: dict) -> None:
-    model = boto3.client("emr", region_name="us-east-1").meta.service_model.operation_model(operation)
-    validate_parameters(params, model.input_shape)
 
 
 def fleets(body: dict) -> dict:
@@ -268,8 +256,8 @@ def test_fleets_launch_the_chosen_type_first_and_it_is_priced(instance_type):
 def test_iam_policy_is_least_privilege():
     import json
 
-    from conftest import PROJECT_ROOT
     from image_pipeline.compute.emr.iam import iam_policy
+    from project_paths import PROJECT_ROOT
 
     policy = json.loads((PROJECT_ROOT / "docs" / "iam-policy.json").read_text())
     assert policy == iam_policy()  # the documented policy is the generator's for the default roles
@@ -307,8 +295,8 @@ def test_iam_policy_passes_exactly_the_configured_roles(capsys):
 def test_the_nodes_role_reads_the_prefix_and_writes_only_the_jobs_outputs():
     import json
 
-    from conftest import PROJECT_ROOT
     from image_pipeline.compute.emr.iam import NODE_WRITES, node_role_policy
+    from project_paths import PROJECT_ROOT
 
     policy = json.loads((PROJECT_ROOT / "docs" / "node-role-policy.json").read_text())
     assert policy == node_role_policy()

@@ -13,10 +13,10 @@ import json
 
 import pytest
 
-from conftest import PROJECT_ROOT
 from iam_eval import Request, allowed
 from image_pipeline.compute.emr.iam import CLUSTER_ACTIONS, iam_policy, main, node_role_policy
 from image_pipeline.compute.emr.requests import DEPLOYMENT_TAG, cluster_tags
+from project_paths import PROJECT_ROOT
 
 ACCOUNT, BUCKET, PREFIX = "111122223333", "bucket", "prefix"
 CLUSTER = f"arn:aws:elasticmapreduce:us-east-1:{ACCOUNT}:cluster/j-1ABC"

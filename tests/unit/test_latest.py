@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from test_report import METRICS, SUMMARY
 
 from image_pipeline.publishing.latest_model import NoModelError, latest_uri, publish_run, read_latest
 from image_pipeline.publishing.run_report import QualityGateError
 from image_pipeline.wiring.assets import MODEL_ASSET_NAME, model_asset
+from sample_report import METRICS, SUMMARY
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT
 from image_tools.locks import LOCAL_PLATFORM, LOCKS, WRITE_COMMAND, Lock, LockError, check, uv_executable, write
+from project_paths import PROJECT_ROOT
 
 EXTRAS = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
 # what a test needs and a running pipeline never does, whatever the extras are called

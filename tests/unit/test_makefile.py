@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 
-from conftest import PROJECT_ROOT
+from project_paths import PROJECT_ROOT
 
 
 def make(*args: str) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bad_images import HOSTILE_LABELS
-from conftest import option
+from command_lines import option
 from image_pipeline.compute.steps import build_steps
 from image_pipeline.planning.layout import run_key_for, run_layout
 from image_pipeline.planning.listing import discover_labels, hidden_to_spark, scan_images

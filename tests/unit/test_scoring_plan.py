@@ -7,9 +7,9 @@ import os
 from datetime import UTC, datetime
 
 import pytest
-from test_emr import ARTIFACTS, validate
 
-from conftest import option
+from command_lines import option
+from emr_bodies import ARTIFACTS, validate
 from image_pipeline.compute.emr.requests import emr_steps, job_flow_overrides, load_emr_settings
 from image_pipeline.compute.steps import step_by_name, steps_for
 from image_pipeline.planning.layout import run_key_for

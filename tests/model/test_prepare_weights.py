@@ -12,9 +12,9 @@ from pathlib import PurePosixPath
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT
 from image_jobs.conventions import PREPARED_WEIGHTS
 from image_tools.prepare_weights import convert, prepare
+from project_paths import PROJECT_ROOT
 
 RECIPE = re.compile(r"python -m image_tools\.prepare_weights --dir (\S+)")
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from image_jobs import storage
-from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
+from image_jobs.backbones import WeightsUnavailableError, get_backbone
 from image_jobs.cli import (
     LabelsFileError,
     add_inference_args,
@@ -37,6 +37,7 @@ from image_jobs.cli import (
     parse_labels_json,
     run_job,
 )
+from image_jobs.conventions import IMAGENET_WEIGHTS, RANDOM_WEIGHTS, is_weights_file
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import (
     CHANGED,
@@ -102,7 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         get_backbone(args.backbone)
     except ValueError as exc:
         parser.error(str(exc))
-    args.weights = RANDOM_WEIGHTS if args.random_weights else (args.weights_uri or "imagenet")
+    args.weights = RANDOM_WEIGHTS if args.random_weights else (args.weights_uri or IMAGENET_WEIGHTS)
     return args
 
 
@@ -114,7 +115,7 @@ def check_weights_available(spark, backbone: str, weights: str) -> None:
     """
     if weights == RANDOM_WEIGHTS:
         log.warning("random weights requested: features are for timing only, not for training")
-    elif weights == "imagenet":
+    elif weights == IMAGENET_WEIGHTS:
         get_backbone(backbone).check_imagenet_cached()
     elif not storage.exists(spark, weights):
         raise WeightsUnavailableError(f"--weights-uri {weights} does not exist or is not readable")
@@ -170,7 +171,7 @@ def prepare_run(spark: SparkSession, args: argparse.Namespace) -> Prepared:
     out_rejects = storage.attempt_folder(storage.join_uri(args.rejects_uri, f"backbone={args.backbone}"),
                                          args.run_key)
     check_weights_available(spark, args.backbone, args.weights)
-    if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
+    if is_weights_file(args.weights):
         spark.sparkContext.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
     precision = resolve_precision(args.runtime, args.precision)
     inference = TENSORFLOW

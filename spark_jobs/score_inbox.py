@@ -31,9 +31,9 @@ import time
 from typing import TYPE_CHECKING
 
 from image_jobs import storage
-from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
+from image_jobs.backbones import WeightsUnavailableError, get_backbone
 from image_jobs.cli import add_inference_args, add_read_args, check_inference_args, run_job
-from image_jobs.conventions import model_changed, model_sha256
+from image_jobs.conventions import IMAGENET_WEIGHTS, RANDOM_WEIGHTS, is_weights_file, model_changed, model_sha256
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import done_rows, list_photos, not_done, photo_partitions
 from image_jobs.feature_identity import FeatureIdentityError, check_scoring, job_identity
@@ -109,7 +109,7 @@ def load_model(spark, args: argparse.Namespace):
     except ValueError as exc:
         raise ModelError(f"{uri}: {exc}") from None
     weights = args.weights_uri or model.weights
-    if weights == "imagenet":
+    if weights == IMAGENET_WEIGHTS:
         backbone.check_imagenet_cached()
     elif weights == RANDOM_WEIGHTS:
         log.warning("the model was trained on random-weight features (a timing run): its answers mean nothing")
@@ -124,7 +124,7 @@ def prepare_model(spark: SparkSession,
     not yet) to the executors, and refuse features of another identity than the model's; returns (uri,
     model, weights, the forward pass's runtime)."""
     model_uri, model, weights = load_model(spark, args)
-    if weights not in (RANDOM_WEIGHTS, "imagenet"):
+    if is_weights_file(weights):
         spark.sparkContext.addFile(weights)  # shipped once to every executor, from file://, s3:// or hdfs://
     precision = resolve_precision(args.runtime, args.precision)
     note = check_scoring(model.identity, job_identity(model.backbone, weights, args.runtime, precision), model_uri)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pandas as pd
 
-from image_jobs.conventions import csv_cell
+from image_jobs.conventions import IMAGENET_WEIGHTS, PHOTO_KEY, csv_cell
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import DEFAULT_MAX_FILE_BYTES, size_reason
 
@@ -69,7 +69,7 @@ def predictor_for(model, weights: str, batch_size: int, max_pixels: int, inferen
         from image_jobs.featurize import TENSORFLOW, local_weights_file
         from image_jobs.predictor import Predictor
 
-        model = replace(model, weights_uri=None if weights == "imagenet" else weights)
+        model = replace(model, weights_uri=None if weights == IMAGENET_WEIGHTS else weights)
         _PREDICTORS[key] = Predictor.load(model, local_weights_file(weights), batch_size, max_pixels,
                                           inference or TENSORFLOW)
     return _PREDICTORS[key]
@@ -140,7 +140,7 @@ def first_score_per_photo(df):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    order = Window.partitionBy("path", "length", "modificationTime").orderBy(F.col("scored_by_run").asc())
+    order = Window.partitionBy(*PHOTO_KEY).orderBy(F.col("scored_by_run").asc())
     return df.withColumn("_rank", F.row_number().over(order)).filter("_rank = 1").drop("_rank")
 
 

@@ -25,7 +25,6 @@ import pandas as pd
 from image_jobs import pairwise_report, report_tables, storage
 from image_jobs.cli import run_job
 from image_jobs.extraction import reason_kind_column, spark_timestamp
-from image_jobs.selection import wilson_interval
 from image_jobs.session import job_logger
 
 if TYPE_CHECKING:
@@ -173,14 +172,13 @@ def step_seconds(spark: SparkSession, args: argparse.Namespace, training: dict, 
     return seconds
 
 
-def multiclass_summary(trained: dict, overall: dict) -> dict:
-    """summary.json's multiclass part: test accuracy with its 95% interval, what was chosen and why, the
-    answer threshold and its curve (also in model_selection.csv and precision_coverage.csv)."""
-    correct = round(overall["accuracy"] * overall["test_images"])
-    low, high = wilson_interval(correct, overall["test_images"])
+def multiclass_report_summary(trained: dict, overall: dict) -> dict:
+    """summary.json's multiclass part: test accuracy (with the 95% interval training computed on the same test
+    predictions), what was chosen and why, the answer threshold and its curve (also in model_selection.csv
+    and precision_coverage.csv)."""
     selection = trained["selection"]
-    return {**overall, "accuracy_ci95": [round(low, 6), round(high, 6)],
-            "accuracy_ci95_method": "Wilson score interval", "model": trained["model"],
+    return {**overall, "accuracy_ci95": trained["accuracy_ci95"],
+            "accuracy_ci95_method": trained["accuracy_ci95_method"], "model": trained["model"],
             "selection": {key: selection[key] for key in ("folds", "seed", "rule", "chosen", "table")},
             "answer_threshold": trained["answer_threshold"]}
 
@@ -194,12 +192,12 @@ def report_summary(args: argparse.Namespace, training: dict, labels: list[str], 
         "backbone": args.backbone,
         "feature_dim": training["feature_dim"],
         "pca_components": training["pca_components"],
-        "pca_explained_variance": training["pca_explained_variance_total"],
+        "pca_explained_variance_total": training["pca_explained_variance_total"],
         "classes": labels,
         "image_counts": training["image_counts"],
         "images": int(sum(training["image_counts"].values())),
         "rejects": rejects,
-        "multiclass": multiclass_summary(training["multiclass"], overall),
+        "multiclass": multiclass_report_summary(training["multiclass"], overall),
         "pairwise": {**training["pairwise"], "mean_accuracy_pct": round(pairwise.mean_pct, 4)},
         "hardest_pairs": pairwise.hardest.round(4).to_dict(orient="records"),
         "seconds_per_step": seconds,

@@ -262,7 +262,7 @@ def fit_and_write(spark, args, data, selection: Selection) -> dict:
                                                    threshold["threshold"])
     predictions.unpersist()
     threshold = {**threshold, **test_threshold}
-    model = model_document(run_key=args.run_key, weights_uri=args.weights_uri, identity=args.feature_identity,
+    model = model_document(run_key=args.run_key, weights_uri=args.weights_uri, identity=data.identity,
                            labels=data.labels, reduction=data.reduction, setting=selection.chosen, coef=final.coef,
                            intercept=final.intercept, threshold=threshold)
     storage.write_text(spark, storage.join_uri(args.models_uri, "multiclass", "model.json"), json.dumps(model))

@@ -183,9 +183,20 @@ def multiclass_report_summary(trained: dict, overall: dict) -> dict:
             "answer_threshold": trained["answer_threshold"]}
 
 
-def report_summary(args: argparse.Namespace, training: dict, labels: list[str], rejects: dict,
-                   overall: dict, pairwise: Pairwise, seconds: dict,
-                   plots: dict[str, bytes], class_plots: dict[str, str]) -> dict:
+@dataclass(frozen=True)
+class ReportParts:
+    """What the report's phases produced for summary.json: the multiclass figures, the pairwise aggregates,
+    the rejects, the seconds per step and the plots' file names (with each focus class's plot)."""
+
+    overall: dict
+    pairwise: Pairwise
+    rejects: dict
+    seconds: dict
+    plots: dict[str, bytes]
+    class_plots: dict[str, str]
+
+
+def report_summary(args: argparse.Namespace, training: dict, parts: ReportParts) -> dict:
     """summary.json's content, from the training summary and the report's tables (no I/O)."""
     return {
         "run_key": args.run_key,
@@ -193,17 +204,17 @@ def report_summary(args: argparse.Namespace, training: dict, labels: list[str], 
         "feature_dim": training["feature_dim"],
         "pca_components": training["pca_components"],
         "pca_explained_variance_total": training["pca_explained_variance_total"],
-        "classes": labels,
+        "classes": training["classes"],
         "image_counts": training["image_counts"],
         "images": int(sum(training["image_counts"].values())),
-        "rejects": rejects,
-        "multiclass": multiclass_report_summary(training["multiclass"], overall),
-        "pairwise": {**training["pairwise"], "mean_accuracy_pct": round(pairwise.mean_pct, 4)},
-        "hardest_pairs": pairwise.hardest.round(4).to_dict(orient="records"),
-        "seconds_per_step": seconds,
+        "rejects": parts.rejects,
+        "multiclass": multiclass_report_summary(training["multiclass"], parts.overall),
+        "pairwise": {**training["pairwise"], "mean_accuracy_pct": round(parts.pairwise.mean_pct, 4)},
+        "hardest_pairs": parts.pairwise.hardest.round(4).to_dict(orient="records"),
+        "seconds_per_step": parts.seconds,
         "report_uri": args.report_uri,
-        "plots": sorted(plots),
-        "class_plots": class_plots,
+        "plots": sorted(parts.plots),
+        "class_plots": parts.class_plots,
     }
 
 
@@ -221,7 +232,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
 
     seconds = step_seconds(spark, args, training, started)
     rejects = count_rejects(spark, args, labels)
-    summary = report_summary(args, training, labels, rejects, overall, pairwise, seconds, plots, class_plots)
+    summary = report_summary(args, training, ReportParts(overall, pairwise, rejects, seconds, plots, class_plots))
     storage.write_text(spark, storage.join_uri(report, "summary.json"), json.dumps(summary, indent=2))
     log.info("report written to %s: multiclass accuracy %.2f%%, macro-F1 %.3f, %d pairwise models, %d plots",
              report, 100 * overall["accuracy"], overall["macro_f1"], pairwise.models, len(plots))

@@ -140,10 +140,6 @@ class Prepared:
     forward: ForwardPass
     options: StoreOptions
 
-    @property
-    def identity(self) -> FeatureIdentity:
-        return self.forward.identity
-
 
 def prepare_run(spark: SparkSession, args: argparse.Namespace) -> Prepared:
     """Read the run's classes, check the weights and ship them (and with openvino the IR, exported here when it
@@ -169,7 +165,7 @@ def featurized_rows(spark: SparkSession, args: argparse.Namespace, prepared: Pre
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    identity = [F.lit(value).alias(column) for column, value in prepared.identity.columns().items()]
+    identity = [F.lit(value).alias(column) for column, value in prepared.forward.identity.columns().items()]
     if selection.n_todo == 0:
         rows = spark.createDataFrame([], output_schema())
     else:
@@ -248,7 +244,7 @@ def extraction_summary(args: argparse.Namespace, prepared: Prepared, selection: 
         "backbone": args.backbone,
         "runtime": args.runtime,
         "precision": args.precision,
-        "feature_identity": prepared.identity.to_dict(),
+        "feature_identity": prepared.forward.identity.to_dict(),
         "read_concurrency": prepared.options.concurrency,
         "images_seen": selection.n_seen,
         "skipped_done_earlier": selection.n_seen - selection.n_todo,
@@ -282,7 +278,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     prepared = prepare_run(spark, args)
     counters = task_counters(spark.sparkContext)
-    selection = select_new_images(spark, args, prepared.labels, prepared.options, prepared.identity)
+    selection = select_new_images(spark, args, prepared.labels, prepared.options, prepared.forward.identity)
     phases = {"list": time.perf_counter() - started}
 
     featurized = featurized_rows(spark, args, prepared, selection, counters)

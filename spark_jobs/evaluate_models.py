@@ -25,7 +25,6 @@ import pandas as pd
 from image_jobs import pairwise_report, report_tables, storage
 from image_jobs.cli import run_job
 from image_jobs.extraction import reason_kind_column, spark_timestamp
-from image_jobs.selection import wilson_interval
 from image_jobs.session import job_logger
 
 if TYPE_CHECKING:
@@ -173,39 +172,49 @@ def step_seconds(spark: SparkSession, args: argparse.Namespace, training: dict, 
     return seconds
 
 
-def multiclass_summary(trained: dict, overall: dict) -> dict:
-    """summary.json's multiclass part: test accuracy with its 95% interval, what was chosen and why, the
-    answer threshold and its curve (also in model_selection.csv and precision_coverage.csv)."""
-    correct = round(overall["accuracy"] * overall["test_images"])
-    low, high = wilson_interval(correct, overall["test_images"])
+def multiclass_report_summary(trained: dict, overall: dict) -> dict:
+    """summary.json's multiclass part: test accuracy (with the 95% interval training computed on the same test
+    predictions), what was chosen and why, the answer threshold and its curve (also in model_selection.csv
+    and precision_coverage.csv)."""
     selection = trained["selection"]
-    return {**overall, "accuracy_ci95": [round(low, 6), round(high, 6)],
-            "accuracy_ci95_method": "Wilson score interval", "model": trained["model"],
+    return {**overall, "accuracy_ci95": trained["accuracy_ci95"],
+            "accuracy_ci95_method": trained["accuracy_ci95_method"], "model": trained["model"],
             "selection": {key: selection[key] for key in ("folds", "seed", "rule", "chosen", "table")},
             "answer_threshold": trained["answer_threshold"]}
 
 
-def report_summary(args: argparse.Namespace, training: dict, labels: list[str], rejects: dict,
-                   overall: dict, pairwise: Pairwise, seconds: dict,
-                   plots: dict[str, bytes], class_plots: dict[str, str]) -> dict:
+@dataclass(frozen=True)
+class ReportParts:
+    """What the report's phases produced for summary.json: the multiclass figures, the pairwise aggregates,
+    the rejects, the seconds per step and the plots' file names (with each focus class's plot)."""
+
+    overall: dict
+    pairwise: Pairwise
+    rejects: dict
+    seconds: dict
+    plots: dict[str, bytes]
+    class_plots: dict[str, str]
+
+
+def report_summary(args: argparse.Namespace, training: dict, parts: ReportParts) -> dict:
     """summary.json's content, from the training summary and the report's tables (no I/O)."""
     return {
         "run_key": args.run_key,
         "backbone": args.backbone,
         "feature_dim": training["feature_dim"],
         "pca_components": training["pca_components"],
-        "pca_explained_variance": training["pca_explained_variance_total"],
-        "classes": labels,
+        "pca_explained_variance_total": training["pca_explained_variance_total"],
+        "classes": training["classes"],
         "image_counts": training["image_counts"],
         "images": int(sum(training["image_counts"].values())),
-        "rejects": rejects,
-        "multiclass": multiclass_summary(training["multiclass"], overall),
-        "pairwise": {**training["pairwise"], "mean_accuracy_pct": round(pairwise.mean_pct, 4)},
-        "hardest_pairs": pairwise.hardest.round(4).to_dict(orient="records"),
-        "seconds_per_step": seconds,
+        "rejects": parts.rejects,
+        "multiclass": multiclass_report_summary(training["multiclass"], parts.overall),
+        "pairwise": {**training["pairwise"], "mean_accuracy_pct": round(parts.pairwise.mean_pct, 4)},
+        "hardest_pairs": parts.pairwise.hardest.round(4).to_dict(orient="records"),
+        "seconds_per_step": parts.seconds,
         "report_uri": args.report_uri,
-        "plots": sorted(plots),
-        "class_plots": class_plots,
+        "plots": sorted(parts.plots),
+        "class_plots": parts.class_plots,
     }
 
 
@@ -223,7 +232,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
 
     seconds = step_seconds(spark, args, training, started)
     rejects = count_rejects(spark, args, labels)
-    summary = report_summary(args, training, labels, rejects, overall, pairwise, seconds, plots, class_plots)
+    summary = report_summary(args, training, ReportParts(overall, pairwise, rejects, seconds, plots, class_plots))
     storage.write_text(spark, storage.join_uri(report, "summary.json"), json.dumps(summary, indent=2))
     log.info("report written to %s: multiclass accuracy %.2f%%, macro-F1 %.3f, %d pairwise models, %d plots",
              report, 100 * overall["accuracy"], overall["macro_f1"], pairwise.models, len(plots))

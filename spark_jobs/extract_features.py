@@ -19,25 +19,27 @@ bytes ``--read-concurrency`` at a time (``image_jobs.photo_store``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from image_jobs import storage
-from image_jobs.backbones import RANDOM_WEIGHTS, WeightsUnavailableError, get_backbone
+from image_jobs.backbones import get_backbone
 from image_jobs.cli import (
     LabelsFileError,
+    add_batch_args,
     add_inference_args,
     add_labels_args,
     add_read_args,
     check_inference_args,
+    check_run_args,
     load_labels,
     parse_labels_json,
     run_job,
+    write_summary,
 )
-from image_jobs.decode import DEFAULT_MAX_PIXELS
+from image_jobs.conventions import IMAGENET_WEIGHTS, RANDOM_WEIGHTS
 from image_jobs.extraction import (
     CHANGED,
     VANISHED,
@@ -47,22 +49,15 @@ from image_jobs.extraction import (
     photo_partitions,
     reason_kind_column,
 )
-from image_jobs.feature_identity import FeatureIdentity, job_identity
-from image_jobs.featurize import (
-    FEATURE_COLUMNS,
-    REJECT_COLUMNS,
-    TENSORFLOW,
-    InferenceChoice,
-    make_featurizer,
-    output_schema,
-)
-from image_jobs.inference import resolve_precision, ship_ir
+from image_jobs.feature_identity import FeatureIdentity
+from image_jobs.featurize import FEATURE_COLUMNS, REJECT_COLUMNS, make_featurizer, output_schema
+from image_jobs.forward_pass import ForwardPass, check_weights, ship_forward_pass
 from image_jobs.photo_store import StoreError, StoreOptions
-from image_jobs.progress import ProgressLogger
+from image_jobs.progress import ProgressLogger, task_counters
 from image_jobs.session import job_logger
 
 if TYPE_CHECKING:
-    from pyspark import Accumulator, SparkContext
+    from pyspark import Accumulator
     from pyspark.sql import DataFrame, SparkSession
 
 log = job_logger("extract_features")
@@ -84,40 +79,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run-key", required=True, help="path-safe run identifier")
     parser.add_argument("--modified-before", required=True,
                         help="ISO-8601 time: only images modified before it are seen")
-    parser.add_argument("--batch-size", type=int, required=True, help="images per forward pass")
+    add_batch_args(parser, None, "images with more pixels are rejected")
     add_labels_args(parser, "the class folders to include")
-    parser.add_argument("--summary-uri", default=None, help="also write the job's JSON summary to this file")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                        help="decompression-bomb guard: images with more pixels are rejected")
     add_inference_args(parser)
     add_read_args(parser)
     args = parser.parse_args(argv)
     check_inference_args(parser, args, random_weights=args.random_weights)
     args.labels = parse_labels_json(parser, args.labels_json)
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if "/" in args.run_key or ":" in args.run_key:
-        parser.error(f"--run-key must be path-safe (no '/' or ':'), got {args.run_key!r}")
+    check_run_args(parser, args)
     try:
         get_backbone(args.backbone)
     except ValueError as exc:
         parser.error(str(exc))
-    args.weights = RANDOM_WEIGHTS if args.random_weights else (args.weights_uri or "imagenet")
     return args
 
 
-def check_weights_available(spark, backbone: str, weights: str) -> None:
-    """Fail before any task starts when the weights cannot be had, saying how to provide them.
-
-    Cheap checks only (no TensorFlow on the driver): the cache file for ``imagenet``, the file's
-    existence for a weights URI. Loading itself happens once per Python worker.
-    """
-    if weights == RANDOM_WEIGHTS:
-        log.warning("random weights requested: features are for timing only, not for training")
-    elif weights == "imagenet":
-        get_backbone(backbone).check_imagenet_cached()
-    elif not storage.exists(spark, weights):
-        raise WeightsUnavailableError(f"--weights-uri {weights} does not exist or is not readable")
+def weights_of(args: argparse.Namespace) -> str:
+    """The weights the arguments ask for: random, a weights URI, or Keras' cached ImageNet weights."""
+    return RANDOM_WEIGHTS if args.random_weights else (args.weights_uri or IMAGENET_WEIGHTS)
 
 
 @dataclass
@@ -130,11 +109,11 @@ class Selection:
     n_todo: int
 
 
-def select_new_images(spark: SparkSession, args: argparse.Namespace, options: StoreOptions,
+def select_new_images(spark: SparkSession, args: argparse.Namespace, labels: list[str], options: StoreOptions,
                       identity: FeatureIdentity) -> Selection:
     """The listing and the incremental selection, in Spark: every image seen, and the ones no other run
     has a feature or reject row of this identity for (labelled or not: loose files become rejects)."""
-    listing = list_photos(spark, args.images_uri, args.modified_before, options, args.labels)
+    listing = list_photos(spark, args.images_uri, args.modified_before, options, labels)
     done = done_rows(spark, [storage.join_uri(uri, f"backbone={args.backbone}")
                              for uri in (args.features_uri, args.rejects_uri)], args.run_key, identity.columns(), log)
     todo = not_done(listing, done)
@@ -142,9 +121,9 @@ def select_new_images(spark: SparkSession, args: argparse.Namespace, options: St
     n_seen, n_todo = listing.count(), todo.count()
     log.info("images seen: %d (modified before %s), already done by earlier runs with these features (%s): %d, "
              "to process: %d", n_seen, args.modified_before, identity.describe(), n_seen - n_todo, n_todo)
-    if args.labels:
+    if labels:
         found = {row.label for row in listing.select("label").distinct().collect()}
-        missing = sorted(set(args.labels) - found)
+        missing = sorted(set(labels) - found)
         if missing:
             log.warning("requested labels with no images: %s", missing)
     return Selection(listing, todo, n_seen, n_todo)
@@ -152,42 +131,31 @@ def select_new_images(spark: SparkSession, args: argparse.Namespace, options: St
 
 @dataclass(frozen=True)
 class Prepared:
-    """What ``prepare_run`` settled: the outputs, the forward pass and the identity of its features."""
+    """What ``prepare_run`` settled: the run's classes, the outputs, the forward pass (with the identity of its
+    features) and how the photos are read."""
 
+    labels: list[str]
     out_features: str
     out_rejects: str
-    inference: InferenceChoice
-    identity: FeatureIdentity
+    forward: ForwardPass
     options: StoreOptions
 
 
 def prepare_run(spark: SparkSession, args: argparse.Namespace) -> Prepared:
-    """Check the weights and ship them (and with openvino the IR, exported here when it is not yet), resolve
-    the precision, and settle the feature identity of this run."""
+    """Read the run's classes, check the weights and ship them (and with openvino the IR, exported here when it
+    is not yet), resolve the precision, and settle the feature identity of this run."""
+    labels = load_labels(spark, args)
     # each attempt writes a folder of its own: a retry never removes rows another run is reading
     out_features = storage.attempt_folder(storage.join_uri(args.features_uri, f"backbone={args.backbone}"),
                                           args.run_key)
     out_rejects = storage.attempt_folder(storage.join_uri(args.rejects_uri, f"backbone={args.backbone}"),
                                          args.run_key)
-    check_weights_available(spark, args.backbone, args.weights)
-    if args.weights not in (RANDOM_WEIGHTS, "imagenet"):
-        spark.sparkContext.addFile(args.weights)  # shipped once to every executor, from file://, s3:// or hdfs://
-    precision = resolve_precision(args.runtime, args.precision)
-    inference = TENSORFLOW
-    if args.runtime == "openvino":
-        inference = ship_ir(spark, args.backbone, args.weights, precision)
-    identity = job_identity(args.backbone, args.weights, args.runtime, precision)
-    log.info("forward pass: runtime %s, precision %s%s; feature identity: %s", inference.runtime, precision,
-             f", IR {inference.ir_uri}" if inference.ir_uri else "", identity.describe())
-    options = StoreOptions.from_environment(args.read_concurrency)
-    return Prepared(out_features, out_rejects, inference, identity, options)
-
-
-def extract_counters(sc: SparkContext) -> dict[str, Accumulator]:
-    """The accumulators the featurizing tasks report progress and model loads to (progress only: the
-    counts of the summary come from the written rows)."""
-    return {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
-            "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
+    weights = weights_of(args)
+    check_weights(spark, args.backbone, weights, f"--weights-uri {weights} does not exist or is not readable",
+                  "random weights requested: features are for timing only, not for training", log)
+    forward = ship_forward_pass(spark, args.backbone, weights, args.runtime, args.precision)
+    log.info("forward pass: %s; feature identity: %s", forward.describe(), forward.identity.describe())
+    return Prepared(labels, out_features, out_rejects, forward, StoreOptions.from_environment(args.read_concurrency))
 
 
 def featurized_rows(spark: SparkSession, args: argparse.Namespace, prepared: Prepared, selection: Selection,
@@ -197,12 +165,12 @@ def featurized_rows(spark: SparkSession, args: argparse.Namespace, prepared: Pre
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    identity = [F.lit(value).alias(column) for column, value in prepared.identity.columns().items()]
+    identity = [F.lit(value).alias(column) for column, value in prepared.forward.identity.columns().items()]
     if selection.n_todo == 0:
         rows = spark.createDataFrame([], output_schema())
     else:
-        featurizer = make_featurizer(args.backbone, args.weights, args.batch_size, args.max_pixels, counters,
-                                     prepared.inference, prepared.options)
+        featurizer = make_featurizer(args.backbone, prepared.forward.weights, args.batch_size, args.max_pixels,
+                                     counters, prepared.forward.inference, prepared.options)
         rows = (selection.todo.repartition(photo_partitions(spark, selection.n_todo, args.batch_size))
                 .mapInPandas(featurizer, output_schema()))
     return rows.select("*", F.timestamp_millis("mtime_ms").alias("modificationTime"), *identity).persist(
@@ -276,7 +244,7 @@ def extraction_summary(args: argparse.Namespace, prepared: Prepared, selection: 
         "backbone": args.backbone,
         "runtime": args.runtime,
         "precision": args.precision,
-        "feature_identity": prepared.identity.to_dict(),
+        "feature_identity": prepared.forward.identity.to_dict(),
         "read_concurrency": prepared.options.concurrency,
         "images_seen": selection.n_seen,
         "skipped_done_earlier": selection.n_seen - selection.n_todo,
@@ -302,18 +270,15 @@ def report(spark: SparkSession, args: argparse.Namespace, summary: dict, outcome
     if outcome.n_rejected > len(outcome.first_rejects):
         log.warning("... and %d more rejects, all listed in %s", outcome.n_rejected - len(outcome.first_rejects),
                     summary["rejects_uri"])
-    if args.summary_uri:
-        storage.write_text(spark, args.summary_uri, json.dumps(summary, indent=2))
-    log.info("done: %s", json.dumps(summary))
+    write_summary(spark, args.summary_uri, summary, log)
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     """Extract features for the new images; returns the counts and timings it logged."""
     started = time.perf_counter()
-    load_labels(spark, args)
     prepared = prepare_run(spark, args)
-    counters = extract_counters(spark.sparkContext)
-    selection = select_new_images(spark, args, prepared.options, prepared.identity)
+    counters = task_counters(spark.sparkContext)
+    selection = select_new_images(spark, args, prepared.labels, prepared.options, prepared.forward.identity)
     phases = {"list": time.perf_counter() - started}
 
     featurized = featurized_rows(spark, args, prepared, selection, counters)

@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from image_jobs import storage
@@ -55,6 +56,8 @@ from image_jobs.training_data import (
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from image_jobs.feature_identity import FeatureIdentity
 
 log = job_logger("train_models")
 
@@ -126,14 +129,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def read_training_data(spark: SparkSession, args: argparse.Namespace) -> TrainingData:
-    """The run's rows (its feature identity, newest per photo), its classes checked, split and reduced."""
-    features = load_run_features(spark, args)
+def read_training_data(spark: SparkSession, args: argparse.Namespace, requested: list[str],
+                       identity: FeatureIdentity) -> TrainingData:
+    """The run's rows (of the ``requested`` classes, every class when empty; of its feature ``identity``,
+    newest per photo), its classes checked, split and reduced."""
+    features = load_run_features(spark, args, requested, identity)
     counts = class_counts(features)
-    labels = check_inputs(counts, args.labels, args.split_ratios, args.test_fraction, args.pair_mode,
+    labels = check_inputs(counts, requested, args.split_ratios, args.test_fraction, args.pair_mode,
                           args.focus_class)
     log.info("training on %d images of %d classes: %s", sum(counts.values()), len(labels), counts)
-    return prepare(spark, features, labels, counts, args)
+    return replace(prepare(spark, features, labels, counts, args), identity=identity)
 
 
 def training_summary(args: argparse.Namespace, data: TrainingData, multiclass: dict, n_pairs: int, n_models: int,
@@ -144,7 +149,7 @@ def training_summary(args: argparse.Namespace, data: TrainingData, multiclass: d
     return {
         "run_key": args.run_key,
         "backbone": args.backbone,
-        "feature_identity": args.feature_identity.to_dict(),
+        "feature_identity": data.identity.to_dict(),
         "feature_dim": data.feature_dim,
         "pca_components": data.k,
         "pca_explained_variance": [round(float(v), 6) for v in explained],
@@ -174,9 +179,9 @@ def write_summary(spark: SparkSession, args: argparse.Namespace, summary: dict) 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     """Train everything for one run, phase by phase; returns the training summary it wrote."""
     started = time.perf_counter()
-    load_labels(spark, args)
-    args.feature_identity = read_feature_identity(spark, args.extract_summary_uri, args.backbone)
-    data = read_training_data(spark, args)
+    requested = load_labels(spark, args)
+    identity = read_feature_identity(spark, args.extract_summary_uri, args.backbone)
+    data = read_training_data(spark, args, requested, identity)
     reduce_seconds = time.perf_counter() - started
 
     selection = cross_validate(spark, args, cv_sample(data, args.cv_max_rows, args.cv_folds, args.seed),

@@ -18,10 +18,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from image_jobs.conventions import BACKBONE_NAMES, IMAGENET_WEIGHTS, RANDOM_WEIGHTS
 from image_jobs.conventions import PREPARED_WEIGHTS as PREPARED_OFFLINE
 from image_jobs.decode import ResizePolicy
-
-RANDOM_WEIGHTS = "random"
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -106,7 +105,7 @@ def _build_efficientnet_lite2(weights: str | None):
 
     from image_jobs.efficientnet_lite_architecture import build_efficientnet_lite, get_variant
 
-    if weights == "imagenet":
+    if weights == IMAGENET_WEIGHTS:
         backbone = BACKBONES["efficientnet_lite2"]
         backbone.check_imagenet_cached()
         full = keras.models.load_model(backbone.imagenet_cache_path(), compile=False)
@@ -119,7 +118,7 @@ def _build_efficientnet_lite2(weights: str | None):
 
 def _load_application_weights(model, weights: str, backbone_name: str) -> None:
     """Load weights from a local .h5 path, or from Keras' cache for ``imagenet``."""
-    if weights == "imagenet":
+    if weights == IMAGENET_WEIGHTS:
         backbone = BACKBONES[backbone_name]
         backbone.check_imagenet_cached()
         weights = backbone.imagenet_cache_path()
@@ -149,6 +148,8 @@ BACKBONES: dict[str, Backbone] = {
         imagenet_file="vgg16_weights_tf_dim_ordering_tf_kernels.h5",
     ),
 }
+if tuple(sorted(BACKBONES)) != BACKBONE_NAMES:  # the Airflow side offers conventions.BACKBONE_NAMES
+    raise ImportError(f"the backbone registry {sorted(BACKBONES)} is not conventions.BACKBONE_NAMES {BACKBONE_NAMES}")
 
 # Layers whose output is the feature vector in a converted full-model .keras file.
 FEATURE_LAYER_CANDIDATES = ("avg_pool", "fc2", "global_average_pooling2d")
@@ -173,8 +174,8 @@ def build_feature_model(backbone: Backbone, weights: str | None, local_weights_p
     if weights == RANDOM_WEIGHTS:
         keras.utils.set_random_seed(0)  # random, but the same random on every worker
         return backbone.build(None)
-    if weights == "imagenet":
-        return backbone.build("imagenet")
+    if weights == IMAGENET_WEIGHTS:
+        return backbone.build(IMAGENET_WEIGHTS)
     path = local_weights_path or weights
     if not os.path.exists(path):
         raise WeightsUnavailableError(f"weights file {weights!r} is not readable here (looked at {path})")

@@ -21,11 +21,12 @@ class LabelsFileError(ValueError):
     """``--labels-uri`` names a file that does not hold the run's class list; the message names it."""
 
 
-def load_labels(spark, args: argparse.Namespace) -> None:
-    """Set ``args.labels`` from ``--labels-uri`` (read through Hadoop's file system) when it was given;
-    LabelsFileError names the file when it is missing or does not hold a JSON list of names."""
+def load_labels(spark, args: argparse.Namespace) -> list[str]:
+    """The run's classes: from ``--labels-uri`` (read through Hadoop's file system) when it was given, else
+    ``--labels-json``'s (``args.labels``); LabelsFileError names the file when it is missing or does not hold a
+    JSON list of names."""
     if not getattr(args, "labels_uri", None):
-        return
+        return args.labels
     from image_jobs import storage
 
     try:
@@ -36,7 +37,7 @@ def load_labels(spark, args: argparse.Namespace) -> None:
         labels = None
     if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
         raise LabelsFileError(f"--labels-uri {args.labels_uri} does not hold a JSON list of class names")
-    args.labels = labels
+    return labels
 
 
 def parse_labels_json(parser: argparse.ArgumentParser, value: str) -> list[str]:
@@ -51,6 +52,35 @@ def parse_labels_json(parser: argparse.ArgumentParser, value: str) -> list[str]:
     except ValueError:
         parser.error(f"--labels-json must be a JSON list of strings, got {value!r}")
     return labels
+
+
+def add_batch_args(parser: argparse.ArgumentParser, batch_size_default: int | None, max_pixels_help: str) -> None:
+    """``--batch-size``, ``--max-pixels`` and ``--summary-uri`` (the extraction and scoring jobs); None: the
+    batch size is required."""
+    from image_jobs.decode import DEFAULT_MAX_PIXELS
+
+    parser.add_argument("--batch-size", type=int, required=batch_size_default is None, default=batch_size_default,
+                        help="photos per forward pass")
+    parser.add_argument("--summary-uri", default=None, help="also write the job's JSON summary to this file")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help=f"decompression-bomb guard: {max_pixels_help}")
+
+
+def check_run_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A parser error naming the flag when ``--batch-size`` is under 1 or ``--run-key`` is no path segment."""
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if "/" in args.run_key or ":" in args.run_key:
+        parser.error(f"--run-key must be path-safe (no '/' or ':'), got {args.run_key!r}")
+
+
+def write_summary(spark, summary_uri: str | None, summary: dict, log) -> None:
+    """Write a job's JSON summary to ``summary_uri`` (when given) and log it."""
+    if summary_uri:
+        from image_jobs import storage
+
+        storage.write_text(spark, summary_uri, json.dumps(summary, indent=2))
+    log.info("done: %s", json.dumps(summary))
 
 
 def add_inference_args(parser: argparse.ArgumentParser) -> None:

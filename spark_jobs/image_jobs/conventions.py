@@ -7,8 +7,24 @@ nor numpy need be installed), the jobs import it from their zip on the cluster.
 from __future__ import annotations
 
 import math
+import re
+from datetime import datetime
 
-BACKBONE_NAMES = ("efficientnet_lite2", "mobilenet_v2", "vgg16")
+# the backbones (``image_jobs.backbones.BACKBONES`` builds one per name, a test keeps the two equal) and what
+# the trigger form says of each, the default first
+BACKBONE_NOTES = {"mobilenet_v2": "1280-d, fast",
+                  "efficientnet_lite2": "1280-d, a little more accurate, about 6x slower",
+                  "vgg16": "4096-d fc2, as in the original study"}
+BACKBONE_NAMES = tuple(sorted(BACKBONE_NOTES))
+# the weights that are no file: Keras' cached ImageNet weights, and random initialisation (timing runs: the
+# features mean nothing, and there is no exported OpenVINO model of them)
+IMAGENET_WEIGHTS = "imagenet"
+RANDOM_WEIGHTS = "random"
+
+
+def is_weights_file(weights: str | None) -> bool:
+    """Whether ``weights`` names a file to ship or stage (not None, ``imagenet`` or ``random``)."""
+    return weights not in (None, "", IMAGENET_WEIGHTS, RANDOM_WEIGHTS)
 # the backbones whose real ImageNet weights 'make weights' converts offline, and the file names it writes
 # (under <root>/weights/: the run's default weights for that backbone)
 PREPARED_WEIGHTS = {"mobilenet_v2": "mobilenet_v2_imagenet.keras",
@@ -26,6 +42,13 @@ RANDOM_WEIGHTS_RUNTIME = "tensorflow"
 def default_runtime(random_weights: bool) -> str:
     """The runtime when none is asked for: openvino, or tensorflow for random weights (nothing to export)."""
     return RANDOM_WEIGHTS_RUNTIME if random_weights else DEFAULT_RUNTIME
+
+
+def runtime_lacks_weights(runtime: str | None, weights: str | None) -> bool:
+    """Whether ``runtime`` cannot run ``weights``: openvino runs exported weights, random ones have none."""
+    return runtime == "openvino" and weights == RANDOM_WEIGHTS
+
+
 # a weights file's OpenVINO IRs are folders beside it: <weights stem>.openvino-<key>/ (inference.ir_path)
 IR_FOLDER_SUFFIX = ".openvino-"
 
@@ -61,6 +84,19 @@ def hidden_to_spark(name: str) -> bool:
 def is_image_name(name: str) -> bool:
     """Whether a file name has one of the image extensions (any case)."""
     return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+# a photo's identity: its path, size and modification time (a rewritten file is a new photo). The columns of
+# the feature, reject and prediction datasets, and of predictions.csv (where the plan reads them back)
+PHOTO_KEY = ("path", "length", "modificationTime")
+PHOTO_KEY_CSV = ("path", "length", "modification_time")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/*")
+
+
+def photo_key(path: str, length: int | str, mtime: datetime | None) -> tuple[str, int, int | None]:
+    """A photo's identity across listings: path without scheme (Spark says ``file:/x`` or ``s3://b/k``,
+    object storage ``/x`` or ``b/k``), size, modification time in whole seconds."""
+    return _SCHEME.sub("", path).lstrip("/"), int(length), int(mtime.timestamp()) if mtime else None
 # metrics.csv: the original study's columns first (its users compare with them), then this product's
 STUDY_COLUMNS = ("class_1", "class_2", "split", "iteration", "num_model", "predict_pct", "nb_train", "nb_test",
                  "nb_correct")

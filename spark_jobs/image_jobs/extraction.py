@@ -14,12 +14,13 @@ import math
 import re
 from datetime import UTC, datetime
 
+from image_jobs.conventions import PHOTO_KEY
 from image_jobs.photo_store import CHANGED, VANISHED, StoreOptions, class_folders, list_folder
 
 __all__ = ["CHANGED", "VANISHED"]  # re-exported: the reasons of photos gone or rewritten since the listing
 
-IMAGE_KEY = ["path", "length", "modificationTime"]
-LISTED_KEY = ["path", "length", "mtime_ms"]
+# the photo key (conventions.PHOTO_KEY) as the listing holds it: the modification time in milliseconds
+LISTED_KEY = [*PHOTO_KEY[:2], "mtime_ms"]
 IMAGES_PER_PARTITION = 200
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # larger files are rejected unread (a record holds one file)
 NO_CLASS_FOLDER = "not inside a class folder (images must be under <images_uri>/<label>/)"

@@ -21,7 +21,9 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-RANDOM_DIGEST = "random"
+from image_jobs.conventions import RANDOM_WEIGHTS
+
+RANDOM_DIGEST = RANDOM_WEIGHTS  # the weights digest of random weights (no file)
 PRECISION_CLASSES = ("fp32", "bf16")
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
@@ -103,8 +105,6 @@ def check_scoring(model_identity: FeatureIdentity | None, scoring: FeatureIdenti
 def job_identity(backbone: str, weights: str, runtime: str, precision: str) -> FeatureIdentity:
     """The identity of the features a job makes, on its driver, once the weights are shipped
     (``SparkContext.addFile``): ``precision`` resolved already (``inference.resolve_precision``)."""
-    from image_jobs.backbones import RANDOM_WEIGHTS
-
     if weights == RANDOM_WEIGHTS:
         return identity_of(backbone, None, runtime, precision)
     from image_jobs.inference import driver_weights_file

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from image_jobs.conventions import is_weights_file
 from image_jobs.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from image_jobs.extraction import DEFAULT_MAX_FILE_BYTES, precheck_reason
 from image_jobs.photo_store import StoreOptions, prefetched_photos
@@ -146,7 +147,7 @@ def _task_cores() -> int:
 
 def local_weights_file(weights: str) -> str | None:
     """Where a weights URI shipped with ``SparkContext.addFile`` is on this node (None for imagenet/random)."""
-    if weights in ("imagenet", "random"):
+    if not is_weights_file(weights):
         return None
     return local_shipped_file(weights)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pandas as pd
 
-from image_jobs.conventions import csv_cell
+from image_jobs.conventions import IMAGENET_WEIGHTS, PHOTO_KEY
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.extraction import DEFAULT_MAX_FILE_BYTES, size_reason
 
@@ -69,7 +69,7 @@ def predictor_for(model, weights: str, batch_size: int, max_pixels: int, inferen
         from image_jobs.featurize import TENSORFLOW, local_weights_file
         from image_jobs.predictor import Predictor
 
-        model = replace(model, weights_uri=None if weights == "imagenet" else weights)
+        model = replace(model, weights_uri=None if weights == IMAGENET_WEIGHTS else weights)
         _PREDICTORS[key] = Predictor.load(model, local_weights_file(weights), batch_size, max_pixels,
                                           inference or TENSORFLOW)
     return _PREDICTORS[key]
@@ -140,13 +140,13 @@ def first_score_per_photo(df):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    order = Window.partitionBy("path", "length", "modificationTime").orderBy(F.col("scored_by_run").asc())
+    order = Window.partitionBy(*PHOTO_KEY).orderBy(F.col("scored_by_run").asc())
     return df.withColumn("_rank", F.row_number().over(order)).filter("_rank = 1").drop("_rank")
 
 
 def csv_frame(rows):
-    """predictions.csv's columns as Spark strings, formatted as ``predictions_csv`` formats them (the reference
-    on small data), ordered by path and time: Spark's tasks write the file, the driver never holds the rows."""
+    """predictions.csv's columns as Spark strings (byte for byte what the tests' pandas reference writes),
+    ordered by path and time: Spark's tasks write the file, the driver never holds the rows."""
     from pyspark.sql import functions as F
 
     from image_jobs.storage import csv_text
@@ -167,19 +167,3 @@ def csv_frame(rows):
     }
     return rows.orderBy("path", "modificationTime").select(*[formatted[name].alias(name) for name in CSV_COLUMNS])
 
-
-def predictions_csv(rows: pd.DataFrame) -> str:
-    """predictions.csv text from scored rows (``scored_schema()`` + ``scored_by_run``), ordered by path."""
-    out = rows.rename(columns={"modificationTime": "modification_time"})
-    texts = ["path", "top1_class", "top3", "reason", "scored_by_run"]
-    out = out.assign(**{name: out[name].map(lambda v: csv_cell(v) if isinstance(v, str) else v)
-                        for name in texts if name in out})
-    if len(out):
-        times = pd.to_datetime(out["modification_time"], utc=True)
-        out = out.assign(modification_time=times.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.replace(
-            r"\.(\d{3})\d{3}Z$", r".\1Z", regex=True), top1_probability=out["top1_probability"].round(6))
-        if "uncertain" in out:  # batches scored before thresholds existed have neither column: empty cells
-            out = out.assign(uncertain=out["uncertain"].map({True: "true", False: "false"}),
-                             threshold=out["threshold"].round(6))
-    out = out.sort_values(["path", "modification_time"], kind="stable") if len(out) else out
-    return out.reindex(columns=CSV_COLUMNS).to_csv(index=False)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from image_jobs.conventions import IR_FOLDER_SUFFIX, PRECISIONS, RUNTIMES
+from image_jobs.conventions import IMAGENET_WEIGHTS, IR_FOLDER_SUFFIX, PRECISIONS, RANDOM_WEIGHTS, RUNTIMES
 from image_jobs.ir_digests import digests_file, ir_problem, parse_digests, read_digests, write_digests
 
 log = logging.getLogger("image_jobs.inference")
@@ -255,13 +255,13 @@ def address_space_cap_mib() -> int | None:
 def driver_weights_file(backbone_name: str, weights: str) -> Path:
     """The weights file on the driver's disk: Keras' cache for ``imagenet``, the path of a ``file://`` URI,
     else the copy ``SparkContext.addFile`` fetched (call it after ``addFile``)."""
-    from image_jobs.backbones import RANDOM_WEIGHTS, get_backbone
+    from image_jobs.backbones import get_backbone
 
     if weights == RANDOM_WEIGHTS:
         raise InferenceRuntimeError(
             "runtime 'openvino' runs exported weights: give --weights-uri (or the imagenet weights in Keras' "
             "cache); random weights are for timing runs with runtime 'tensorflow'")
-    if weights == "imagenet":
+    if weights == IMAGENET_WEIGHTS:
         backbone = get_backbone(backbone_name)
         backbone.check_imagenet_cached()
         return Path(backbone.imagenet_cache_path())
@@ -334,7 +334,7 @@ def ship_ir(spark, backbone_name: str, weights: str, precision: str):
     local_weights = driver_weights_file(backbone_name, weights)
     xml = ir_path(backbone_name, local_weights)
     # a copy (s3:// weights fetched by addFile): their IR, if staged, is beside the original
-    remote = weights != "imagenet" and local_weights.resolve() != Path(weights.removeprefix("file://")).resolve()
+    remote = weights != IMAGENET_WEIGHTS and local_weights.resolve() != Path(weights.removeprefix("file://")).resolve()
     stored = stored_ir_uri(weights, xml) if remote and not xml.exists() else None
     if stored and (digests := usable_stored_ir(spark, stored)) is not None:
         log.info("OpenVINO IR found beside the weights: %s", stored)

@@ -217,7 +217,7 @@ def accuracy_figures(predictions) -> tuple[int, int, float, float]:
     return correct, n, low, high
 
 
-def multiclass_summary(args, selection: Selection, accuracy: tuple[int, int, float, float], n_train: int,
+def multiclass_training_summary(args, selection: Selection, accuracy: tuple[int, int, float, float], n_train: int,
                        threshold: dict, pr_curve: list[dict], final: FinalModel) -> dict:
     """The multiclass part of the training summary: the model, its selection, accuracy and threshold."""
     n_correct, n_test, low, high = accuracy
@@ -262,7 +262,7 @@ def fit_and_write(spark, args, data, selection: Selection) -> dict:
                                                    threshold["threshold"])
     predictions.unpersist()
     threshold = {**threshold, **test_threshold}
-    model = model_document(run_key=args.run_key, weights_uri=args.weights_uri, identity=args.feature_identity,
+    model = model_document(run_key=args.run_key, weights_uri=args.weights_uri, identity=data.identity,
                            labels=data.labels, reduction=data.reduction, setting=selection.chosen, coef=final.coef,
                            intercept=final.intercept, threshold=threshold)
     storage.write_text(spark, storage.join_uri(args.models_uri, "multiclass", "model.json"), json.dumps(model))
@@ -271,4 +271,4 @@ def fit_and_write(spark, args, data, selection: Selection) -> dict:
              "%.1f s; threshold %.3f answers %.1f%% of them at %.1f%% precision", 100 * n_correct / n_test,
              100 * low, 100 * high, n_test, data.n_train, final.seconds, threshold["threshold"],
              100 * threshold["test_coverage"], 100 * threshold["test_precision"])
-    return multiclass_summary(args, selection, accuracy, data.n_train, threshold, pr_curve, final)
+    return multiclass_training_summary(args, selection, accuracy, data.n_train, threshold, pr_curve, final)

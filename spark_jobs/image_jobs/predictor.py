@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from image_jobs.conventions import MODEL_FORMAT, MODEL_FORMATS_READ
+from image_jobs.conventions import IMAGENET_WEIGHTS, MODEL_FORMAT, MODEL_FORMATS_READ
 from image_jobs.decode import DEFAULT_MAX_PIXELS
 from image_jobs.feature_identity import FeatureIdentity, FeatureIdentityError
 
@@ -70,7 +70,7 @@ class MulticlassModel:
     @property
     def weights(self) -> str:
         """The weights argument of ``featurize.load_model``: the run's weights URI, else Keras' cache."""
-        return self.weights_uri or "imagenet"
+        return self.weights_uri or IMAGENET_WEIGHTS
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities (n, n_classes) of feature rows (n, feature_dim), rows summing to 1.

@@ -52,6 +52,13 @@ class ProgressLogger:
             )
 
 
+def task_counters(sc) -> dict:
+    """The accumulators the featurizing and scoring tasks report to: photos done and rejected and their
+    seconds (what ``ProgressLogger`` logs), model loads and their seconds (the jobs' summaries)."""
+    return {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
+            "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
+
+
 class OutcomesParam(AccumulatorParam):
     """An accumulator of ``{path: reject reason, or None when featurized}`` over the tasks: the driver
     learns what became of every image it sent without a second pass over the output. Only successful

@@ -41,6 +41,7 @@ class TrainingData:
     feature_dim: int
     k: int  # the pairwise sweep's components: pca[:k]
     k_fit: int  # components fitted: the most any use
+    identity: FeatureIdentity | None = None  # what made the rows' features (the model records it)
 
     @property
     def n_train(self) -> int:
@@ -166,19 +167,18 @@ def read_feature_identity(spark, uri: str, backbone: str) -> FeatureIdentity:
     return identity
 
 
-def load_run_features(spark, args):
-    """The newest feature row per image the run sees, of the run's feature identity (``args.feature_identity``):
-    path, label, features."""
+def load_run_features(spark, args, labels: list[str], identity: FeatureIdentity):
+    """The newest feature row per image the run sees (of ``labels``, every class when empty), of the run's
+    feature ``identity``: path, label, features."""
     from pyspark.sql import functions as F
 
     df = storage.read_committed(spark, storage.join_uri(args.features_uri, f"backbone={args.backbone}"), log=log,
                                 merge_schema=True)
-    identity = args.feature_identity
     if df is None or not set(identity.columns()) <= set(df.columns):
         raise TrainingInputError(f"no features of {identity.describe()} under {args.features_uri} (rows written "
                                  "before features had an identity are not read); run extract_features first")
     for column, value in identity.columns().items():
         df = df.filter(F.col(column) == value)
     df = df.select("path", "label", "modificationTime", "run", "features")
-    return latest_features(restrict_run(df, args.labels, spark_timestamp(args.modified_before))).select(
+    return latest_features(restrict_run(df, labels, spark_timestamp(args.modified_before))).select(
         "path", "label", "features")

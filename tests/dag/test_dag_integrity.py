@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from dag_parse import HEAVY, parse_in_subprocess
+from image_pipeline.conventions import BACKBONE_NAMES
 from project_paths import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "plugins" / "image_pipeline"
@@ -76,7 +77,7 @@ def test_schedule_and_params(local_parse):
     for name in ("labels", "backbone", "pair_mode", "focus_class", "split_ratios", "max_per_class", "iterations",
                  "pca_components", "test_fraction", "min_accuracy", "local_workers", "local_worker_cores"):
         assert params[name]["description"], name
-    assert params["backbone"]["schema"]["enum"] == ["efficientnet_lite2", "mobilenet_v2", "vgg16"]
+    assert params["backbone"]["schema"]["enum"] == list(BACKBONE_NAMES)
     assert params["max_per_class"]["schema"]["minimum"] == 2
 
 

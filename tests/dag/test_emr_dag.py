@@ -41,7 +41,7 @@ def fake_report(s3, report_uri: str) -> None:
     """What evaluate_models writes, as the simulated cluster's evaluation step."""
     key = report_uri.removeprefix(f"s3://{BUCKET}/")
     summary = {"run_key": "k", "backbone": "mobilenet_v2", "feature_dim": 1280, "pca_components": 2,
-               "pca_explained_variance": 0.9, "classes": ["cat", "dog"], "image_counts": {"cat": 1, "dog": 2},
+               "pca_explained_variance_total": 0.9, "classes": ["cat", "dog"], "image_counts": {"cat": 1, "dog": 2},
                "rejects": {"count": 0}, "multiclass": {"accuracy": 0.9, "macro_f1": 0.88},
                "hardest_pairs": [{"class_1": "cat", "class_2": "dog", "mean_pct": 90.0, "min_pct": 80.0}],
                "seconds_per_step": {"train_models": 1.0}, "plots": ["confusion_matrix.png"]}

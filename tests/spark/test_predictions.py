@@ -326,7 +326,8 @@ def test_predictions_csv_written_by_spark_is_the_reference_text(spark, tmp_path)
     from pyspark.sql import functions as F
 
     from image_jobs import storage
-    from image_jobs.inbox import csv_frame, predictions_csv, scored_schema
+    from image_jobs.inbox import csv_frame, scored_schema
+    from predictions_reference import predictions_csv
 
     when = datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=UTC)
     rows = [("file:/inbox/b, \"quoted\".jpg", 10, when, "pug", 0.9123456789, '[{"class": "pug"}]', None, False, 0.5),
@@ -351,7 +352,8 @@ def test_predictions_csv_cells_never_run_as_spreadsheet_formulas(spark, tmp_path
 
     from image_jobs import storage
     from image_jobs.conventions import FORMULA_STARTS, csv_cell_value
-    from image_jobs.inbox import csv_frame, predictions_csv, scored_schema
+    from image_jobs.inbox import csv_frame, scored_schema
+    from predictions_reference import predictions_csv
 
     when = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
     classes = ['=HYPERLINK("http://x","y")', "+1", "-x", "@SUM(A1)", "\tcmd", "'quoted", "pug"]

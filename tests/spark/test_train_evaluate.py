@@ -122,11 +122,17 @@ def test_report_files(features_root, trained):
     confusion = pd.read_csv(report / "confusion_matrix.csv", index_col=0)
     assert confusion.to_numpy().sum() == 32 and list(confusion.columns) == LABELS
     summary = json.loads((report / "summary.json").read_text())
-    for key in ("run_key", "backbone", "feature_dim", "pca_components", "pca_explained_variance", "classes",
+    for key in ("run_key", "backbone", "feature_dim", "pca_components", "pca_explained_variance_total", "classes",
                 "image_counts", "rejects", "multiclass", "hardest_pairs", "seconds_per_step"):
         assert key in summary
     assert summary["image_counts"] == {label: 40 for label in LABELS} and summary["feature_dim"] == 64
-    assert 0 < summary["pca_explained_variance"] <= 1 and 0 <= summary["multiclass"]["macro_f1"] <= 1
+    assert 0 < summary["pca_explained_variance_total"] <= 1 and 0 <= summary["multiclass"]["macro_f1"] <= 1
+    # one meaning per key: the training summary's number and interval are the report's
+    training = json.loads((features_root / "runs" / "r1" / "models" / "training_summary.json").read_text())
+    assert summary["pca_explained_variance_total"] == training["pca_explained_variance_total"] == pytest.approx(
+        sum(training["pca_explained_variance"]), abs=1e-5)
+    assert summary["multiclass"]["accuracy_ci95"] == training["multiclass"]["accuracy_ci95"]
+    assert summary["multiclass"]["accuracy"] == pytest.approx(training["multiclass"]["accuracy"])
     plots = sorted(p.name for p in (report / "plots").iterdir())
     assert {"accuracy_vs_split.png", "pairwise_accuracy_heatmap.png", "confusion_matrix.png",
             "pca_explained_variance.png", "accuracy_vs_split_dog_twin.png", "model_selection.png",

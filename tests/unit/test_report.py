@@ -27,6 +27,12 @@ def test_publishes_the_headline_and_report_md(tmp_path):
     assert "80.0%" in markdown and "| a | b | 81.0 | 75.0 |" in markdown and "plots/confusion_matrix.png" in markdown
 
 
+def test_report_md_states_the_share_of_the_variance_the_pca_keeps(tmp_path):
+    write(tmp_path, {**SUMMARY, "feature_dim": 1280, "pca_components": 128, "pca_explained_variance_total": 0.873})
+    publish(f"file://{tmp_path}", 0.5)
+    assert "PCA to 128 components keeping 87.3% of the variance" in (tmp_path / "report.md").read_text()
+
+
 def test_quality_gate_fails_after_writing_the_report(tmp_path):
     write(tmp_path)
     with pytest.raises(QualityGateError, match=r"accuracy 0.800 is below min_accuracy 0.9"):

@@ -12,9 +12,10 @@ from command_lines import option
 from emr_bodies import ARTIFACTS, validate
 from image_pipeline.compute.emr.requests import emr_steps, job_flow_overrides, load_emr_settings
 from image_pipeline.compute.steps import step_by_name, steps_for
+from image_pipeline.conventions import photo_key
 from image_pipeline.planning.layout import run_key_for
 from image_pipeline.planning.run_plan import PlanError
-from image_pipeline.planning.scoring_plan import build_scoring_plan, photo_key, unscored_photos
+from image_pipeline.planning.scoring_plan import build_scoring_plan, unscored_photos
 from image_pipeline.wiring.settings import load_settings
 
 WHEN = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)

@@ -18,7 +18,7 @@ from pathlib import Path
 from image_pipeline.compute.emr.wheelhouse import MANIFEST, ensure_wheelhouse, read_manifest, requirements_hash
 from image_pipeline.compute.jobs_archive import SPARK_JOBS_DIR, build_jobs_zip, content_hash
 from image_pipeline.compute.steps import SCORING_STEP_NAMES, STEP_NAMES
-from image_pipeline.conventions import ir_folder_glob
+from image_pipeline.conventions import RANDOM_WEIGHTS, ir_folder_glob
 from image_pipeline.planning.layout import join
 from image_pipeline.shipped import BOOTSTRAP_DIR
 
@@ -159,7 +159,7 @@ def stage_wheelhouse(folder: Path, key_prefix: str, put: Callable[[Path, str], s
 
 def stage_weights(weights_uri: str | None, prefix: str, put: Callable[[Path, str], str]) -> str | None:
     """Where the cluster reads the weights: an s3:// URI as it is, a local file uploaded under its content hash."""
-    if not weights_uri or weights_uri == "random":
+    if not weights_uri or weights_uri == RANDOM_WEIGHTS:
         return None
     if weights_uri.startswith("s3://"):
         return weights_uri  # already where the cluster reads it

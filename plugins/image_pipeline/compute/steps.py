@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from image_pipeline.conventions import RANDOM_WEIGHTS
 from image_pipeline.planning.layout import join
 from image_pipeline.planning.run_plan import TRAINING_KIND
 from image_pipeline.planning.scoring_plan import SCORING_KIND
@@ -46,7 +47,7 @@ def opt(name: str, value: object) -> str:
 
 
 def _weights_args(plan: dict) -> list[str]:
-    if plan["weights_uri"] == "random":
+    if plan["weights_uri"] == RANDOM_WEIGHTS:
         return ["--random-weights"]
     return [opt("weights-uri", plan["weights_uri"])] if plan["weights_uri"] else []
 
@@ -117,7 +118,7 @@ def build_scoring_steps(plan: dict, staged_weights_uri: str | None = None) -> li
     score = [
         *_run_args(plan, "inbox_uri", "predictions_uri"), *_model_args(plan),
         *_run_args(plan, "run_key", "modified_before", "batch_size"),
-        *([opt("weights-uri", weights)] if weights and weights != "random" else []),
+        *([opt("weights-uri", weights)] if weights and weights != RANDOM_WEIGHTS else []),
         *([opt("threshold", plan["answer_threshold"])] if plan.get("answer_threshold") is not None else []),
         opt("summary-uri", join(plan["steps_uri"], f"{SCORE}.json")),
         *_read_args(plan), *_inference_args(plan),

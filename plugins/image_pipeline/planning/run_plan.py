@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from image_pipeline.conventions import MAX_CLASSES, hidden_to_spark, min_images_per_class
+from image_pipeline.conventions import MAX_CLASSES, hidden_to_spark, min_images_per_class, runtime_lacks_weights
 from image_pipeline.planning import PlanError
 from image_pipeline.planning.layout import RunLayout, run_key_for, run_layout
 from image_pipeline.wiring.params import LOCAL_PARAMS, PARAM_SPECS, emr_defaults
@@ -155,7 +155,7 @@ def _weights_uri(params: dict, backbone: str, runtime: str, settings: Settings) 
         weights_uri = settings.default_weights_uri
     elif weights_uri is None:
         weights_uri = prepared_weights_uri(settings.root_uri, backbone)
-    if runtime == "openvino" and weights_uri == "random":
+    if runtime_lacks_weights(runtime, weights_uri):
         raise PlanError("param 'runtime' openvino runs exported weights; weights_uri 'random' (timing runs) "
                         "needs runtime tensorflow")
     return weights_uri

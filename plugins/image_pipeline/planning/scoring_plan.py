@@ -9,12 +9,11 @@ a poll that finds nothing new costs one listing, not a cluster.
 from __future__ import annotations
 
 import csv
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from image_pipeline.conventions import csv_cell_value
+from image_pipeline.conventions import PHOTO_KEY_CSV, csv_cell_value, photo_key, runtime_lacks_weights
 from image_pipeline.planning import PlanError
 from image_pipeline.planning.layout import ScoringLayout, join, run_key_for, scoring_layout
 from image_pipeline.planning.listing import info_mtime, is_hidden, walk_images
@@ -68,7 +67,7 @@ def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, set
                        emr_settings=None) -> ScoringPlan:
     """Validate params and resolve them with the latest successful model into a ScoringPlan."""
     runtime, precision = inference_choice(params)
-    if runtime == "openvino" and latest.get("weights_uri") == "random":
+    if runtime_lacks_weights(runtime, latest.get("weights_uri")):
         raise PlanError(f"param 'runtime' openvino runs exported weights; the latest model (run "
                         f"{latest['run_key']}) was trained on random weights, a timing run: use runtime tensorflow")
     layout = scoring_layout(settings.root_uri, run_key_for(run_id), latest["run_key"])
@@ -94,15 +93,6 @@ def build_scoring_plan(params: dict, run_id: str, modified_before: datetime, set
         model_json_uri=latest["model_uri"] if published else None,
         model_sha256=latest.get("model_sha256"),
     )
-
-
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/*")
-
-
-def photo_key(path: str, length: int | str, mtime: datetime | None) -> tuple[str, int, int | None]:
-    """A photo's identity across listings: path without scheme (Spark says ``file:/x`` or ``s3://b/k``,
-    object storage ``/x`` or ``b/k``), size, modification time in whole seconds."""
-    return _SCHEME.sub("", path).lstrip("/"), int(length), int(mtime.timestamp()) if mtime else None
 
 
 def unscored_photos(inbox_uri: str, predictions_uri: str, modified_before: datetime,
@@ -138,6 +128,7 @@ def scored_fingerprints(csv_path) -> set[int]:
         return scored
     with csv_path.open("r", encoding="utf-8", newline="") as handle:
         for row in csv.DictReader(handle):
-            when = datetime.fromisoformat(row["modification_time"].replace("Z", "+00:00"))
-            scored.add(hash(photo_key(csv_cell_value(row["path"]), row["length"], when)))
+            path, length, modification_time = (row[column] for column in PHOTO_KEY_CSV)
+            when = datetime.fromisoformat(modification_time.replace("Z", "+00:00"))
+            scored.add(hash(photo_key(csv_cell_value(path), length, when)))
     return scored

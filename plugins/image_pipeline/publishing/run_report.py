@@ -170,7 +170,7 @@ def render_markdown(summary: dict, headline: dict) -> str:
         "",
         f"- Backbone: **{summary['backbone']}** ({summary.get('feature_dim', '?')}-d features, "
         f"PCA to {summary.get('pca_components', '?')} components keeping "
-        f"{100 * float(summary.get('pca_explained_variance', 0)):.1f}% of the variance)",
+        f"{100 * float(summary.get('pca_explained_variance_total', 0)):.1f}% of the variance)",
         f"- Images: **{headline['images']}** in {headline['classes']} classes; rejected files: {headline['rejects']}",
         f"- Multiclass accuracy: **{100 * headline['multiclass_accuracy']:.1f}%**"
         + (f", macro-F1 {headline['macro_f1']:.3f}" if headline["macro_f1"] is not None else ""),

@@ -15,16 +15,16 @@ from typing import Any
 from image_pipeline.compute.emr.capacity import INSTANCE_TYPES
 from image_pipeline.conventions import (
     BACKBONE_NAMES,
+    BACKBONE_NOTES,
     DEFAULT_READ_CONCURRENCY,
     DEFAULT_RUNTIME,
     DEFAULT_SPLIT_RATIOS,
     PAIR_MODES,
     PRECISIONS,
+    RANDOM_WEIGHTS,
     RUNTIMES,
 )
 from image_pipeline.wiring.settings import Settings
-
-BACKBONES = BACKBONE_NAMES
 
 
 class _FromSettings:
@@ -110,12 +110,12 @@ _SPECS = (
               default=None, nullable=True),
     ParamSpec("labels", "array", "Labels", "Class folders to train on, one per line. Empty: every class folder found.",
               default=(), nullable=True, items=ParamSpec("label", "string")),
-    ParamSpec("backbone", "string", "Backbone", "Pretrained CNN used as feature extractor: mobilenet_v2 (1280-d, "
-              "fast), efficientnet_lite2 (1280-d, a little more accurate, about 6x slower) or vgg16 (4096-d fc2, "
-              "as in the original study).", default="mobilenet_v2", enum=BACKBONES),
+    ParamSpec("backbone", "string", "Backbone", "Pretrained CNN used as feature extractor: "
+              + ", ".join(f"{name} ({note})" for name, note in BACKBONE_NOTES.items()) + ".",
+              default="mobilenet_v2", enum=BACKBONE_NAMES),
     ParamSpec("weights_uri", "string", "Weights URI", "Backbone weights file (.keras or .h5; file:// or s3://). "
-              "Empty: the prepared ImageNet weights for mobilenet_v2, Keras' cache for vgg16. 'random' for timing "
-              "runs.", default=None, nullable=True),
+              "Empty: the prepared ImageNet weights for mobilenet_v2, Keras' cache for vgg16. "
+              f"'{RANDOM_WEIGHTS}' for timing runs.", default=None, nullable=True),
     # how the run trains and judges
     ParamSpec("pair_mode", "string", "Pair mode", "all_pairs: every pair of classes; one_vs_each: the focus class "
               "against each other class; one_vs_rest: the focus class against all others pooled.",

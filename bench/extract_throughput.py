@@ -84,7 +84,7 @@ def forward_configs(weights: str, backbone: str) -> list[tuple[str, str, str | N
         return [("tensorflow", "fp32", None)]
     import openvino as ov
 
-    from image_jobs.inference import BF16_CAPABILITY, export_ir
+    from image_jobs.openvino_runtime import BF16_CAPABILITY, export_ir
 
     ir = str(export_ir(backbone, weights.removeprefix("file://")))
     capabilities = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))

@@ -7,7 +7,7 @@ Writes N tiny files (a few bytes, .jpg names) over 131 class folders (as many as
 folder at a time, and feature-store rows for every second one (``<features>/backbone=mobilenet_v2/run=old/``,
 committed, identity weights_digest sha256:abab..., fp32), written with pyarrow one folder at a time. Then, per
 size, in a fresh child process (so the peaks are that size's): a local[2] session with a 2g driver, a GC and
-the heap pools' peaks reset, then the calls of ``extract_features.select_new_images`` (``extraction.list_photos``,
+the heap pools' peaks reset, then the calls of ``extract_features.select_new_images`` (``photo_listing.list_photos``,
 ``done_rows`` with that identity, ``not_done``, the counts of the listing and of the photos to process). It
 prints per size: files, done, to process (must be half), seconds, the JVM heap peak (sum of the heap pools'
 peak used; local mode: the executors are in the driver's JVM), the old generation's part of it, the heap
@@ -108,14 +108,14 @@ def gc_and_reset(jvm) -> float:
 
 def select(spark, root: Path) -> tuple:
     """The calls of ``select_new_images`` over ``root``: (seen, to process, seconds, the cached datasets)."""
-    from image_jobs import extraction
+    from image_jobs import photo_listing
     from image_jobs.photo_store import StoreOptions
 
     started = time.perf_counter()
-    listing = extraction.list_photos(spark, f"file://{root}/images", "2100-01-01T00:00:00Z", StoreOptions())
-    done = extraction.done_rows(spark, [f"file://{root}/{folder}/backbone=mobilenet_v2"
+    listing = photo_listing.list_photos(spark, f"file://{root}/images", "2100-01-01T00:00:00Z", StoreOptions())
+    done = photo_listing.done_rows(spark, [f"file://{root}/{folder}/backbone=mobilenet_v2"
                                         for folder in ("features", "rejects")], "bench", IDENTITY)
-    todo = extraction.not_done(listing, done).persist()
+    todo = photo_listing.not_done(listing, done).persist()
     n_seen, n_todo = listing.count(), todo.count()
     return n_seen, n_todo, time.perf_counter() - started, (todo, listing)
 

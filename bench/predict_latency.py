@@ -88,7 +88,7 @@ def export_ir_once(models_uri: str, cache: Path) -> None:
     from image_pipeline.publishing.model_resolution import resolve_model
 
     model = resolve_model(models_uri, "", None).model
-    command = [sys.executable, "-m", "image_jobs.inference", "--backbone", model.backbone,
+    command = [sys.executable, "-m", "image_jobs.openvino_runtime", "--backbone", model.backbone,
                "--weights", fetch_weights(model.weights_uri, None, cache)]
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT / "spark_jobs")})
 

@@ -467,8 +467,8 @@ def same_data_fit(models: Path, data: Path, seed: int) -> dict:
     An error is returned (as ``error``), not raised: the jobs' measurements are still reported."""
     import pyarrow.parquet as pq
 
+    from image_jobs.model_selection import fit_logistic
     from image_jobs.predictor import load_model_json
-    from image_jobs.selection import fit_logistic
 
     progress("today's fit on the same data: scikit-learn on the new job's split and reduction")
     started = time.perf_counter()

@@ -24,7 +24,7 @@ import pandas as pd
 
 from image_jobs import pairwise_report, report_tables, storage
 from image_jobs.cli import run_job
-from image_jobs.extraction import reason_kind_column, spark_timestamp
+from image_jobs.photo_listing import reason_kind_column, spark_timestamp
 from image_jobs.session import job_logger
 
 if TYPE_CHECKING:

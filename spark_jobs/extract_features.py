@@ -40,7 +40,10 @@ from image_jobs.cli import (
     write_summary,
 )
 from image_jobs.conventions import IMAGENET_WEIGHTS, RANDOM_WEIGHTS
-from image_jobs.extraction import (
+from image_jobs.feature_identity import FeatureIdentity
+from image_jobs.featurize import FEATURE_COLUMNS, REJECT_COLUMNS, make_featurizer, output_schema
+from image_jobs.forward_pass import ForwardPass, check_weights, ship_forward_pass
+from image_jobs.photo_listing import (
     CHANGED,
     VANISHED,
     done_rows,
@@ -49,9 +52,6 @@ from image_jobs.extraction import (
     photo_partitions,
     reason_kind_column,
 )
-from image_jobs.feature_identity import FeatureIdentity
-from image_jobs.featurize import FEATURE_COLUMNS, REJECT_COLUMNS, make_featurizer, output_schema
-from image_jobs.forward_pass import ForwardPass, check_weights, ship_forward_pass
 from image_jobs.photo_store import StoreError, StoreOptions
 from image_jobs.progress import ProgressLogger, task_counters
 from image_jobs.session import job_logger

@@ -42,10 +42,10 @@ from image_jobs.cli import (
     write_summary,
 )
 from image_jobs.conventions import model_changed, model_sha256
-from image_jobs.extraction import done_rows, list_photos, not_done, photo_partitions
 from image_jobs.feature_identity import FeatureIdentity, FeatureIdentityError, check_scoring
 from image_jobs.forward_pass import ForwardPass, check_weights, ship_forward_pass
 from image_jobs.inbox import csv_frame, first_score_per_photo, make_scorer, scored_schema
+from image_jobs.photo_listing import done_rows, list_photos, not_done, photo_partitions
 from image_jobs.photo_store import StoreError, StoreLocation, StoreOptions, filesystem
 from image_jobs.predictor import ModelError, MulticlassModel, check_threshold, load_model_json
 from image_jobs.progress import ProgressLogger, task_counters

@@ -30,9 +30,7 @@ from typing import TYPE_CHECKING
 from image_jobs import storage
 from image_jobs.cli import LabelsFileError, add_labels_args, load_labels, parse_labels_json, run_job
 from image_jobs.conventions import DEFAULT_SPLIT_RATIOS, PAIR_MODES
-from image_jobs.multiclass import cross_validate, fit_and_write
-from image_jobs.pairwise import pairwise_sweep
-from image_jobs.selection import (
+from image_jobs.model_selection import (
     DEFAULT_C_GRID,
     DEFAULT_CV_FOLDS,
     DEFAULT_REDUCTIONS,
@@ -42,6 +40,8 @@ from image_jobs.selection import (
     parse_reductions,
     reduction_name,
 )
+from image_jobs.multiclass import cross_validate, fit_and_write
+from image_jobs.pairwise import pairwise_sweep
 from image_jobs.session import job_logger
 from image_jobs.training import TrainingInputError, check_inputs
 from image_jobs.training_data import (

@@ -177,7 +177,7 @@ def load_predictor(args: argparse.Namespace):
 
     configure_threads(os.cpu_count() or 1)  # before TensorFlow's import: all of this machine's cores
     from image_jobs.backbones import WeightsUnavailableError
-    from image_jobs.inference import InferenceRuntimeError
+    from image_jobs.openvino_runtime import InferenceRuntimeError
     from image_jobs.predictor import ModelError, Predictor
 
     try:
@@ -195,7 +195,7 @@ def check_feature_identity(model, weights_path: str | None, inference) -> str | 
     """Refuse (FeatureIdentityError, a ValueError) features of another identity than the model was trained on:
     other weights (the file changed) or another precision; a note for a model that records none."""
     from image_jobs.feature_identity import check_scoring, identity_of
-    from image_jobs.inference import driver_weights_file
+    from image_jobs.openvino_runtime import driver_weights_file
 
     weights_file = None if model.weights == "random" else (
         weights_path or driver_weights_file(model.backbone, model.weights))
@@ -211,7 +211,7 @@ def inference_choice(args: argparse.Namespace, model, weights_path: str | None):
 
     if (args.runtime or default_runtime(model.weights == "random")) == "tensorflow":
         return TENSORFLOW
-    from image_jobs.inference import driver_weights_file, export_ir, resolve_precision
+    from image_jobs.openvino_runtime import driver_weights_file, export_ir, resolve_precision
 
     weights_file = weights_path or str(driver_weights_file(model.backbone, model.weights))
     return InferenceChoice("openvino", resolve_precision("openvino", args.precision),

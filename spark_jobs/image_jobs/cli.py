@@ -118,7 +118,7 @@ def check_inference_args(parser: argparse.ArgumentParser, args: argparse.Namespa
     ``random_weights`` None: the weights are not known yet, ``args.runtime`` stays None for the caller.
     """
     from image_jobs.conventions import default_runtime
-    from image_jobs.inference import InferenceRuntimeError, check_choice
+    from image_jobs.openvino_runtime import InferenceRuntimeError, check_choice
 
     if args.runtime is None and random_weights is not None:
         args.runtime = default_runtime(random_weights)

@@ -107,7 +107,7 @@ def job_identity(backbone: str, weights: str, runtime: str, precision: str) -> F
     (``SparkContext.addFile``): ``precision`` resolved already (``inference.resolve_precision``)."""
     if weights == RANDOM_WEIGHTS:
         return identity_of(backbone, None, runtime, precision)
-    from image_jobs.inference import driver_weights_file
+    from image_jobs.openvino_runtime import driver_weights_file
 
     return identity_of(backbone, driver_weights_file(backbone, weights), runtime, precision)
 

@@ -3,7 +3,7 @@
 The function returned by ``make_featurizer`` is used with ``DataFrame.mapInPandas`` (an iterator of
 pandas batches, like an iterator pandas UDF, but it passes the metadata columns through). The model
 is built once per Python worker and reused across tasks; the runtime (TensorFlow, or OpenVINO on the
-exported IR: ``inference``) gets exactly the task's cores, so concurrent tasks on an executor do not
+exported IR: ``openvino_runtime``) gets exactly the task's cores, so concurrent tasks on an executor do not
 oversubscribe the CPU. With OpenVINO, nothing here imports TensorFlow.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from image_jobs.conventions import is_weights_file
 from image_jobs.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
-from image_jobs.extraction import DEFAULT_MAX_FILE_BYTES, precheck_reason
+from image_jobs.photo_listing import DEFAULT_MAX_FILE_BYTES, precheck_reason
 from image_jobs.photo_store import StoreOptions, prefetched_photos
 
 if TYPE_CHECKING:  # pandas is imported where a batch is built: the prediction command never needs it
@@ -117,7 +117,7 @@ def load_model(backbone_name: str, weights: str, weights_file: str | None,
 
         backbone = get_backbone(backbone_name)
         if inference.runtime == "openvino":
-            from image_jobs.inference import OpenVinoForwardPass
+            from image_jobs.openvino_runtime import OpenVinoForwardPass
 
             if not inference.ir_uri:
                 raise ValueError("runtime 'openvino' needs the exported IR (InferenceChoice.ir_uri)")

@@ -17,7 +17,7 @@ from image_jobs.backbones import WeightsUnavailableError, get_backbone
 from image_jobs.conventions import IMAGENET_WEIGHTS, RANDOM_WEIGHTS, is_weights_file
 from image_jobs.feature_identity import FeatureIdentity, job_identity
 from image_jobs.featurize import TENSORFLOW, InferenceChoice
-from image_jobs.inference import resolve_precision, ship_ir
+from image_jobs.openvino_runtime import resolve_precision, ship_ir
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

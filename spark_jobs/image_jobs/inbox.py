@@ -14,7 +14,7 @@ import pandas as pd
 
 from image_jobs.conventions import IMAGENET_WEIGHTS, PHOTO_KEY
 from image_jobs.decode import DEFAULT_MAX_PIXELS
-from image_jobs.extraction import DEFAULT_MAX_FILE_BYTES, size_reason
+from image_jobs.photo_listing import DEFAULT_MAX_FILE_BYTES, size_reason
 
 TOP = 3
 # predictions.csv, in this order (the columns added later come last, so readers by position keep working)

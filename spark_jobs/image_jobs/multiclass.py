@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from image_jobs import storage
-from image_jobs.predictor import model_document
-from image_jobs.selection import (
+from image_jobs.model_selection import (
     CURVE_THRESHOLDS,
     MAX_ITER,
     SELECTION_RULE,
@@ -37,6 +36,7 @@ from image_jobs.selection import (
     stratified_folds,
     wilson_interval,
 )
+from image_jobs.predictor import model_document
 
 log = logging.getLogger("train_models")
 # Spark ML's L-BFGS stops when the objective changes by less than this (relative)

@@ -134,7 +134,7 @@ def class_folders(images_uri: str, options: StoreOptions, labels: Iterable[str] 
     """The class folders directly under ``images_uri`` (not hidden; only ``labels`` when given), by name.
 
     Only the top level is listed here (on the driver); the photos in them are listed by the tasks of
-    ``extraction.list_photos``. StoreError names the URI when it does not exist.
+    ``photo_listing.list_photos``. StoreError names the URI when it does not exist.
     """
     import pyarrow.fs as pafs
 

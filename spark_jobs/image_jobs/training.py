@@ -1,4 +1,4 @@
-"""Training: which images a run sees, input checks and the pairwise sweep (the multiclass model: ``selection``).
+"""Training: which images a run sees, input checks and the pairwise sweep (the multiclass model: ``model_selection``).
 
 The pairwise sweep follows the original study: for every pair of classes (or a focus class against
 each other class, or against all others pooled), a balanced sample of up to ``max_per_class``

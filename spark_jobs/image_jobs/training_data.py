@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from image_jobs import storage
-from image_jobs.extraction import spark_timestamp
 from image_jobs.feature_identity import FeatureIdentity
+from image_jobs.photo_listing import spark_timestamp
 from image_jobs.samples import bounded_quotas, held_out_quota, mark_first_per_class
 from image_jobs.statistics import Reduction, distributed_moments, reduce_rows
 from image_jobs.training import TrainingInputError, latest_features, restrict_run

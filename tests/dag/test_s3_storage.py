@@ -42,7 +42,7 @@ def test_wrong_credentials_are_refused(s3):
 
 
 def test_staging_uploads_once_and_is_idempotent(s3, converted_weights):
-    from image_jobs.inference import export_ir, stored_ir_uri
+    from image_jobs.openvino_runtime import export_ir, stored_ir_uri
     from image_pipeline.compute.staging import STAGED_KEYS, stage_s3
 
     xml = export_ir("mobilenet_v2", converted_weights)  # what 'make weights' leaves beside the weights

@@ -119,8 +119,8 @@ def weights(root, converted_weights) -> Path:
     weights = root / "weights" / converted_weights.name
     weights.parent.mkdir()
     shutil.copyfile(converted_weights, weights)
-    done = subprocess.run([sys.executable, "-m", "image_jobs.inference", "--backbone", "mobilenet_v2", "--weights",
-                           str(weights)], capture_output=True, text=True, timeout=600,
+    done = subprocess.run([sys.executable, "-m", "image_jobs.openvino_runtime", "--backbone", "mobilenet_v2",
+                           "--weights", str(weights)], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "spark_jobs")})
     assert done.returncode == 0, done.stderr[-3000:]
     return weights
@@ -206,7 +206,7 @@ def truncate(path: Path, size: int) -> None:
 def undisturbed(spark, root, tmp_path_factory, cluster, artifacts, weights):
     """The extraction run nothing disturbs, started with the IR beside the weights cut short (a disk that
     filled up during ``make weights``): its features by path, its output lines, the IR's .bin."""
-    from image_jobs.inference import ir_path
+    from image_jobs.openvino_runtime import ir_path
 
     xml = ir_path("mobilenet_v2", weights)
     truncate(xml.with_suffix(".bin"), 1_000_000)

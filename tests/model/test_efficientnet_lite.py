@@ -126,7 +126,7 @@ def test_the_registered_backbone_runs_the_converted_weights_on_both_runtimes(con
 
     from image_jobs.backbones import build_feature_model, get_backbone
     from image_jobs.featurize import ForwardPass
-    from image_jobs.inference import OpenVinoForwardPass, export_ir
+    from image_jobs.openvino_runtime import OpenVinoForwardPass, export_ir
 
     weights = tmp_path / "efficientnet_lite2_imagenet.keras"
     converted.save(weights)

@@ -17,7 +17,8 @@ import pytest
 from image_jobs.backbones import build_feature_model, get_backbone
 from image_jobs.decode import decode_image
 from image_jobs.featurize import ForwardPass
-from image_jobs.inference import (
+from image_jobs.ir_digests import ir_problem, read_digests
+from image_jobs.openvino_runtime import (
     InferenceRuntimeError,
     OpenVinoForwardPass,
     check_choice,
@@ -26,7 +27,6 @@ from image_jobs.inference import (
     ir_key,
     ir_path,
 )
-from image_jobs.ir_digests import ir_problem, read_digests
 from image_tools.weights import find_package_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +125,7 @@ def labelled_set(converted_weights, tmp_path_factory):
 def trained_run_accuracy(features: np.ndarray, y: np.ndarray, seed: int = 3) -> float:
     """The training job's multiclass fit on these features (standardised, scikit-learn's multinomial
     logistic regression) and its accuracy on a stratified half held out."""
-    from image_jobs.selection import fit_logistic
+    from image_jobs.model_selection import fit_logistic
     from image_jobs.training import stratified_test_mask
 
     test = stratified_test_mask(y, 0.5, seed)
@@ -162,7 +162,7 @@ def test_auto_precision_follows_what_the_cpu_offers(ir, caplog):
     assert choose_precision("fp32", ["FP32", "BF16"]) == "fp32"
     with pytest.raises(InferenceRuntimeError, match="offers FP32, INT8 to OpenVINO \\(no BF16\\)"):
         choose_precision("bf16", ["FP32", "INT8"])
-    with caplog.at_level(logging.INFO, logger="image_jobs.inference"):
+    with caplog.at_level(logging.INFO, logger="image_jobs.openvino_runtime"):
         forward = OpenVinoForwardPass(ir, threads=1, precision="auto")
     assert forward.precision == ("bf16" if "BF16" in cpu_capabilities() else "fp32")
     assert f"precision auto asked for, {forward.precision} chosen" in caplog.text
@@ -255,7 +255,8 @@ def test_two_exports_of_the_same_weights_at_once_both_succeed(converted_weights,
     weights = tmp_path / "shared.keras"
     shutil.copyfile(converted_weights, weights)
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "spark_jobs")}
-    command = [sys.executable, "-m", "image_jobs.inference", "--backbone", "mobilenet_v2", "--weights", str(weights)]
+    command = [sys.executable, "-m", "image_jobs.openvino_runtime", "--backbone", "mobilenet_v2",
+               "--weights", str(weights)]
     exports = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
                for _ in range(2)]
     outputs = [export.communicate(timeout=600) for export in exports]

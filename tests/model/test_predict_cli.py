@@ -175,7 +175,7 @@ def test_openvino_answers_like_tensorflow_without_importing_it(store, converted_
     """--runtime openvino in a fresh process (the IR exported beforehand, as make weights does): the same
     classes and probabilities as tensorflow; on local files neither TensorFlow nor Airflow, Spark or pandas
     is imported (what keeps the command's cold start under two seconds: ``make bench-predict``)."""
-    from image_jobs.inference import export_ir
+    from image_jobs.openvino_runtime import export_ir
 
     export_ir("mobilenet_v2", converted_weights)
     models = f"file://{store}/runs/run_1/models"

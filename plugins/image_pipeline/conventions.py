@@ -37,6 +37,7 @@ BACKBONE_NOTES: dict[str, str] = _conventions.BACKBONE_NOTES
 IMAGENET_WEIGHTS: str = _conventions.IMAGENET_WEIGHTS
 RANDOM_WEIGHTS: str = _conventions.RANDOM_WEIGHTS
 runtime_lacks_weights = _conventions.runtime_lacks_weights
+is_weights_file = _conventions.is_weights_file
 PAIR_MODES: tuple[str, ...] = _conventions.PAIR_MODES
 RUNTIMES: tuple[str, ...] = _conventions.RUNTIMES
 DEFAULT_RUNTIME: str = _conventions.DEFAULT_RUNTIME

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from image_pipeline.conventions import RANDOM_WEIGHTS, is_weights_file
 from image_pipeline.planning.objects import object_path, readable_path
 from image_pipeline.publishing.model_resolution import CliModelError, resolve_model
 from image_pipeline.shipped import import_job_library
@@ -44,7 +45,7 @@ def fetch_weights(weights_uri: str | None, conn_id: str | None, cache_dir: Path)
     the URI's hash, re-fetched when the size differs) through a temporary file, so an interrupted copy
     is never mistaken for the weights.
     """
-    if weights_uri in (None, "imagenet", "random"):
+    if not is_weights_file(weights_uri):
         return None
     if weights_uri.startswith("file://") or "://" not in weights_uri:
         local = Path(weights_uri.removeprefix("file://"))
@@ -197,7 +198,7 @@ def check_feature_identity(model, weights_path: str | None, inference) -> str | 
     from image_jobs.feature_identity import check_scoring, identity_of
     from image_jobs.openvino_runtime import driver_weights_file
 
-    weights_file = None if model.weights == "random" else (
+    weights_file = None if model.weights == RANDOM_WEIGHTS else (
         weights_path or driver_weights_file(model.backbone, model.weights))
     scoring = identity_of(model.backbone, weights_file, inference.runtime, inference.precision)
     return check_scoring(model.identity, scoring, model.source)
@@ -209,7 +210,7 @@ def inference_choice(args: argparse.Namespace, model, weights_path: str | None):
     from image_jobs.conventions import default_runtime
     from image_jobs.featurize import TENSORFLOW, InferenceChoice
 
-    if (args.runtime or default_runtime(model.weights == "random")) == "tensorflow":
+    if (args.runtime or default_runtime(model.weights == RANDOM_WEIGHTS)) == "tensorflow":
         return TENSORFLOW
     from image_jobs.openvino_runtime import driver_weights_file, export_ir, resolve_precision
 

@@ -67,6 +67,17 @@ def test_staging_uploads_once_and_is_idempotent(s3, converted_weights):
     assert second["uploaded"] == [] and keys(s3, "prod/artifacts/") == staged
     assert {k: v for k, v in second.items() if k != "uploaded"} == {k: v for k, v in first.items() if k != "uploaded"}
 
+    # an IR staged before digests existed: another .xml under the same key and no .sha256; staging again
+    # replaces all three files, so the nodes' digest check passes and they ship it instead of exporting it
+    digests_key = stored.removesuffix(".xml") + ".sha256"
+    s3.put_object(Bucket=BUCKET, Key=stored, Body=b"<net>an older export</net>")
+    s3.delete_object(Bucket=BUCKET, Key=digests_key)
+    third = stage_s3(f"s3://{BUCKET}/prod/artifacts", f"file://{converted_weights}", CONN_ID)
+    assert sorted(third["uploaded"]) == sorted([stored, stored.removesuffix(".xml") + ".bin", digests_key])
+    assert s3.get_object(Bucket=BUCKET, Key=stored)["Body"].read() == xml.read_bytes()
+    assert s3.get_object(Bucket=BUCKET, Key=digests_key)["Body"].read() == xml.with_suffix(".sha256").read_bytes()
+    assert stage_s3(f"s3://{BUCKET}/prod/artifacts", f"file://{converted_weights}", CONN_ID)["uploaded"] == []
+
 
 def test_publish_reads_the_report_from_s3_and_writes_report_md(s3):
     from image_pipeline.publishing.run_report import ReportError, publish

@@ -121,13 +121,16 @@ def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -
     bucket_uri, prefix = f"s3://{bucket}", prefix.rstrip("/")
     uploaded: list[str] = []
 
-    def put(path: Path, key: str) -> str:
-        if not key_exists(s3, bucket, key):
+    def put(path: Path, key: str, replace: bool = False) -> str:
+        if replace or not key_exists(s3, bucket, key):
             # replace=True: the hook's own check before an upload is a HeadObject (see key_exists); the key is
             # named by content, so a run staging the same key at the same moment writes the same bytes
             s3.load_file(str(path), key, bucket, replace=True)
             uploaded.append(key)
         return join(bucket_uri, key)
+
+    def read(key: str) -> str | None:
+        return s3.read_key(key, bucket) if key_exists(s3, bucket, key) else None
 
     wheelhouse_prefix = join(prefix, f"wheelhouse-{requirements_hash()}")
     wheelhouse = None if key_exists(s3, bucket, join(wheelhouse_prefix, MANIFEST)) else ensure_wheelhouse()
@@ -144,7 +147,7 @@ def stage_s3(artifacts_uri: str, weights_uri: str | None, conn_id: str | None) -
     return staged(artifacts_hash, join(bucket_uri, prefix, artifacts_hash),
                   bootstrap_uri=uris["install_python_deps.sh"], requirements_uri=uris["requirements-emr.txt"],
                   wheelhouse_uri=join(bucket_uri, wheelhouse_prefix),
-                  weights_uri=stage_weights(weights_uri, prefix, put), uploaded=uploaded)
+                  weights_uri=stage_weights(weights_uri, prefix, put, read), uploaded=uploaded)
 
 
 def stage_wheelhouse(folder: Path, key_prefix: str, put: Callable[[Path, str], str]) -> None:
@@ -157,8 +160,10 @@ def stage_wheelhouse(folder: Path, key_prefix: str, put: Callable[[Path, str], s
     put(folder / MANIFEST, join(key_prefix, MANIFEST))
 
 
-def stage_weights(weights_uri: str | None, prefix: str, put: Callable[[Path, str], str]) -> str | None:
-    """Where the cluster reads the weights: an s3:// URI as it is, a local file uploaded under its content hash."""
+def stage_weights(weights_uri: str | None, prefix: str, put: Callable[..., str],
+                  read: Callable[[str], str | None]) -> str | None:
+    """Where the cluster reads the weights: an s3:// URI as it is, a local file uploaded under its content hash
+    (with the IRs exported beside it, ``stage_ir``)."""
     if not weights_uri or weights_uri == RANDOM_WEIGHTS:
         return None
     if weights_uri.startswith("s3://"):
@@ -168,9 +173,18 @@ def stage_weights(weights_uri: str | None, prefix: str, put: Callable[[Path, str
         raise FileNotFoundError(f"weights file {weights_uri} does not exist")
     folder = join(prefix, f"weights-{content_hash(local)}")
     for ir in exported_irs(local):  # the nodes ship the IR from beside the weights instead of exporting it
-        for part in sorted(ir.iterdir()):
-            put(part, join(folder, ir.name, part.name))
+        stage_ir(ir, join(folder, ir.name), put, read)
     return put(local, join(folder, local.name))
+
+
+def stage_ir(ir: Path, key_prefix: str, put: Callable[..., str], read: Callable[[str], str | None]) -> None:
+    """Upload an IR folder's files, its digests (``.sha256``) last. When the staged digests are not the local
+    ones (a folder staged before digests existed, or a partial one), every file is uploaded again: the nodes
+    check the IR they ship against the staged digests, and would export it again on every run otherwise."""
+    digests = sorted(ir.glob("*.sha256"))
+    current = all(read(join(key_prefix, digest.name)) == digest.read_text() for digest in digests)
+    for part in sorted(ir.iterdir(), key=lambda part: (part.suffix == ".sha256", part.name)):
+        put(part, join(key_prefix, part.name), replace=not current)
 
 
 def exported_irs(weights_file: Path) -> list[Path]:

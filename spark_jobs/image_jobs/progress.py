@@ -6,8 +6,6 @@ import logging
 import threading
 import time
 
-from pyspark.accumulators import AccumulatorParam
-
 
 class ProgressLogger:
     """Logs ``done/total`` images and the rate every ``interval`` seconds until stopped.
@@ -57,17 +55,3 @@ def task_counters(sc) -> dict:
     seconds (what ``ProgressLogger`` logs), model loads and their seconds (the jobs' summaries)."""
     return {"done": sc.accumulator(0), "rejected": sc.accumulator(0), "seconds": sc.accumulator(0.0),
             "model_loads": sc.accumulator(0), "load_seconds": sc.accumulator(0.0)}
-
-
-class OutcomesParam(AccumulatorParam):
-    """An accumulator of ``{path: reject reason, or None when featurized}`` over the tasks: the driver
-    learns what became of every image it sent without a second pass over the output. Only successful
-    task attempts are merged (a failed attempt's updates are dropped), and a path seen twice (a
-    speculative copy) keeps one entry."""
-
-    def zero(self, value: dict) -> dict:
-        return {}
-
-    def addInPlace(self, value1: dict, value2: dict) -> dict:  # noqa: N802 - PySpark's name
-        value1.update(value2)
-        return value1

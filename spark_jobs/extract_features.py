@@ -225,14 +225,13 @@ def count_outcome(spark: SparkSession, prepared: Prepared, any_rejected: bool) -
     if not any_rejected:
         return Outcome(n_features)
     rejects = spark.read.parquet(prepared.out_rejects)
-    by_kind = (rejects.groupBy(reason_kind_column().alias("kind"),
-                               F.col("reason").isin(CHANGED, VANISHED).alias("unread")).count().collect())
-    rejected_by_reason: dict[str, int] = {}
-    for row in by_kind:
-        rejected_by_reason[row["kind"]] = rejected_by_reason.get(row["kind"], 0) + int(row["count"])
-    first = rejects.select("path", "reason").limit(20).collect() if by_kind else []
-    return Outcome(n_features, sum(int(row["count"]) for row in by_kind if row["unread"]),
-                   dict(sorted(rejected_by_reason.items())), [(row.path, row.reason) for row in first])
+    by_kind = rejects.groupBy(reason_kind_column().alias("kind")).agg(
+        F.count("*").alias("count"), F.count(F.when(F.col("reason").isin(CHANGED, VANISHED), 1)).alias("unread"),
+    ).collect()
+    first = rejects.select("path", "reason").limit(20).collect()
+    return Outcome(n_features, sum(int(row["unread"]) for row in by_kind),
+                   dict(sorted((row["kind"], int(row["count"])) for row in by_kind)),
+                   [(row.path, row.reason) for row in first])
 
 
 def extraction_summary(args: argparse.Namespace, prepared: Prepared, selection: Selection, outcome: Outcome,

@@ -42,7 +42,7 @@ from image_jobs.cli import (
 from image_jobs.conventions import IMAGENET_WEIGHTS, RANDOM_WEIGHTS
 from image_jobs.feature_identity import FeatureIdentity
 from image_jobs.featurize import FEATURE_COLUMNS, REJECT_COLUMNS, make_featurizer, output_schema
-from image_jobs.forward_pass import ForwardPass, check_weights, ship_forward_pass
+from image_jobs.forward_pass import ShippedForwardPass, check_weights, ship_forward_pass
 from image_jobs.photo_listing import (
     CHANGED,
     VANISHED,
@@ -137,7 +137,7 @@ class Prepared:
     labels: list[str]
     out_features: str
     out_rejects: str
-    forward: ForwardPass
+    forward: ShippedForwardPass
     options: StoreOptions
 
 

@@ -43,7 +43,7 @@ from image_jobs.cli import (
 )
 from image_jobs.conventions import model_changed, model_sha256
 from image_jobs.feature_identity import FeatureIdentity, FeatureIdentityError, check_scoring
-from image_jobs.forward_pass import ForwardPass, check_weights, ship_forward_pass
+from image_jobs.forward_pass import ShippedForwardPass, check_weights, ship_forward_pass
 from image_jobs.inbox import csv_frame, first_score_per_photo, make_scorer, scored_schema
 from image_jobs.photo_listing import done_rows, list_photos, not_done, photo_partitions
 from image_jobs.photo_store import StoreError, StoreLocation, StoreOptions, filesystem
@@ -131,7 +131,7 @@ class ScoringRun:
     the photos are read."""
 
     loaded: LoadedModel
-    forward: ForwardPass
+    forward: ShippedForwardPass
     options: StoreOptions
     batches_uri: str
     out_batch: str

@@ -40,7 +40,7 @@ def check_weights(spark: SparkSession, backbone: str, weights: str, missing: str
 
 
 @dataclass(frozen=True)
-class ForwardPass:
+class ShippedForwardPass:
     """What runs the CNN on the executors: the backbone, its weights (shipped), the resolved precision, the
     runtime with its IR, and the identity of the features it makes."""
 
@@ -57,7 +57,7 @@ class ForwardPass:
 
 
 def ship_forward_pass(spark: SparkSession, backbone: str, weights: str, runtime: str, precision: str,
-                      check_identity: Callable[[FeatureIdentity], None] | None = None) -> ForwardPass:
+                      check_identity: Callable[[FeatureIdentity], None] | None = None) -> ShippedForwardPass:
     """Ship the (checked) weights to every executor, resolve ``precision``, settle the features' identity
     (``check_identity`` may refuse it before anything is exported) and, with openvino, ship the IR."""
     if is_weights_file(weights):
@@ -67,4 +67,4 @@ def ship_forward_pass(spark: SparkSession, backbone: str, weights: str, runtime:
     if check_identity is not None:
         check_identity(identity)
     inference = ship_ir(spark, backbone, weights, resolved) if runtime == "openvino" else TENSORFLOW
-    return ForwardPass(backbone, weights, resolved, inference, identity)
+    return ShippedForwardPass(backbone, weights, resolved, inference, identity)

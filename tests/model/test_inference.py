@@ -19,6 +19,7 @@ from image_jobs.decode import decode_image
 from image_jobs.featurize import ForwardPass
 from image_jobs.ir_digests import ir_problem, read_digests
 from image_jobs.openvino_runtime import (
+    REQUEST_IMAGES,
     InferenceRuntimeError,
     OpenVinoForwardPass,
     check_choice,
@@ -86,6 +87,23 @@ def test_openvino_fp32_gives_tensorflows_features_and_classes_on_real_photos(ir,
     assert error <= 1e-4
     np.testing.assert_array_equal(top1(got, kernel, bias), top1(features, kernel, bias))
     assert int((top1(got, kernel, bias) == labels).sum()) >= 18  # the real-photo check of the weights
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_photos_features_do_not_depend_on_its_batch(ir, photos, precision):
+    """Batches run in requests of REQUEST_IMAGES, the last one padded: any batch size gives each photo the
+    features it gets alone, bit for bit, and the padding's features are not returned."""
+    if precision == "bf16" and "BF16" not in cpu_capabilities():
+        pytest.skip(f"this CPU offers no BF16 to OpenVINO ({cpu_capabilities()}): bf16 cannot run here")
+    batch, _ = photos
+    forward = OpenVinoForwardPass(ir, threads=1, precision=precision)
+    assert REQUEST_IMAGES > 1  # else there is no padding to check
+    alone = np.concatenate([forward.predict_on_batch(batch[i : i + 1]) for i in range(7)])
+    for size in (1, REQUEST_IMAGES + 1, 7):
+        got = forward.predict_on_batch(batch[:size])
+        assert got.shape == (size, 1280) and got.dtype == np.float32
+        np.testing.assert_array_equal(got, alone[:size])
+    assert forward.predict_on_batch(batch[:0]).shape == (0, 1280)
 
 
 def test_openvino_bf16_keeps_the_classes_of_real_photos(ir, photos, reference):

@@ -7,7 +7,8 @@
     make bench-extract BENCH_ARGS="--no-job"                              # the forward passes only
 
 Prints images/s per core for
-  (a) the model's forward pass alone on pre-decoded batches at the model's input size: one single-threaded process
+  (a) the model's forward pass alone on pre-decoded batches at the model's input size (OpenVINO in requests of two
+      images, as the job runs it): one single-threaded process
       per core, all running at once (the job's own parallelism), after a warm-up, for every runtime
       and precision this CPU runs (tensorflow fp32, openvino fp32, openvino bf16 where the CPU has
       BF16), and their ratios to tensorflow's, and

@@ -140,10 +140,10 @@ def test_read_concurrency_and_the_feature_identity_source_reach_the_jobs():
     assert extract_features.parse_args(list(extract.args)).read_concurrency == 48
     summary = option(extract.args, "--summary-uri")
     assert train_models.parse_args(list(train.args)).extract_summary_uri == summary
-    assert build_run_plan(params(), "r", WHEN, SETTINGS, LABELS).read_concurrency == 16  # the declared default
+    assert build_run_plan(params(), "r", WHEN, SETTINGS, LABELS).read_concurrency == 32  # the declared default
     old = {key: value for key, value in plan.items() if key != "read_concurrency"}
     assert "--read-concurrency" not in build_steps(old)[0].args
-    assert extract_features.parse_args(list(build_steps(old)[0].args)).read_concurrency == 16
+    assert extract_features.parse_args(list(build_steps(old)[0].args)).read_concurrency == 32
     with pytest.raises(PlanError, match="param 'read_concurrency' must be between 1 and 256, got 0"):
         build_run_plan(params(read_concurrency=0), "r", WHEN, SETTINGS, LABELS)
 

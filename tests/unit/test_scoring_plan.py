@@ -49,7 +49,7 @@ def test_the_plan_places_a_scoring_run_under_scoring_and_its_predictions_under_t
         "--model-uri=file:///data/runs/train/models", f"--run-key={plan['run_key']}",
         "--modified-before=2026-03-01T10:00:00Z", "--batch-size=16",
         "--weights-uri=file:///data/weights/mobilenet_v2_imagenet.keras",
-        f"--summary-uri={plan['steps_uri']}/score_inbox.json", "--read-concurrency=16",
+        f"--summary-uri={plan['steps_uri']}/score_inbox.json", "--read-concurrency=32",
         "--runtime=openvino", "--precision=fp32"]
     with pytest.raises(ValueError, match="unknown step 'train_models'; steps are score_inbox"):
         step_by_name(plan, "train_models")

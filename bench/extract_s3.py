@@ -1,6 +1,6 @@
 """Benchmark: the extraction job with its photos in S3 behind added request latency, and the raw fetch rate.
 
-    make bench-extract-s3                                      # 600 photos; 0/25/50 ms x read concurrency 16 and 1
+    make bench-extract-s3                                      # 600 photos; 0/25/50 ms x 32 reads at once and 1
     make bench-extract-s3 BENCH_ARGS="--concurrency 4,8,16,32"  # sweep the read concurrency at 50 ms instead
     make bench-extract-s3 BENCH_ARGS="--precision bf16"        # the forward pass at bf16 (where the CPU has it)
     make bench-extract-s3 BENCH_ARGS="--photos 1200 --repeats 5"   # default: 3 rounds (single runs swing 2x here)

@@ -116,12 +116,14 @@ def time_forward(args: argparse.Namespace, runtime: str, precision: str, ir: str
 
 def forward_figures(args: argparse.Namespace) -> dict[tuple[str, str], float]:
     """(a) for every runtime and precision, printed with their ratios to tensorflow's."""
+    from image_jobs.openvino_runtime import REQUEST_IMAGES
+
     rates = {}
     for runtime, precision, ir in forward_configs(args.weights_uri, args.backbone):
         rates[runtime, precision] = time_forward(args, runtime, precision, ir)
     base = rates["tensorflow", "fp32"]
-    print(f"(a) forward pass alone ({args.backbone}, batch {args.batch_size}, {args.cores} single-threaded "
-          f"processes at once, after warm-up), images/s per core:")
+    print(f"(a) forward pass alone ({args.backbone}, batch {args.batch_size}, openvino in requests of {REQUEST_IMAGES} "
+          f"images, {args.cores} single-threaded processes at once, after warm-up), images/s per core:")
     for (runtime, precision), rate in rates.items():
         print(f"    {runtime:<10} {precision:<4} {rate:7.1f}   x{rate / base:.2f} tensorflow's", flush=True)
     return rates
